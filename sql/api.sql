@@ -1,0 +1,142 @@
+-- integration: the relational part of the SQL API (PL/pgSQL). Loaded after the Rust functions.
+
+-- Installs the triggers that turn every committed stock change of an EGDC inventory table into
+-- outbox work, and enqueues the current stock of already-mapped products.
+CREATE FUNCTION integ.track_inventory(inventory regclass, tenant_column name, product_column name, stock_column name)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col name;
+    stock_type regtype;
+BEGIN
+    IF inventory IS NULL OR tenant_column IS NULL OR product_column IS NULL OR stock_column IS NULL THEN
+        RAISE EXCEPTION 'integ.track_inventory: no argument may be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = inventory AND relkind IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'integ.track_inventory: % is not a table', inventory USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF tenant_column = product_column OR tenant_column = stock_column OR product_column = stock_column THEN
+        RAISE EXCEPTION 'integ.track_inventory: tenant, product and stock must be three different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY ARRAY[tenant_column, product_column, stock_column] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = inventory AND attname = col AND attnum > 0 AND NOT attisdropped) THEN
+            RAISE EXCEPTION 'integ.track_inventory: table % has no column "%"', inventory, col
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    SELECT atttypid::regtype INTO stock_type FROM pg_attribute
+     WHERE attrelid = inventory AND attname = stock_column AND attnum > 0 AND NOT attisdropped;
+    IF stock_type NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'numeric'::regtype,
+                          'real'::regtype, 'double precision'::regtype) THEN
+        RAISE EXCEPTION 'integ.track_inventory: stock column "%" is %, expected a numeric type', stock_column, stock_type
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_stock ON %s', inventory);
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_stock_update ON %s', inventory);
+    EXECUTE format('CREATE TRIGGER integ_track_stock AFTER INSERT OR DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION integ.track_stock(%L, %L, %L)',
+                   inventory, tenant_column, product_column, stock_column);
+    -- WHEN keeps updates that do not touch stock, tenant or product from ever calling the trigger.
+    EXECUTE format('CREATE TRIGGER integ_track_stock_update AFTER UPDATE OF %1$I, %2$I, %3$I ON %4$s
+                    FOR EACH ROW WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I OR OLD.%2$I IS DISTINCT FROM NEW.%2$I
+                                       OR OLD.%3$I IS DISTINCT FROM NEW.%3$I)
+                    EXECUTE FUNCTION integ.track_stock(%1$L, %2$L, %3$L)',
+                   tenant_column, product_column, stock_column, inventory);
+
+    INSERT INTO integ.tracked_tables (relid, table_name, tenant_column, product_column, stock_column)
+    VALUES (inventory, inventory::text, tenant_column, product_column, stock_column)
+    ON CONFLICT (relid) DO UPDATE
+       SET table_name = EXCLUDED.table_name, tenant_column = EXCLUDED.tenant_column,
+           product_column = EXCLUDED.product_column, stock_column = EXCLUDED.stock_column;
+
+    -- Bring already-mapped listings to the table's current stock.
+    EXECUTE format('SELECT count(integ.enqueue_stock(t.%1$I::text, t.%2$I::text, t.%3$I::numeric)) FROM %4$s t
+                     WHERE EXISTS (SELECT 1 FROM integ.listings l
+                                    WHERE l.tenant_id = t.%1$I::text AND l.product_id = t.%2$I::text)',
+                   tenant_column, product_column, stock_column, inventory);
+END
+$$;
+
+CREATE FUNCTION integ.untrack_inventory(inventory regclass)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM integ.tracked_tables WHERE relid = inventory) THEN
+        RAISE EXCEPTION 'integ.untrack_inventory: % is not tracked', inventory USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_stock ON %s', inventory);
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_stock_update ON %s', inventory);
+    DELETE FROM integ.tracked_tables WHERE relid = inventory;
+END
+$$;
+
+-- EGDC's current stock of one product, from the first tracked table that has it; enqueues it.
+CREATE FUNCTION integ.seed_listing_stock(p_tenant text, p_product text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    v numeric;
+BEGIN
+    FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        EXECUTE format('SELECT %I::numeric FROM %s WHERE %I::text = $1 AND %I::text = $2 LIMIT 1',
+                       t.stock_column, t.relid::regclass, t.tenant_column, t.product_column)
+           INTO v USING p_tenant, p_product;
+        IF FOUND THEN
+            PERFORM integ.enqueue_stock(p_tenant, p_product, v);
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+
+-- Puts dead jobs back in the queue (one per listing; a listing that already has a pending job
+-- needs none). Returns how many listings will be retried.
+CREATE FUNCTION integ.retry_dead(tenant_id text DEFAULT NULL, marketplace text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    n bigint;
+BEGIN
+    IF $2 IS NOT NULL AND $2 NOT IN ('mercadolibre', 'shopify', 'tiktok', 'shein') THEN
+        RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left($2, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM integ.connections c WHERE c.tenant_id = $1) THEN
+        RAISE EXCEPTION 'unknown tenant "%": it has no connection', left($1, 80) USING ERRCODE = 'no_data_found';
+    END IF;
+    WITH dead AS (
+        SELECT j.id, j.listing_id,
+               row_number() OVER (PARTITION BY j.listing_id ORDER BY j.id DESC) AS rn
+          FROM integ.sync_jobs j
+         WHERE j.state = 'dead' AND ($1 IS NULL OR j.tenant_id = $1) AND ($2 IS NULL OR j.marketplace = $2)
+    ), revived AS (
+        UPDATE integ.sync_jobs s
+           SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
+          FROM dead d
+         WHERE s.id = d.id AND d.rn = 1
+           AND NOT EXISTS (SELECT 1 FROM integ.sync_jobs p WHERE p.listing_id = d.listing_id AND p.state = 'pending')
+        RETURNING s.id
+    ), retired AS (
+        UPDATE integ.sync_jobs s
+           SET state = 'done', last_error = 'superseded by integ.retry_dead', updated_at = now()
+          FROM dead d
+         WHERE s.id = d.id AND s.id NOT IN (SELECT id FROM revived)
+        RETURNING s.id
+    )
+    SELECT count(DISTINCT d.listing_id) INTO n FROM dead d;
+    IF n > 0 THEN
+        PERFORM integ.wake_workers_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;

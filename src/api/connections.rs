@@ -1,0 +1,48 @@
+//! integ.connect: validate, store the connection and its encrypted credentials.
+
+use super::{check_tenant, connector_for, shown};
+use crate::spi_util::{invalid, OrRaise};
+use crate::marketplaces::Marketplace;
+use crate::{credentials, marketplaces, shmem};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: default!(JsonB, "'{}'")) -> i64 {
+    check_tenant(tenant_id);
+    let (m, connector) = connector_for(marketplace);
+    if !settings.0.is_object() {
+        invalid("settings must be a JSON object");
+    }
+    marketplaces::base_url(connector, &settings.0).unwrap_or_else(|e| invalid(e));
+    let creds = connector.split_credentials(&credentials.0).unwrap_or_else(|e| invalid(e));
+    // Fail on a missing master key before writing anything.
+    let _ = credentials::encrypt(&serde_json::Map::new());
+    let id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO integ.connections AS c (tenant_id, marketplace, settings)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id, marketplace) DO UPDATE
+            SET settings = EXCLUDED.settings, status = 'active', last_error = NULL, updated_at = now()
+         RETURNING c.id",
+        &[tenant_id.into(), m.as_str().into(), settings.into()],
+    )
+    .or_raise("storing the connection")
+    .unwrap_or_else(|| invalid(format!("could not store the connection of tenant \"{}\"", shown(tenant_id))));
+    credentials::store(id, tenant_id, m.as_str(), &creds);
+    shmem::wake_workers_at_commit();
+    id
+}
+
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+fn disconnect(tenant_id: &str, marketplace: &str) {
+    let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
+    let id = Spi::get_one_with_args::<i64>(
+        "DELETE FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2 RETURNING id",
+        &[tenant_id.into(), m.as_str().into()],
+    )
+    .or_raise("deleting the connection");
+    match id {
+        Some(id) => credentials::forget(id),
+        None => crate::spi_util::not_found(format!("tenant \"{}\" has no {m} connection", shown(tenant_id))),
+    }
+}

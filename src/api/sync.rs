@@ -1,0 +1,173 @@
+//! integ.sync_product (push now, synchronously) and the commit-time wake-up used by triggers.
+
+use super::{check_tenant, connector_for, shown};
+use crate::gucs::{self, Tuning};
+use crate::marketplaces::{http, PushKind};
+use crate::outbox::{self, Attempt, Outcome, Target};
+use crate::spi_util::{not_found, OrRaise};
+use crate::tokens::{self, TokenStatus};
+use crate::{push, shmem};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Wakes the workers when the calling transaction commits (called by the stock trigger).
+#[pg_extern(volatile, parallel_unsafe)]
+fn wake_workers_at_commit() {
+    shmem::wake_workers_at_commit();
+}
+
+struct ListingRow {
+    listing_id: i64,
+    connection_id: i64,
+    marketplace: String,
+    external_id: String,
+    settings: Value,
+    desired: Option<i32>,
+    connection_status: String,
+    connection_settings: Value,
+}
+
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| http::agent(Duration::from_millis(gucs::HTTP_TIMEOUT_MS.get().max(100) as u64), 4))
+}
+
+/// Pushes EGDC's current stock of a product to its listings now, on this backend, and returns
+/// one row per listing. Token refreshes are done by a worker (so they commit on their own).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+fn sync_product(
+    tenant_id: &str,
+    product_id: &str,
+    marketplace: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(marketplace, String),
+        name!(external_id, String),
+        name!(status, String),
+        name!(stock, Option<i32>),
+        name!(http_status, Option<i32>),
+        name!(error, Option<String>),
+    ),
+> {
+    check_tenant(tenant_id);
+    let market = marketplace.map(|m| connector_for(m).0.as_str());
+    let listings = load_listings(tenant_id, product_id, market);
+    if listings.is_empty() {
+        let has_tenant = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM integ.connections WHERE tenant_id = $1)",
+            &[tenant_id.into()],
+        )
+        .or_raise("looking up the tenant")
+        .unwrap_or(false);
+        if !has_tenant {
+            not_found(format!("unknown tenant \"{}\": it has no connection", shown(tenant_id)));
+        }
+        not_found(format!(
+            "product \"{}\" of tenant \"{}\" is not mapped to any listing{}",
+            shown(product_id),
+            shown(tenant_id),
+            market.map(|m| format!(" on {m}")).unwrap_or_default()
+        ));
+    }
+    let tuning = Tuning::read();
+    let rows: Vec<_> = listings.into_iter().map(|l| push_one(tenant_id, product_id, l, &tuning)).collect();
+    TableIterator::new(rows)
+}
+
+fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec<ListingRow> {
+    Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
+                    c.status, c.settings
+               FROM integ.listings l JOIN integ.connections c ON c.id = l.connection_id
+              WHERE l.tenant_id = $1 AND l.product_id = $2 AND ($3::text IS NULL OR l.marketplace = $3)
+              ORDER BY l.marketplace",
+            None,
+            &[tenant_id.into(), product_id.into(), market.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(ListingRow {
+                listing_id: r.get(1)?.unwrap_or_default(),
+                connection_id: r.get(2)?.unwrap_or_default(),
+                marketplace: r.get(3)?.unwrap_or_default(),
+                external_id: r.get(4)?.unwrap_or_default(),
+                settings: r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
+                desired: r.get(6)?,
+                connection_status: r.get(7)?.unwrap_or_default(),
+                connection_settings: r.get::<JsonB>(8)?.map(|j| j.0).unwrap_or(Value::Null),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_raise("reading listings")
+}
+
+type Row = (String, String, String, Option<i32>, Option<i32>, Option<String>);
+
+fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -> Row {
+    let row = |status: &str, stock: Option<i32>, http: Option<i32>, err: Option<String>| {
+        (l.marketplace.clone(), l.external_id.clone(), status.to_string(), stock, http, err)
+    };
+    if l.connection_status != "active" {
+        return row(&l.connection_status, l.desired, None, Some(format!("connection is {}", l.connection_status)));
+    }
+    let Some(stock) = l.desired else {
+        return row("skipped", None, None, Some("no EGDC stock known for this product yet".into()));
+    };
+    let target = Target {
+        job_id: None,
+        attempt: None,
+        listing_id: l.listing_id,
+        connection_id: l.connection_id,
+        tenant_id,
+        marketplace: &l.marketplace,
+        product_id,
+        external_id: &l.external_id,
+    };
+    let wait_ms = tuning.http_timeout_ms * 2 + 2_000;
+    let mut stale = None;
+    for _ in 0..2 {
+        let (token, generation) = match tokens::backend_token(l.connection_id, stale, wait_ms) {
+            TokenStatus::Ready { access_token, generation } => (access_token, generation),
+            TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
+                outbox::log(&target, "push", "failed", Some(stock), None, &Attempt::default(), Some(&e));
+                return row("failed", Some(stock), None, Some(e));
+            }
+        };
+        let (connector, request) = match push::prepare(&l.marketplace, &l.connection_settings, &l.external_id, &l.settings, stock, token) {
+            Ok(p) => p,
+            Err(e) => {
+                outbox::log(&target, "push", "failed", Some(stock), None, &Attempt::default(), Some(&e));
+                return row("failed", Some(stock), None, Some(e));
+            }
+        };
+        let result = connector.push_stock(agent(), &request);
+        let attempt = Attempt { http_status: result.http_status.map(i32::from), latency_ms: Some(result.latency_ms) };
+        match result.kind {
+            PushKind::Unauthorized { .. } if stale.is_none() => {
+                stale = Some(generation);
+                continue;
+            }
+            PushKind::Applied { remote } => {
+                let o = Outcome::Pushed { stock, remote: remote.map(|r| r.clamp(0, i32::MAX as i64) as i32) };
+                outbox::record(&target, &o, &attempt);
+                let word = outbox::outcome_word(&o);
+                let err = (word == "mismatch").then(|| format!("marketplace reports {}", remote.unwrap_or_default()));
+                outbox::note_connection(l.connection_id, err.as_deref());
+                return row(word, Some(stock), attempt.http_status, err);
+            }
+            PushKind::Retry { error, .. } | PushKind::Permanent { error } | PushKind::Unauthorized { error } => {
+                outbox::log(&target, "push", "failed", Some(stock), None, &attempt, Some(&error));
+                outbox::note_connection(l.connection_id, Some(&error));
+                return row("failed", Some(stock), attempt.http_status, Some(error));
+            }
+        }
+    }
+    row("failed", Some(stock), None, Some("unauthorized after a token refresh".into()))
+}

@@ -1,0 +1,171 @@
+//! `#[pg_test]`s: SQL behaviour inside one (rolled back) transaction. Pushing, waking and
+//! refreshing are tested end to end in `tests/`.
+
+use pgrx::prelude::*;
+
+const KEY_FILE: &str = "/tmp/integ-pg-test.key";
+
+fn key() {
+    std::fs::write(KEY_FILE, "pg-test-master-key-0123456789").expect("write key file");
+}
+
+fn connect_demo() -> i64 {
+    key();
+    Spi::get_one::<i64>(
+        "SELECT integ.connect('t1', 'mercadolibre',
+            '{\"client_id\": 42, \"client_secret\": \"CS-very-secret\", \"refresh_token\": \"TG-refresh-secret\",
+              \"access_token\": \"APP-access-secret\", \"expires_in\": 21600, \"user_id\": 7}',
+            '{\"base_url\": \"http://127.0.0.1:9\"}')",
+    )
+    .unwrap()
+    .unwrap()
+}
+
+fn count(sql: &str) -> i64 {
+    Spi::get_one::<i64>(sql).unwrap().unwrap()
+}
+
+#[pg_test]
+fn connect_stores_secrets_encrypted() {
+    let id = connect_demo();
+    assert!(id > 0);
+    assert_eq!(count("SELECT count(*) FROM integ.credentials WHERE identifiers->>'client_id' = '42'"), 1);
+    for secret in ["CS-very-secret", "TG-refresh-secret", "APP-access-secret"] {
+        let leaks = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM integ.credentials c
+              WHERE position(convert_to($1, 'UTF8') IN c.secrets) > 0 OR c::text LIKE '%' || $1 || '%'",
+            &[secret.into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(leaks, 0, "{secret} stored in plain text");
+    }
+    // Connecting again updates the same connection and bumps the credentials generation.
+    assert_eq!(connect_demo(), id);
+    assert_eq!(count("SELECT generation FROM integ.credentials"), 2);
+}
+
+#[pg_test(error = "unknown marketplace \"amazon\" (expected one of: mercadolibre, shopify, tiktok, shein)")]
+fn connect_rejects_unknown_marketplace() {
+    Spi::run("SELECT integ.connect('t1', 'amazon', '{}')").unwrap();
+}
+
+#[pg_test(error = "mercadolibre credentials: \"client_secret\" is required")]
+fn connect_rejects_incomplete_credentials() {
+    key();
+    Spi::run("SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"refresh_token\": \"x\"}')").unwrap();
+}
+
+#[pg_test(error = "settings.base_url must start with http:// or https://")]
+fn connect_rejects_bad_settings() {
+    key();
+    Spi::run(
+        "SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
+                              '{\"base_url\": \"gopher://x\"}')",
+    )
+    .unwrap();
+}
+
+#[pg_test(error = "tenant \"nobody\" has no mercadolibre connection: call integ.connect first")]
+fn map_product_needs_a_connection() {
+    Spi::run("SELECT integ.map_product('nobody', 'mercadolibre', 'p1', 'MLM1')").unwrap();
+}
+
+#[pg_test(error = "invalid mercadolibre listing id \"MLM 1/../x\": expected letters, digits, '-' or '_'")]
+fn map_product_rejects_bad_listing_ids() {
+    connect_demo();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p1', 'MLM 1/../x')").unwrap();
+}
+
+#[pg_test]
+fn tracked_updates_coalesce_into_one_pending_job() {
+    connect_demo();
+    Spi::run("CREATE TABLE inv (tenant text, sku text, qty int, note text)").unwrap();
+    Spi::run("INSERT INTO inv VALUES ('t1', 'p1', 5, ''), ('t1', 'p2', 9, ''), ('t2', 'p1', 1, '')").unwrap();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p1', 'MLM1')").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv', 'tenant', 'sku', 'qty')").unwrap();
+    // Tracking enqueues the current stock of the mapped product only.
+    assert_eq!(count("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'"), 1);
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 5);
+    for q in [7, 8, 3] {
+        Spi::run(&format!("UPDATE inv SET qty = {q} WHERE tenant = 't1' AND sku = 'p1'")).unwrap();
+    }
+    assert_eq!(count("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'"), 1);
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 3);
+    // Unmapped products and other tenants enqueue nothing; non-stock updates do not fire.
+    Spi::run("UPDATE inv SET qty = 100 WHERE sku = 'p2' OR tenant = 't2'").unwrap();
+    Spi::run("UPDATE inv SET note = 'x'").unwrap();
+    assert_eq!(count("SELECT count(*) FROM integ.sync_jobs"), 1);
+    // Deleting the row means no stock; negative stock is published as 0.
+    Spi::run("DELETE FROM inv WHERE tenant = 't1' AND sku = 'p1'").unwrap();
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 0);
+    Spi::run("INSERT INTO inv VALUES ('t1', 'p1', -4, '')").unwrap();
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 0);
+    Spi::run("SELECT integ.untrack_inventory('inv')").unwrap();
+    Spi::run("UPDATE inv SET qty = 50 WHERE sku = 'p1' AND tenant = 't1'").unwrap();
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 0);
+}
+
+#[pg_test]
+fn map_product_seeds_stock_from_tracked_tables() {
+    connect_demo();
+    Spi::run("CREATE TABLE inv2 (tenant text, sku text, qty numeric)").unwrap();
+    Spi::run("INSERT INTO inv2 VALUES ('t1', 'p9', 12.7)").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv2', 'tenant', 'sku', 'qty')").unwrap();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p9', 'MLM9')").unwrap();
+    assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p9'"), 12);
+    assert_eq!(count("SELECT queue_depth FROM integ.status WHERE tenant_id = 't1'"), 1);
+}
+
+#[pg_test(error = "integ.track_inventory: table inv3 has no column \"stock\"")]
+fn track_inventory_checks_columns() {
+    Spi::run("CREATE TABLE inv3 (tenant text, sku text, qty int)").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv3', 'tenant', 'sku', 'stock')").unwrap();
+}
+
+#[pg_test(error = "integ.track_inventory: stock column \"qty\" is text, expected a numeric type")]
+fn track_inventory_checks_stock_type() {
+    Spi::run("CREATE TABLE inv4 (tenant text, sku text, qty text)").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv4', 'tenant', 'sku', 'qty')").unwrap();
+}
+
+#[pg_test]
+fn retry_dead_requeues_one_job_per_listing() {
+    connect_demo();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p1', 'MLM1')").unwrap();
+    Spi::run(
+        "INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace, state, attempts, last_error)
+         SELECT id, connection_id, tenant_id, marketplace, 'dead', 3, 'HTTP 400' FROM integ.listings, generate_series(1, 2)",
+    )
+    .unwrap();
+    assert_eq!(count("SELECT dead FROM integ.status"), 2);
+    assert_eq!(count("SELECT integ.retry_dead('t1')"), 1);
+    assert_eq!(count("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending' AND attempts = 0"), 1);
+    assert_eq!(count("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'"), 0);
+    assert_eq!(count("SELECT integ.retry_dead()"), 0);
+}
+
+#[pg_test(error = "unknown tenant \"ghost\": it has no connection")]
+fn retry_dead_rejects_unknown_tenant() {
+    Spi::run("SELECT integ.retry_dead('ghost')").unwrap();
+}
+
+#[pg_test(error = "product \"nope\" of tenant \"t1\" is not mapped to any listing")]
+fn sync_product_rejects_unmapped_products() {
+    connect_demo();
+    Spi::run("SELECT * FROM integ.sync_product('t1', 'nope')").unwrap();
+}
+
+#[pg_test(error = "tenant \"t1\" has no shopify connection")]
+fn disconnect_unknown_connection() {
+    Spi::run("SELECT integ.disconnect('t1', 'shopify')").unwrap();
+}
+
+#[pg_test]
+fn disconnect_removes_everything_of_the_connection() {
+    connect_demo();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p1', 'MLM1')").unwrap();
+    Spi::run("SELECT integ.disconnect('t1', 'mercadolibre')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM integ.credentials"), 0);
+    assert_eq!(count("SELECT count(*) FROM integ.listings"), 0);
+}

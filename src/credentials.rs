@@ -1,0 +1,207 @@
+//! Credentials at rest: one pgcrypto-encrypted JSON document of secrets per connection, under a
+//! master key read from `integ.key_file` at server start. The key reaches pgcrypto only as a
+//! bound SPI parameter; decrypted credentials are cached per process by generation.
+
+use crate::marketplaces::Credentials;
+use crate::spi_util::{fail, OrRaise};
+use parking_lot::Mutex;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Keys shorter than this are refused: they would be guessable.
+const MIN_KEY_LEN: usize = 16;
+
+static MASTER_KEY: OnceLock<Result<String, String>> = OnceLock::new();
+
+fn read_key_file() -> Result<String, String> {
+    let path = crate::gucs::KEY_FILE
+        .get()
+        .and_then(|p| p.into_string().ok())
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| {
+            "no credential master key: set integ.key_file in postgresql.conf to a file holding the key and restart the server".to_string()
+        })?;
+    let raw = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the credential master key file named by integ.key_file: {}", e.kind()))?;
+    let key = raw.trim().to_string();
+    if key.len() < MIN_KEY_LEN {
+        return Err(format!("the credential master key in integ.key_file must be at least {MIN_KEY_LEN} characters"));
+    }
+    Ok(key)
+}
+
+/// Called from `_PG_init` in the postmaster: every process forked later inherits the key.
+pub fn load_master_key_at_startup() {
+    let loaded = MASTER_KEY.get_or_init(read_key_file);
+    if let Err(e) = loaded {
+        // The message names the problem, never the key.
+        pgrx::log!("integration: {e}");
+    }
+}
+
+fn master_key() -> &'static str {
+    match MASTER_KEY.get_or_init(read_key_file) {
+        Ok(k) => k.as_str(),
+        Err(e) => fail(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, e),
+    }
+}
+
+/// The schema pgcrypto lives in, quoted, so calls do not depend on search_path.
+fn pgcrypto_schema() -> String {
+    Spi::get_one::<String>(
+        "SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgcrypto'",
+    )
+    .or_raise("looking up pgcrypto")
+    .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "integration needs the pgcrypto extension"))
+}
+
+pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
+    let key = master_key();
+    let sql = format!(
+        "SELECT {}.pgp_sym_encrypt_bytea(convert_to($1, 'UTF8'), $2, 'cipher-algo=aes256, compress-algo=0')",
+        pgcrypto_schema()
+    );
+    let plain = Value::Object(secrets.clone()).to_string();
+    Spi::get_one_with_args::<Vec<u8>>(&sql, &[plain.into(), key.into()])
+        .or_raise("encrypting credentials")
+        .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "encrypting credentials returned nothing"))
+}
+
+fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
+    let key = master_key();
+    let sql = format!(
+        "SELECT convert_from({}.pgp_sym_decrypt_bytea($1, $2), 'UTF8')",
+        pgcrypto_schema()
+    );
+    // pgcrypto's own error for a wrong key is "Wrong key or corrupt data": clear enough, and
+    // it carries neither the key nor the data.
+    let text = Spi::get_one_with_args::<String>(&sql, &[cipher.into(), key.into()])
+        .or_raise("decrypting credentials")
+        .unwrap_or_default();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => m,
+        _ => fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "stored credentials are not a JSON object"),
+    }
+}
+
+/// Insert or replace a connection's credentials; bumps the generation.
+pub fn store(connection_id: i64, tenant: &str, marketplace: &str, creds: &Credentials) {
+    let cipher = encrypt(&creds.secrets);
+    let identifiers = pgrx::JsonB(Value::Object(creds.identifiers.clone()));
+    Spi::run_with_args(
+        "INSERT INTO integ.credentials AS c (connection_id, tenant_id, marketplace, identifiers, secrets, access_expires_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now())
+         ON CONFLICT (connection_id) DO UPDATE
+            SET identifiers = EXCLUDED.identifiers, secrets = EXCLUDED.secrets,
+                access_expires_at = EXCLUDED.access_expires_at, generation = c.generation + 1,
+                updated_at = now()",
+        &[
+            connection_id.into(),
+            tenant.into(),
+            marketplace.into(),
+            identifiers.into(),
+            cipher.into(),
+            creds.expires_in.map(|s| s as f64).into(),
+        ],
+    )
+    .or_raise("storing credentials");
+    cache_remove(connection_id);
+}
+
+/// Credentials as the pushing code needs them.
+#[derive(Clone)]
+pub struct Loaded {
+    pub generation: i64,
+    pub creds: Credentials,
+    /// Seconds from now until the access token expires (negative: expired); None: unknown.
+    pub expires_in_s: Option<f64>,
+}
+
+impl Loaded {
+    pub fn access_token(&self) -> Option<&str> {
+        self.creds.secret("access_token")
+    }
+    /// An access token we may use now (unknown expiry counts as usable until a 401 says not).
+    pub fn usable(&self) -> bool {
+        self.access_token().is_some() && self.expires_in_s.is_none_or(|s| s > 60.0)
+    }
+}
+
+static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None);
+
+/// Load (and decrypt, unless this process already holds that generation) a connection's
+/// credentials. None when the connection has none.
+pub fn load(connection_id: i64) -> Option<Loaded> {
+    let row = Spi::connect(|client| {
+        let t = client.select(
+            "SELECT generation, extract(epoch FROM access_expires_at - now())::float8
+               FROM integ.credentials WHERE connection_id = $1",
+            None,
+            &[connection_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        let t = t.first();
+        Ok(Some((t.get::<i64>(1)?.unwrap_or(0), t.get::<f64>(2)?)))
+    })
+    .or_raise("reading credentials")?;
+    let (generation, expires_in_s) = row;
+    if let Some((g, c)) = CACHE.lock().get_or_insert_with(HashMap::new).get(&connection_id) {
+        if *g == generation {
+            return Some(Loaded { generation, creds: c.clone(), expires_in_s });
+        }
+    }
+    let (identifiers, cipher) = Spi::connect(|client| {
+        let t = client
+            .select(
+                "SELECT identifiers, secrets FROM integ.credentials WHERE connection_id = $1 AND generation = $2",
+                None,
+                &[connection_id.into(), generation.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>((t.get::<pgrx::JsonB>(1)?, t.get::<Vec<u8>>(2)?))
+    })
+    .or_raise("reading credentials");
+    let identifiers = match identifiers.map(|j| j.0) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let secrets = decrypt(cipher.unwrap_or_default());
+    let creds = Credentials { identifiers, secrets, expires_in: None };
+    CACHE.lock().get_or_insert_with(HashMap::new).insert(connection_id, (generation, creds.clone()));
+    Some(Loaded { generation, creds, expires_in_s })
+}
+
+/// Replace the tokens after a refresh. The rotated refresh token is stored in the same
+/// statement as the access token, before anyone uses either.
+pub fn store_refreshed(connection_id: i64, mut creds: Credentials, grant: &crate::marketplaces::TokenGrant) {
+    creds.secrets.insert("access_token".into(), grant.access_token.clone().into());
+    if let Some(r) = &grant.refresh_token {
+        creds.secrets.insert("refresh_token".into(), r.clone().into());
+    }
+    let cipher = encrypt(&creds.secrets);
+    Spi::run_with_args(
+        "UPDATE integ.credentials
+            SET secrets = $2, access_expires_at = now() + make_interval(secs => $3),
+                generation = generation + 1, refreshed_at = now(), updated_at = now()
+          WHERE connection_id = $1",
+        &[connection_id.into(), cipher.into(), grant.expires_in.map(|s| s as f64).into()],
+    )
+    .or_raise("storing refreshed credentials");
+    cache_remove(connection_id);
+}
+
+pub fn forget(connection_id: i64) {
+    cache_remove(connection_id);
+}
+
+fn cache_remove(connection_id: i64) {
+    if let Some(m) = CACHE.lock().as_mut() {
+        m.remove(&connection_id);
+    }
+}

@@ -1,0 +1,150 @@
+//! Every setting of the extension, in one place.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
+pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+pub static BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+
+/// The most workers `integ.workers` may ask for (the size of the latch table).
+pub const MAX_WORKERS: usize = 16;
+
+pub fn define() {
+    GucRegistry::define_string_guc(
+        c"integ.database",
+        c"Database the integration workers serve.",
+        c"The database where CREATE EXTENSION integration was run.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_string_guc(
+        c"integ.key_file",
+        c"File holding the credential master key.",
+        c"Read once at server start; the key itself is never visible to SQL.",
+        &KEY_FILE,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.workers",
+        c"Number of background workers pushing the outbox.",
+        c"",
+        &WORKERS,
+        0,
+        MAX_WORKERS as i32,
+        GucContext::Postmaster,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.http_concurrency",
+        c"HTTP requests each worker keeps in flight at once.",
+        c"",
+        &HTTP_CONCURRENCY,
+        1,
+        1024,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.max_attempts",
+        c"Attempts before a failing job is dead-lettered.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.backoff_base",
+        c"First retry delay; doubles each attempt, with full jitter.",
+        c"",
+        &BACKOFF_BASE_MS,
+        1,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.backoff_max",
+        c"Longest retry delay.",
+        c"",
+        &BACKOFF_MAX_MS,
+        1,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.http_timeout",
+        c"Timeout of one marketplace HTTP request, connect included.",
+        c"",
+        &HTTP_TIMEOUT_MS,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.poll_interval",
+        c"How often an idle worker looks for due jobs without being woken.",
+        c"Workers are woken at commit; this is the fallback and the retry-timer granularity cap.",
+        &POLL_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.done_retention",
+        c"How long finished jobs stay in integ.sync_jobs before workers purge them.",
+        c"The sync log keeps every attempt regardless.",
+        &DONE_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// A snapshot of the settings a worker hands to its HTTP threads (GUCs cannot be read there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub http_concurrency: usize,
+    pub max_attempts: i32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub http_timeout_ms: u64,
+    pub poll_interval_ms: u64,
+    pub done_retention_s: i64,
+}
+
+impl Tuning {
+    pub fn read() -> Tuning {
+        Tuning {
+            http_concurrency: HTTP_CONCURRENCY.get().max(1) as usize,
+            max_attempts: MAX_ATTEMPTS.get().max(1),
+            backoff_base_ms: BACKOFF_BASE_MS.get().max(1) as u64,
+            backoff_max_ms: BACKOFF_MAX_MS.get().max(1) as u64,
+            http_timeout_ms: HTTP_TIMEOUT_MS.get().max(100) as u64,
+            poll_interval_ms: POLL_INTERVAL_MS.get().max(10) as u64,
+            done_retention_s: DONE_RETENTION_S.get().max(0) as i64,
+        }
+    }
+}
+
+pub fn database() -> String {
+    DATABASE
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_else(|| "postgres".to_string())
+}

@@ -1,0 +1,51 @@
+//! integration: keeps EGDC inventory in sync with marketplaces, from inside PostgreSQL.
+//!
+//! `_PG_init` defines the GUCs, reserves shared memory and registers the background workers
+//! when the library is preloaded. See `../shared/design.md` for how the pieces fit.
+
+use pgrx::prelude::*;
+
+pub mod api;
+pub mod credentials;
+pub mod gucs;
+pub mod marketplaces;
+pub mod outbox;
+pub mod push;
+pub mod shmem;
+pub mod spi_util;
+pub mod tokens;
+pub mod worker;
+
+pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/api.sql", name = "api", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::define();
+    // Only the postmaster, loading us from shared_preload_libraries, may reserve shared memory
+    // and register workers; a backend loading the library later still gets the GUCs.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    if preloading {
+        credentials::load_master_key_at_startup();
+        shmem::init();
+        worker::register_workers();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    pub use crate::api::tests::*;
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["integ.key_file = '/tmp/integ-pg-test.key'"]
+    }
+}

@@ -1,0 +1,356 @@
+//! MercadoLibre: classic items, items with variations and user products (distributed stock).
+
+use super::http::{self, classify_failure, elapsed_ms, Reply};
+use super::{check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant};
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+pub struct MercadoLibre;
+
+/// How a listing's stock is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListingKind {
+    Item,
+    Variation(i64),
+    UserProduct,
+}
+
+/// User products look like `MLBU206642488`: a site id, `U`, digits.
+fn looks_like_user_product(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() > 4 && b[..3].iter().all(u8::is_ascii_uppercase) && b[3] == b'U' && b[4..].iter().all(u8::is_ascii_digit)
+}
+
+fn listing_kind(external_id: &str, settings: &Value) -> Result<ListingKind, String> {
+    let obj = match settings {
+        Value::Null => return Ok(default_kind(external_id)),
+        Value::Object(o) => o,
+        _ => return Err("listing settings must be a JSON object".into()),
+    };
+    check_keys(obj, &["kind", "variation_id"], "mercadolibre listing settings")?;
+    let variation = match obj.get("variation_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_i64().ok_or("settings.variation_id must be an integer")?),
+        Some(Value::String(s)) => Some(s.parse::<i64>().map_err(|_| "settings.variation_id must be an integer")?),
+        Some(_) => return Err("settings.variation_id must be an integer".into()),
+    };
+    let kind = match obj.get("kind").map(|k| k.as_str()) {
+        None => default_kind(external_id),
+        Some(Some("item")) => ListingKind::Item,
+        Some(Some("user_product")) => ListingKind::UserProduct,
+        Some(_) => return Err("settings.kind must be \"item\" or \"user_product\"".into()),
+    };
+    match (kind, variation) {
+        (ListingKind::UserProduct, Some(_)) => Err("settings.variation_id does not apply to user products".into()),
+        (_, Some(v)) => Ok(ListingKind::Variation(v)),
+        (k, None) => Ok(k),
+    }
+}
+
+fn default_kind(external_id: &str) -> ListingKind {
+    if looks_like_user_product(external_id) {
+        ListingKind::UserProduct
+    } else {
+        ListingKind::Item
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn as_id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Connector for MercadoLibre {
+    fn marketplace(&self) -> Marketplace {
+        Marketplace::MercadoLibre
+    }
+
+    fn default_base_url(&self) -> &'static str {
+        "https://api.mercadolibre.com"
+    }
+
+    fn split_credentials(&self, input: &Value) -> Result<Credentials, String> {
+        let obj = input.as_object().ok_or("mercadolibre credentials must be a JSON object")?;
+        check_keys(
+            obj,
+            &["client_id", "client_secret", "refresh_token", "access_token", "expires_in", "user_id"],
+            "mercadolibre credentials",
+        )?;
+        let text = |k: &str, required: bool| -> Result<Option<String>, String> {
+            match obj.get(k) {
+                None | Some(Value::Null) if !required => Ok(None),
+                None | Some(Value::Null) => Err(format!("mercadolibre credentials: \"{k}\" is required")),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+                Some(_) => Err(format!("mercadolibre credentials: \"{k}\" must be a non-empty string")),
+            }
+        };
+        let client_id = obj
+            .get("client_id")
+            .and_then(as_id_string)
+            .ok_or("mercadolibre credentials: \"client_id\" is required (string or number)")?;
+        let client_secret = text("client_secret", true)?;
+        let refresh_token = text("refresh_token", true)?;
+        let access_token = text("access_token", false)?;
+        let expires_in = match obj.get("expires_in") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().filter(|s| *s >= 0).ok_or("mercadolibre credentials: \"expires_in\" must be a non-negative integer")?),
+        };
+        let mut identifiers = Map::new();
+        identifiers.insert("client_id".into(), Value::String(client_id));
+        if let Some(u) = obj.get("user_id") {
+            let u = as_id_string(u).ok_or("mercadolibre credentials: \"user_id\" must be a string or number")?;
+            identifiers.insert("user_id".into(), Value::String(u));
+        }
+        let mut secrets = Map::new();
+        secrets.insert("client_secret".into(), client_secret.into());
+        secrets.insert("refresh_token".into(), refresh_token.into());
+        if let Some(a) = access_token {
+            secrets.insert("access_token".into(), a.into());
+        }
+        Ok(Credentials { identifiers, secrets, expires_in })
+    }
+
+    fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String> {
+        if !valid_id(external_id) {
+            return Err(format!(
+                "invalid mercadolibre listing id \"{}\": expected letters, digits, '-' or '_'",
+                external_id.chars().take(64).collect::<String>()
+            ));
+        }
+        listing_kind(external_id, settings).map(|_| ())
+    }
+
+    fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {
+        let start = Instant::now();
+        let (kind, status) = match listing_kind(&req.external_id, &req.listing_settings) {
+            Err(e) => (PushKind::Permanent { error: e }, None),
+            Ok(_) if !valid_id(&req.external_id) => (PushKind::Permanent { error: "invalid listing id".into() }, None),
+            Ok(ListingKind::Item) => push_item(agent, req),
+            Ok(ListingKind::Variation(v)) => push_variation(agent, req, v),
+            Ok(ListingKind::UserProduct) => push_user_product(agent, req),
+        };
+        PushResult { kind, http_status: status, latency_ms: elapsed_ms(start) }
+    }
+
+    fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {
+        let client_id = creds.identifier("client_id").ok_or_else(|| RefreshError::InvalidGrant("client_id missing".into()))?;
+        let client_secret = creds.secret("client_secret").ok_or_else(|| RefreshError::InvalidGrant("client_secret missing".into()))?;
+        let refresh_token = creds.secret("refresh_token").ok_or_else(|| RefreshError::InvalidGrant("refresh_token missing".into()))?;
+        let reply = http::read(agent.post(format!("{base_url}/oauth/token")).header("accept", "application/json").send_form([
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("client_secret", client_secret),
+            ("refresh_token", refresh_token),
+        ]))
+        .map_err(|e| RefreshError::Transient(e.0))?;
+        parse_token_reply(&reply)
+    }
+}
+
+fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
+    let body = reply.json();
+    if (200..300).contains(&reply.status) {
+        let body = body.ok_or_else(|| RefreshError::Transient("token endpoint answered non-JSON".into()))?;
+        let access_token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| RefreshError::Transient("token reply without access_token".into()))?;
+        return Ok(TokenGrant {
+            access_token: access_token.to_string(),
+            refresh_token: body.get("refresh_token").and_then(Value::as_str).map(str::to_string),
+            expires_in: body.get("expires_in").and_then(Value::as_i64),
+        });
+    }
+    let code = body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("");
+    let text = http::error_text(reply);
+    if matches!(code, "invalid_grant" | "invalid_client" | "unauthorized_client") || reply.status == 401 || reply.status == 403 {
+        Err(RefreshError::InvalidGrant(text))
+    } else {
+        Err(RefreshError::Transient(text))
+    }
+}
+
+type Step = (PushKind, Option<u16>);
+
+fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, Step> {
+    http::read(agent.get(format!("{}{path}", req.base_url)).header("authorization", format!("Bearer {}", req.access_token)).call())
+        .map_err(|e| (PushKind::Retry { error: e.0, retry_after: None }, None))
+}
+
+fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version: Option<&str>) -> Result<Reply, Step> {
+    let mut r = agent
+        .put(format!("{}{path}", req.base_url))
+        .header("authorization", format!("Bearer {}", req.access_token))
+        .header("content-type", "application/json");
+    if let Some(v) = version {
+        r = r.header("x-version", v);
+    }
+    http::read(r.send(body.to_string().as_bytes())).map_err(|e| (PushKind::Retry { error: e.0, retry_after: None }, None))
+}
+
+fn ok(reply: &Reply) -> bool {
+    (200..300).contains(&reply.status)
+}
+
+fn failure(reply: &Reply) -> Step {
+    (classify_failure(reply), Some(reply.status))
+}
+
+fn push_item(agent: &ureq::Agent, req: &PushRequest) -> Step {
+    let reply = match put(agent, req, &format!("/items/{}", req.external_id), &json!({"available_quantity": req.quantity}), None) {
+        Ok(r) => r,
+        Err(step) => return step,
+    };
+    if !ok(&reply) {
+        return failure(&reply);
+    }
+    let remote = reply.json().and_then(|b| b.get("available_quantity").and_then(Value::as_i64));
+    (PushKind::Applied { remote }, Some(reply.status))
+}
+
+fn push_variation(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Step {
+    let path = format!("/items/{}", req.external_id);
+    let item = match get(agent, req, &path) {
+        Ok(r) if ok(&r) => r,
+        Ok(r) => return failure(&r),
+        Err(step) => return step,
+    };
+    let ids: Vec<i64> = item
+        .json()
+        .and_then(|b| b.get("variations").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get("id").and_then(Value::as_i64))
+        .collect();
+    if !ids.contains(&variation) {
+        return (
+            PushKind::Permanent { error: format!("variation {variation} does not exist on item {}", req.external_id) },
+            Some(item.status),
+        );
+    }
+    // Every existing variation id must be sent, or MercadoLibre deletes the missing ones.
+    let variations: Vec<Value> = ids
+        .iter()
+        .map(|id| if *id == variation { json!({"id": id, "available_quantity": req.quantity}) } else { json!({"id": id}) })
+        .collect();
+    let reply = match put(agent, req, &path, &json!({"variations": variations}), None) {
+        Ok(r) => r,
+        Err(step) => return step,
+    };
+    if !ok(&reply) {
+        return failure(&reply);
+    }
+    let remote = reply.json().and_then(|b| {
+        b.get("variations")?
+            .as_array()?
+            .iter()
+            .find(|v| v.get("id").and_then(Value::as_i64) == Some(variation))?
+            .get("available_quantity")?
+            .as_i64()
+    });
+    (PushKind::Applied { remote }, Some(reply.status))
+}
+
+/// GET the stock for its `x-version`, then PUT with it; a 409 means someone wrote in between:
+/// read again and retry, a few times.
+fn push_user_product(agent: &ureq::Agent, req: &PushRequest) -> Step {
+    let path = format!("/user-products/{}/stock", req.external_id);
+    let mut last = None;
+    for _ in 0..3 {
+        let current = match get(agent, req, &path) {
+            Ok(r) if ok(&r) => r,
+            Ok(r) => return failure(&r),
+            Err(step) => return step,
+        };
+        let Some(version) = current.x_version.clone() else {
+            return (PushKind::Retry { error: "user-products stock reply without x-version".into(), retry_after: None }, Some(current.status));
+        };
+        let reply = match put(agent, req, &format!("{path}/type/selling_address"), &json!({"quantity": req.quantity}), Some(&version)) {
+            Ok(r) => r,
+            Err(step) => return step,
+        };
+        if reply.status == 409 {
+            last = Some(reply);
+            continue;
+        }
+        if !ok(&reply) {
+            return failure(&reply);
+        }
+        // 204: no body; the write is versioned, so what we sent is what it holds.
+        let remote = reply
+            .json()
+            .and_then(|b| b.get("quantity").and_then(Value::as_i64))
+            .or(Some(req.quantity));
+        return (PushKind::Applied { remote }, Some(reply.status));
+    }
+    let status = last.as_ref().map(|r| r.status);
+    (PushKind::Retry { error: "user-products stock kept changing (409 three times)".into(), retry_after: None }, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_product_ids_are_recognised() {
+        assert!(looks_like_user_product("MLBU206642488"));
+        assert!(!looks_like_user_product("MLB206642488"));
+        assert!(!looks_like_user_product("MLBU"));
+        assert!(!looks_like_user_product("mlbu123"));
+    }
+
+    #[test]
+    fn listing_settings() {
+        assert_eq!(listing_kind("MLM1", &json!({})), Ok(ListingKind::Item));
+        assert_eq!(listing_kind("MLM1", &json!({"variation_id": 7})), Ok(ListingKind::Variation(7)));
+        assert_eq!(listing_kind("MLM1", &json!({"variation_id": "7"})), Ok(ListingKind::Variation(7)));
+        assert_eq!(listing_kind("MLMU1", &json!({})), Ok(ListingKind::UserProduct));
+        assert_eq!(listing_kind("X1", &json!({"kind": "user_product"})), Ok(ListingKind::UserProduct));
+        assert!(listing_kind("MLM1", &json!({"kind": "bundle"})).is_err());
+        assert!(listing_kind("MLM1", &json!({"variation": 1})).unwrap_err().contains("unknown key"));
+        assert!(listing_kind("MLMU1", &json!({"variation_id": 1})).is_err());
+        assert!(listing_kind("MLM1", &json!(3)).is_err());
+    }
+
+    #[test]
+    fn credentials_are_split_and_checked() {
+        let c = MercadoLibre
+            .split_credentials(&json!({"client_id": 123, "client_secret": "s", "refresh_token": "TG-1", "access_token": "APP-1", "expires_in": 21600, "user_id": 9}))
+            .unwrap();
+        assert_eq!(c.identifier("client_id").as_deref(), Some("123"));
+        assert_eq!(c.identifier("user_id").as_deref(), Some("9"));
+        assert_eq!(c.secret("refresh_token"), Some("TG-1"));
+        assert!(!serde_json::to_string(&c.identifiers).unwrap().contains("TG-1"));
+        assert_eq!(c.expires_in, Some(21600));
+        let err = MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "s"})).unwrap_err();
+        assert!(err.contains("refresh_token"), "{err}");
+        let err = MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "s", "refresh_token": "r", "pasword": 1})).unwrap_err();
+        assert!(err.contains("unknown key \"pasword\""), "{err}");
+        assert!(MercadoLibre.split_credentials(&json!("x")).is_err());
+        assert!(MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "", "refresh_token": "r"})).is_err());
+    }
+
+    #[test]
+    fn token_replies() {
+        let ok = Reply { status: 200, body: r#"{"access_token":"A","refresh_token":"R","expires_in":21600}"#.into(), retry_after: None, x_version: None };
+        let g = parse_token_reply(&ok).unwrap();
+        assert_eq!((g.access_token.as_str(), g.refresh_token.as_deref(), g.expires_in), ("A", Some("R"), Some(21600)));
+        let dead = Reply {
+            status: 400,
+            body: r#"{"cause":[],"error":"invalid_grant","error_description":"Error validating grant.","status":400}"#.into(),
+            retry_after: None,
+            x_version: None,
+        };
+        assert!(matches!(parse_token_reply(&dead), Err(RefreshError::InvalidGrant(_))));
+        let down = Reply { status: 503, body: String::new(), retry_after: None, x_version: None };
+        assert!(matches!(parse_token_reply(&down), Err(RefreshError::Transient(_))));
+    }
+}

@@ -1,0 +1,218 @@
+//! Marketplace connectors: plain Rust, no pgrx. They build requests from plain data and parse
+//! responses into plain data, so they run on HTTP threads and are unit-tested without Postgres.
+
+pub mod http;
+pub mod mercadolibre;
+
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Marketplace {
+    MercadoLibre,
+    Shopify,
+    TikTok,
+    Shein,
+}
+
+impl Marketplace {
+    pub const ALL: [Marketplace; 4] = [
+        Marketplace::MercadoLibre,
+        Marketplace::Shopify,
+        Marketplace::TikTok,
+        Marketplace::Shein,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Marketplace::MercadoLibre => "mercadolibre",
+            Marketplace::Shopify => "shopify",
+            Marketplace::TikTok => "tiktok",
+            Marketplace::Shein => "shein",
+        }
+    }
+}
+
+impl fmt::Display for Marketplace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Marketplace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Marketplace::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown marketplace \"{}\" (expected one of: mercadolibre, shopify, tiktok, shein)",
+                    s.chars().take(64).collect::<String>()
+                )
+            })
+    }
+}
+
+/// Credentials split into what may be stored readable (routing identifiers) and what must be
+/// encrypted (secrets). Both are JSON objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Credentials {
+    pub identifiers: Map<String, Value>,
+    pub secrets: Map<String, Value>,
+    /// Seconds until the access token expires, when the caller told us.
+    pub expires_in: Option<i64>,
+}
+
+impl Credentials {
+    pub fn secret(&self, key: &str) -> Option<&str> {
+        self.secrets.get(key).and_then(Value::as_str)
+    }
+    pub fn identifier(&self, key: &str) -> Option<String> {
+        match self.identifiers.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// A new token pair from a refresh.
+#[derive(Clone, PartialEq)]
+pub struct TokenGrant {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<i64>,
+}
+
+impl fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenGrant {{ expires_in: {:?}, .. }}", self.expires_in)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RefreshError {
+    /// The grant is dead for good: the seller must authorize again.
+    InvalidGrant(String),
+    /// Network trouble or a 5xx: try again later.
+    Transient(String),
+}
+
+/// One stock write, in plain data.
+#[derive(Clone)]
+pub struct PushRequest {
+    pub base_url: String,
+    pub external_id: String,
+    pub listing_settings: Value,
+    pub quantity: i64,
+    pub access_token: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushKind {
+    /// The marketplace accepted the write and reports holding `remote` (when it says).
+    Applied { remote: Option<i64> },
+    /// Try again later (network, timeout, 5xx, 429).
+    Retry { error: String, retry_after: Option<Duration> },
+    /// The access token was refused: refresh and try again.
+    Unauthorized { error: String },
+    /// Will never succeed as it is (other 4xx).
+    Permanent { error: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushResult {
+    pub kind: PushKind,
+    pub http_status: Option<u16>,
+    pub latency_ms: f64,
+}
+
+/// What every marketplace module provides.
+pub trait Connector: Send + Sync {
+    fn marketplace(&self) -> Marketplace;
+    fn default_base_url(&self) -> &'static str;
+    /// Validates a credentials document given to `integ.connect` and splits it.
+    fn split_credentials(&self, input: &Value) -> Result<Credentials, String>;
+    /// Validates an external id and listing settings given to `integ.map_product`.
+    fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String>;
+    fn push_stock(&self, http: &ureq::Agent, req: &PushRequest) -> PushResult;
+    fn refresh(&self, http: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError>;
+}
+
+/// The connector of a marketplace, or an error naming what is not supported yet.
+pub fn connector(m: Marketplace) -> Result<&'static dyn Connector, String> {
+    match m {
+        Marketplace::MercadoLibre => Ok(&mercadolibre::MercadoLibre),
+        other => Err(format!(
+            "marketplace \"{other}\" is not supported by this version of integration yet"
+        )),
+    }
+}
+
+/// Validates connection settings and returns the base URL to use.
+pub fn base_url(connector: &dyn Connector, settings: &Value) -> Result<String, String> {
+    let obj = settings
+        .as_object()
+        .ok_or_else(|| "settings must be a JSON object".to_string())?;
+    match obj.get("base_url") {
+        None | Some(Value::Null) => Ok(connector.default_base_url().to_string()),
+        Some(Value::String(u)) => {
+            let u = u.trim_end_matches('/');
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .ok_or_else(|| "settings.base_url must start with http:// or https://".to_string())?;
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err("settings.base_url is not a valid URL".into());
+            }
+            Ok(u.to_string())
+        }
+        Some(_) => Err("settings.base_url must be a string".into()),
+    }
+}
+
+/// Object keys must come from `allowed`; names the first that does not.
+pub fn check_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!(
+            "{what}: unknown key \"{}\" (allowed: {})",
+            k.chars().take(64).collect::<String>(),
+            allowed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn marketplace_names_round_trip() {
+        for m in Marketplace::ALL {
+            assert_eq!(m.as_str().parse::<Marketplace>(), Ok(m));
+        }
+        let err = "amazon".parse::<Marketplace>().unwrap_err();
+        assert!(err.contains("unknown marketplace \"amazon\""), "{err}");
+    }
+
+    #[test]
+    fn base_url_validation() {
+        let c = &mercadolibre::MercadoLibre;
+        assert_eq!(base_url(c, &json!({})).unwrap(), "https://api.mercadolibre.com");
+        assert_eq!(base_url(c, &json!({"base_url": "http://127.0.0.1:9/"})).unwrap(), "http://127.0.0.1:9");
+        assert!(base_url(c, &json!({"base_url": "ftp://x"})).is_err());
+        assert!(base_url(c, &json!({"base_url": 5})).is_err());
+        assert!(base_url(c, &json!([1])).is_err());
+    }
+
+    #[test]
+    fn token_grant_debug_hides_tokens() {
+        let g = TokenGrant { access_token: "APP_USR-secret".into(), refresh_token: Some("TG-secret".into()), expires_in: Some(5) };
+        assert!(!format!("{g:?}").contains("secret"));
+    }
+}

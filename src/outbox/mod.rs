@@ -1,0 +1,315 @@
+//! The outbox: claiming due jobs, recording what happened to them, reclaiming the jobs of dead
+//! workers and purging finished ones. Every function runs SPI on the calling process's main
+//! thread, inside the caller's transaction.
+
+pub mod backoff;
+
+use crate::spi_util::OrRaise;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+
+/// A job claimed by a worker, with everything needed to push it.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub job_id: i64,
+    pub listing_id: i64,
+    pub connection_id: i64,
+    pub tenant_id: String,
+    pub marketplace: String,
+    pub attempts: i32,
+    pub product_id: String,
+    pub external_id: String,
+    pub listing_settings: Value,
+    pub desired_stock: Option<i32>,
+    pub remote_stock: Option<i32>,
+    pub connection_settings: Value,
+}
+
+/// Claims up to `limit` due jobs of active connections, at most one in flight per listing.
+pub fn claim(limit: i64, lease_ms: i64) -> Vec<ClaimedJob> {
+    Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH due AS (
+                SELECT j.id FROM integ.sync_jobs j
+                  JOIN integ.connections c ON c.id = j.connection_id AND c.status = 'active'
+                 WHERE j.state = 'pending' AND j.next_attempt_at <= now()
+                   AND NOT EXISTS (SELECT 1 FROM integ.sync_jobs f
+                                    WHERE f.listing_id = j.listing_id AND f.state = 'in_flight')
+                 ORDER BY j.next_attempt_at
+                 LIMIT $1
+                   FOR UPDATE OF j SKIP LOCKED)
+             UPDATE integ.sync_jobs s
+                SET state = 'in_flight', attempts = s.attempts + 1, claimed_by = pg_backend_pid(),
+                    lease_until = now() + make_interval(secs => $2 / 1000.0), updated_at = now()
+               FROM due, integ.listings l, integ.connections c
+              WHERE s.id = due.id AND l.id = s.listing_id AND c.id = s.connection_id
+          RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
+                    l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings",
+            None,
+            &[limit.into(), (lease_ms as f64).into()],
+        )?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in rows {
+            jobs.push(ClaimedJob {
+                job_id: r.get(1)?.unwrap_or_default(),
+                listing_id: r.get(2)?.unwrap_or_default(),
+                connection_id: r.get(3)?.unwrap_or_default(),
+                tenant_id: r.get(4)?.unwrap_or_default(),
+                marketplace: r.get(5)?.unwrap_or_default(),
+                attempts: r.get(6)?.unwrap_or_default(),
+                product_id: r.get(7)?.unwrap_or_default(),
+                external_id: r.get(8)?.unwrap_or_default(),
+                listing_settings: r.get::<JsonB>(9)?.map(|j| j.0).unwrap_or(Value::Null),
+                desired_stock: r.get(10)?,
+                remote_stock: r.get(11)?,
+                connection_settings: r.get::<JsonB>(12)?.map(|j| j.0).unwrap_or(Value::Null),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(jobs)
+    })
+    .or_raise("claiming jobs")
+}
+
+/// What happened to one push (or one synchronous push without a job).
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Sent `stock`; the marketplace reports `remote` (a difference is a mismatch).
+    Pushed { stock: i32, remote: Option<i32> },
+    /// Not sent: the listing already holds it (or no EGDC stock is known).
+    Skipped { stock: Option<i32>, reason: String },
+    /// Failed; try again after `delay_ms`. `burn` says whether it costs an attempt.
+    Retry { stock: i32, error: String, delay_ms: i64, burn: bool },
+    /// Failed for good.
+    Dead { stock: i32, error: String },
+}
+
+/// The facts of an attempt that go to the sync log.
+#[derive(Clone, Debug, Default)]
+pub struct Attempt {
+    pub http_status: Option<i32>,
+    pub latency_ms: Option<f64>,
+}
+
+/// Identifies the listing an outcome belongs to.
+pub struct Target<'a> {
+    pub job_id: Option<i64>,
+    pub attempt: Option<i32>,
+    pub listing_id: i64,
+    pub connection_id: i64,
+    pub tenant_id: &'a str,
+    pub marketplace: &'a str,
+    pub product_id: &'a str,
+    pub external_id: &'a str,
+}
+
+/// The log's outcome word for an outcome.
+pub fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Pushed { stock, remote } if remote.is_some_and(|r| r != *stock) => "mismatch",
+        Outcome::Pushed { .. } => "success",
+        Outcome::Skipped { .. } => "skipped",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Dead { .. } => "dead",
+    }
+}
+
+/// Records an outcome: listing, job, log; re-enqueues the listing when EGDC's stock moved on
+/// while the push was in flight. Returns true when new work was enqueued.
+pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
+    let word = outcome_word(o);
+    let (stock, remote, error) = match o {
+        Outcome::Pushed { stock, remote } => {
+            let err = remote
+                .filter(|r| r != stock)
+                .map(|r| format!("mismatch: sent {stock}, marketplace reports {r}"));
+            (Some(*stock), *remote, err)
+        }
+        Outcome::Skipped { stock, reason } => (*stock, *stock, Some(reason.clone())),
+        Outcome::Retry { stock, error, .. } | Outcome::Dead { stock, error } => (Some(*stock), None, Some(error.clone())),
+    };
+    log(t, "push", word, stock, remote, a, error.as_deref());
+    let mut requeued = false;
+    if let Outcome::Pushed { stock, remote } = o {
+        requeued = Spi::get_one_with_args::<i64>(
+            "WITH l AS (
+                UPDATE integ.listings
+                   SET last_pushed_stock = $2, last_pushed_at = now(), remote_stock = coalesce($3, $2)
+                 WHERE id = $1
+             RETURNING id, connection_id, tenant_id, marketplace, desired_stock),
+             r AS (
+                INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+                SELECT id, connection_id, tenant_id, marketplace FROM l
+                 WHERE desired_stock IS DISTINCT FROM $2
+                ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+             RETURNING 1)
+             SELECT count(*) FROM r",
+            &[t.listing_id.into(), (*stock).into(), (*remote).into()],
+        )
+        .or_raise("recording a push")
+        .unwrap_or(0)
+            > 0;
+    }
+    let Some(job_id) = t.job_id else { return requeued };
+    match o {
+        Outcome::Pushed { .. } | Outcome::Skipped { .. } => {
+            Spi::run_with_args(
+                "UPDATE integ.sync_jobs SET state = 'done', pushed_stock = $2, last_http_status = $3,
+                        last_error = $4, lease_until = NULL, updated_at = now()
+                  WHERE id = $1",
+                &[job_id.into(), stock.into(), a.http_status.into(), error.into()],
+            )
+            .or_raise("completing a job");
+            if matches!(o, Outcome::Skipped { .. }) {
+                requeued |= requeue_if_moved(t.listing_id, stock);
+            }
+        }
+        Outcome::Retry { error, delay_ms, burn, .. } => {
+            // If a newer pending job exists for the listing, fold into it (keeping the backoff
+            // and attempt count) instead of creating a second pending job.
+            Spi::run_with_args(
+                "WITH p AS (
+                    UPDATE integ.sync_jobs p
+                       SET attempts = greatest(p.attempts, $5),
+                           next_attempt_at = greatest(p.next_attempt_at, now() + make_interval(secs => $4 / 1000.0)),
+                           last_error = $2, last_http_status = $3
+                     WHERE p.listing_id = $6 AND p.state = 'pending'
+                 RETURNING p.id)
+                 UPDATE integ.sync_jobs s
+                    SET state = CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'done' ELSE 'pending' END,
+                        attempts = $5,
+                        next_attempt_at = now() + make_interval(secs => $4 / 1000.0),
+                        last_error = $2, last_http_status = $3, lease_until = NULL, claimed_by = NULL,
+                        updated_at = now()
+                  WHERE s.id = $1",
+                &[
+                    job_id.into(),
+                    error.as_str().into(),
+                    a.http_status.into(),
+                    (*delay_ms as f64).into(),
+                    (if *burn { t.attempt.unwrap_or(1) } else { t.attempt.unwrap_or(1) - 1 }).into(),
+                    t.listing_id.into(),
+                ],
+            )
+            .or_raise("scheduling a retry");
+        }
+        Outcome::Dead { error, .. } => {
+            Spi::run_with_args(
+                "UPDATE integ.sync_jobs SET state = 'dead', last_error = $2, last_http_status = $3,
+                        lease_until = NULL, updated_at = now()
+                  WHERE id = $1",
+                &[job_id.into(), error.as_str().into(), a.http_status.into()],
+            )
+            .or_raise("dead-lettering a job");
+        }
+    }
+    requeued
+}
+
+fn requeue_if_moved(listing_id: i64, stock: Option<i32>) -> bool {
+    Spi::get_one_with_args::<i64>(
+        "WITH r AS (
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+            SELECT id, connection_id, tenant_id, marketplace FROM integ.listings
+             WHERE id = $1 AND desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1)
+         SELECT count(*) FROM r",
+        &[listing_id.into(), stock.into()],
+    )
+    .or_raise("re-enqueueing")
+    .unwrap_or(0)
+        > 0
+}
+
+/// Writes one sync-log row. `error` must already be secret-free.
+pub fn log(t: &Target, operation: &str, outcome: &str, stock: Option<i32>, remote: Option<i32>, a: &Attempt, error: Option<&str>) {
+    Spi::run_with_args(
+        "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
+                                     external_id, operation, outcome, stock, remote_stock, http_status,
+                                     latency_ms, attempt, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        &[
+            t.tenant_id.into(),
+            t.marketplace.into(),
+            t.connection_id.into(),
+            (if t.listing_id > 0 { Some(t.listing_id) } else { None }).into(),
+            t.job_id.into(),
+            (if t.product_id.is_empty() { None } else { Some(t.product_id) }).into(),
+            (if t.external_id.is_empty() { None } else { Some(t.external_id) }).into(),
+            operation.into(),
+            outcome.into(),
+            stock.into(),
+            remote.into(),
+            a.http_status.into(),
+            a.latency_ms.into(),
+            t.attempt.into(),
+            error.into(),
+        ],
+    )
+    .or_raise("writing the sync log");
+}
+
+/// Notes a connection's latest success or error for `integ.status`.
+pub fn note_connection(connection_id: i64, error: Option<&str>) {
+    match error {
+        None => Spi::run_with_args("UPDATE integ.connections SET last_success_at = now() WHERE id = $1", &[connection_id.into()]),
+        Some(e) => Spi::run_with_args(
+            "UPDATE integ.connections SET last_error = $2, last_error_at = now() WHERE id = $1",
+            &[connection_id.into(), e.into()],
+        ),
+    }
+    .or_raise("updating connection status");
+}
+
+/// Jobs left in flight by a worker that died (its lease ran out or its process is gone) go
+/// back to pending, or fold into a newer pending job of the same listing.
+pub fn reclaim_abandoned() -> i64 {
+    Spi::get_one::<i64>(
+        "WITH lost AS (
+            SELECT j.id, j.listing_id FROM integ.sync_jobs j
+             WHERE j.state = 'in_flight'
+               AND (j.lease_until < now()
+                    OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = j.claimed_by))
+               FOR UPDATE SKIP LOCKED),
+         fixed AS (
+            UPDATE integ.sync_jobs s
+               SET state = CASE WHEN EXISTS (SELECT 1 FROM integ.sync_jobs p
+                                              WHERE p.listing_id = lost.listing_id AND p.state = 'pending')
+                                THEN 'done' ELSE 'pending' END,
+                   lease_until = NULL, claimed_by = NULL, next_attempt_at = now(), updated_at = now(),
+                   last_error = 'reclaimed after its worker stopped'
+              FROM lost WHERE s.id = lost.id
+         RETURNING 1)
+         SELECT count(*) FROM fixed",
+    )
+    .or_raise("reclaiming jobs")
+    .unwrap_or(0)
+}
+
+/// Deletes finished jobs older than the retention (the sync log keeps the history).
+pub fn purge_done(retention_s: i64) -> i64 {
+    Spi::get_one_with_args::<i64>(
+        "WITH d AS (
+            DELETE FROM integ.sync_jobs WHERE id IN (
+                SELECT id FROM integ.sync_jobs
+                 WHERE state = 'done' AND updated_at < now() - make_interval(secs => $1)
+                 LIMIT 10000)
+         RETURNING 1)
+         SELECT count(*) FROM d",
+        &[(retention_s as f64).into()],
+    )
+    .or_raise("purging finished jobs")
+    .unwrap_or(0)
+}
+
+/// Milliseconds until the next pending job of an active connection becomes due (0: now).
+pub fn next_due_in_ms() -> Option<i64> {
+    Spi::get_one::<f64>(
+        "SELECT greatest(0, extract(epoch FROM min(j.next_attempt_at) - now()) * 1000)::float8
+           FROM integ.sync_jobs j JOIN integ.connections c ON c.id = j.connection_id AND c.status = 'active'
+          WHERE j.state = 'pending'",
+    )
+    .or_raise("looking for due jobs")
+    .map(|ms| ms.ceil() as i64)
+}

@@ -1,0 +1,105 @@
+//! From a listing and a token to a marketplace request, and from the reply to an outbox
+//! outcome. Shared by the workers and `integ.sync_product`.
+
+use crate::gucs::Tuning;
+use crate::marketplaces::{self, Connector, Marketplace, PushKind, PushRequest, PushResult};
+use crate::outbox::{backoff, Outcome};
+use serde_json::Value;
+
+/// Resolves the connector and builds the request for one listing.
+pub fn prepare(
+    marketplace: &str,
+    connection_settings: &Value,
+    external_id: &str,
+    listing_settings: &Value,
+    quantity: i32,
+    access_token: String,
+) -> Result<(&'static dyn Connector, PushRequest), String> {
+    let m: Marketplace = marketplace.parse()?;
+    let connector = marketplaces::connector(m)?;
+    let base_url = marketplaces::base_url(connector, connection_settings)?;
+    Ok((
+        connector,
+        PushRequest {
+            base_url,
+            external_id: external_id.to_string(),
+            listing_settings: listing_settings.clone(),
+            quantity: quantity as i64,
+            access_token,
+        },
+    ))
+}
+
+/// The outbox outcome of a push result for attempt `attempt` (1-based).
+pub fn decide(result: &PushResult, stock: i32, attempt: i32, tuning: &Tuning, rng: &mut impl rand::Rng) -> Outcome {
+    match &result.kind {
+        PushKind::Applied { remote } => Outcome::Pushed { stock, remote: remote.map(clamp_i32) },
+        PushKind::Permanent { error } => Outcome::Dead { stock, error: error.clone() },
+        PushKind::Retry { error, retry_after } => retry(stock, attempt, error, retry_after.map(|d| d.as_millis() as u64), tuning, rng),
+        PushKind::Unauthorized { error } => retry(stock, attempt, error, None, tuning, rng),
+    }
+}
+
+pub fn retry(stock: i32, attempt: i32, error: &str, retry_after_ms: Option<u64>, tuning: &Tuning, rng: &mut impl rand::Rng) -> Outcome {
+    if attempt >= tuning.max_attempts {
+        return Outcome::Dead { stock, error: format!("gave up after {attempt} attempts: {error}") };
+    }
+    let delay = backoff::delay_ms(attempt, tuning.backoff_base_ms, tuning.backoff_max_ms, retry_after_ms, rng);
+    Outcome::Retry { stock, error: error.to_string(), delay_ms: delay as i64, burn: true }
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn tuning() -> Tuning {
+        Tuning {
+            http_concurrency: 4,
+            max_attempts: 3,
+            backoff_base_ms: 100,
+            backoff_max_ms: 1_000,
+            http_timeout_ms: 1_000,
+            poll_interval_ms: 100,
+            done_retention_s: 0,
+        }
+    }
+
+    fn result(kind: PushKind) -> PushResult {
+        PushResult { kind, http_status: Some(200), latency_ms: 1.0 }
+    }
+
+    #[test]
+    fn decisions() {
+        let mut rng = StdRng::seed_from_u64(0);
+        let t = tuning();
+        let ok = decide(&result(PushKind::Applied { remote: Some(5) }), 5, 1, &t, &mut rng);
+        assert!(matches!(ok, Outcome::Pushed { stock: 5, remote: Some(5) }));
+        let dead = decide(&result(PushKind::Permanent { error: "HTTP 400 x".into() }), 5, 1, &t, &mut rng);
+        assert!(matches!(dead, Outcome::Dead { .. }));
+        let r = decide(&result(PushKind::Retry { error: "HTTP 429".into(), retry_after: Some(Duration::from_secs(3)) }), 5, 1, &t, &mut rng);
+        match r {
+            Outcome::Retry { delay_ms, burn: true, .. } => assert!(delay_ms >= 3_000),
+            other => panic!("{other:?}"),
+        }
+        let gave_up = decide(&result(PushKind::Retry { error: "HTTP 500".into(), retry_after: None }), 5, 3, &t, &mut rng);
+        match gave_up {
+            Outcome::Dead { error, .. } => assert!(error.starts_with("gave up after 3 attempts"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prepare_checks_marketplace_and_settings() {
+        let (_, req) = prepare("mercadolibre", &serde_json::json!({"base_url": "http://127.0.0.1:1"}), "MLM1", &Value::Null, 4, "t".into()).unwrap();
+        assert_eq!(req.base_url, "http://127.0.0.1:1");
+        assert!(prepare("ebay", &Value::Null, "x", &Value::Null, 1, "t".into()).is_err());
+        assert!(prepare("mercadolibre", &serde_json::json!({"base_url": 1}), "x", &Value::Null, 1, "t".into()).is_err());
+    }
+}

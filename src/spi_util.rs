@@ -1,0 +1,66 @@
+//! Small helpers around SPI and errors, shared by the SQL API, the outbox and the workers.
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+/// Raise a SQL error with a code. Messages never carry secrets.
+#[allow(unreachable_code)]
+pub fn fail(code: PgSqlErrorCode, msg: impl AsRef<str>) -> ! {
+    let msg: String = msg.as_ref().to_string();
+    ereport!(ERROR, code, msg);
+}
+
+pub fn invalid(msg: impl AsRef<str>) -> ! {
+    fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
+}
+
+pub fn not_found(msg: impl AsRef<str>) -> ! {
+    fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, msg)
+}
+
+/// Turn an SPI error into a SQL error (an internal fault: our own queries failed).
+pub trait OrRaise<T> {
+    fn or_raise(self, what: &str) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
+    fn or_raise(self, what: &str) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("integration: {what}: {e}")),
+        }
+    }
+}
+
+/// Run `body` in its own transaction inside a background worker. An ERROR raised inside is
+/// caught, the transaction rolled back, and the message returned, so one bad job or tenant can
+/// never crash-loop the worker.
+pub fn worker_transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    // Unwind safety: on error the transaction is aborted and nothing the body touched is reused.
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(move || Ok(body())))
+        .catch_others(|e| Err(caught_message(&e)))
+        .execute();
+    unsafe {
+        match result {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Err(_) => pg_sys::AbortCurrentTransaction(),
+        }
+    }
+    result
+}
+
+fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
+    use pg_sys::panic::CaughtError;
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+    }
+}

@@ -1,0 +1,186 @@
+//! Access tokens: use them while valid, refresh them once, in a worker, under a per-connection
+//! advisory lock, storing the rotated pair in a committed transaction before anyone uses it.
+
+use crate::credentials::{self, Loaded};
+use crate::marketplaces::{self, Marketplace, RefreshError};
+use crate::outbox::{self, Attempt, Target};
+use crate::spi_util::{worker_transaction, OrRaise};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
+use std::time::Instant;
+
+/// Advisory lock class for token refreshes (with the connection id as the second key).
+const REFRESH_LOCK_CLASS: i32 = 0x1_7E6;
+
+#[derive(Clone, Debug)]
+pub enum TokenStatus {
+    Ready { access_token: String, generation: i64 },
+    /// The grant is dead: the connection now needs re-authorization.
+    NeedsReauthorization(String),
+    /// Could not get a token now; try later.
+    Unavailable(String),
+}
+
+fn ready(l: &Loaded) -> Option<TokenStatus> {
+    l.usable().then(|| TokenStatus::Ready {
+        access_token: l.access_token().unwrap_or_default().to_string(),
+        generation: l.generation,
+    })
+}
+
+/// Worker side: a usable token for the connection, refreshing when it is missing, expiring, or
+/// `stale_generation` (the generation a 401 was seen with) is still the current one.
+pub fn worker_token(agent: &ureq::Agent, connection_id: i64, stale_generation: Option<i64>) -> TokenStatus {
+    let loaded = match worker_transaction(|| credentials::load(connection_id)) {
+        Ok(Some(l)) => l,
+        Ok(None) => return TokenStatus::NeedsReauthorization("connection has no credentials".into()),
+        Err(e) => return TokenStatus::Unavailable(e),
+    };
+    if stale_generation != Some(loaded.generation) {
+        if let Some(t) = ready(&loaded) {
+            return t;
+        }
+    }
+    refresh(agent, connection_id, loaded.generation)
+}
+
+/// Refreshes unless another process already did since `seen_generation`. Runs in its own
+/// transaction; returns the token now current.
+pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) -> TokenStatus {
+    let result = worker_transaction(|| {
+        Spi::run_with_args(
+            "SELECT pg_advisory_xact_lock($1, $2::int4)",
+            &[REFRESH_LOCK_CLASS.into(), connection_id.into()],
+        )
+        .or_raise("locking the connection for refresh");
+        let Some(current) = credentials::load(connection_id) else {
+            return TokenStatus::NeedsReauthorization("connection has no credentials".into());
+        };
+        if current.generation != seen_generation {
+            if let Some(t) = ready(&current) {
+                return t; // someone else refreshed while we waited for the lock
+            }
+        }
+        let Some((tenant, market, settings)) = connection_row(connection_id) else {
+            return TokenStatus::NeedsReauthorization("connection no longer exists".into());
+        };
+        let parsed: Result<Marketplace, String> = market.parse();
+        let connector = match parsed.and_then(marketplaces::connector) {
+            Ok(c) => c,
+            Err(e) => return TokenStatus::NeedsReauthorization(e),
+        };
+        let base = match marketplaces::base_url(connector, &settings) {
+            Ok(b) => b,
+            Err(e) => return TokenStatus::NeedsReauthorization(e),
+        };
+        let start = Instant::now();
+        let grant = connector.refresh(agent, &base, &current.creds);
+        let attempt = Attempt { http_status: None, latency_ms: Some(start.elapsed().as_secs_f64() * 1000.0) };
+        let target = Target {
+            job_id: None,
+            attempt: None,
+            listing_id: 0,
+            connection_id,
+            tenant_id: &tenant,
+            marketplace: &market,
+            product_id: "",
+            external_id: "",
+        };
+        match grant {
+            Ok(g) => {
+                credentials::store_refreshed(connection_id, current.creds.clone(), &g);
+                outbox::log(&target, "refresh", "success", None, None, &attempt, None);
+                TokenStatus::Ready { access_token: g.access_token, generation: current.generation + 1 }
+            }
+            Err(RefreshError::InvalidGrant(msg)) => {
+                let msg = format!("token refresh refused, re-authorization needed: {msg}");
+                Spi::run_with_args(
+                    "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2,
+                            last_error_at = now(), updated_at = now() WHERE id = $1",
+                    &[connection_id.into(), msg.as_str().into()],
+                )
+                .or_raise("marking the connection");
+                outbox::log(&target, "refresh", "failed", None, None, &attempt, Some(&msg));
+                pgrx::warning!("integration: connection {connection_id} ({tenant}/{market}) needs re-authorization");
+                TokenStatus::NeedsReauthorization(msg)
+            }
+            Err(RefreshError::Transient(msg)) => {
+                let msg = format!("token refresh failed: {msg}");
+                outbox::log(&target, "refresh", "retry", None, None, &attempt, Some(&msg));
+                outbox::note_connection(connection_id, Some(&msg));
+                TokenStatus::Unavailable(msg)
+            }
+        }
+    });
+    result.unwrap_or_else(TokenStatus::Unavailable)
+}
+
+fn connection_row(connection_id: i64) -> Option<(String, String, Value)> {
+    Spi::connect(|c| {
+        let t = c.select(
+            "SELECT tenant_id, marketplace, settings FROM integ.connections WHERE id = $1",
+            None,
+            &[connection_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        let t = t.first();
+        Ok(Some((
+            t.get::<String>(1)?.unwrap_or_default(),
+            t.get::<String>(2)?.unwrap_or_default(),
+            t.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+        )))
+    })
+    .or_raise("reading the connection")
+}
+
+/// Serves refresh requests posted by backends through shared memory.
+pub fn serve_requests(agent: &ureq::Agent) {
+    for (connection_id, generation) in crate::shmem::pending_refresh_requests() {
+        let _ = refresh(agent, connection_id, generation);
+        crate::shmem::finish_refresh_request(connection_id);
+    }
+}
+
+/// Backend side: a usable token, asking a worker to refresh when needed and waiting for it
+/// (the refresh must commit independently of the caller's transaction).
+pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms: u64) -> TokenStatus {
+    let Some(loaded) = credentials::load(connection_id) else {
+        return TokenStatus::NeedsReauthorization("connection has no credentials".into());
+    };
+    if stale_generation != Some(loaded.generation) {
+        if let Some(t) = ready(&loaded) {
+            return t;
+        }
+    }
+    if !crate::shmem::workers_running() || !crate::shmem::request_refresh(connection_id, loaded.generation) {
+        return TokenStatus::Unavailable(
+            "the access token must be refreshed and no integration worker is running to do it (is integration in shared_preload_libraries?)".into(),
+        );
+    }
+    let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
+    while crate::shmem::refresh_pending(connection_id) && Instant::now() < deadline {
+        unsafe {
+            pg_sys::pg_usleep(5_000);
+        }
+        pgrx::check_for_interrupts!();
+    }
+    let after = credentials::load(connection_id);
+    match after.as_ref().and_then(ready) {
+        Some(t) if after.as_ref().map(|a| a.generation) != Some(loaded.generation) || stale_generation.is_none() => t,
+        _ => {
+            let status: Option<String> = Spi::get_one_with_args(
+                "SELECT status FROM integ.connections WHERE id = $1",
+                &[connection_id.into()],
+            )
+            .or_raise("reading the connection");
+            if status.as_deref() == Some("needs_reauthorization") {
+                TokenStatus::NeedsReauthorization("the connection needs re-authorization".into())
+            } else {
+                TokenStatus::Unavailable("the access token could not be refreshed in time".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Background workers: claim due jobs, push them on HTTP threads, record the results on the
+//! main thread. Woken at commit through their latch; `integ.poll_interval` is the fallback.
+
+mod pool;
+
+use crate::gucs::{self, Tuning};
+use crate::marketplaces::{http, PushKind};
+use crate::outbox::{self, Attempt, ClaimedJob, Outcome, Target};
+use crate::push;
+use crate::shmem;
+use crate::spi_util::worker_transaction;
+use crate::tokens::{self, TokenStatus};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use pool::{Done, Pool, Task};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+pub fn register_workers() {
+    for slot in 0..gucs::WORKERS.get().max(0) {
+        BackgroundWorkerBuilder::new(&format!("integration worker {slot}"))
+            .set_type("integration worker")
+            .set_library("integration")
+            .set_function("integ_worker_main")
+            .set_argument(Some(pg_sys::Datum::from(slot as usize)))
+            .enable_spi_access()
+            .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
+            .set_restart_time(Some(Duration::from_secs(5)))
+            .load();
+    }
+}
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn integ_worker_main(arg: pg_sys::Datum) {
+    let slot = arg.value();
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    shmem::publish_my_latch(slot);
+    log!("integration worker {slot} started on database \"{}\"", gucs::database());
+    Worker::new(slot).run();
+    shmem::withdraw_my_latch(slot);
+}
+
+/// Waits on this process's latch; true when it was set (someone committed work).
+fn wait_latch(ms: u64) -> bool {
+    let flags = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
+    let rc = unsafe {
+        let rc = pg_sys::WaitLatch(pg_sys::MyLatch, flags as i32, ms.min(i64::MAX as u64) as std::ffi::c_long, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        rc
+    };
+    rc & pg_sys::WL_LATCH_SET as i32 != 0
+}
+
+struct InFlight {
+    job: ClaimedJob,
+    stock: i32,
+    generation: i64,
+}
+
+struct Worker {
+    slot: usize,
+    tuning: Tuning,
+    pool: Pool<InFlight>,
+    /// For token refreshes, which run on the main thread inside their transaction.
+    agent: ureq::Agent,
+    in_flight: usize,
+    extension_ready: bool,
+    rng: StdRng,
+    last_reclaim: Option<Instant>,
+    last_purge: Instant,
+}
+
+impl Worker {
+    fn new(slot: usize) -> Self {
+        let tuning = Tuning::read();
+        let timeout = Duration::from_millis(tuning.http_timeout_ms);
+        Worker {
+            slot,
+            tuning,
+            pool: Pool::new(tuning.http_concurrency, timeout),
+            agent: http::agent(timeout, 4),
+            in_flight: 0,
+            extension_ready: false,
+            rng: StdRng::from_entropy(),
+            last_reclaim: None,
+            last_purge: Instant::now(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut work_signalled = true;
+        let mut next_due: Option<Instant> = None;
+        loop {
+            if BackgroundWorker::sigterm_received() {
+                break;
+            }
+            if BackgroundWorker::sighup_received() {
+                self.reload();
+            }
+            if !self.extension_ready {
+                self.extension_ready = extension_installed();
+                if !self.extension_ready {
+                    wait_latch(self.tuning.poll_interval_ms);
+                    continue;
+                }
+                work_signalled = true;
+            }
+            self.maintenance();
+            if !shmem::pending_refresh_requests().is_empty() {
+                tokens::serve_requests(&self.agent);
+            }
+            let due_now = next_due.is_some_and(|t| Instant::now() >= t);
+            if (work_signalled || due_now) && self.in_flight < self.pool.size {
+                work_signalled = self.claim_and_dispatch();
+                next_due = self.next_due();
+            }
+            if self.in_flight > 0 {
+                let first = self.pool.recv_timeout(Duration::from_millis(5));
+                let mut done: Vec<Done<InFlight>> = first.into_iter().collect();
+                while let Some(d) = self.pool.try_recv() {
+                    done.push(d);
+                }
+                if !done.is_empty() {
+                    self.in_flight -= done.len();
+                    work_signalled |= self.record(done);
+                }
+                work_signalled |= wait_latch(0);
+            } else if !work_signalled {
+                let poll = Duration::from_millis(self.tuning.poll_interval_ms);
+                let until_due = next_due.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(poll);
+                let woke = wait_latch(until_due.min(poll).as_millis() as u64);
+                work_signalled = woke || next_due.is_none_or(|t| Instant::now() >= t) || until_due >= poll;
+            }
+            unsafe { pg_sys::pgstat_report_stat(false) };
+        }
+        self.drain();
+    }
+
+    fn reload(&mut self) {
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        let new = Tuning::read();
+        if new.http_concurrency != self.tuning.http_concurrency || new.http_timeout_ms != self.tuning.http_timeout_ms {
+            self.drain();
+            let timeout = Duration::from_millis(new.http_timeout_ms);
+            self.pool = Pool::new(new.http_concurrency, timeout);
+            self.agent = http::agent(timeout, 4);
+        }
+        self.tuning = new;
+        log!("integration worker {} reloaded its settings", self.slot);
+    }
+
+    /// Waits for every push in flight and records it.
+    fn drain(&mut self) {
+        let deadline = Instant::now() + self.pool.timeout * 2;
+        while self.in_flight > 0 && Instant::now() < deadline {
+            if let Some(d) = self.pool.recv_timeout(Duration::from_millis(50)) {
+                self.in_flight -= 1;
+                self.record(vec![d]);
+            }
+        }
+    }
+
+    fn maintenance(&mut self) {
+        if self.last_reclaim.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            match worker_transaction(outbox::reclaim_abandoned) {
+                Ok(n) if n > 0 => log!("integration worker {}: reclaimed {n} abandoned jobs", self.slot),
+                Ok(_) => {}
+                Err(e) => self.trouble("reclaiming jobs", &e),
+            }
+            self.last_reclaim = Some(Instant::now());
+        }
+        if self.last_purge.elapsed() > Duration::from_secs(60) {
+            let keep = self.tuning.done_retention_s;
+            if let Err(e) = worker_transaction(|| outbox::purge_done(keep)) {
+                self.trouble("purging finished jobs", &e);
+            }
+            self.last_purge = Instant::now();
+        }
+    }
+
+    fn trouble(&mut self, what: &str, e: &str) {
+        warning!("integration worker {}: {what} failed: {e}", self.slot);
+        if !extension_installed() {
+            self.extension_ready = false;
+        }
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        match worker_transaction(outbox::next_due_in_ms) {
+            Ok(Some(ms)) => Some(Instant::now() + Duration::from_millis(ms.max(0) as u64)),
+            Ok(None) => None,
+            Err(e) => {
+                self.trouble("looking for due jobs", &e);
+                None
+            }
+        }
+    }
+
+    /// Claims what the pool can take, records skips, gets tokens, dispatches. Returns true
+    /// when there may be more due work right away.
+    fn claim_and_dispatch(&mut self) -> bool {
+        let capacity = (self.pool.size - self.in_flight) as i64;
+        let lease_ms = (self.tuning.http_timeout_ms * 6 + 30_000) as i64;
+        let claimed = worker_transaction(|| {
+            let jobs = outbox::claim(capacity, lease_ms);
+            let mut to_push = Vec::new();
+            let mut requeued = false;
+            for job in jobs {
+                match (job.desired_stock, job.remote_stock) {
+                    (None, _) => {
+                        let o = Outcome::Skipped { stock: None, reason: "no EGDC stock known for this product yet".into() };
+                        requeued |= outbox::record(&target(&job), &o, &Attempt::default());
+                    }
+                    (Some(d), Some(r)) if d == r => {
+                        let o = Outcome::Skipped { stock: Some(d), reason: "marketplace already holds this quantity".into() };
+                        requeued |= outbox::record(&target(&job), &o, &Attempt::default());
+                    }
+                    (Some(_), _) => to_push.push(job),
+                }
+            }
+            (to_push, requeued)
+        });
+        let (jobs, requeued) = match claimed {
+            Ok(v) => v,
+            Err(e) => {
+                self.trouble("claiming jobs", &e);
+                return false;
+            }
+        };
+        let full = jobs.len() as i64 >= capacity;
+        let mut by_connection: HashMap<i64, Vec<ClaimedJob>> = HashMap::new();
+        for j in jobs {
+            by_connection.entry(j.connection_id).or_default().push(j);
+        }
+        for (connection_id, jobs) in by_connection {
+            match tokens::worker_token(&self.agent, connection_id, None) {
+                TokenStatus::Ready { access_token, generation } => {
+                    for job in jobs {
+                        self.dispatch(job, access_token.clone(), generation);
+                    }
+                }
+                TokenStatus::NeedsReauthorization(e) => self.release(jobs, &e, false),
+                TokenStatus::Unavailable(e) => self.release(jobs, &e, true),
+            }
+        }
+        full || requeued
+    }
+
+    fn dispatch(&mut self, job: ClaimedJob, token: String, generation: i64) {
+        let stock = job.desired_stock.unwrap_or(0).max(0);
+        match push::prepare(&job.marketplace, &job.connection_settings, &job.external_id, &job.listing_settings, stock, token) {
+            Ok((connector, request)) => {
+                let task = Task { job: InFlight { job, stock, generation }, connector, request };
+                match self.pool.submit(task) {
+                    Ok(()) => self.in_flight += 1,
+                    Err(task) => self.release(vec![task.job.job], "HTTP pool unavailable", true),
+                }
+            }
+            Err(e) => {
+                let o = Outcome::Dead { stock, error: e };
+                let t = target(&job);
+                if let Err(err) = worker_transaction(|| outbox::record(&t, &o, &Attempt::default())) {
+                    self.trouble("dead-lettering a job", &err);
+                }
+            }
+        }
+    }
+
+    /// Puts claimed jobs back without pushing them (no token). `later` adds backoff.
+    fn release(&mut self, jobs: Vec<ClaimedJob>, error: &str, later: bool) {
+        let tuning = self.tuning;
+        let delays: Vec<i64> = jobs
+            .iter()
+            .map(|j| {
+                if later {
+                    outbox::backoff::delay_ms(j.attempts, tuning.backoff_base_ms, tuning.backoff_max_ms, None, &mut self.rng) as i64
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let r = worker_transaction(|| {
+            for (job, delay_ms) in jobs.iter().zip(delays) {
+                let stock = job.desired_stock.unwrap_or(0);
+                let o = Outcome::Retry { stock, error: error.to_string(), delay_ms, burn: false };
+                outbox::record(&target(job), &o, &Attempt::default());
+            }
+        });
+        if let Err(e) = r {
+            self.trouble("releasing jobs", &e);
+        }
+    }
+
+    /// Records finished pushes in one transaction (falling back to one per job if that
+    /// fails), then refreshes tokens that were refused. Returns true if work was re-enqueued.
+    fn record(&mut self, done: Vec<Done<InFlight>>) -> bool {
+        let tuning = self.tuning;
+        let mut unauthorized: HashMap<i64, i64> = HashMap::new();
+        let decided: Vec<(InFlight, Outcome, Attempt)> = done
+            .into_iter()
+            .map(|d| {
+                let f = d.job;
+                if let PushKind::Unauthorized { .. } = d.result.kind {
+                    unauthorized.insert(f.job.connection_id, f.generation);
+                }
+                let outcome = push::decide(&d.result, f.stock, f.job.attempts, &tuning, &mut self.rng);
+                let outcome = match (&d.result.kind, outcome) {
+                    // a refused token is retried at once, after the refresh below
+                    (PushKind::Unauthorized { .. }, Outcome::Retry { stock, error, burn, .. }) => Outcome::Retry { stock, error, delay_ms: 0, burn },
+                    (_, o) => o,
+                };
+                let attempt = Attempt { http_status: d.result.http_status.map(i32::from), latency_ms: Some(d.result.latency_ms) };
+                (f, outcome, attempt)
+            })
+            .collect();
+        let batch = worker_transaction(|| record_all(&decided));
+        let requeued = match batch {
+            Ok(r) => r,
+            Err(e) => {
+                warning!("integration worker {}: recording a batch failed ({e}); recording jobs one by one", self.slot);
+                let mut any = false;
+                for one in &decided {
+                    match worker_transaction(|| record_all(std::slice::from_ref(one))) {
+                        Ok(r) => any |= r,
+                        Err(e) => warning!(
+                            "integration worker {}: could not record job {}: {e}; it will be reclaimed",
+                            self.slot,
+                            one.0.job.job_id
+                        ),
+                    }
+                }
+                any
+            }
+        };
+        for (connection_id, generation) in unauthorized {
+            let _ = tokens::worker_token(&self.agent, connection_id, Some(generation));
+        }
+        requeued || !decided.is_empty()
+    }
+}
+
+fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
+    let mut requeued = false;
+    let mut notes: HashMap<i64, Option<String>> = HashMap::new();
+    let mut seen: HashSet<i64> = HashSet::new();
+    for (f, o, a) in decided {
+        requeued |= outbox::record(&target(&f.job), o, a);
+        let note = match o {
+            Outcome::Pushed { .. } | Outcome::Skipped { .. } => None,
+            Outcome::Retry { error, .. } | Outcome::Dead { error, .. } => Some(error.clone()),
+        };
+        // the last error of the batch wins over successes: it is what an operator must see
+        if seen.insert(f.job.connection_id) || note.is_some() {
+            notes.insert(f.job.connection_id, note);
+        }
+    }
+    for (connection_id, note) in notes {
+        outbox::note_connection(connection_id, note.as_deref());
+    }
+    requeued
+}
+
+fn target(job: &ClaimedJob) -> Target<'_> {
+    Target {
+        job_id: Some(job.job_id),
+        attempt: Some(job.attempts),
+        listing_id: job.listing_id,
+        connection_id: job.connection_id,
+        tenant_id: &job.tenant_id,
+        marketplace: &job.marketplace,
+        product_id: &job.product_id,
+        external_id: &job.external_id,
+    }
+}
+
+fn extension_installed() -> bool {
+    worker_transaction(|| {
+        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'integration')")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
+    .unwrap_or(false)
+}

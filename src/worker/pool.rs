@@ -1,0 +1,86 @@
+//! The HTTP thread pool of a worker. Threads only run connector code (plain Rust, no pgrx):
+//! they take tasks from one channel and put results on another, which the main thread reads.
+
+use crate::marketplaces::{http, Connector, PushKind, PushRequest, PushResult};
+use crossbeam_channel::{Receiver, Sender};
+use std::panic::AssertUnwindSafe;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub struct Task<J> {
+    pub job: J,
+    pub connector: &'static dyn Connector,
+    pub request: PushRequest,
+}
+
+pub struct Done<J> {
+    pub job: J,
+    pub result: PushResult,
+}
+
+pub struct Pool<J: Send + 'static> {
+    tasks: Option<Sender<Task<J>>>,
+    done: Receiver<Done<J>>,
+    threads: Vec<JoinHandle<()>>,
+    pub size: usize,
+    pub timeout: Duration,
+}
+
+impl<J: Send + 'static> Pool<J> {
+    pub fn new(size: usize, timeout: Duration) -> Self {
+        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task<J>>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done<J>>();
+        let agent = http::agent(timeout, size);
+        let threads = (0..size)
+            .filter_map(|i| {
+                let rx = task_rx.clone();
+                let tx = done_tx.clone();
+                let agent = agent.clone();
+                std::thread::Builder::new()
+                    .name(format!("integ-http-{i}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        while let Ok(task) = rx.recv() {
+                            let Task { job, connector, request } = task;
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| connector.push_stock(&agent, &request)))
+                                .unwrap_or_else(|_| PushResult {
+                                    kind: PushKind::Retry { error: "internal error in the connector".into(), retry_after: None },
+                                    http_status: None,
+                                    latency_ms: 0.0,
+                                });
+                            if tx.send(Done { job, result }).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        let size = threads.len().max(1);
+        Pool { tasks: Some(task_tx), done: done_rx, threads, size, timeout }
+    }
+
+    pub fn submit(&self, task: Task<J>) -> Result<(), Task<J>> {
+        match &self.tasks {
+            Some(tx) => tx.send(task).map_err(|e| e.0),
+            None => Err(task),
+        }
+    }
+
+    pub fn recv_timeout(&self, d: Duration) -> Option<Done<J>> {
+        self.done.recv_timeout(d).ok()
+    }
+
+    pub fn try_recv(&self) -> Option<Done<J>> {
+        self.done.try_recv().ok()
+    }
+}
+
+impl<J: Send + 'static> Drop for Pool<J> {
+    fn drop(&mut self) {
+        self.tasks.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
