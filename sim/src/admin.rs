@@ -1,0 +1,253 @@
+//! The admin API under /_admin: set up sellers and listings, read stock, inject faults, read
+//! counters. Never part of any real marketplace.
+
+use crate::faults::Fault;
+use crate::mercadolibre::{error, item_json, Item, UserProduct};
+use crate::state::State;
+use axum::extract::{Path, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/reset", post(reset))
+        .route("/stats", get(stats))
+        .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
+        .route("/mercadolibre/apps", post(meli_app))
+        .route("/mercadolibre/sellers", post(meli_seller))
+        .route("/mercadolibre/sellers/{id}/revoke", post(meli_revoke))
+        .route("/mercadolibre/items", post(meli_item))
+        .route("/mercadolibre/items/{id}", get(meli_get_item))
+        .route("/mercadolibre/user_products", post(meli_up))
+        .route("/mercadolibre/user_products/{id}", get(meli_get_up))
+        .route("/mercadolibre/user_products/{id}/bump", post(meli_bump_up))
+        .route("/mercadolibre/config", post(meli_config))
+        .route("/mercadolibre/expire_tokens", post(meli_expire))
+}
+
+fn bad(msg: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.to_string()}))).into_response()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Response> {
+    serde_json::from_value(body.clone()).map_err(bad)
+}
+
+async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
+    *state.meli.lock() = Default::default();
+    state.faults.lock().by_marketplace.clear();
+    state.counters.lock().clear();
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn stats(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(json!({"counters": *state.counters.lock()})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultBody {
+    #[serde(default = "all")]
+    marketplace: String,
+    #[serde(flatten)]
+    fault: Fault,
+}
+
+fn all() -> String {
+    "*".into()
+}
+
+async fn set_faults(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let f: FaultBody = match parse(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    state.faults.lock().by_marketplace.insert(f.marketplace.clone(), f.fault);
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn clear_faults(AxState(state): AxState<Arc<State>>) -> Response {
+    state.faults.lock().by_marketplace.clear();
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn get_faults(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(json!(state.faults.lock().by_marketplace)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct App {
+    client_id: String,
+    client_secret: String,
+}
+
+async fn meli_app(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let a: App = match parse(&body) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    state.meli.lock().apps.insert(a.client_id, a.client_secret);
+    Json(json!({"ok": true})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seller {
+    user_id: u64,
+    client_id: String,
+}
+
+/// Creates a seller that authorized the app: returns a fresh token pair and an auth code.
+async fn meli_seller(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let s: Seller = match parse(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut m = state.meli.lock();
+    if !m.apps.contains_key(&s.client_id) {
+        return bad("unknown client_id: create the app first");
+    }
+    m.sellers.insert(s.user_id, s.client_id.clone());
+    let mut grant = m.grant(s.user_id, &s.client_id);
+    let code = m.new_code(s.user_id, &s.client_id);
+    grant["code"] = json!(code);
+    Json(grant).into_response()
+}
+
+async fn meli_revoke(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>) -> Response {
+    let mut m = state.meli.lock();
+    m.revoke_refresh_tokens(id);
+    m.expire_access_tokens(Some(id));
+    Json(json!({"ok": true})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItem {
+    id: String,
+    seller_id: u64,
+    #[serde(default)]
+    available_quantity: i64,
+    #[serde(default)]
+    variations: Vec<NewVariation>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVariation {
+    id: i64,
+    #[serde(default)]
+    available_quantity: i64,
+}
+
+async fn meli_item(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let i: NewItem = match parse(&body) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let it = Item {
+        seller: i.seller_id,
+        title: i.title.unwrap_or_else(|| format!("Item {}", i.id)),
+        available_quantity: i.available_quantity,
+        variations: i.variations.iter().map(|v| (v.id, v.available_quantity)).collect(),
+        writes: 0,
+    };
+    let out = item_json(&i.id, &it);
+    state.meli.lock().items.insert(i.id, it);
+    Json(out).into_response()
+}
+
+async fn meli_get_item(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
+    match state.meli.lock().items.get(&id) {
+        Some(it) => {
+            let mut v = item_json(&id, it);
+            v["writes"] = json!(it.writes);
+            Json(v).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such item"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUp {
+    id: String,
+    seller_id: u64,
+    #[serde(default)]
+    quantity: i64,
+}
+
+async fn meli_up(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let u: NewUp = match parse(&body) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    state.meli.lock().user_products.insert(u.id, UserProduct { seller: u.seller_id, quantity: u.quantity, version: 1, writes: 0 });
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn meli_get_up(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
+    match state.meli.lock().user_products.get(&id) {
+        Some(u) => Json(json!({"id": id, "quantity": u.quantity, "version": u.version, "writes": u.writes})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such user product"),
+    }
+}
+
+/// Simulates another writer: the next PUT with the old x-version gets 409.
+async fn meli_bump_up(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
+    match state.meli.lock().user_products.get_mut(&id) {
+        Some(u) => {
+            u.version += 1;
+            Json(json!({"version": u.version})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such user product"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    token_lifetime_s: Option<u64>,
+    /// null or absent: no limit
+    #[serde(default)]
+    rate_limit_per_minute: Option<usize>,
+}
+
+async fn meli_config(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let c: Config = match parse(&body) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut m = state.meli.lock();
+    if let Some(s) = c.token_lifetime_s {
+        m.token_lifetime = Duration::from_secs(s);
+    }
+    if body.get("rate_limit_per_minute").is_some() {
+        m.rate_limit_per_minute = c.rate_limit_per_minute;
+    }
+    Json(json!({"ok": true})).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Expire {
+    user_id: Option<u64>,
+}
+
+async fn meli_expire(AxState(state): AxState<Arc<State>>, body: Option<Json<Value>>) -> Response {
+    let e: Expire = match body.map(|Json(b)| parse(&b)).transpose() {
+        Ok(e) => e.unwrap_or_default(),
+        Err(r) => return r,
+    };
+    let n = state.meli.lock().expire_access_tokens(e.user_id);
+    Json(json!({"expired": n})).into_response()
+}

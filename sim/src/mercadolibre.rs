@@ -1,0 +1,399 @@
+//! MercadoLibre: OAuth token endpoint (code grant, single-use rotating refresh tokens), items
+//! with variations, user-products stock with x-version, multiget, scan search, per-seller
+//! rate limit. Error bodies have MercadoLibre's shape: {message, error, status, cause}.
+
+use crate::state::{random_token, State};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Meli {
+    pub apps: HashMap<String, String>,
+    /// seller -> app client id
+    pub sellers: HashMap<u64, String>,
+    access: HashMap<String, (u64, Instant)>,
+    /// refresh token -> (seller, client id); removed on first use
+    refresh: HashMap<String, (u64, String)>,
+    codes: HashMap<String, (u64, String)>,
+    pub items: HashMap<String, Item>,
+    pub user_products: HashMap<String, UserProduct>,
+    pub token_lifetime: Duration,
+    pub rate_limit_per_minute: Option<usize>,
+    windows: HashMap<u64, VecDeque<Instant>>,
+    next_variation_id: i64,
+}
+
+impl Default for Meli {
+    fn default() -> Self {
+        Meli {
+            apps: HashMap::new(),
+            sellers: HashMap::new(),
+            access: HashMap::new(),
+            refresh: HashMap::new(),
+            codes: HashMap::new(),
+            items: HashMap::new(),
+            user_products: HashMap::new(),
+            token_lifetime: Duration::from_secs(21_600),
+            rate_limit_per_minute: None,
+            windows: HashMap::new(),
+            next_variation_id: 900_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub seller: u64,
+    pub title: String,
+    pub available_quantity: i64,
+    pub variations: Vec<(i64, i64)>,
+    pub writes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserProduct {
+    pub seller: u64,
+    pub quantity: i64,
+    pub version: u64,
+    pub writes: u64,
+}
+
+pub fn error(status: StatusCode, error: &str, message: &str) -> Response {
+    (status, Json(json!({"message": message, "error": error, "status": status.as_u16(), "cause": []}))).into_response()
+}
+
+impl Meli {
+    /// Issues a new token pair for a seller.
+    pub fn grant(&mut self, seller: u64, client_id: &str) -> Value {
+        let access = random_token("APP_USR-");
+        let refresh = random_token("TG-");
+        self.access.insert(access.clone(), (seller, Instant::now() + self.token_lifetime));
+        self.refresh.insert(refresh.clone(), (seller, client_id.to_string()));
+        json!({"access_token": access, "token_type": "Bearer", "expires_in": self.token_lifetime.as_secs(),
+               "scope": "offline_access read write", "user_id": seller, "refresh_token": refresh})
+    }
+
+    pub fn new_code(&mut self, seller: u64, client_id: &str) -> String {
+        let code = random_token("TG-code-");
+        self.codes.insert(code.clone(), (seller, client_id.to_string()));
+        code
+    }
+
+    pub fn expire_access_tokens(&mut self, seller: Option<u64>) -> usize {
+        let now = Instant::now();
+        let mut n = 0;
+        for (s, exp) in self.access.values_mut() {
+            if seller.is_none_or(|x| x == *s) {
+                *exp = now;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn revoke_refresh_tokens(&mut self, seller: u64) {
+        self.refresh.retain(|_, (s, _)| *s != seller);
+    }
+
+    pub fn next_variation(&mut self) -> i64 {
+        self.next_variation_id += 1;
+        self.next_variation_id
+    }
+}
+
+pub fn item_json(id: &str, it: &Item) -> Value {
+    json!({
+        "id": id, "title": it.title, "seller_id": it.seller, "status": "active",
+        "available_quantity": if it.variations.is_empty() { it.available_quantity } else { it.variations.iter().map(|v| v.1).sum() },
+        "variations": it.variations.iter().map(|(vid, q)| json!({"id": vid, "available_quantity": q})).collect::<Vec<_>>(),
+        "permalink": format!("https://articulo.mercadolibre.com/{id}"),
+    })
+}
+
+pub fn router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/items/{id}", get(get_item).put(put_item))
+        .route("/items", get(multiget))
+        .route("/users/{id}/items/search", get(search))
+        .route("/user-products/{id}/stock", get(get_up_stock))
+        .route("/user-products/{id}/stock/type/selling_address", put(put_up_stock))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    code: Option<String>,
+    refresh_token: Option<String>,
+}
+
+const INVALID_GRANT: &str = "Error validating grant. Your authorization code or refresh token may be expired or it was already used";
+
+async fn token(AxState(state): AxState<Arc<State>>, Form(f): Form<TokenForm>) -> Response {
+    let kind = f.grant_type.clone().unwrap_or_default();
+    state.count(format!("mercadolibre token {kind}"));
+    let mut m = state.meli.lock();
+    let client_id = f.client_id.unwrap_or_default();
+    if m.apps.get(&client_id).is_none_or(|s| Some(s) != f.client_secret.as_ref()) {
+        return error(StatusCode::BAD_REQUEST, "invalid_client", "invalid client_id or client_secret");
+    }
+    let used = match kind.as_str() {
+        "authorization_code" => f.code.and_then(|c| m.codes.remove(&c)),
+        "refresh_token" => f.refresh_token.and_then(|r| m.refresh.remove(&r)),
+        _ => return error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"),
+    };
+    match used {
+        Some((seller, cid)) if cid == client_id => {
+            drop(m);
+            state.count(format!("mercadolibre token {kind} ok"));
+            Json(state.meli.lock().grant(seller, &client_id)).into_response()
+        }
+        _ => {
+            state.count(format!("mercadolibre token {kind} invalid_grant"));
+            error(StatusCode::BAD_REQUEST, "invalid_grant", INVALID_GRANT)
+        }
+    }
+}
+
+/// Authenticates the bearer token and applies the per-seller rate limit.
+fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let mut m = state.meli.lock();
+    let seller = match m.access.get(token) {
+        Some((seller, exp)) if *exp > Instant::now() => *seller,
+        Some(_) => {
+            drop(m);
+            state.count("mercadolibre 401 expired");
+            return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "expired_token"));
+        }
+        None => {
+            drop(m);
+            state.count("mercadolibre 401 invalid");
+            return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid access token"));
+        }
+    };
+    if let Some(limit) = m.rate_limit_per_minute {
+        let now = Instant::now();
+        let w = m.windows.entry(seller).or_default();
+        while w.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            w.pop_front();
+        }
+        if w.len() >= limit {
+            drop(m);
+            state.count("mercadolibre 429");
+            return Err(error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests"));
+        }
+        w.push_back(now);
+    }
+    Ok(seller)
+}
+
+fn not_found(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", &format!("Item with id {id} not found"))
+}
+
+fn forbidden() -> Response {
+    error(StatusCode::FORBIDDEN, "forbidden", "caller.id does not match item owner")
+}
+
+async fn get_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    state.count("mercadolibre GET /items/{id}");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let m = state.meli.lock();
+    match m.items.get(&id) {
+        None => not_found(&id),
+        Some(it) if it.seller != seller => forbidden(),
+        Some(it) => Json(item_json(&id, it)).into_response(),
+    }
+}
+
+fn validation(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"message": "Validation error", "error": "validation_error", "status": 400,
+                    "cause": [{"code": "item.available_quantity.invalid", "message": message}]})),
+    )
+        .into_response()
+}
+
+fn quantity(v: &Value) -> Option<i64> {
+    v.as_i64().filter(|q| (0..=99_999_999).contains(q))
+}
+
+async fn put_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    state.count("mercadolibre PUT /items/{id}");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "body is not valid JSON");
+    };
+    let mut guard = state.meli.lock();
+    let m = &mut *guard;
+    let Some(mut it) = m.items.get(&id).cloned() else { return not_found(&id) };
+    if it.seller != seller {
+        return forbidden();
+    }
+    if let Some(q) = body.get("available_quantity") {
+        if !it.variations.is_empty() {
+            return validation("item has variations: set available_quantity on each variation");
+        }
+        let Some(q) = quantity(q) else { return validation("available_quantity must be an integer between 0 and 99999999") };
+        it.available_quantity = q;
+    }
+    if let Some(vs) = body.get("variations") {
+        let Some(vs) = vs.as_array() else { return validation("variations must be an array") };
+        let mut next = Vec::new();
+        for v in vs {
+            match v.get("id").and_then(Value::as_i64) {
+                // A variation sent without id is created anew.
+                None => {
+                    let q = v.get("available_quantity").and_then(quantity).unwrap_or(0);
+                    next.push((m.next_variation(), q));
+                }
+                Some(vid) => {
+                    let Some(old) = it.variations.iter().find(|x| x.0 == vid) else {
+                        return validation(&format!("variation {vid} does not belong to item {id}"));
+                    };
+                    let q = match v.get("available_quantity") {
+                        None => old.1,
+                        Some(q) => match quantity(q) {
+                            Some(q) => q,
+                            None => return validation("available_quantity must be an integer between 0 and 99999999"),
+                        },
+                    };
+                    next.push((vid, q));
+                }
+            }
+        }
+        // Variations left out are deleted, as MercadoLibre does.
+        it.variations = next;
+    }
+    it.writes += 1;
+    m.items.insert(id.clone(), it.clone());
+    drop(guard);
+    state.count("mercadolibre stock writes");
+    Json(item_json(&id, &it)).into_response()
+}
+
+#[derive(Deserialize)]
+struct Ids {
+    ids: Option<String>,
+}
+
+async fn multiget(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Query(q): Query<Ids>) -> Response {
+    state.count("mercadolibre GET /items?ids");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ids: Vec<String> = q.ids.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    if ids.is_empty() || ids.len() > 20 {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "ids must list between 1 and 20 items");
+    }
+    let m = state.meli.lock();
+    let out: Vec<Value> = ids
+        .iter()
+        .map(|id| match m.items.get(id) {
+            Some(it) if it.seller == seller => json!({"code": 200, "body": item_json(id, it)}),
+            Some(_) => json!({"code": 403, "body": {"message": "caller.id does not match item owner", "error": "forbidden", "status": 403, "cause": []}}),
+            None => json!({"code": 404, "body": {"message": format!("Item with id {id} not found"), "error": "not_found", "status": 404, "cause": []}}),
+        })
+        .collect();
+    Json(out).into_response()
+}
+
+#[derive(Deserialize)]
+struct Scan {
+    search_type: Option<String>,
+    limit: Option<usize>,
+    scroll_id: Option<String>,
+}
+
+async fn search(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(user): Path<u64>, Query(q): Query<Scan>) -> Response {
+    state.count("mercadolibre GET /users/{id}/items/search");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if seller != user {
+        return error(StatusCode::FORBIDDEN, "forbidden", "caller.id does not match user");
+    }
+    if q.search_type.as_deref() != Some("scan") {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "only search_type=scan is emulated");
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 100);
+    let offset: usize = q.scroll_id.as_deref().and_then(|s| s.strip_prefix("scroll-")).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let m = state.meli.lock();
+    let mut ids: Vec<&String> = m.items.iter().filter(|(_, it)| it.seller == seller).map(|(id, _)| id).collect();
+    ids.sort();
+    let page: Vec<&String> = ids.into_iter().skip(offset).take(limit).collect();
+    Json(json!({"scroll_id": format!("scroll-{}", offset + page.len()), "results": page, "paging": {"limit": limit}})).into_response()
+}
+
+async fn get_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    state.count("mercadolibre GET /user-products/{id}/stock");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let m = state.meli.lock();
+    match m.user_products.get(&id) {
+        None => error(StatusCode::NOT_FOUND, "not_found", &format!("User product {id} not found")),
+        Some(up) if up.seller != seller => forbidden(),
+        Some(up) => (
+            [("x-version", up.version.to_string())],
+            Json(json!({"locations": [{"type": "selling_address", "quantity": up.quantity}], "user_id": up.seller, "id": id})),
+        )
+            .into_response(),
+    }
+}
+
+async fn put_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    state.count("mercadolibre PUT /user-products/{id}/stock/type/selling_address");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(version) = headers.get("x-version").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "x-version header is required");
+    };
+    let Some(q) = serde_json::from_slice::<Value>(&body).ok().and_then(|b| b.get("quantity").and_then(quantity)) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "quantity must be an integer between 0 and 99999999");
+    };
+    let mut m = state.meli.lock();
+    let Some(up) = m.user_products.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "not_found", &format!("User product {id} not found"));
+    };
+    if up.seller != seller {
+        return forbidden();
+    }
+    if up.version != version {
+        drop(m);
+        state.count("mercadolibre 409");
+        return error(StatusCode::CONFLICT, "conflict", "version mismatch: read the stock again");
+    }
+    up.quantity = q;
+    up.version += 1;
+    up.writes += 1;
+    drop(m);
+    state.count("mercadolibre stock writes");
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,27 @@
+//! The sandbox's whole state: per-marketplace data, injected faults and request counters.
+
+use crate::faults::Faults;
+use crate::mercadolibre::Meli;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+pub struct State {
+    pub faults: Mutex<Faults>,
+    /// "mercadolibre PUT /items/{id}" -> count, and other named counters.
+    pub counters: Mutex<BTreeMap<String, u64>>,
+    pub meli: Mutex<Meli>,
+}
+
+impl State {
+    pub fn count(&self, key: impl Into<String>) {
+        *self.counters.lock().entry(key.into()).or_insert(0) += 1;
+    }
+}
+
+pub fn random_token(prefix: &str) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..32).map(|_| format!("{:x}", rng.gen::<u8>() & 0xf)).collect();
+    format!("{prefix}{tail}")
+}
