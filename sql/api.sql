@@ -83,12 +83,14 @@ AS $$
 DECLARE
     t record;
     v numeric;
+    n bigint;
 BEGIN
     FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
         EXECUTE format('SELECT %I::numeric FROM %s WHERE %I::text = $1 AND %I::text = $2 LIMIT 1',
                        t.stock_column, t.relid::regclass, t.tenant_column, t.product_column)
            INTO v USING p_tenant, p_product;
-        IF FOUND THEN
+        GET DIAGNOSTICS n = ROW_COUNT;  -- EXECUTE does not set FOUND
+        IF n > 0 THEN
             PERFORM integ.enqueue_stock(p_tenant, p_product, v);
             RETURN true;
         END IF;

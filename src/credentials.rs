@@ -14,12 +14,11 @@ use std::sync::OnceLock;
 /// Keys shorter than this are refused: they would be guessable.
 const MIN_KEY_LEN: usize = 16;
 
-static MASTER_KEY: OnceLock<Result<String, String>> = OnceLock::new();
+/// Only a successfully read key is kept; a missing one is looked for again on next use.
+static MASTER_KEY: OnceLock<String> = OnceLock::new();
 
 fn read_key_file() -> Result<String, String> {
-    let path = crate::gucs::KEY_FILE
-        .get()
-        .and_then(|p| p.into_string().ok())
+    let path = crate::gucs::key_file()
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| {
             "no credential master key: set integ.key_file in postgresql.conf to a file holding the key and restart the server".to_string()
@@ -35,16 +34,21 @@ fn read_key_file() -> Result<String, String> {
 
 /// Called from `_PG_init` in the postmaster: every process forked later inherits the key.
 pub fn load_master_key_at_startup() {
-    let loaded = MASTER_KEY.get_or_init(read_key_file);
-    if let Err(e) = loaded {
+    match read_key_file() {
+        Ok(k) => {
+            let _ = MASTER_KEY.set(k);
+        }
         // The message names the problem, never the key.
-        pgrx::log!("integration: {e}");
+        Err(e) => pgrx::log!("integration: {e}"),
     }
 }
 
 fn master_key() -> &'static str {
-    match MASTER_KEY.get_or_init(read_key_file) {
-        Ok(k) => k.as_str(),
+    if let Some(k) = MASTER_KEY.get() {
+        return k.as_str();
+    }
+    match read_key_file() {
+        Ok(k) => MASTER_KEY.get_or_init(|| k).as_str(),
         Err(e) => fail(PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR, e),
     }
 }

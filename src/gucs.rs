@@ -17,7 +17,16 @@ pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 /// The most workers `integ.workers` may ask for (the size of the latch table).
 pub const MAX_WORKERS: usize = 16;
 
-pub fn define() {
+/// Defines the settings. Postmaster-level ones can only be defined while the library is being
+/// preloaded; a backend loading it later reads them as plain placeholders (see `key_file`).
+pub fn define(preloading: bool) {
+    if preloading {
+        define_postmaster();
+    }
+    define_runtime();
+}
+
+fn define_postmaster() {
     GucRegistry::define_string_guc(
         c"integ.database",
         c"Database the integration workers serve.",
@@ -44,6 +53,9 @@ pub fn define() {
         GucContext::Postmaster,
         GucFlags::empty(),
     );
+}
+
+fn define_runtime() {
     GucRegistry::define_int_guc(
         c"integ.http_concurrency",
         c"HTTP requests each worker keeps in flight at once.",
@@ -147,4 +159,13 @@ pub fn database() -> String {
         .get()
         .and_then(|s| s.into_string().ok())
         .unwrap_or_else(|| "postgres".to_string())
+}
+
+/// The key file path: the GUC when preloaded, otherwise the placeholder from postgresql.conf.
+pub fn key_file() -> Option<String> {
+    let defined = KEY_FILE.get().and_then(|p| p.into_string().ok());
+    defined.or_else(|| unsafe {
+        let v = pgrx::pg_sys::GetConfigOption(c"integ.key_file".as_ptr(), true, false);
+        (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
+    })
 }

@@ -23,10 +23,10 @@ extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::define();
-    // Only the postmaster, loading us from shared_preload_libraries, may reserve shared memory
-    // and register workers; a backend loading the library later still gets the GUCs.
+    // Only the postmaster, loading us from shared_preload_libraries, may reserve shared memory,
+    // define postmaster settings and register workers.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    gucs::define(preloading);
     if preloading {
         credentials::load_master_key_at_startup();
         shmem::init();
@@ -37,7 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
-    pub use crate::api::tests::*;
+    include!("pg_tests.rs");
 }
 
 /// Required by `cargo pgrx test`.
@@ -46,6 +46,6 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["integ.key_file = '/tmp/integ-pg-test.key'"]
+        vec!["shared_preload_libraries = 'integration'", "integ.key_file = '/tmp/integ-pg-test.key'"]
     }
 }

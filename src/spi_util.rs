@@ -64,3 +64,16 @@ fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
         CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
     }
 }
+
+/// The first column of the first row, or None when there is no row (Spi::get_one treats an
+/// empty result as an error).
+pub fn first<T: pgrx::FromDatum + pgrx::IntoDatum>(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Option<T> {
+    Spi::connect_mut(|c| {
+        let t = c.update(sql, Some(1), args)?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        t.first().get::<T>(1)
+    })
+    .or_raise("running a query")
+}

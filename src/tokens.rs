@@ -171,11 +171,8 @@ pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms:
     match after.as_ref().and_then(ready) {
         Some(t) if after.as_ref().map(|a| a.generation) != Some(loaded.generation) || stale_generation.is_none() => t,
         _ => {
-            let status: Option<String> = Spi::get_one_with_args(
-                "SELECT status FROM integ.connections WHERE id = $1",
-                &[connection_id.into()],
-            )
-            .or_raise("reading the connection");
+            let status: Option<String> =
+                crate::spi_util::first("SELECT status FROM integ.connections WHERE id = $1", &[connection_id.into()]);
             if status.as_deref() == Some("needs_reauthorization") {
                 TokenStatus::NeedsReauthorization("the connection needs re-authorization".into())
             } else {

@@ -1,1 +1,341 @@
+//! End-to-end harness: a real PostgreSQL 15 cluster with the extension preloaded, and the
+//! marketplace sandbox on loopback, both started per test and torn down after it.
 
+use postgres::{Client, NoTls};
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Runs a PostgreSQL program, as the postgres user when we are root.
+fn pg_command(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// initdb + start, with `integration` preloaded and `extra` appended to postgresql.conf.
+    pub fn start(name: &str, extra: &str, with_key: bool) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("integ-e2e-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().map(|s| s.success());
+            assert_eq!(ok.ok(), Some(true), "chown cluster dir");
+        }
+        let data = dir.join("data");
+        let out = pg_command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let key_line = if with_key {
+            let key = dir.join("master.key");
+            std::fs::write(&key, "e2e-master-key-which-is-long-enough\n").expect("write key");
+            format!("integ.key_file = '{}'\n", key.display())
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             shared_preload_libraries = 'integration'\n{key_line}\
+             integ.database = 'postgres'\nfsync = off\nlogging_collector = off\nlog_min_messages = info\n{extra}\n",
+            dir.display()
+        );
+        let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        std::io::Write::write_all(&mut f, conf.as_bytes()).expect("write conf");
+        let c = Cluster { dir, port };
+        c.pg_ctl_start();
+        c
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn pg_ctl_start(&self) {
+        let out = pg_command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.log_path())
+            .arg("start")
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+    }
+
+    pub fn stop(&self, mode: &str) {
+        let _ = pg_command("pg_ctl").args(["-w", "-t", "60", "-m", mode, "-D"]).arg(self.data()).arg("stop").output();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port), NoTls) {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop("immediate");
+        if std::env::var_os("INTEG_KEEP_CLUSTERS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct Sim {
+    child: Child,
+    pub addr: String,
+    http: reqwest::blocking::Client,
+}
+
+fn sim_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SIM_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target");
+    for profile in ["release", "debug"] {
+        let p = root.join(profile).join("marketplace-sim");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("marketplace-sim not built: run cargo build -p marketplace-sim (or set SIM_BIN)");
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        let addr_file = std::env::temp_dir().join(format!("integ-sim-{}-{}", std::process::id(), free_port()));
+        let _ = std::fs::remove_file(&addr_file);
+        let child = Command::new(sim_binary())
+            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&addr_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start marketplace-sim");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                if !a.is_empty() {
+                    break a;
+                }
+            }
+            assert!(Instant::now() < deadline, "marketplace-sim did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_file(&addr_file);
+        Sim { child, addr, http: reqwest::blocking::Client::new() }
+    }
+
+    pub fn base_url(&self, marketplace: &str) -> String {
+        format!("http://{}/{marketplace}", self.addr)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let r = self.http.post(format!("http://{}/_admin{path}", self.addr)).json(&body).send().expect("sim admin");
+        let status = r.status();
+        let v: Value = r.json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "sim admin {path}: {status} {v}");
+        v
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.http.get(format!("http://{}/_admin{path}", self.addr)).send().expect("sim admin").json().unwrap_or(Value::Null)
+    }
+
+    pub fn delete(&self, path: &str) {
+        self.http.delete(format!("http://{}/_admin{path}", self.addr)).send().expect("sim admin");
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.get("/stats")["counters"][name].as_u64().unwrap_or(0)
+    }
+
+    pub fn item_quantity(&self, id: &str) -> Option<i64> {
+        self.get(&format!("/mercadolibre/items/{id}"))["available_quantity"].as_i64()
+    }
+
+    pub fn item_writes(&self, id: &str) -> u64 {
+        self.get(&format!("/mercadolibre/items/{id}"))["writes"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cluster and a sandbox with one MercadoLibre seller connected as tenant `tenant`, and an
+/// EGDC inventory table `inventory(tenant_id, sku, qty)` tracked by the extension.
+pub struct Env {
+    pub sim: Sim,
+    pub pg: Cluster,
+    db: std::cell::RefCell<Client>,
+    pub secrets: Vec<String>,
+}
+
+pub const TENANT: &str = "acme";
+pub const SELLER: u64 = 5001;
+pub const CLIENT_ID: &str = "7001";
+pub const CLIENT_SECRET: &str = "meli-client-secret-7001";
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        Self::with_conf(name, "")
+    }
+
+    pub fn with_conf(name: &str, extra_conf: &str) -> Env {
+        let sim = Sim::start();
+        let conf = format!(
+            "integ.poll_interval = 200\ninteg.backoff_base = 20\ninteg.backoff_max = 500\ninteg.http_timeout = 1000\n\
+             integ.max_attempts = 50\n{extra_conf}"
+        );
+        let pg = Cluster::start(name, &conf, true);
+        let mut db = pg.client();
+        db.batch_execute("CREATE EXTENSION integration CASCADE").expect("create extension");
+        sim.post("/mercadolibre/apps", json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}));
+        let grant = sim.post("/mercadolibre/sellers", json!({"user_id": SELLER, "client_id": CLIENT_ID}));
+        let access = grant["access_token"].as_str().expect("access token").to_string();
+        let refresh = grant["refresh_token"].as_str().expect("refresh token").to_string();
+        let creds = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": access,
+                           "refresh_token": refresh, "expires_in": 21600, "user_id": SELLER});
+        let settings = json!({"base_url": sim.base_url("mercadolibre")});
+        // Credentials go as bind parameters, so no statement text ever carries them.
+        db.query_one("SELECT integ.connect($1, 'mercadolibre', $2, $3)", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &creds, &settings]).expect("connect");
+        db.batch_execute(
+            "CREATE TABLE inventory (tenant_id text, sku text, qty integer, PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_inventory('inventory', 'tenant_id', 'sku', 'qty');",
+        )
+        .expect("inventory");
+        Env { sim, pg, db: std::cell::RefCell::new(db), secrets: vec![CLIENT_SECRET.to_string(), access, refresh] }
+    }
+
+    /// Creates `n` sandbox items MLM{base+i} (stock 0) mapped to products sku-{i} with stock 0.
+    pub fn listings(&mut self, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let item = format!("MLM{}", 100_000 + i);
+            let sku = format!("sku-{i}");
+            self.sim.post("/mercadolibre/items", json!({"id": item, "seller_id": SELLER}));
+            self.db().execute("INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku]).expect("insert");
+            self.db().query_one("SELECT integ.map_product($1, 'mercadolibre', $2, $3)", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &item]).expect("map");
+            out.push((sku, item));
+        }
+        out
+    }
+
+    pub fn set_stock(&self, sku: &str, qty: i32) {
+        self.db().execute("UPDATE inventory SET qty = $3 WHERE tenant_id = $1 AND sku = $2", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &qty]).expect("update");
+    }
+
+    /// Waits until `check` holds, panicking with `what` after `secs`.
+    pub fn wait_for(&self, secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check() {
+            if Instant::now() > deadline {
+                panic!("timed out after {secs}s waiting for: {what}\n--- server log tail ---\n{}", tail(&self.pg.log(), 40));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn db(&self) -> std::cell::RefMut<'_, Client> {
+        self.db.borrow_mut()
+    }
+
+    /// Reconnects after a server restart.
+    pub fn reconnect(&self) {
+        *self.db.borrow_mut() = self.pg.client();
+    }
+
+    pub fn scalar_i64(&self, sql: &str) -> i64 {
+        self.db().query_one(sql, &[]).expect(sql).get::<_, i64>(0)
+    }
+
+    /// Every issued token, and the client secret, must appear in no table and no log line.
+    pub fn assert_no_secrets(&self) {
+        let mut secrets = self.secrets.clone();
+        if let Some(issued) = self.sim.get("/mercadolibre/issued_tokens").as_array() {
+            secrets.extend(issued.iter().filter_map(|t| t.as_str().map(str::to_string)));
+        }
+        assert!(secrets.len() >= 3);
+        let tables: Vec<String> = self
+            .db()
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'v') AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+                &[],
+            )
+            .expect("tables")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut dump = String::new();
+        for t in tables {
+            let rows = self.db().query(&format!("SELECT coalesce(string_agg(x::text, E'\\n'), '') FROM {t} x"), &[]).expect("dump");
+            dump.push_str(&rows[0].get::<_, String>(0));
+            // bytea columns render as hex: look for hex-encoded secrets too
+        }
+        let log = self.pg.log();
+        for s in &secrets {
+            let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(!dump.contains(s.as_str()), "a secret appears in a table");
+            assert!(!dump.contains(&hex), "a secret appears hex-encoded in a table");
+            assert!(!log.contains(s.as_str()), "a secret appears in the server log");
+        }
+    }
+}
+
+pub fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}

@@ -29,6 +29,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/mercadolibre/user_products/{id}/bump", post(meli_bump_up))
         .route("/mercadolibre/config", post(meli_config))
         .route("/mercadolibre/expire_tokens", post(meli_expire))
+        .route("/mercadolibre/issued_tokens", get(meli_issued))
 }
 
 fn bad(msg: impl std::fmt::Display) -> Response {
@@ -250,4 +251,8 @@ async fn meli_expire(AxState(state): AxState<Arc<State>>, body: Option<Json<Valu
     };
     let n = state.meli.lock().expire_access_tokens(e.user_id);
     Json(json!({"expired": n})).into_response()
+}
+
+async fn meli_issued(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(json!(state.meli.lock().issued)).into_response()
 }

@@ -28,6 +28,8 @@ pub struct Meli {
     pub rate_limit_per_minute: Option<usize>,
     windows: HashMap<u64, VecDeque<Instant>>,
     next_variation_id: i64,
+    /// Every token ever issued, so tests can prove none leaks.
+    pub issued: Vec<String>,
 }
 
 impl Default for Meli {
@@ -44,6 +46,7 @@ impl Default for Meli {
             rate_limit_per_minute: None,
             windows: HashMap::new(),
             next_variation_id: 900_000_000,
+            issued: Vec::new(),
         }
     }
 }
@@ -76,6 +79,8 @@ impl Meli {
         let refresh = random_token("TG-");
         self.access.insert(access.clone(), (seller, Instant::now() + self.token_lifetime));
         self.refresh.insert(refresh.clone(), (seller, client_id.to_string()));
+        self.issued.push(access.clone());
+        self.issued.push(refresh.clone());
         json!({"access_token": access, "token_type": "Bearer", "expires_in": self.token_lifetime.as_secs(),
                "scope": "offline_access read write", "user_id": seller, "refresh_token": refresh})
     }
@@ -83,6 +88,7 @@ impl Meli {
     pub fn new_code(&mut self, seller: u64, client_id: &str) -> String {
         let code = random_token("TG-code-");
         self.codes.insert(code.clone(), (seller, client_id.to_string()));
+        self.issued.push(code.clone());
         code
     }
 

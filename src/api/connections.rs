@@ -1,7 +1,7 @@
 //! integ.connect: validate, store the connection and its encrypted credentials.
 
 use super::{check_tenant, connector_for, shown};
-use crate::spi_util::{invalid, OrRaise};
+use crate::spi_util::{first, invalid, OrRaise};
 use crate::marketplaces::Marketplace;
 use crate::{credentials, marketplaces, shmem};
 use pgrx::prelude::*;
@@ -36,11 +36,10 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 fn disconnect(tenant_id: &str, marketplace: &str) {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
-    let id = Spi::get_one_with_args::<i64>(
+    let id = first::<i64>(
         "DELETE FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2 RETURNING id",
         &[tenant_id.into(), m.as_str().into()],
-    )
-    .or_raise("deleting the connection");
+    );
     match id {
         Some(id) => credentials::forget(id),
         None => crate::spi_util::not_found(format!("tenant \"{}\" has no {m} connection", shown(tenant_id))),

@@ -1,7 +1,7 @@
 //! integ.map_product: a product of a tenant is a listing on a marketplace.
 
 use super::{check_tenant, connector_for, shown};
-use crate::spi_util::{invalid, not_found, OrRaise};
+use crate::spi_util::{first, invalid, not_found, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -16,11 +16,10 @@ fn map_product(tenant_id: &str, marketplace: &str, product_id: &str, external_id
         invalid("settings must be a JSON object");
     }
     connector.check_listing(external_id, &settings.0).unwrap_or_else(|e| invalid(e));
-    let connection_id = Spi::get_one_with_args::<i64>(
+    let connection_id = first::<i64>(
         "SELECT id FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2",
         &[tenant_id.into(), m.as_str().into()],
     )
-    .or_raise("looking up the connection")
     .unwrap_or_else(|| not_found(format!("tenant \"{}\" has no {m} connection: call integ.connect first", shown(tenant_id))));
     let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO integ.listings AS l (connection_id, tenant_id, marketplace, product_id, external_id, settings)

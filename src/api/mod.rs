@@ -5,8 +5,6 @@
 pub mod connections;
 pub mod listings;
 pub mod sync;
-#[cfg(any(test, feature = "pg_test"))]
-pub mod tests;
 
 use crate::marketplaces::{self, Connector, Marketplace};
 use crate::spi_util::invalid;

@@ -1,5 +1,5 @@
-//! `#[pg_test]`s: SQL behaviour inside one (rolled back) transaction. Pushing, waking and
-//! refreshing are tested end to end in `tests/`.
+// `#[pg_test]`s: SQL behaviour inside one (rolled back) transaction. Pushing, waking and
+// refreshing are tested end to end in `tests/`.
 
 use pgrx::prelude::*;
 
@@ -117,7 +117,7 @@ fn map_product_seeds_stock_from_tracked_tables() {
     assert_eq!(count("SELECT queue_depth FROM integ.status WHERE tenant_id = 't1'"), 1);
 }
 
-#[pg_test(error = "integ.track_inventory: table inv3 has no column \"stock\"")]
+#[pg_test(error = "integ.track_inventory: table public.inv3 has no column \"stock\"")]
 fn track_inventory_checks_columns() {
     Spi::run("CREATE TABLE inv3 (tenant text, sku text, qty int)").unwrap();
     Spi::run("SELECT integ.track_inventory('inv3', 'tenant', 'sku', 'stock')").unwrap();
