@@ -23,11 +23,17 @@ fn read_key_file() -> Result<String, String> {
         .ok_or_else(|| {
             "no credential master key: set integ.key_file in postgresql.conf to a file holding the key and restart the server".to_string()
         })?;
-    let raw = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read the credential master key file named by integ.key_file: {}", e.kind()))?;
+    let raw = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read the credential master key file named by integ.key_file: {}",
+            e.kind()
+        )
+    })?;
     let key = raw.trim().to_string();
     if key.len() < MIN_KEY_LEN {
-        return Err(format!("the credential master key in integ.key_file must be at least {MIN_KEY_LEN} characters"));
+        return Err(format!(
+            "the credential master key in integ.key_file must be at least {MIN_KEY_LEN} characters"
+        ));
     }
     Ok(key)
 }
@@ -60,7 +66,12 @@ fn pgcrypto_schema() -> String {
          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgcrypto'",
     )
     .or_raise("looking up pgcrypto")
-    .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "integration needs the pgcrypto extension"))
+    .unwrap_or_else(|| {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "integration needs the pgcrypto extension",
+        )
+    })
 }
 
 pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
@@ -72,7 +83,12 @@ pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
     let plain = Value::Object(secrets.clone()).to_string();
     Spi::get_one_with_args::<Vec<u8>>(&sql, &[plain.into(), key.into()])
         .or_raise("encrypting credentials")
-        .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "encrypting credentials returned nothing"))
+        .unwrap_or_else(|| {
+            fail(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "encrypting credentials returned nothing",
+            )
+        })
 }
 
 fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
@@ -88,7 +104,10 @@ fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
         .unwrap_or_default();
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => m,
-        _ => fail(PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, "stored credentials are not a JSON object"),
+        _ => fail(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            "stored credentials are not a JSON object",
+        ),
     }
 }
 
@@ -157,7 +176,11 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
     let (generation, expires_in_s) = row;
     if let Some((g, c)) = CACHE.lock().get_or_insert_with(HashMap::new).get(&connection_id) {
         if *g == generation {
-            return Some(Loaded { generation, creds: c.clone(), expires_in_s });
+            return Some(Loaded {
+                generation,
+                creds: c.clone(),
+                expires_in_s,
+            });
         }
     }
     let (identifiers, cipher) = Spi::connect(|client| {
@@ -176,15 +199,28 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
         _ => Map::new(),
     };
     let secrets = decrypt(cipher.unwrap_or_default());
-    let creds = Credentials { identifiers, secrets, expires_in: None };
-    CACHE.lock().get_or_insert_with(HashMap::new).insert(connection_id, (generation, creds.clone()));
-    Some(Loaded { generation, creds, expires_in_s })
+    let creds = Credentials {
+        identifiers,
+        secrets,
+        expires_in: None,
+    };
+    CACHE
+        .lock()
+        .get_or_insert_with(HashMap::new)
+        .insert(connection_id, (generation, creds.clone()));
+    Some(Loaded {
+        generation,
+        creds,
+        expires_in_s,
+    })
 }
 
 /// Replace the tokens after a refresh. The rotated refresh token is stored in the same
 /// statement as the access token, before anyone uses either.
 pub fn store_refreshed(connection_id: i64, mut creds: Credentials, grant: &crate::marketplaces::TokenGrant) {
-    creds.secrets.insert("access_token".into(), grant.access_token.clone().into());
+    creds
+        .secrets
+        .insert("access_token".into(), grant.access_token.clone().into());
     if let Some(r) = &grant.refresh_token {
         creds.secrets.insert("refresh_token".into(), r.clone().into());
     }
@@ -194,7 +230,11 @@ pub fn store_refreshed(connection_id: i64, mut creds: Credentials, grant: &crate
             SET secrets = $2, access_expires_at = now() + make_interval(secs => $3),
                 generation = generation + 1, refreshed_at = now(), updated_at = now()
           WHERE connection_id = $1",
-        &[connection_id.into(), cipher.into(), grant.expires_in.map(|s| s as f64).into()],
+        &[
+            connection_id.into(),
+            cipher.into(),
+            grant.expires_in.map(|s| s as f64).into(),
+        ],
     )
     .or_raise("storing refreshed credentials");
     cache_remove(connection_id);

@@ -46,6 +46,9 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'integration'", "integ.key_file = '/tmp/integ-pg-test.key'"]
+        vec![
+            "shared_preload_libraries = 'integration'",
+            "integ.key_file = '/tmp/integ-pg-test.key'",
+        ]
     }
 }

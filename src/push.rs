@@ -33,19 +33,53 @@ pub fn prepare(
 /// The outbox outcome of a push result for attempt `attempt` (1-based).
 pub fn decide(result: &PushResult, stock: i32, attempt: i32, tuning: &Tuning, rng: &mut impl rand::Rng) -> Outcome {
     match &result.kind {
-        PushKind::Applied { remote } => Outcome::Pushed { stock, remote: remote.map(clamp_i32) },
-        PushKind::Permanent { error } => Outcome::Dead { stock, error: error.clone() },
-        PushKind::Retry { error, retry_after } => retry(stock, attempt, error, retry_after.map(|d| d.as_millis() as u64), tuning, rng),
+        PushKind::Applied { remote } => Outcome::Pushed {
+            stock,
+            remote: remote.map(clamp_i32),
+        },
+        PushKind::Permanent { error } => Outcome::Dead {
+            stock,
+            error: error.clone(),
+        },
+        PushKind::Retry { error, retry_after } => retry(
+            stock,
+            attempt,
+            error,
+            retry_after.map(|d| d.as_millis() as u64),
+            tuning,
+            rng,
+        ),
         PushKind::Unauthorized { error } => retry(stock, attempt, error, None, tuning, rng),
     }
 }
 
-pub fn retry(stock: i32, attempt: i32, error: &str, retry_after_ms: Option<u64>, tuning: &Tuning, rng: &mut impl rand::Rng) -> Outcome {
+pub fn retry(
+    stock: i32,
+    attempt: i32,
+    error: &str,
+    retry_after_ms: Option<u64>,
+    tuning: &Tuning,
+    rng: &mut impl rand::Rng,
+) -> Outcome {
     if attempt >= tuning.max_attempts {
-        return Outcome::Dead { stock, error: format!("gave up after {attempt} attempts: {error}") };
+        return Outcome::Dead {
+            stock,
+            error: format!("gave up after {attempt} attempts: {error}"),
+        };
     }
-    let delay = backoff::delay_ms(attempt, tuning.backoff_base_ms, tuning.backoff_max_ms, retry_after_ms, rng);
-    Outcome::Retry { stock, error: error.to_string(), delay_ms: delay as i64, burn: true }
+    let delay = backoff::delay_ms(
+        attempt,
+        tuning.backoff_base_ms,
+        tuning.backoff_max_ms,
+        retry_after_ms,
+        rng,
+    );
+    Outcome::Retry {
+        stock,
+        error: error.to_string(),
+        delay_ms: delay as i64,
+        burn: true,
+    }
 }
 
 fn clamp_i32(v: i64) -> i32 {
@@ -72,7 +106,11 @@ mod tests {
     }
 
     fn result(kind: PushKind) -> PushResult {
-        PushResult { kind, http_status: Some(200), latency_ms: 1.0 }
+        PushResult {
+            kind,
+            http_status: Some(200),
+            latency_ms: 1.0,
+        }
     }
 
     #[test]
@@ -80,15 +118,49 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(0);
         let t = tuning();
         let ok = decide(&result(PushKind::Applied { remote: Some(5) }), 5, 1, &t, &mut rng);
-        assert!(matches!(ok, Outcome::Pushed { stock: 5, remote: Some(5) }));
-        let dead = decide(&result(PushKind::Permanent { error: "HTTP 400 x".into() }), 5, 1, &t, &mut rng);
+        assert!(matches!(
+            ok,
+            Outcome::Pushed {
+                stock: 5,
+                remote: Some(5)
+            }
+        ));
+        let dead = decide(
+            &result(PushKind::Permanent {
+                error: "HTTP 400 x".into(),
+            }),
+            5,
+            1,
+            &t,
+            &mut rng,
+        );
         assert!(matches!(dead, Outcome::Dead { .. }));
-        let r = decide(&result(PushKind::Retry { error: "HTTP 429".into(), retry_after: Some(Duration::from_secs(3)) }), 5, 1, &t, &mut rng);
+        let r = decide(
+            &result(PushKind::Retry {
+                error: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            }),
+            5,
+            1,
+            &t,
+            &mut rng,
+        );
         match r {
-            Outcome::Retry { delay_ms, burn: true, .. } => assert!(delay_ms >= 3_000),
+            Outcome::Retry {
+                delay_ms, burn: true, ..
+            } => assert!(delay_ms >= 3_000),
             other => panic!("{other:?}"),
         }
-        let gave_up = decide(&result(PushKind::Retry { error: "HTTP 500".into(), retry_after: None }), 5, 3, &t, &mut rng);
+        let gave_up = decide(
+            &result(PushKind::Retry {
+                error: "HTTP 500".into(),
+                retry_after: None,
+            }),
+            5,
+            3,
+            &t,
+            &mut rng,
+        );
         match gave_up {
             Outcome::Dead { error, .. } => assert!(error.starts_with("gave up after 3 attempts"), "{error}"),
             other => panic!("{other:?}"),
@@ -97,9 +169,25 @@ mod tests {
 
     #[test]
     fn prepare_checks_marketplace_and_settings() {
-        let (_, req) = prepare("mercadolibre", &serde_json::json!({"base_url": "http://127.0.0.1:1"}), "MLM1", &Value::Null, 4, "t".into()).unwrap();
+        let (_, req) = prepare(
+            "mercadolibre",
+            &serde_json::json!({"base_url": "http://127.0.0.1:1"}),
+            "MLM1",
+            &Value::Null,
+            4,
+            "t".into(),
+        )
+        .unwrap();
         assert_eq!(req.base_url, "http://127.0.0.1:1");
         assert!(prepare("ebay", &Value::Null, "x", &Value::Null, 1, "t".into()).is_err());
-        assert!(prepare("mercadolibre", &serde_json::json!({"base_url": 1}), "x", &Value::Null, 1, "t".into()).is_err());
+        assert!(prepare(
+            "mercadolibre",
+            &serde_json::json!({"base_url": 1}),
+            "x",
+            &Value::Null,
+            1,
+            "t".into()
+        )
+        .is_err());
     }
 }

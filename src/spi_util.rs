@@ -27,7 +27,10 @@ impl<T> OrRaise<T> for Result<T, pgrx::spi::SpiError> {
     fn or_raise(self, what: &str) -> T {
         match self {
             Ok(v) => v,
-            Err(e) => fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("integration: {what}: {e}")),
+            Err(e) => fail(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("integration: {what}: {e}"),
+            ),
         }
     }
 }

@@ -15,7 +15,10 @@ const REFRESH_LOCK_CLASS: i32 = 0x1_7E6;
 
 #[derive(Clone, Debug)]
 pub enum TokenStatus {
-    Ready { access_token: String, generation: i64 },
+    Ready {
+        access_token: String,
+        generation: i64,
+    },
     /// The grant is dead: the connection now needs re-authorization.
     NeedsReauthorization(String),
     /// Could not get a token now; try later.
@@ -76,7 +79,10 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
         };
         let start = Instant::now();
         let grant = connector.refresh(agent, &base, &current.creds);
-        let attempt = Attempt { http_status: None, latency_ms: Some(start.elapsed().as_secs_f64() * 1000.0) };
+        let attempt = Attempt {
+            http_status: None,
+            latency_ms: Some(start.elapsed().as_secs_f64() * 1000.0),
+        };
         let target = Target {
             job_id: None,
             attempt: None,
@@ -91,7 +97,10 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             Ok(g) => {
                 credentials::store_refreshed(connection_id, current.creds.clone(), &g);
                 outbox::log(&target, "refresh", "success", None, None, &attempt, None);
-                TokenStatus::Ready { access_token: g.access_token, generation: current.generation + 1 }
+                TokenStatus::Ready {
+                    access_token: g.access_token,
+                    generation: current.generation + 1,
+                }
             }
             Err(RefreshError::InvalidGrant(msg)) => {
                 let msg = format!("token refresh refused, re-authorization needed: {msg}");
@@ -171,8 +180,10 @@ pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms:
     match after.as_ref().and_then(ready) {
         Some(t) if after.as_ref().map(|a| a.generation) != Some(loaded.generation) || stale_generation.is_none() => t,
         _ => {
-            let status: Option<String> =
-                crate::spi_util::first("SELECT status FROM integ.connections WHERE id = $1", &[connection_id.into()]);
+            let status: Option<String> = crate::spi_util::first(
+                "SELECT status FROM integ.connections WHERE id = $1",
+                &[connection_id.into()],
+            );
             if status.as_deref() == Some("needs_reauthorization") {
                 TokenStatus::NeedsReauthorization("the connection needs re-authorization".into())
             } else {

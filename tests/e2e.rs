@@ -15,7 +15,9 @@ fn an_update_reaches_the_marketplace_and_latency_is_measured() {
     let ls = env.listings(1);
     let (sku, item) = ls[0].clone();
     env.set_stock(&sku, 17);
-    env.wait_for(10, "the first update to reach the sandbox", || item_has(&env, &item, 17));
+    env.wait_for(10, "the first update to reach the sandbox", || {
+        item_has(&env, &item, 17)
+    });
     // the attempt is in the sync log, with its HTTP status and latency
     let logged = env.scalar_i64(
         "SELECT count(*) FROM integ.sync_log WHERE outcome = 'success' AND stock = 17 AND http_status = 200 AND latency_ms > 0",
@@ -43,7 +45,13 @@ fn an_update_reaches_the_marketplace_and_latency_is_measured() {
         percentile(&ms, 99.0),
         ms[ms.len() - 1]
     );
-    let status = env.db().query_one("SELECT queue_depth, dead, last_success IS NOT NULL FROM integ.status", &[]).unwrap();
+    let status = env
+        .db()
+        .query_one(
+            "SELECT queue_depth, dead, last_success IS NOT NULL FROM integ.status",
+            &[],
+        )
+        .unwrap();
     assert_eq!(status.get::<_, i64>(0), 0);
     assert_eq!(status.get::<_, i64>(1), 0);
     assert!(status.get::<_, bool>(2));
@@ -55,15 +63,23 @@ fn a_burst_of_updates_coalesces() {
     let mut env = Env::new("burst");
     let ls = env.listings(1);
     let (sku, item) = ls[0].clone();
-    env.wait_for(10, "initial sync", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
+    env.wait_for(10, "initial sync", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
     let before = env.sim.item_writes(&item);
     for q in 1..=1000 {
         env.set_stock(&sku, q);
     }
     env.wait_for(30, "the last value to arrive", || item_has(&env, &item, 1000));
-    env.wait_for(10, "the queue to drain", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
+    env.wait_for(10, "the queue to drain", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(env.sim.item_quantity(&item), Some(1000), "the sandbox must end with the last value");
+    assert_eq!(
+        env.sim.item_quantity(&item),
+        Some(1000),
+        "the sandbox must end with the last value"
+    );
     let pushes = env.sim.item_writes(&item) - before;
     println!("BURST 1000 updates of one product -> {pushes} pushes");
     assert!(pushes < 500, "{pushes} pushes for 1000 updates");
@@ -74,23 +90,38 @@ fn a_burst_of_updates_coalesces() {
 fn expired_tokens_are_refreshed_once() {
     let mut env = Env::new("refresh");
     let ls = env.listings(20);
-    env.wait_for(20, "initial sync", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
+    env.wait_for(20, "initial sync", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
     assert_eq!(env.sim.counter("mercadolibre token refresh_token"), 0);
     env.sim.post("/mercadolibre/expire_tokens", json!({}));
     // 20 pushes for the same connection, all due at once
     let mut db = env.db();
     let mut tx = db.transaction().unwrap();
     for (i, (sku, _)) in ls.iter().enumerate() {
-        tx.execute("UPDATE inventory SET qty = $2 WHERE sku = $1", &[sku as &(dyn postgres::types::ToSql + Sync), &(50 + i as i32)]).unwrap();
+        tx.execute(
+            "UPDATE inventory SET qty = $2 WHERE sku = $1",
+            &[sku as &(dyn postgres::types::ToSql + Sync), &(50 + i as i32)],
+        )
+        .unwrap();
     }
     tx.commit().unwrap();
     drop(db);
     for (i, (_, item)) in ls.iter().enumerate() {
-        env.wait_for(20, "every push to succeed after the refresh", || item_has(&env, item, 50 + i as i64));
+        env.wait_for(20, "every push to succeed after the refresh", || {
+            item_has(&env, item, 50 + i as i64)
+        });
     }
-    assert_eq!(env.sim.counter("mercadolibre token refresh_token ok"), 1, "exactly one refresh");
+    assert_eq!(
+        env.sim.counter("mercadolibre token refresh_token ok"),
+        1,
+        "exactly one refresh"
+    );
     assert_eq!(env.sim.counter("mercadolibre token refresh_token invalid_grant"), 0);
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE operation = 'refresh' AND outcome = 'success'"), 1);
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE operation = 'refresh' AND outcome = 'success'"),
+        1
+    );
 
     // Concurrent synchronous pushes from several backends on an expired token: one refresh.
     env.sim.post("/mercadolibre/expire_tokens", json!({}));
@@ -101,8 +132,17 @@ fn expired_tokens_are_refreshed_once() {
         .map(|(sku, _)| {
             let sku = sku.clone();
             std::thread::spawn(move || {
-                let mut c = postgres::Client::connect(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"), postgres::NoTls).unwrap();
-                let row = c.query_one("SELECT status, error FROM integ.sync_product($1, $2)", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku]).unwrap();
+                let mut c = postgres::Client::connect(
+                    &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+                    postgres::NoTls,
+                )
+                .unwrap();
+                let row = c
+                    .query_one(
+                        "SELECT status, error FROM integ.sync_product($1, $2)",
+                        &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku],
+                    )
+                    .unwrap();
                 (row.get::<_, String>(0), row.get::<_, Option<String>>(1))
             })
         })
@@ -111,19 +151,38 @@ fn expired_tokens_are_refreshed_once() {
         let (status, error) = h.join().unwrap();
         assert_eq!(status, "success", "sync_product failed: {error:?}");
     }
-    assert_eq!(env.sim.counter("mercadolibre token refresh_token ok"), 2, "one more refresh for the second expiry");
+    assert_eq!(
+        env.sim.counter("mercadolibre token refresh_token ok"),
+        2,
+        "one more refresh for the second expiry"
+    );
     assert_eq!(env.sim.counter("mercadolibre token refresh_token invalid_grant"), 0);
 
     // A revoked grant: the connection needs re-authorization, jobs wait (not dead), one log row.
-    env.sim.post(&format!("/mercadolibre/sellers/{SELLER}/revoke"), json!({}));
+    env.sim
+        .post(&format!("/mercadolibre/sellers/{SELLER}/revoke"), json!({}));
     env.set_stock(&ls[0].0, 999);
     env.wait_for(20, "needs_reauthorization", || {
-        env.db().query_one("SELECT status FROM integ.connections", &[]).unwrap().get::<_, String>(0) == "needs_reauthorization"
+        env.db()
+            .query_one("SELECT status FROM integ.connections", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            == "needs_reauthorization"
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'"), 0);
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'"), 1);
-    assert_eq!(env.sim.counter("mercadolibre token refresh_token invalid_grant"), 1, "no retry of a dead grant");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'"),
+        0
+    );
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'"),
+        1
+    );
+    assert_eq!(
+        env.sim.counter("mercadolibre token refresh_token invalid_grant"),
+        1,
+        "no retry of a dead grant"
+    );
     env.assert_no_secrets();
 }
 
@@ -131,7 +190,9 @@ fn expired_tokens_are_refreshed_once() {
 fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
     let mut env = Env::new("faults");
     let ls = env.listings(30);
-    env.wait_for(30, "initial sync", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
+    env.wait_for(30, "initial sync", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
     env.sim.post(
         "/faults",
         json!({"marketplace": "mercadolibre", "error_rate": 0.3, "error_status": 503, "timeout_rate": 0.1, "timeout_ms": 1500, "drop_rate": 0.05}),
@@ -142,7 +203,9 @@ fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
         }
     }
     for (i, (_, item)) in ls.iter().enumerate() {
-        env.wait_for(90, "every listing to reach its final stock", || item_has(&env, item, 200 + i as i64));
+        env.wait_for(90, "every listing to reach its final stock", || {
+            item_has(&env, item, 200 + i as i64)
+        });
     }
     assert!(env.sim.counter("mercadolibre faults error") > 0, "faults were injected");
     let retries = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'retry'");
@@ -150,17 +213,37 @@ fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
     env.sim.delete("/faults");
 
     // A listing that does not exist: 404, dead-lettered with the marketplace's reason.
-    env.db().execute("INSERT INTO inventory VALUES ($1, 'ghost', 3)", &[&TENANT]).unwrap();
-    env.db().query_one("SELECT integ.map_product($1, 'mercadolibre', 'ghost', 'MLM999999')", &[&TENANT]).unwrap();
-    env.wait_for(20, "the bad job to be dead", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'") == 1);
-    let reason: String = env.db().query_one("SELECT last_error FROM integ.sync_jobs WHERE state = 'dead'", &[]).unwrap().get(0);
-    assert!(reason.contains("HTTP 404") && reason.contains("MLM999999 not found"), "{reason}");
+    env.db()
+        .execute("INSERT INTO inventory VALUES ($1, 'ghost', 3)", &[&TENANT])
+        .unwrap();
+    env.db()
+        .query_one(
+            "SELECT integ.map_product($1, 'mercadolibre', 'ghost', 'MLM999999')",
+            &[&TENANT],
+        )
+        .unwrap();
+    env.wait_for(20, "the bad job to be dead", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'") == 1
+    });
+    let reason: String = env
+        .db()
+        .query_one("SELECT last_error FROM integ.sync_jobs WHERE state = 'dead'", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains("HTTP 404") && reason.contains("MLM999999 not found"),
+        "{reason}"
+    );
     assert_eq!(env.scalar_i64("SELECT dead FROM integ.status"), 1);
     // Fix it on the marketplace side and retry.
-    env.sim.post("/mercadolibre/items", json!({"id": "MLM999999", "seller_id": SELLER}));
+    env.sim
+        .post("/mercadolibre/items", json!({"id": "MLM999999", "seller_id": SELLER}));
     assert_eq!(env.scalar_i64("SELECT integ.retry_dead('acme', 'mercadolibre')"), 1);
     env.wait_for(20, "the retried job to succeed", || item_has(&env, "MLM999999", 3));
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'"), 0);
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'"),
+        0
+    );
     env.assert_no_secrets();
 }
 
@@ -168,12 +251,17 @@ fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
 fn an_immediate_shutdown_loses_nothing() {
     let mut env = Env::new("crash");
     let ls = env.listings(40);
-    env.wait_for(30, "initial sync", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
-    env.sim.post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 400}));
+    env.wait_for(30, "initial sync", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
+    env.sim
+        .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 400}));
     for (i, (sku, _)) in ls.iter().enumerate() {
         env.set_stock(sku, 7000 + i as i32);
     }
-    env.wait_for(10, "pushes to be in flight", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'in_flight'") > 0);
+    env.wait_for(10, "pushes to be in flight", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'in_flight'") > 0
+    });
     let pending = env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'");
     println!("CRASH stopping with {pending} pending jobs and some in flight");
     env.pg.stop("immediate");
@@ -181,35 +269,61 @@ fn an_immediate_shutdown_loses_nothing() {
     env.pg.pg_ctl_start();
     env.reconnect();
     for (i, (_, item)) in ls.iter().enumerate() {
-        env.wait_for(60, "every listing to reach its stock after the crash", || item_has(&env, item, 7000 + i as i64));
+        env.wait_for(60, "every listing to reach its stock after the crash", || {
+            item_has(&env, item, 7000 + i as i64)
+        });
     }
-    env.wait_for(20, "no job left in flight", || env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0);
+    env.wait_for(20, "no job left in flight", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
 }
 
 #[test]
 fn variations_and_user_products() {
-    let mut env = Env::new("kinds");
+    let env = Env::new("kinds");
     env.sim.post(
         "/mercadolibre/items",
         json!({"id": "MLM777", "seller_id": SELLER, "variations": [{"id": 11, "available_quantity": 1}, {"id": 22, "available_quantity": 2}]}),
     );
-    env.sim.post("/mercadolibre/user_products", json!({"id": "MLMU555", "seller_id": SELLER, "quantity": 1}));
-    env.db().batch_execute("INSERT INTO inventory VALUES ('acme', 'red', 0), ('acme', 'up', 0)").unwrap();
-    env.db().query_one("SELECT integ.map_product('acme', 'mercadolibre', 'red', 'MLM777', '{\"variation_id\": 22}')", &[]).unwrap();
-    env.db().query_one("SELECT integ.map_product('acme', 'mercadolibre', 'up', 'MLMU555')", &[]).unwrap();
+    env.sim.post(
+        "/mercadolibre/user_products",
+        json!({"id": "MLMU555", "seller_id": SELLER, "quantity": 1}),
+    );
+    env.db()
+        .batch_execute("INSERT INTO inventory VALUES ('acme', 'red', 0), ('acme', 'up', 0)")
+        .unwrap();
+    env.db()
+        .query_one(
+            "SELECT integ.map_product('acme', 'mercadolibre', 'red', 'MLM777', '{\"variation_id\": 22}')",
+            &[],
+        )
+        .unwrap();
+    env.db()
+        .query_one("SELECT integ.map_product('acme', 'mercadolibre', 'up', 'MLMU555')", &[])
+        .unwrap();
     env.set_stock("red", 9);
     env.set_stock("up", 4);
     env.wait_for(10, "variation stock", || {
         let v = env.sim.get("/mercadolibre/items/MLM777");
         v["variations"] == json!([{"id": 11, "available_quantity": 1}, {"id": 22, "available_quantity": 9}])
     });
-    env.wait_for(10, "user product stock", || env.sim.get("/mercadolibre/user_products/MLMU555")["quantity"] == json!(4));
+    env.wait_for(10, "user product stock", || {
+        env.sim.get("/mercadolibre/user_products/MLMU555")["quantity"] == json!(4)
+    });
     // A concurrent writer bumps the version: the push re-reads and still lands.
     env.sim.post("/mercadolibre/user_products/MLMU555/bump", json!({}));
     env.set_stock("up", 6);
-    env.wait_for(10, "user product stock after a version bump", || env.sim.get("/mercadolibre/user_products/MLMU555")["quantity"] == json!(6));
+    env.wait_for(10, "user product stock after a version bump", || {
+        env.sim.get("/mercadolibre/user_products/MLMU555")["quantity"] == json!(6)
+    });
     // sync_product pushes now and reports per listing.
-    let rows = env.db().query("SELECT marketplace, external_id, status, stock, http_status FROM integ.sync_product('acme', 'red')", &[]).unwrap();
+    let rows = env
+        .db()
+        .query(
+            "SELECT marketplace, external_id, status, stock, http_status FROM integ.sync_product('acme', 'red')",
+            &[],
+        )
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(2), "success");
     assert_eq!(rows[0].get::<_, Option<i32>>(3), Some(9));
@@ -229,5 +343,10 @@ fn connect_without_a_master_key_is_a_clear_error() {
         .unwrap_err();
     let msg = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
     assert!(msg.contains("no credential master key: set integ.key_file"), "{msg}");
-    assert_eq!(db.query_one("SELECT count(*) FROM integ.connections", &[]).unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        db.query_one("SELECT count(*) FROM integ.connections", &[])
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
 }

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 /// Runs a PostgreSQL program, as the postgres user when we are root.
@@ -27,7 +31,10 @@ fn pg_command(program: &str) -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub struct Cluster {
@@ -42,7 +49,11 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create cluster dir");
         if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().map(|s| s.success());
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .map(|s| s.success());
             assert_eq!(ok.ok(), Some(true), "chown cluster dir");
         }
         let data = dir.join("data");
@@ -51,7 +62,11 @@ impl Cluster {
             .arg(&data)
             .output()
             .expect("initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let key_line = if with_key {
             let key = dir.join("master.key");
@@ -66,7 +81,10 @@ impl Cluster {
              integ.database = 'postgres'\nfsync = off\nlogging_collector = off\nlog_min_messages = info\n{extra}\n",
             dir.display()
         );
-        let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("conf");
         std::io::Write::write_all(&mut f, conf.as_bytes()).expect("write conf");
         let c = Cluster { dir, port };
         c.pg_ctl_start();
@@ -90,11 +108,20 @@ impl Cluster {
             .arg("start")
             .output()
             .expect("pg_ctl start");
-        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     pub fn stop(&self, mode: &str) {
-        let _ = pg_command("pg_ctl").args(["-w", "-t", "60", "-m", mode, "-D"]).arg(self.data()).arg("stop").output();
+        let _ = pg_command("pg_ctl")
+            .args(["-w", "-t", "60", "-m", mode, "-D"])
+            .arg(self.data())
+            .arg("stop")
+            .output();
     }
 
     pub fn log(&self) -> String {
@@ -104,7 +131,10 @@ impl Cluster {
     pub fn client(&self) -> Client {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port), NoTls) {
+            match Client::connect(
+                &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port),
+                NoTls,
+            ) {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => panic!("cannot connect: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -163,7 +193,11 @@ impl Sim {
             std::thread::sleep(Duration::from_millis(20));
         };
         let _ = std::fs::remove_file(&addr_file);
-        Sim { child, addr, http: reqwest::blocking::Client::new() }
+        Sim {
+            child,
+            addr,
+            http: reqwest::blocking::Client::new(),
+        }
     }
 
     pub fn base_url(&self, marketplace: &str) -> String {
@@ -171,7 +205,12 @@ impl Sim {
     }
 
     pub fn post(&self, path: &str, body: Value) -> Value {
-        let r = self.http.post(format!("http://{}/_admin{path}", self.addr)).json(&body).send().expect("sim admin");
+        let r = self
+            .http
+            .post(format!("http://{}/_admin{path}", self.addr))
+            .json(&body)
+            .send()
+            .expect("sim admin");
         let status = r.status();
         let v: Value = r.json().unwrap_or(Value::Null);
         assert!(status.is_success(), "sim admin {path}: {status} {v}");
@@ -179,11 +218,19 @@ impl Sim {
     }
 
     pub fn get(&self, path: &str) -> Value {
-        self.http.get(format!("http://{}/_admin{path}", self.addr)).send().expect("sim admin").json().unwrap_or(Value::Null)
+        self.http
+            .get(format!("http://{}/_admin{path}", self.addr))
+            .send()
+            .expect("sim admin")
+            .json()
+            .unwrap_or(Value::Null)
     }
 
     pub fn delete(&self, path: &str) {
-        self.http.delete(format!("http://{}/_admin{path}", self.addr)).send().expect("sim admin");
+        self.http
+            .delete(format!("http://{}/_admin{path}", self.addr))
+            .send()
+            .expect("sim admin");
     }
 
     pub fn counter(&self, name: &str) -> u64 {
@@ -195,7 +242,9 @@ impl Sim {
     }
 
     pub fn item_writes(&self, id: &str) -> u64 {
-        self.get(&format!("/mercadolibre/items/{id}"))["writes"].as_u64().unwrap_or(0)
+        self.get(&format!("/mercadolibre/items/{id}"))["writes"]
+            .as_u64()
+            .unwrap_or(0)
     }
 }
 
@@ -233,22 +282,38 @@ impl Env {
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();
-        db.batch_execute("CREATE EXTENSION integration CASCADE").expect("create extension");
-        sim.post("/mercadolibre/apps", json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}));
-        let grant = sim.post("/mercadolibre/sellers", json!({"user_id": SELLER, "client_id": CLIENT_ID}));
+        db.batch_execute("CREATE EXTENSION integration CASCADE")
+            .expect("create extension");
+        sim.post(
+            "/mercadolibre/apps",
+            json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
+        );
+        let grant = sim.post(
+            "/mercadolibre/sellers",
+            json!({"user_id": SELLER, "client_id": CLIENT_ID}),
+        );
         let access = grant["access_token"].as_str().expect("access token").to_string();
         let refresh = grant["refresh_token"].as_str().expect("refresh token").to_string();
         let creds = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": access,
                            "refresh_token": refresh, "expires_in": 21600, "user_id": SELLER});
         let settings = json!({"base_url": sim.base_url("mercadolibre")});
         // Credentials go as bind parameters, so no statement text ever carries them.
-        db.query_one("SELECT integ.connect($1, 'mercadolibre', $2, $3)", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &creds, &settings]).expect("connect");
+        db.query_one(
+            "SELECT integ.connect($1, 'mercadolibre', $2, $3)",
+            &[&TENANT as &(dyn postgres::types::ToSql + Sync), &creds, &settings],
+        )
+        .expect("connect");
         db.batch_execute(
             "CREATE TABLE inventory (tenant_id text, sku text, qty integer, PRIMARY KEY (tenant_id, sku));
              SELECT integ.track_inventory('inventory', 'tenant_id', 'sku', 'qty');",
         )
         .expect("inventory");
-        Env { sim, pg, db: std::cell::RefCell::new(db), secrets: vec![CLIENT_SECRET.to_string(), access, refresh] }
+        Env {
+            sim,
+            pg,
+            db: std::cell::RefCell::new(db),
+            secrets: vec![CLIENT_SECRET.to_string(), access, refresh],
+        }
     }
 
     /// Creates `n` sandbox items MLM{base+i} (stock 0) mapped to products sku-{i} with stock 0.
@@ -257,16 +322,32 @@ impl Env {
         for i in 0..n {
             let item = format!("MLM{}", 100_000 + i);
             let sku = format!("sku-{i}");
-            self.sim.post("/mercadolibre/items", json!({"id": item, "seller_id": SELLER}));
-            self.db().execute("INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku]).expect("insert");
-            self.db().query_one("SELECT integ.map_product($1, 'mercadolibre', $2, $3)", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &item]).expect("map");
+            self.sim
+                .post("/mercadolibre/items", json!({"id": item, "seller_id": SELLER}));
+            self.db()
+                .execute(
+                    "INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                    &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku],
+                )
+                .expect("insert");
+            self.db()
+                .query_one(
+                    "SELECT integ.map_product($1, 'mercadolibre', $2, $3)",
+                    &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &item],
+                )
+                .expect("map");
             out.push((sku, item));
         }
         out
     }
 
     pub fn set_stock(&self, sku: &str, qty: i32) {
-        self.db().execute("UPDATE inventory SET qty = $3 WHERE tenant_id = $1 AND sku = $2", &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &qty]).expect("update");
+        self.db()
+            .execute(
+                "UPDATE inventory SET qty = $3 WHERE tenant_id = $1 AND sku = $2",
+                &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &qty],
+            )
+            .expect("update");
     }
 
     /// Waits until `check` holds, panicking with `what` after `secs`.
@@ -274,7 +355,10 @@ impl Env {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !check() {
             if Instant::now() > deadline {
-                panic!("timed out after {secs}s waiting for: {what}\n--- server log tail ---\n{}", tail(&self.pg.log(), 40));
+                panic!(
+                    "timed out after {secs}s waiting for: {what}\n--- server log tail ---\n{}",
+                    tail(&self.pg.log(), 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -313,7 +397,13 @@ impl Env {
             .collect();
         let mut dump = String::new();
         for t in tables {
-            let rows = self.db().query(&format!("SELECT coalesce(string_agg(x::text, E'\\n'), '') FROM {t} x"), &[]).expect("dump");
+            let rows = self
+                .db()
+                .query(
+                    &format!("SELECT coalesce(string_agg(x::text, E'\\n'), '') FROM {t} x"),
+                    &[],
+                )
+                .expect("dump");
             dump.push_str(&rows[0].get::<_, String>(0));
             // bytea columns render as hex: look for hex-encoded secrets too
         }

@@ -69,7 +69,11 @@ async fn set_faults(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>
         Ok(f) => f,
         Err(r) => return r,
     };
-    state.faults.lock().by_marketplace.insert(f.marketplace.clone(), f.fault);
+    state
+        .faults
+        .lock()
+        .by_marketplace
+        .insert(f.marketplace.clone(), f.fault);
     Json(json!({"ok": true})).into_response()
 }
 
@@ -192,13 +196,23 @@ async fn meli_up(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -
         Ok(u) => u,
         Err(r) => return r,
     };
-    state.meli.lock().user_products.insert(u.id, UserProduct { seller: u.seller_id, quantity: u.quantity, version: 1, writes: 0 });
+    state.meli.lock().user_products.insert(
+        u.id,
+        UserProduct {
+            seller: u.seller_id,
+            quantity: u.quantity,
+            version: 1,
+            writes: 0,
+        },
+    );
     Json(json!({"ok": true})).into_response()
 }
 
 async fn meli_get_up(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
     match state.meli.lock().user_products.get(&id) {
-        Some(u) => Json(json!({"id": id, "quantity": u.quantity, "version": u.version, "writes": u.writes})).into_response(),
+        Some(u) => {
+            Json(json!({"id": id, "quantity": u.quantity, "version": u.version, "writes": u.writes})).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, "not_found", "no such user product"),
     }
 }

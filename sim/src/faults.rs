@@ -44,7 +44,10 @@ pub async fn inject(AxState(state): AxState<Arc<State>>, req: Request, next: Nex
     state.count(format!("{market} requests"));
     let fault = {
         let f = state.faults.lock();
-        f.by_marketplace.get(&market).or_else(|| f.by_marketplace.get("*")).cloned()
+        f.by_marketplace
+            .get(&market)
+            .or_else(|| f.by_marketplace.get("*"))
+            .cloned()
     };
     let Some(fault) = fault else { return next.run(req).await };
     if fault.latency_ms > 0 {
@@ -52,7 +55,11 @@ pub async fn inject(AxState(state): AxState<Arc<State>>, req: Request, next: Nex
     }
     let (timeout, drop, error) = {
         let mut rng = rand::thread_rng();
-        (rng.gen_bool(fault.timeout_rate.clamp(0.0, 1.0)), rng.gen_bool(fault.drop_rate.clamp(0.0, 1.0)), rng.gen_bool(fault.error_rate.clamp(0.0, 1.0)))
+        (
+            rng.gen_bool(fault.timeout_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(fault.drop_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(fault.error_rate.clamp(0.0, 1.0)),
+        )
     };
     // Timeouts and drops happen after the request was processed, as on a real network: the
     // write may have landed even though the client never hears of it.
@@ -65,12 +72,19 @@ pub async fn inject(AxState(state): AxState<Arc<State>>, req: Request, next: Nex
     if drop {
         state.count(format!("{market} faults drop"));
         let _ = next.run(req).await;
-        let stream = futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by fault injection")) });
-        return Response::builder().status(200).header("content-type", "application/json").body(Body::from_stream(stream)).unwrap_or_default();
+        let stream = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by fault injection"))
+        });
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap_or_default();
     }
     if error {
         state.count(format!("{market} faults error"));
-        let status = StatusCode::from_u16(fault.error_status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(fault.error_status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({"message": "injected fault", "error": "internal_error", "status": status.as_u16(), "cause": []});
         return (status, axum::Json(body)).into_response();
     }

@@ -69,7 +69,11 @@ pub struct UserProduct {
 }
 
 pub fn error(status: StatusCode, error: &str, message: &str) -> Response {
-    (status, Json(json!({"message": message, "error": error, "status": status.as_u16(), "cause": []}))).into_response()
+    (
+        status,
+        Json(json!({"message": message, "error": error, "status": status.as_u16(), "cause": []})),
+    )
+        .into_response()
 }
 
 impl Meli {
@@ -77,7 +81,8 @@ impl Meli {
     pub fn grant(&mut self, seller: u64, client_id: &str) -> Value {
         let access = random_token("APP_USR-");
         let refresh = random_token("TG-");
-        self.access.insert(access.clone(), (seller, Instant::now() + self.token_lifetime));
+        self.access
+            .insert(access.clone(), (seller, Instant::now() + self.token_lifetime));
         self.refresh.insert(refresh.clone(), (seller, client_id.to_string()));
         self.issued.push(access.clone());
         self.issued.push(refresh.clone());
@@ -142,20 +147,34 @@ struct TokenForm {
     refresh_token: Option<String>,
 }
 
-const INVALID_GRANT: &str = "Error validating grant. Your authorization code or refresh token may be expired or it was already used";
+const INVALID_GRANT: &str =
+    "Error validating grant. Your authorization code or refresh token may be expired or it was already used";
 
 async fn token(AxState(state): AxState<Arc<State>>, Form(f): Form<TokenForm>) -> Response {
     let kind = f.grant_type.clone().unwrap_or_default();
     state.count(format!("mercadolibre token {kind}"));
     let mut m = state.meli.lock();
     let client_id = f.client_id.unwrap_or_default();
-    if m.apps.get(&client_id).is_none_or(|s| Some(s) != f.client_secret.as_ref()) {
-        return error(StatusCode::BAD_REQUEST, "invalid_client", "invalid client_id or client_secret");
+    if m.apps
+        .get(&client_id)
+        .is_none_or(|s| Some(s) != f.client_secret.as_ref())
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "invalid client_id or client_secret",
+        );
     }
     let used = match kind.as_str() {
         "authorization_code" => f.code.and_then(|c| m.codes.remove(&c)),
         "refresh_token" => f.refresh_token.and_then(|r| m.refresh.remove(&r)),
-        _ => return error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "unsupported grant_type",
+            )
+        }
     };
     match used {
         Some((seller, cid)) if cid == client_id => {
@@ -194,13 +213,20 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
     if let Some(limit) = m.rate_limit_per_minute {
         let now = Instant::now();
         let w = m.windows.entry(seller).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+        while w
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
             w.pop_front();
         }
         if w.len() >= limit {
             drop(m);
             state.count("mercadolibre 429");
-            return Err(error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests"));
+            return Err(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too Many Requests",
+            ));
         }
         w.push_back(now);
     }
@@ -208,11 +234,19 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
 }
 
 fn not_found(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", &format!("Item with id {id} not found"))
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("Item with id {id} not found"),
+    )
 }
 
 fn forbidden() -> Response {
-    error(StatusCode::FORBIDDEN, "forbidden", "caller.id does not match item owner")
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "caller.id does not match item owner",
+    )
 }
 
 async fn get_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -232,8 +266,10 @@ async fn get_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(
 fn validation(message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"message": "Validation error", "error": "validation_error", "status": 400,
-                    "cause": [{"code": "item.available_quantity.invalid", "message": message}]})),
+        Json(
+            json!({"message": "Validation error", "error": "validation_error", "status": 400,
+                    "cause": [{"code": "item.available_quantity.invalid", "message": message}]}),
+        ),
     )
         .into_response()
 }
@@ -242,7 +278,12 @@ fn quantity(v: &Value) -> Option<i64> {
     v.as_i64().filter(|q| (0..=99_999_999).contains(q))
 }
 
-async fn put_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn put_item(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     state.count("mercadolibre PUT /items/{id}");
     let seller = match authorize(&state, &headers) {
         Ok(s) => s,
@@ -253,7 +294,9 @@ async fn put_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(
     };
     let mut guard = state.meli.lock();
     let m = &mut *guard;
-    let Some(mut it) = m.items.get(&id).cloned() else { return not_found(&id) };
+    let Some(mut it) = m.items.get(&id).cloned() else {
+        return not_found(&id);
+    };
     if it.seller != seller {
         return forbidden();
     }
@@ -261,11 +304,15 @@ async fn put_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(
         if !it.variations.is_empty() {
             return validation("item has variations: set available_quantity on each variation");
         }
-        let Some(q) = quantity(q) else { return validation("available_quantity must be an integer between 0 and 99999999") };
+        let Some(q) = quantity(q) else {
+            return validation("available_quantity must be an integer between 0 and 99999999");
+        };
         it.available_quantity = q;
     }
     if let Some(vs) = body.get("variations") {
-        let Some(vs) = vs.as_array() else { return validation("variations must be an array") };
+        let Some(vs) = vs.as_array() else {
+            return validation("variations must be an array");
+        };
         let mut next = Vec::new();
         for v in vs {
             match v.get("id").and_then(Value::as_i64) {
@@ -310,9 +357,19 @@ async fn multiget(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Query
         Ok(s) => s,
         Err(r) => return r,
     };
-    let ids: Vec<String> = q.ids.unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let ids: Vec<String> = q
+        .ids
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     if ids.is_empty() || ids.len() > 20 {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "ids must list between 1 and 20 items");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "ids must list between 1 and 20 items",
+        );
     }
     let m = state.meli.lock();
     let out: Vec<Value> = ids
@@ -333,7 +390,12 @@ struct Scan {
     scroll_id: Option<String>,
 }
 
-async fn search(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(user): Path<u64>, Query(q): Query<Scan>) -> Response {
+async fn search(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(user): Path<u64>,
+    Query(q): Query<Scan>,
+) -> Response {
     state.count("mercadolibre GET /users/{id}/items/search");
     let seller = match authorize(&state, &headers) {
         Ok(s) => s,
@@ -343,15 +405,30 @@ async fn search(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(us
         return error(StatusCode::FORBIDDEN, "forbidden", "caller.id does not match user");
     }
     if q.search_type.as_deref() != Some("scan") {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "only search_type=scan is emulated");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "only search_type=scan is emulated",
+        );
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 100);
-    let offset: usize = q.scroll_id.as_deref().and_then(|s| s.strip_prefix("scroll-")).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let offset: usize = q
+        .scroll_id
+        .as_deref()
+        .and_then(|s| s.strip_prefix("scroll-"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let m = state.meli.lock();
-    let mut ids: Vec<&String> = m.items.iter().filter(|(_, it)| it.seller == seller).map(|(id, _)| id).collect();
+    let mut ids: Vec<&String> = m
+        .items
+        .iter()
+        .filter(|(_, it)| it.seller == seller)
+        .map(|(id, _)| id)
+        .collect();
     ids.sort();
     let page: Vec<&String> = ids.into_iter().skip(offset).take(limit).collect();
-    Json(json!({"scroll_id": format!("scroll-{}", offset + page.len()), "results": page, "paging": {"limit": limit}})).into_response()
+    Json(json!({"scroll_id": format!("scroll-{}", offset + page.len()), "results": page, "paging": {"limit": limit}}))
+        .into_response()
 }
 
 async fn get_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -372,21 +449,41 @@ async fn get_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, P
     }
 }
 
-async fn put_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn put_up_stock(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     state.count("mercadolibre PUT /user-products/{id}/stock/type/selling_address");
     let seller = match authorize(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(version) = headers.get("x-version").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) else {
+    let Some(version) = headers
+        .get("x-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "x-version header is required");
     };
-    let Some(q) = serde_json::from_slice::<Value>(&body).ok().and_then(|b| b.get("quantity").and_then(quantity)) else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "quantity must be an integer between 0 and 99999999");
+    let Some(q) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b.get("quantity").and_then(quantity))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "quantity must be an integer between 0 and 99999999",
+        );
     };
     let mut m = state.meli.lock();
     let Some(up) = m.user_products.get_mut(&id) else {
-        return error(StatusCode::NOT_FOUND, "not_found", &format!("User product {id} not found"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("User product {id} not found"),
+        );
     };
     if up.seller != seller {
         return forbidden();
@@ -394,7 +491,11 @@ async fn put_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, P
     if up.version != version {
         drop(m);
         state.count("mercadolibre 409");
-        return error(StatusCode::CONFLICT, "conflict", "version mismatch: read the stock again");
+        return error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "version mismatch: read the stock again",
+        );
     }
     up.quantity = q;
     up.version += 1;

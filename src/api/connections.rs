@@ -1,8 +1,8 @@
 //! integ.connect: validate, store the connection and its encrypted credentials.
 
 use super::{check_tenant, connector_for, shown};
-use crate::spi_util::{first, invalid, OrRaise};
 use crate::marketplaces::Marketplace;
+use crate::spi_util::{first, invalid, OrRaise};
 use crate::{credentials, marketplaces, shmem};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -15,7 +15,9 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
         invalid("settings must be a JSON object");
     }
     marketplaces::base_url(connector, &settings.0).unwrap_or_else(|e| invalid(e));
-    let creds = connector.split_credentials(&credentials.0).unwrap_or_else(|e| invalid(e));
+    let creds = connector
+        .split_credentials(&credentials.0)
+        .unwrap_or_else(|e| invalid(e));
     // Fail on a missing master key before writing anything.
     let _ = credentials::encrypt(&serde_json::Map::new());
     let id = Spi::get_one_with_args::<i64>(
@@ -27,7 +29,12 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
         &[tenant_id.into(), m.as_str().into(), settings.into()],
     )
     .or_raise("storing the connection")
-    .unwrap_or_else(|| invalid(format!("could not store the connection of tenant \"{}\"", shown(tenant_id))));
+    .unwrap_or_else(|| {
+        invalid(format!(
+            "could not store the connection of tenant \"{}\"",
+            shown(tenant_id)
+        ))
+    });
     credentials::store(id, tenant_id, m.as_str(), &creds);
     shmem::wake_workers_at_commit();
     id

@@ -6,7 +6,13 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
-fn map_product(tenant_id: &str, marketplace: &str, product_id: &str, external_id: &str, settings: default!(JsonB, "'{}'")) -> i64 {
+fn map_product(
+    tenant_id: &str,
+    marketplace: &str,
+    product_id: &str,
+    external_id: &str,
+    settings: default!(JsonB, "'{}'"),
+) -> i64 {
     check_tenant(tenant_id);
     let (m, connector) = connector_for(marketplace);
     if product_id.is_empty() {
@@ -15,12 +21,19 @@ fn map_product(tenant_id: &str, marketplace: &str, product_id: &str, external_id
     if !settings.0.is_object() {
         invalid("settings must be a JSON object");
     }
-    connector.check_listing(external_id, &settings.0).unwrap_or_else(|e| invalid(e));
+    connector
+        .check_listing(external_id, &settings.0)
+        .unwrap_or_else(|e| invalid(e));
     let connection_id = first::<i64>(
         "SELECT id FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2",
         &[tenant_id.into(), m.as_str().into()],
     )
-    .unwrap_or_else(|| not_found(format!("tenant \"{}\" has no {m} connection: call integ.connect first", shown(tenant_id))));
+    .unwrap_or_else(|| {
+        not_found(format!(
+            "tenant \"{}\" has no {m} connection: call integ.connect first",
+            shown(tenant_id)
+        ))
+    });
     let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO integ.listings AS l (connection_id, tenant_id, marketplace, product_id, external_id, settings)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -32,12 +45,22 @@ fn map_product(tenant_id: &str, marketplace: &str, product_id: &str, external_id
                 remote_stock = CASE WHEN l.external_id = EXCLUDED.external_id AND l.settings = EXCLUDED.settings
                                     THEN l.remote_stock END
          RETURNING l.id",
-        &[connection_id.into(), tenant_id.into(), m.as_str().into(), product_id.into(), external_id.into(), settings.into()],
+        &[
+            connection_id.into(),
+            tenant_id.into(),
+            m.as_str().into(),
+            product_id.into(),
+            external_id.into(),
+            settings.into(),
+        ],
     )
     .or_raise("storing the listing")
     .unwrap_or_else(|| invalid("could not store the listing"));
     // Seed EGDC's current stock from any tracked inventory table, which also enqueues a push.
-    Spi::run_with_args("SELECT integ.seed_listing_stock($1, $2)", &[tenant_id.into(), product_id.into()])
-        .or_raise("reading current stock");
+    Spi::run_with_args(
+        "SELECT integ.seed_listing_stock($1, $2)",
+        &[tenant_id.into(), product_id.into()],
+    )
+    .or_raise("reading current stock");
     id
 }

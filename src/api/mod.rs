@@ -12,7 +12,8 @@ use crate::spi_util::invalid;
 /// Parses a marketplace name and returns its connector, or raises a clear SQL error.
 pub(crate) fn connector_for(marketplace: &str) -> (Marketplace, &'static dyn Connector) {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
-    let c = marketplaces::connector(m).unwrap_or_else(|e| crate::spi_util::fail(pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, e));
+    let c = marketplaces::connector(m)
+        .unwrap_or_else(|e| crate::spi_util::fail(pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, e));
     (m, c)
 }
 

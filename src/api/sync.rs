@@ -30,7 +30,6 @@ struct ListingRow {
     connection_settings: Value,
 }
 
-
 fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| http::agent(Duration::from_millis(gucs::HTTP_TIMEOUT_MS.get().max(100) as u64), 4))
@@ -38,6 +37,7 @@ fn agent() -> &'static ureq::Agent {
 
 /// Pushes EGDC's current stock of a product to its listings now, on this backend, and returns
 /// one row per listing. Token refreshes are done by a worker (so they commit on their own).
+#[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 fn sync_product(
     tenant_id: &str,
@@ -75,7 +75,10 @@ fn sync_product(
         ));
     }
     let tuning = Tuning::read();
-    let rows: Vec<_> = listings.into_iter().map(|l| push_one(tenant_id, product_id, l, &tuning)).collect();
+    let rows: Vec<_> = listings
+        .into_iter()
+        .map(|l| push_one(tenant_id, product_id, l, &tuning))
+        .collect();
     TableIterator::new(rows)
 }
 
@@ -112,13 +115,30 @@ type Row = (String, String, String, Option<i32>, Option<i32>, Option<String>);
 
 fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -> Row {
     let row = |status: &str, stock: Option<i32>, http: Option<i32>, err: Option<String>| {
-        (l.marketplace.clone(), l.external_id.clone(), status.to_string(), stock, http, err)
+        (
+            l.marketplace.clone(),
+            l.external_id.clone(),
+            status.to_string(),
+            stock,
+            http,
+            err,
+        )
     };
     if l.connection_status != "active" {
-        return row(&l.connection_status, l.desired, None, Some(format!("connection is {}", l.connection_status)));
+        return row(
+            &l.connection_status,
+            l.desired,
+            None,
+            Some(format!("connection is {}", l.connection_status)),
+        );
     }
     let Some(stock) = l.desired else {
-        return row("skipped", None, None, Some("no EGDC stock known for this product yet".into()));
+        return row(
+            "skipped",
+            None,
+            None,
+            Some("no EGDC stock known for this product yet".into()),
+        );
     };
     let target = Target {
         job_id: None,
@@ -134,28 +154,60 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
     let mut stale = None;
     for _ in 0..2 {
         let (token, generation) = match tokens::backend_token(l.connection_id, stale, wait_ms) {
-            TokenStatus::Ready { access_token, generation } => (access_token, generation),
+            TokenStatus::Ready {
+                access_token,
+                generation,
+            } => (access_token, generation),
             TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
-                outbox::log(&target, "push", "failed", Some(stock), None, &Attempt::default(), Some(&e));
+                outbox::log(
+                    &target,
+                    "push",
+                    "failed",
+                    Some(stock),
+                    None,
+                    &Attempt::default(),
+                    Some(&e),
+                );
                 return row("failed", Some(stock), None, Some(e));
             }
         };
-        let (connector, request) = match push::prepare(&l.marketplace, &l.connection_settings, &l.external_id, &l.settings, stock, token) {
+        let (connector, request) = match push::prepare(
+            &l.marketplace,
+            &l.connection_settings,
+            &l.external_id,
+            &l.settings,
+            stock,
+            token,
+        ) {
             Ok(p) => p,
             Err(e) => {
-                outbox::log(&target, "push", "failed", Some(stock), None, &Attempt::default(), Some(&e));
+                outbox::log(
+                    &target,
+                    "push",
+                    "failed",
+                    Some(stock),
+                    None,
+                    &Attempt::default(),
+                    Some(&e),
+                );
                 return row("failed", Some(stock), None, Some(e));
             }
         };
         let result = connector.push_stock(agent(), &request);
-        let attempt = Attempt { http_status: result.http_status.map(i32::from), latency_ms: Some(result.latency_ms) };
+        let attempt = Attempt {
+            http_status: result.http_status.map(i32::from),
+            latency_ms: Some(result.latency_ms),
+        };
         match result.kind {
             PushKind::Unauthorized { .. } if stale.is_none() => {
                 stale = Some(generation);
                 continue;
             }
             PushKind::Applied { remote } => {
-                let o = Outcome::Pushed { stock, remote: remote.map(|r| r.clamp(0, i32::MAX as i64) as i32) };
+                let o = Outcome::Pushed {
+                    stock,
+                    remote: remote.map(|r| r.clamp(0, i32::MAX as i64) as i32),
+                };
                 outbox::record(&target, &o, &attempt);
                 let word = outbox::outcome_word(&o);
                 let err = (word == "mismatch").then(|| format!("marketplace reports {}", remote.unwrap_or_default()));
@@ -169,5 +221,10 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             }
         }
     }
-    row("failed", Some(stock), None, Some("unauthorized after a token refresh".into()))
+    row(
+        "failed",
+        Some(stock),
+        None,
+        Some("unauthorized after a token refresh".into()),
+    )
 }

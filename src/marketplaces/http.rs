@@ -40,7 +40,12 @@ pub struct TransportError(pub String);
 
 pub fn read(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, TransportError> {
     let mut resp = result.map_err(|e| TransportError(describe(&e)))?;
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let x_version = header("x-version");
     let status = resp.status().as_u16();
@@ -51,7 +56,12 @@ pub fn read(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Re
         .lossy_utf8(true)
         .read_to_string()
         .map_err(|e| TransportError(describe(&e)))?;
-    Ok(Reply { status, body, retry_after, x_version })
+    Ok(Reply {
+        status,
+        body,
+        retry_after,
+        x_version,
+    })
 }
 
 fn describe(e: &ureq::Error) -> String {
@@ -60,7 +70,10 @@ fn describe(e: &ureq::Error) -> String {
         ureq::Error::Io(io) => format!("connection error: {}", io.kind()),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::HostNotFound => "host not found".to_string(),
-        other => format!("transport error: {}", other.to_string().chars().take(200).collect::<String>()),
+        other => format!(
+            "transport error: {}",
+            other.to_string().chars().take(200).collect::<String>()
+        ),
     }
 }
 
@@ -79,7 +92,10 @@ pub fn classify_failure(reply: &Reply) -> PushKind {
     let error = error_text(reply);
     match reply.status {
         401 => PushKind::Unauthorized { error },
-        408 | 425 | 429 | 500..=599 => PushKind::Retry { error, retry_after: reply.retry_after },
+        408 | 425 | 429 | 500..=599 => PushKind::Retry {
+            error,
+            retry_after: reply.retry_after,
+        },
         _ => PushKind::Permanent { error },
     }
 }
@@ -129,7 +145,12 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply { status, body: body.into(), retry_after: None, x_version: None }
+        Reply {
+            status,
+            body: body.into(),
+            retry_after: None,
+            x_version: None,
+        }
     }
 
     #[test]
@@ -144,16 +165,25 @@ mod tests {
     fn statuses_map_to_decisions() {
         assert!(matches!(classify_failure(&reply(500, "")), PushKind::Retry { .. }));
         assert!(matches!(classify_failure(&reply(429, "")), PushKind::Retry { .. }));
-        assert!(matches!(classify_failure(&reply(401, "")), PushKind::Unauthorized { .. }));
+        assert!(matches!(
+            classify_failure(&reply(401, "")),
+            PushKind::Unauthorized { .. }
+        ));
         assert!(matches!(classify_failure(&reply(400, "")), PushKind::Permanent { .. }));
         assert!(matches!(classify_failure(&reply(404, "")), PushKind::Permanent { .. }));
     }
 
     #[test]
     fn error_text_uses_marketplace_fields_only() {
-        let r = reply(400, r#"{"message":"quantity invalid","error":"bad_request","status":400,"cause":["x"]}"#);
+        let r = reply(
+            400,
+            r#"{"message":"quantity invalid","error":"bad_request","status":400,"cause":["x"]}"#,
+        );
         assert_eq!(error_text(&r), "HTTP 400 quantity invalid (bad_request)");
-        assert_eq!(error_text(&reply(502, "<html>oops</html>")), "HTTP 502 non-JSON error body");
+        assert_eq!(
+            error_text(&reply(502, "<html>oops</html>")),
+            "HTTP 502 non-JSON error body"
+        );
         assert_eq!(error_text(&reply(503, "")), "HTTP 503");
     }
 

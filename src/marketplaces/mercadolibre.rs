@@ -1,7 +1,9 @@
 //! MercadoLibre: classic items, items with variations and user products (distributed stock).
 
 use super::http::{self, classify_failure, elapsed_ms, Reply};
-use super::{check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant};
+use super::{
+    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
+};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -31,7 +33,10 @@ fn listing_kind(external_id: &str, settings: &Value) -> Result<ListingKind, Stri
     let variation = match obj.get("variation_id") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(n.as_i64().ok_or("settings.variation_id must be an integer")?),
-        Some(Value::String(s)) => Some(s.parse::<i64>().map_err(|_| "settings.variation_id must be an integer")?),
+        Some(Value::String(s)) => Some(
+            s.parse::<i64>()
+                .map_err(|_| "settings.variation_id must be an integer")?,
+        ),
         Some(_) => return Err("settings.variation_id must be an integer".into()),
     };
     let kind = match obj.get("kind").map(|k| k.as_str()) {
@@ -77,10 +82,19 @@ impl Connector for MercadoLibre {
     }
 
     fn split_credentials(&self, input: &Value) -> Result<Credentials, String> {
-        let obj = input.as_object().ok_or("mercadolibre credentials must be a JSON object")?;
+        let obj = input
+            .as_object()
+            .ok_or("mercadolibre credentials must be a JSON object")?;
         check_keys(
             obj,
-            &["client_id", "client_secret", "refresh_token", "access_token", "expires_in", "user_id"],
+            &[
+                "client_id",
+                "client_secret",
+                "refresh_token",
+                "access_token",
+                "expires_in",
+                "user_id",
+            ],
             "mercadolibre credentials",
         )?;
         let text = |k: &str, required: bool| -> Result<Option<String>, String> {
@@ -100,7 +114,11 @@ impl Connector for MercadoLibre {
         let access_token = text("access_token", false)?;
         let expires_in = match obj.get("expires_in") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().filter(|s| *s >= 0).ok_or("mercadolibre credentials: \"expires_in\" must be a non-negative integer")?),
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|s| *s >= 0)
+                    .ok_or("mercadolibre credentials: \"expires_in\" must be a non-negative integer")?,
+            ),
         };
         let mut identifiers = Map::new();
         identifiers.insert("client_id".into(), Value::String(client_id));
@@ -114,7 +132,11 @@ impl Connector for MercadoLibre {
         if let Some(a) = access_token {
             secrets.insert("access_token".into(), a.into());
         }
-        Ok(Credentials { identifiers, secrets, expires_in })
+        Ok(Credentials {
+            identifiers,
+            secrets,
+            expires_in,
+        })
     }
 
     fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String> {
@@ -131,24 +153,44 @@ impl Connector for MercadoLibre {
         let start = Instant::now();
         let (kind, status) = match listing_kind(&req.external_id, &req.listing_settings) {
             Err(e) => (PushKind::Permanent { error: e }, None),
-            Ok(_) if !valid_id(&req.external_id) => (PushKind::Permanent { error: "invalid listing id".into() }, None),
+            Ok(_) if !valid_id(&req.external_id) => (
+                PushKind::Permanent {
+                    error: "invalid listing id".into(),
+                },
+                None,
+            ),
             Ok(ListingKind::Item) => push_item(agent, req),
             Ok(ListingKind::Variation(v)) => push_variation(agent, req, v),
             Ok(ListingKind::UserProduct) => push_user_product(agent, req),
         };
-        PushResult { kind, http_status: status, latency_ms: elapsed_ms(start) }
+        PushResult {
+            kind,
+            http_status: status,
+            latency_ms: elapsed_ms(start),
+        }
     }
 
     fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {
-        let client_id = creds.identifier("client_id").ok_or_else(|| RefreshError::InvalidGrant("client_id missing".into()))?;
-        let client_secret = creds.secret("client_secret").ok_or_else(|| RefreshError::InvalidGrant("client_secret missing".into()))?;
-        let refresh_token = creds.secret("refresh_token").ok_or_else(|| RefreshError::InvalidGrant("refresh_token missing".into()))?;
-        let reply = http::read(agent.post(format!("{base_url}/oauth/token")).header("accept", "application/json").send_form([
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret),
-            ("refresh_token", refresh_token),
-        ]))
+        let client_id = creds
+            .identifier("client_id")
+            .ok_or_else(|| RefreshError::InvalidGrant("client_id missing".into()))?;
+        let client_secret = creds
+            .secret("client_secret")
+            .ok_or_else(|| RefreshError::InvalidGrant("client_secret missing".into()))?;
+        let refresh_token = creds
+            .secret("refresh_token")
+            .ok_or_else(|| RefreshError::InvalidGrant("refresh_token missing".into()))?;
+        let reply = http::read(
+            agent
+                .post(format!("{base_url}/oauth/token"))
+                .header("accept", "application/json")
+                .send_form([
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", client_secret),
+                    ("refresh_token", refresh_token),
+                ]),
+        )
         .map_err(|e| RefreshError::Transient(e.0))?;
         parse_token_reply(&reply)
     }
@@ -169,9 +211,16 @@ fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
             expires_in: body.get("expires_in").and_then(Value::as_i64),
         });
     }
-    let code = body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_str).unwrap_or("");
+    let code = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let text = http::error_text(reply);
-    if matches!(code, "invalid_grant" | "invalid_client" | "unauthorized_client") || reply.status == 401 || reply.status == 403 {
+    if matches!(code, "invalid_grant" | "invalid_client" | "unauthorized_client")
+        || reply.status == 401
+        || reply.status == 403
+    {
         Err(RefreshError::InvalidGrant(text))
     } else {
         Err(RefreshError::Transient(text))
@@ -181,8 +230,21 @@ fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
 type Step = (PushKind, Option<u16>);
 
 fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, Step> {
-    http::read(agent.get(format!("{}{path}", req.base_url)).header("authorization", format!("Bearer {}", req.access_token)).call())
-        .map_err(|e| (PushKind::Retry { error: e.0, retry_after: None }, None))
+    http::read(
+        agent
+            .get(format!("{}{path}", req.base_url))
+            .header("authorization", format!("Bearer {}", req.access_token))
+            .call(),
+    )
+    .map_err(|e| {
+        (
+            PushKind::Retry {
+                error: e.0,
+                retry_after: None,
+            },
+            None,
+        )
+    })
 }
 
 fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version: Option<&str>) -> Result<Reply, Step> {
@@ -193,7 +255,15 @@ fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version
     if let Some(v) = version {
         r = r.header("x-version", v);
     }
-    http::read(r.send(body.to_string().as_bytes())).map_err(|e| (PushKind::Retry { error: e.0, retry_after: None }, None))
+    http::read(r.send(body.to_string().as_bytes())).map_err(|e| {
+        (
+            PushKind::Retry {
+                error: e.0,
+                retry_after: None,
+            },
+            None,
+        )
+    })
 }
 
 fn ok(reply: &Reply) -> bool {
@@ -205,14 +275,22 @@ fn failure(reply: &Reply) -> Step {
 }
 
 fn push_item(agent: &ureq::Agent, req: &PushRequest) -> Step {
-    let reply = match put(agent, req, &format!("/items/{}", req.external_id), &json!({"available_quantity": req.quantity}), None) {
+    let reply = match put(
+        agent,
+        req,
+        &format!("/items/{}", req.external_id),
+        &json!({"available_quantity": req.quantity}),
+        None,
+    ) {
         Ok(r) => r,
         Err(step) => return step,
     };
     if !ok(&reply) {
         return failure(&reply);
     }
-    let remote = reply.json().and_then(|b| b.get("available_quantity").and_then(Value::as_i64));
+    let remote = reply
+        .json()
+        .and_then(|b| b.get("available_quantity").and_then(Value::as_i64));
     (PushKind::Applied { remote }, Some(reply.status))
 }
 
@@ -232,14 +310,22 @@ fn push_variation(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Ste
         .collect();
     if !ids.contains(&variation) {
         return (
-            PushKind::Permanent { error: format!("variation {variation} does not exist on item {}", req.external_id) },
+            PushKind::Permanent {
+                error: format!("variation {variation} does not exist on item {}", req.external_id),
+            },
             Some(item.status),
         );
     }
     // Every existing variation id must be sent, or MercadoLibre deletes the missing ones.
     let variations: Vec<Value> = ids
         .iter()
-        .map(|id| if *id == variation { json!({"id": id, "available_quantity": req.quantity}) } else { json!({"id": id}) })
+        .map(|id| {
+            if *id == variation {
+                json!({"id": id, "available_quantity": req.quantity})
+            } else {
+                json!({"id": id})
+            }
+        })
         .collect();
     let reply = match put(agent, req, &path, &json!({"variations": variations}), None) {
         Ok(r) => r,
@@ -271,9 +357,21 @@ fn push_user_product(agent: &ureq::Agent, req: &PushRequest) -> Step {
             Err(step) => return step,
         };
         let Some(version) = current.x_version.clone() else {
-            return (PushKind::Retry { error: "user-products stock reply without x-version".into(), retry_after: None }, Some(current.status));
+            return (
+                PushKind::Retry {
+                    error: "user-products stock reply without x-version".into(),
+                    retry_after: None,
+                },
+                Some(current.status),
+            );
         };
-        let reply = match put(agent, req, &format!("{path}/type/selling_address"), &json!({"quantity": req.quantity}), Some(&version)) {
+        let reply = match put(
+            agent,
+            req,
+            &format!("{path}/type/selling_address"),
+            &json!({"quantity": req.quantity}),
+            Some(&version),
+        ) {
             Ok(r) => r,
             Err(step) => return step,
         };
@@ -292,7 +390,13 @@ fn push_user_product(agent: &ureq::Agent, req: &PushRequest) -> Step {
         return (PushKind::Applied { remote }, Some(reply.status));
     }
     let status = last.as_ref().map(|r| r.status);
-    (PushKind::Retry { error: "user-products stock kept changing (409 three times)".into(), retry_after: None }, status)
+    (
+        PushKind::Retry {
+            error: "user-products stock kept changing (409 three times)".into(),
+            retry_after: None,
+        },
+        status,
+    )
 }
 
 #[cfg(test)]
@@ -310,12 +414,23 @@ mod tests {
     #[test]
     fn listing_settings() {
         assert_eq!(listing_kind("MLM1", &json!({})), Ok(ListingKind::Item));
-        assert_eq!(listing_kind("MLM1", &json!({"variation_id": 7})), Ok(ListingKind::Variation(7)));
-        assert_eq!(listing_kind("MLM1", &json!({"variation_id": "7"})), Ok(ListingKind::Variation(7)));
+        assert_eq!(
+            listing_kind("MLM1", &json!({"variation_id": 7})),
+            Ok(ListingKind::Variation(7))
+        );
+        assert_eq!(
+            listing_kind("MLM1", &json!({"variation_id": "7"})),
+            Ok(ListingKind::Variation(7))
+        );
         assert_eq!(listing_kind("MLMU1", &json!({})), Ok(ListingKind::UserProduct));
-        assert_eq!(listing_kind("X1", &json!({"kind": "user_product"})), Ok(ListingKind::UserProduct));
+        assert_eq!(
+            listing_kind("X1", &json!({"kind": "user_product"})),
+            Ok(ListingKind::UserProduct)
+        );
         assert!(listing_kind("MLM1", &json!({"kind": "bundle"})).is_err());
-        assert!(listing_kind("MLM1", &json!({"variation": 1})).unwrap_err().contains("unknown key"));
+        assert!(listing_kind("MLM1", &json!({"variation": 1}))
+            .unwrap_err()
+            .contains("unknown key"));
         assert!(listing_kind("MLMU1", &json!({"variation_id": 1})).is_err());
         assert!(listing_kind("MLM1", &json!(3)).is_err());
     }
@@ -330,27 +445,47 @@ mod tests {
         assert_eq!(c.secret("refresh_token"), Some("TG-1"));
         assert!(!serde_json::to_string(&c.identifiers).unwrap().contains("TG-1"));
         assert_eq!(c.expires_in, Some(21600));
-        let err = MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "s"})).unwrap_err();
+        let err = MercadoLibre
+            .split_credentials(&json!({"client_id": 1, "client_secret": "s"}))
+            .unwrap_err();
         assert!(err.contains("refresh_token"), "{err}");
-        let err = MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "s", "refresh_token": "r", "pasword": 1})).unwrap_err();
+        let err = MercadoLibre
+            .split_credentials(&json!({"client_id": 1, "client_secret": "s", "refresh_token": "r", "pasword": 1}))
+            .unwrap_err();
         assert!(err.contains("unknown key \"pasword\""), "{err}");
         assert!(MercadoLibre.split_credentials(&json!("x")).is_err());
-        assert!(MercadoLibre.split_credentials(&json!({"client_id": 1, "client_secret": "", "refresh_token": "r"})).is_err());
+        assert!(MercadoLibre
+            .split_credentials(&json!({"client_id": 1, "client_secret": "", "refresh_token": "r"}))
+            .is_err());
     }
 
     #[test]
     fn token_replies() {
-        let ok = Reply { status: 200, body: r#"{"access_token":"A","refresh_token":"R","expires_in":21600}"#.into(), retry_after: None, x_version: None };
+        let ok = Reply {
+            status: 200,
+            body: r#"{"access_token":"A","refresh_token":"R","expires_in":21600}"#.into(),
+            retry_after: None,
+            x_version: None,
+        };
         let g = parse_token_reply(&ok).unwrap();
-        assert_eq!((g.access_token.as_str(), g.refresh_token.as_deref(), g.expires_in), ("A", Some("R"), Some(21600)));
+        assert_eq!(
+            (g.access_token.as_str(), g.refresh_token.as_deref(), g.expires_in),
+            ("A", Some("R"), Some(21600))
+        );
         let dead = Reply {
             status: 400,
-            body: r#"{"cause":[],"error":"invalid_grant","error_description":"Error validating grant.","status":400}"#.into(),
+            body: r#"{"cause":[],"error":"invalid_grant","error_description":"Error validating grant.","status":400}"#
+                .into(),
             retry_after: None,
             x_version: None,
         };
         assert!(matches!(parse_token_reply(&dead), Err(RefreshError::InvalidGrant(_))));
-        let down = Reply { status: 503, body: String::new(), retry_after: None, x_version: None };
+        let down = Reply {
+            status: 503,
+            body: String::new(),
+            retry_after: None,
+            x_version: None,
+        };
         assert!(matches!(parse_token_reply(&down), Err(RefreshError::Transient(_))));
     }
 }

@@ -44,15 +44,12 @@ impl fmt::Display for Marketplace {
 impl FromStr for Marketplace {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Marketplace::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown marketplace \"{}\" (expected one of: mercadolibre, shopify, tiktok, shein)",
-                    s.chars().take(64).collect::<String>()
-                )
-            })
+        Marketplace::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown marketplace \"{}\" (expected one of: mercadolibre, shopify, tiktok, shein)",
+                s.chars().take(64).collect::<String>()
+            )
+        })
     }
 }
 
@@ -116,7 +113,10 @@ pub enum PushKind {
     /// The marketplace accepted the write and reports holding `remote` (when it says).
     Applied { remote: Option<i64> },
     /// Try again later (network, timeout, 5xx, 429).
-    Retry { error: String, retry_after: Option<Duration> },
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
     /// The access token was refused: refresh and try again.
     Unauthorized { error: String },
     /// Will never succeed as it is (other 4xx).
@@ -204,7 +204,10 @@ mod tests {
     fn base_url_validation() {
         let c = &mercadolibre::MercadoLibre;
         assert_eq!(base_url(c, &json!({})).unwrap(), "https://api.mercadolibre.com");
-        assert_eq!(base_url(c, &json!({"base_url": "http://127.0.0.1:9/"})).unwrap(), "http://127.0.0.1:9");
+        assert_eq!(
+            base_url(c, &json!({"base_url": "http://127.0.0.1:9/"})).unwrap(),
+            "http://127.0.0.1:9"
+        );
         assert!(base_url(c, &json!({"base_url": "ftp://x"})).is_err());
         assert!(base_url(c, &json!({"base_url": 5})).is_err());
         assert!(base_url(c, &json!([1])).is_err());
@@ -212,7 +215,11 @@ mod tests {
 
     #[test]
     fn token_grant_debug_hides_tokens() {
-        let g = TokenGrant { access_token: "APP_USR-secret".into(), refresh_token: Some("TG-secret".into()), expires_in: Some(5) };
+        let g = TokenGrant {
+            access_token: "APP_USR-secret".into(),
+            refresh_token: Some("TG-secret".into()),
+            expires_in: Some(5),
+        };
         assert!(!format!("{g:?}").contains("secret"));
     }
 }

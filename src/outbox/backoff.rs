@@ -5,7 +5,10 @@ use rand::Rng;
 /// Delay before attempt `attempt + 1` (attempt counts from 1).
 pub fn delay_ms(attempt: i32, base_ms: u64, max_ms: u64, retry_after_ms: Option<u64>, rng: &mut impl Rng) -> u64 {
     let exp = attempt.clamp(1, 40) as u32 - 1;
-    let cap = base_ms.saturating_mul(1u64.checked_shl(exp).unwrap_or(u64::MAX)).min(max_ms).max(1);
+    let cap = base_ms
+        .saturating_mul(1u64.checked_shl(exp).unwrap_or(u64::MAX))
+        .min(max_ms)
+        .max(1);
     let jittered = rng.gen_range(0..=cap);
     jittered.max(retry_after_ms.unwrap_or(0))
 }

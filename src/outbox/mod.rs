@@ -79,7 +79,12 @@ pub enum Outcome {
     /// Not sent: the listing already holds it (or no EGDC stock is known).
     Skipped { stock: Option<i32>, reason: String },
     /// Failed; try again after `delay_ms`. `burn` says whether it costs an attempt.
-    Retry { stock: i32, error: String, delay_ms: i64, burn: bool },
+    Retry {
+        stock: i32,
+        error: String,
+        delay_ms: i64,
+        burn: bool,
+    },
     /// Failed for good.
     Dead { stock: i32, error: String },
 }
@@ -126,7 +131,9 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             (Some(*stock), *remote, err)
         }
         Outcome::Skipped { stock, reason } => (*stock, *stock, Some(reason.clone())),
-        Outcome::Retry { stock, error, .. } | Outcome::Dead { stock, error } => (Some(*stock), None, Some(error.clone())),
+        Outcome::Retry { stock, error, .. } | Outcome::Dead { stock, error } => {
+            (Some(*stock), None, Some(error.clone()))
+        }
     };
     log(t, "push", word, stock, remote, a, error.as_deref());
     let mut requeued = false;
@@ -164,7 +171,9 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                 requeued |= requeue_if_moved(t.listing_id, stock);
             }
         }
-        Outcome::Retry { error, delay_ms, burn, .. } => {
+        Outcome::Retry {
+            error, delay_ms, burn, ..
+        } => {
             // If a newer pending job exists for the listing, fold into it (keeping the backoff
             // and attempt count) instead of creating a second pending job.
             Spi::run_with_args(
@@ -187,7 +196,12 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                     error.as_str().into(),
                     a.http_status.into(),
                     (*delay_ms as f64).into(),
-                    (if *burn { t.attempt.unwrap_or(1) } else { t.attempt.unwrap_or(1) - 1 }).into(),
+                    (if *burn {
+                        t.attempt.unwrap_or(1)
+                    } else {
+                        t.attempt.unwrap_or(1) - 1
+                    })
+                    .into(),
                     t.listing_id.into(),
                 ],
             )
@@ -223,7 +237,15 @@ fn requeue_if_moved(listing_id: i64, stock: Option<i32>) -> bool {
 }
 
 /// Writes one sync-log row. `error` must already be secret-free.
-pub fn log(t: &Target, operation: &str, outcome: &str, stock: Option<i32>, remote: Option<i32>, a: &Attempt, error: Option<&str>) {
+pub fn log(
+    t: &Target,
+    operation: &str,
+    outcome: &str,
+    stock: Option<i32>,
+    remote: Option<i32>,
+    a: &Attempt,
+    error: Option<&str>,
+) {
     Spi::run_with_args(
         "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                      external_id, operation, outcome, stock, remote_stock, http_status,
@@ -235,8 +257,18 @@ pub fn log(t: &Target, operation: &str, outcome: &str, stock: Option<i32>, remot
             t.connection_id.into(),
             (if t.listing_id > 0 { Some(t.listing_id) } else { None }).into(),
             t.job_id.into(),
-            (if t.product_id.is_empty() { None } else { Some(t.product_id) }).into(),
-            (if t.external_id.is_empty() { None } else { Some(t.external_id) }).into(),
+            (if t.product_id.is_empty() {
+                None
+            } else {
+                Some(t.product_id)
+            })
+            .into(),
+            (if t.external_id.is_empty() {
+                None
+            } else {
+                Some(t.external_id)
+            })
+            .into(),
             operation.into(),
             outcome.into(),
             stock.into(),
@@ -253,7 +285,10 @@ pub fn log(t: &Target, operation: &str, outcome: &str, stock: Option<i32>, remot
 /// Notes a connection's latest success or error for `integ.status`.
 pub fn note_connection(connection_id: i64, error: Option<&str>) {
     match error {
-        None => Spi::run_with_args("UPDATE integ.connections SET last_success_at = now() WHERE id = $1", &[connection_id.into()]),
+        None => Spi::run_with_args(
+            "UPDATE integ.connections SET last_success_at = now() WHERE id = $1",
+            &[connection_id.into()],
+        ),
         Some(e) => Spi::run_with_args(
             "UPDATE integ.connections SET last_error = $2, last_error_at = now() WHERE id = $1",
             &[connection_id.into(), e.into()],

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 /// Address of each running worker's `MyLatch` (PGPROC latches live in shared memory, mapped at
 /// the same address in every process), 0 when the slot is empty.
-static WORKER_LATCHES: PgAtomic<[AtomicUsize; MAX_WORKERS]> =
-    unsafe { PgAtomic::new(c"integ_worker_latches") };
+static WORKER_LATCHES: PgAtomic<[AtomicUsize; MAX_WORKERS]> = unsafe { PgAtomic::new(c"integ_worker_latches") };
 
 /// True once this process knows shared memory was initialised (the library was preloaded).
 static SHMEM_READY: AtomicBool = AtomicBool::new(false);
@@ -65,10 +64,10 @@ static CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
-            if WAKE_AT_COMMIT.swap(false, Ordering::Relaxed) {
-                wake_workers();
-            }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            if WAKE_AT_COMMIT.swap(false, Ordering::Relaxed) =>
+        {
+            wake_workers();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             WAKE_AT_COMMIT.store(false, Ordering::Relaxed);
@@ -101,8 +100,7 @@ pub struct RefreshSlot {
 
 unsafe impl pgrx::PGRXSharedMemory for RefreshSlot {}
 
-static REFRESH_REQUESTS: PgAtomic<[RefreshSlot; REFRESH_SLOTS]> =
-    unsafe { PgAtomic::new(c"integ_refresh_requests") };
+static REFRESH_REQUESTS: PgAtomic<[RefreshSlot; REFRESH_SLOTS]> = unsafe { PgAtomic::new(c"integ_refresh_requests") };
 
 /// True when at least one worker has published its latch (so someone will serve requests).
 pub fn workers_running() -> bool {
@@ -115,13 +113,19 @@ pub fn request_refresh(connection_id: i64, generation: i64) -> bool {
         return false;
     }
     let slots = REFRESH_REQUESTS.get();
-    if slots.iter().any(|s| s.connection_id.load(Ordering::Acquire) == connection_id) {
+    if slots
+        .iter()
+        .any(|s| s.connection_id.load(Ordering::Acquire) == connection_id)
+    {
         wake_workers();
         return true;
     }
     for s in slots.iter() {
         s.generation.store(generation, Ordering::Release);
-        if s.connection_id.compare_exchange(0, connection_id, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if s.connection_id
+            .compare_exchange(0, connection_id, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             wake_workers();
             return true;
         }
@@ -131,7 +135,10 @@ pub fn request_refresh(connection_id: i64, generation: i64) -> bool {
 
 pub fn refresh_pending(connection_id: i64) -> bool {
     SHMEM_READY.load(Ordering::Relaxed)
-        && REFRESH_REQUESTS.get().iter().any(|s| s.connection_id.load(Ordering::Acquire) == connection_id)
+        && REFRESH_REQUESTS
+            .get()
+            .iter()
+            .any(|s| s.connection_id.load(Ordering::Acquire) == connection_id)
 }
 
 /// The requests waiting now: (connection, generation seen by the requester).
@@ -154,6 +161,8 @@ pub fn finish_refresh_request(connection_id: i64) {
         return;
     }
     for s in REFRESH_REQUESTS.get().iter() {
-        let _ = s.connection_id.compare_exchange(connection_id, 0, Ordering::AcqRel, Ordering::Acquire);
+        let _ = s
+            .connection_id
+            .compare_exchange(connection_id, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 }

@@ -48,7 +48,12 @@ pub extern "C-unwind" fn integ_worker_main(arg: pg_sys::Datum) {
 fn wait_latch(ms: u64) -> bool {
     let flags = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
     let rc = unsafe {
-        let rc = pg_sys::WaitLatch(pg_sys::MyLatch, flags as i32, ms.min(i64::MAX as u64) as std::ffi::c_long, pg_sys::PG_WAIT_EXTENSION);
+        let rc = pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            flags as i32,
+            ms.min(i64::MAX as u64) as std::ffi::c_long,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
         pg_sys::ResetLatch(pg_sys::MyLatch);
         rc
     };
@@ -131,7 +136,9 @@ impl Worker {
                 work_signalled |= wait_latch(0);
             } else if !work_signalled {
                 let poll = Duration::from_millis(self.tuning.poll_interval_ms);
-                let until_due = next_due.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(poll);
+                let until_due = next_due
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(poll);
                 let woke = wait_latch(until_due.min(poll).as_millis() as u64);
                 work_signalled = woke || next_due.is_none_or(|t| Instant::now() >= t) || until_due >= poll;
             }
@@ -212,11 +219,17 @@ impl Worker {
             for job in jobs {
                 match (job.desired_stock, job.remote_stock) {
                     (None, _) => {
-                        let o = Outcome::Skipped { stock: None, reason: "no EGDC stock known for this product yet".into() };
+                        let o = Outcome::Skipped {
+                            stock: None,
+                            reason: "no EGDC stock known for this product yet".into(),
+                        };
                         requeued |= outbox::record(&target(&job), &o, &Attempt::default());
                     }
                     (Some(d), Some(r)) if d == r => {
-                        let o = Outcome::Skipped { stock: Some(d), reason: "marketplace already holds this quantity".into() };
+                        let o = Outcome::Skipped {
+                            stock: Some(d),
+                            reason: "marketplace already holds this quantity".into(),
+                        };
                         requeued |= outbox::record(&target(&job), &o, &Attempt::default());
                     }
                     (Some(_), _) => to_push.push(job),
@@ -238,7 +251,10 @@ impl Worker {
         }
         for (connection_id, jobs) in by_connection {
             match tokens::worker_token(&self.agent, connection_id, None) {
-                TokenStatus::Ready { access_token, generation } => {
+                TokenStatus::Ready {
+                    access_token,
+                    generation,
+                } => {
                     for job in jobs {
                         self.dispatch(job, access_token.clone(), generation);
                     }
@@ -252,9 +268,20 @@ impl Worker {
 
     fn dispatch(&mut self, job: ClaimedJob, token: String, generation: i64) {
         let stock = job.desired_stock.unwrap_or(0).max(0);
-        match push::prepare(&job.marketplace, &job.connection_settings, &job.external_id, &job.listing_settings, stock, token) {
+        match push::prepare(
+            &job.marketplace,
+            &job.connection_settings,
+            &job.external_id,
+            &job.listing_settings,
+            stock,
+            token,
+        ) {
             Ok((connector, request)) => {
-                let task = Task { job: InFlight { job, stock, generation }, connector, request };
+                let task = Task {
+                    job: InFlight { job, stock, generation },
+                    connector,
+                    request,
+                };
                 match self.pool.submit(task) {
                     Ok(()) => self.in_flight += 1,
                     Err(task) => self.release(vec![task.job.job], "HTTP pool unavailable", true),
@@ -277,7 +304,13 @@ impl Worker {
             .iter()
             .map(|j| {
                 if later {
-                    outbox::backoff::delay_ms(j.attempts, tuning.backoff_base_ms, tuning.backoff_max_ms, None, &mut self.rng) as i64
+                    outbox::backoff::delay_ms(
+                        j.attempts,
+                        tuning.backoff_base_ms,
+                        tuning.backoff_max_ms,
+                        None,
+                        &mut self.rng,
+                    ) as i64
                 } else {
                     0
                 }
@@ -286,7 +319,12 @@ impl Worker {
         let r = worker_transaction(|| {
             for (job, delay_ms) in jobs.iter().zip(delays) {
                 let stock = job.desired_stock.unwrap_or(0);
-                let o = Outcome::Retry { stock, error: error.to_string(), delay_ms, burn: false };
+                let o = Outcome::Retry {
+                    stock,
+                    error: error.to_string(),
+                    delay_ms,
+                    burn: false,
+                };
                 outbox::record(&target(job), &o, &Attempt::default());
             }
         });
@@ -310,10 +348,18 @@ impl Worker {
                 let outcome = push::decide(&d.result, f.stock, f.job.attempts, &tuning, &mut self.rng);
                 let outcome = match (&d.result.kind, outcome) {
                     // a refused token is retried at once, after the refresh below
-                    (PushKind::Unauthorized { .. }, Outcome::Retry { stock, error, burn, .. }) => Outcome::Retry { stock, error, delay_ms: 0, burn },
+                    (PushKind::Unauthorized { .. }, Outcome::Retry { stock, error, burn, .. }) => Outcome::Retry {
+                        stock,
+                        error,
+                        delay_ms: 0,
+                        burn,
+                    },
                     (_, o) => o,
                 };
-                let attempt = Attempt { http_status: d.result.http_status.map(i32::from), latency_ms: Some(d.result.latency_ms) };
+                let attempt = Attempt {
+                    http_status: d.result.http_status.map(i32::from),
+                    latency_ms: Some(d.result.latency_ms),
+                };
                 (f, outcome, attempt)
             })
             .collect();
@@ -321,7 +367,10 @@ impl Worker {
         let requeued = match batch {
             Ok(r) => r,
             Err(e) => {
-                warning!("integration worker {}: recording a batch failed ({e}); recording jobs one by one", self.slot);
+                warning!(
+                    "integration worker {}: recording a batch failed ({e}); recording jobs one by one",
+                    self.slot
+                );
                 let mut any = false;
                 for one in &decided {
                     match worker_transaction(|| record_all(std::slice::from_ref(one))) {

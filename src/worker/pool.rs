@@ -41,13 +41,21 @@ impl<J: Send + 'static> Pool<J> {
                     .stack_size(256 * 1024)
                     .spawn(move || {
                         while let Ok(task) = rx.recv() {
-                            let Task { job, connector, request } = task;
-                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| connector.push_stock(&agent, &request)))
-                                .unwrap_or_else(|_| PushResult {
-                                    kind: PushKind::Retry { error: "internal error in the connector".into(), retry_after: None },
-                                    http_status: None,
-                                    latency_ms: 0.0,
-                                });
+                            let Task {
+                                job,
+                                connector,
+                                request,
+                            } = task;
+                            let result =
+                                std::panic::catch_unwind(AssertUnwindSafe(|| connector.push_stock(&agent, &request)))
+                                    .unwrap_or_else(|_| PushResult {
+                                        kind: PushKind::Retry {
+                                            error: "internal error in the connector".into(),
+                                            retry_after: None,
+                                        },
+                                        http_status: None,
+                                        latency_ms: 0.0,
+                                    });
                             if tx.send(Done { job, result }).is_err() {
                                 break;
                             }
@@ -57,9 +65,16 @@ impl<J: Send + 'static> Pool<J> {
             })
             .collect::<Vec<_>>();
         let size = threads.len().max(1);
-        Pool { tasks: Some(task_tx), done: done_rx, threads, size, timeout }
+        Pool {
+            tasks: Some(task_tx),
+            done: done_rx,
+            threads,
+            size,
+            timeout,
+        }
     }
 
+    #[allow(clippy::result_large_err)] // the task is handed back so its job is not lost
     pub fn submit(&self, task: Task<J>) -> Result<(), Task<J>> {
         match &self.tasks {
             Some(tx) => tx.send(task).map_err(|e| e.0),
