@@ -11,7 +11,7 @@ fn item_has(env: &Env, item: &str, qty: i64) -> bool {
 
 #[test]
 fn an_update_reaches_the_marketplace_and_latency_is_measured() {
-    let mut env = Env::new("latency");
+    let env = Env::new("latency");
     let ls = env.listings(1);
     let (sku, item) = ls[0].clone();
     env.set_stock(&sku, 17);
@@ -60,7 +60,7 @@ fn an_update_reaches_the_marketplace_and_latency_is_measured() {
 
 #[test]
 fn a_burst_of_updates_coalesces() {
-    let mut env = Env::new("burst");
+    let env = Env::new("burst");
     let ls = env.listings(1);
     let (sku, item) = ls[0].clone();
     env.wait_for(10, "initial sync", || {
@@ -88,7 +88,7 @@ fn a_burst_of_updates_coalesces() {
 
 #[test]
 fn expired_tokens_are_refreshed_once() {
-    let mut env = Env::new("refresh");
+    let env = Env::new("refresh");
     let ls = env.listings(20);
     env.wait_for(20, "initial sync", || {
         env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
@@ -188,7 +188,7 @@ fn expired_tokens_are_refreshed_once() {
 
 #[test]
 fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
-    let mut env = Env::new("faults");
+    let env = Env::new("faults");
     let ls = env.listings(30);
     env.wait_for(30, "initial sync", || {
         env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
@@ -249,7 +249,7 @@ fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
 
 #[test]
 fn an_immediate_shutdown_loses_nothing() {
-    let mut env = Env::new("crash");
+    let env = Env::new("crash");
     let ls = env.listings(40);
     env.wait_for(30, "initial sync", || {
         env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
@@ -349,4 +349,102 @@ fn connect_without_a_master_key_is_a_clear_error() {
             .get::<_, i64>(0),
         0
     );
+}
+
+#[test]
+fn workers_survive_bad_jobs_reloads_and_crashes() {
+    let env = Env::new("survive");
+    let ls = env.listings(3);
+    env.wait_for(20, "initial sync", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
+    });
+    // A 400 (a quantity MercadoLibre refuses) dead-letters with the marketplace's reason; a
+    // variation that does not exist is refused before any write; other listings keep syncing.
+    env.db()
+        .batch_execute(
+            "INSERT INTO inventory VALUES ('acme', 'huge', 0), ('acme', 'novar', 0);
+             SELECT integ.map_product('acme', 'mercadolibre', 'huge', 'MLM100000');",
+        )
+        .unwrap();
+    env.sim.post(
+        "/mercadolibre/items",
+        json!({"id": "MLM555", "seller_id": SELLER, "variations": [{"id": 1}]}),
+    );
+    env.db()
+        .batch_execute("SELECT integ.map_product('acme', 'mercadolibre', 'novar', 'MLM555', '{\"variation_id\": 9}')")
+        .unwrap();
+    env.db()
+        .batch_execute("DELETE FROM integ.listings WHERE product_id = 'sku-0'")
+        .unwrap();
+    env.set_stock("huge", 100_000_000);
+    env.set_stock("novar", 5);
+    env.set_stock(&ls[1].0, 41);
+    env.wait_for(20, "two dead jobs", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'") == 2
+    });
+    let reasons: Vec<String> = env
+        .db()
+        .query(
+            "SELECT last_error FROM integ.sync_jobs WHERE state = 'dead' ORDER BY listing_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("HTTP 400") && r.contains("validation_error")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("variation 9 does not exist")),
+        "{reasons:?}"
+    );
+    env.wait_for(10, "the healthy listing to sync", || item_has(&env, &ls[1].1, 41));
+
+    // SIGHUP: settings are reloaded without a restart.
+    env.db()
+        .batch_execute("ALTER SYSTEM SET integ.http_concurrency = 4; SELECT pg_reload_conf();")
+        .unwrap();
+    env.wait_for(10, "the worker to reload", || {
+        env.pg.log().contains("reloaded its settings")
+    });
+    env.set_stock(&ls[2].0, 42);
+    env.wait_for(10, "a push after the reload", || item_has(&env, &ls[2].1, 42));
+
+    // A worker killed hard: the cluster recovers, the worker comes back, nothing is lost.
+    let pid: i32 = env
+        .db()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    env.sim
+        .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 300}));
+    env.set_stock(&ls[2].0, 43);
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    env.sim.delete("/faults");
+    std::thread::sleep(Duration::from_secs(1));
+    env.reconnect();
+    env.set_stock(&ls[1].0, 44);
+    env.wait_for(60, "pushes after the worker crash", || {
+        item_has(&env, &ls[2].1, 43) && item_has(&env, &ls[1].1, 44)
+    });
+    let new_pid: i32 = env
+        .db()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_ne!(pid, new_pid);
+    env.assert_no_secrets();
 }

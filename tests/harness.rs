@@ -317,7 +317,7 @@ impl Env {
     }
 
     /// Creates `n` sandbox items MLM{base+i} (stock 0) mapped to products sku-{i} with stock 0.
-    pub fn listings(&mut self, n: usize) -> Vec<(String, String)> {
+    pub fn listings(&self, n: usize) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for i in 0..n {
             let item = format!("MLM{}", 100_000 + i);
