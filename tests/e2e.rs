@@ -379,8 +379,8 @@ fn workers_survive_bad_jobs_reloads_and_crashes() {
     env.set_stock("huge", 100_000_000);
     env.set_stock("novar", 5);
     env.set_stock(&ls[1].0, 41);
-    env.wait_for(20, "two dead jobs", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'dead'") == 2
+    env.wait_for(20, "both bad listings dead-lettered", || {
+        env.scalar_i64("SELECT count(DISTINCT listing_id) FROM integ.sync_jobs WHERE state = 'dead'") == 2
     });
     let reasons: Vec<String> = env
         .db()
@@ -406,8 +406,9 @@ fn workers_survive_bad_jobs_reloads_and_crashes() {
 
     // SIGHUP: settings are reloaded without a restart.
     env.db()
-        .batch_execute("ALTER SYSTEM SET integ.http_concurrency = 4; SELECT pg_reload_conf();")
+        .batch_execute("ALTER SYSTEM SET integ.http_concurrency = 4")
         .unwrap();
+    env.db().batch_execute("SELECT pg_reload_conf()").unwrap();
     env.wait_for(10, "the worker to reload", || {
         env.pg.log().contains("reloaded its settings")
     });
