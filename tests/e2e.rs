@@ -63,17 +63,13 @@ fn a_burst_of_updates_coalesces() {
     let env = Env::new("burst");
     let ls = env.listings(1);
     let (sku, item) = ls[0].clone();
-    env.wait_for(10, "initial sync", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(10, "initial sync");
     let before = env.sim.item_writes(&item);
     for q in 1..=1000 {
         env.set_stock(&sku, q);
     }
     env.wait_for(30, "the last value to arrive", || item_has(&env, &item, 1000));
-    env.wait_for(10, "the queue to drain", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(10, "the queue to drain");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         env.sim.item_quantity(&item),
@@ -90,9 +86,7 @@ fn a_burst_of_updates_coalesces() {
 fn expired_tokens_are_refreshed_once() {
     let env = Env::new("refresh");
     let ls = env.listings(20);
-    env.wait_for(20, "initial sync", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(20, "initial sync");
     assert_eq!(env.sim.counter("mercadolibre token refresh_token"), 0);
     env.sim.post("/mercadolibre/expire_tokens", json!({}));
     // 20 pushes for the same connection, all due at once
@@ -190,9 +184,7 @@ fn expired_tokens_are_refreshed_once() {
 fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
     let env = Env::new("faults");
     let ls = env.listings(30);
-    env.wait_for(30, "initial sync", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(30, "initial sync");
     env.sim.post(
         "/faults",
         json!({"marketplace": "mercadolibre", "error_rate": 0.3, "error_status": 503, "timeout_rate": 0.1, "timeout_ms": 1500, "drop_rate": 0.05}),
@@ -251,9 +243,7 @@ fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
 fn an_immediate_shutdown_loses_nothing() {
     let env = Env::new("crash");
     let ls = env.listings(40);
-    env.wait_for(30, "initial sync", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(30, "initial sync");
     env.sim
         .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 400}));
     for (i, (sku, _)) in ls.iter().enumerate() {
@@ -273,9 +263,7 @@ fn an_immediate_shutdown_loses_nothing() {
             item_has(&env, item, 7000 + i as i64)
         });
     }
-    env.wait_for(20, "no job left in flight", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(20, "no job left in flight");
 }
 
 #[test]
@@ -355,9 +343,7 @@ fn connect_without_a_master_key_is_a_clear_error() {
 fn workers_survive_bad_jobs_reloads_and_crashes() {
     let env = Env::new("survive");
     let ls = env.listings(3);
-    env.wait_for(20, "initial sync", || {
-        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending','in_flight')") == 0
-    });
+    env.wait_idle(20, "initial sync");
     // A 400 (a quantity MercadoLibre refuses) dead-letters with the marketplace's reason; a
     // variation that does not exist is refused before any write; other listings keep syncing.
     env.db()

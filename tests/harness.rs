@@ -373,6 +373,13 @@ impl Env {
         *self.db.borrow_mut() = self.pg.client();
     }
 
+    /// Waits until no job is pending or in flight.
+    pub fn wait_idle(&self, secs: u64, what: &str) {
+        self.wait_for(secs, what, || {
+            self.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending', 'in_flight')") == 0
+        });
+    }
+
     pub fn scalar_i64(&self, sql: &str) -> i64 {
         self.db().query_one(sql, &[]).expect(sql).get::<_, i64>(0)
     }

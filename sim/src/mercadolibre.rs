@@ -504,3 +504,107 @@ async fn put_up_stock(
     state.count("mercadolibre stock writes");
     StatusCode::NO_CONTENT.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn setup() -> (Arc<State>, String, String) {
+        let state = Arc::new(State::default());
+        let mut m = state.meli.lock();
+        m.apps.insert("app".into(), "secret".into());
+        let g = m.grant(9, "app");
+        m.items.insert(
+            "MLM1".into(),
+            Item {
+                seller: 9,
+                title: "t".into(),
+                available_quantity: 0,
+                variations: vec![(1, 1), (2, 2)],
+                writes: 0,
+            },
+        );
+        m.user_products.insert(
+            "MLMU1".into(),
+            UserProduct {
+                seller: 9,
+                quantity: 3,
+                version: 4,
+                writes: 0,
+            },
+        );
+        drop(m);
+        let access = g["access_token"].as_str().unwrap_or_default().to_string();
+        let refresh = g["refresh_token"].as_str().unwrap_or_default().to_string();
+        (state, access, refresh)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    fn refresh_form(token: &str) -> Form<TokenForm> {
+        Form(TokenForm {
+            grant_type: Some("refresh_token".into()),
+            client_id: Some("app".into()),
+            client_secret: Some("secret".into()),
+            code: None,
+            refresh_token: Some(token.into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_work_once() {
+        let (state, _, refresh) = setup();
+        let first = token(AxState(state.clone()), refresh_form(&refresh)).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        let again = token(AxState(state.clone()), refresh_form(&refresh)).await;
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(again.into_body(), 10_000).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "invalid_grant");
+    }
+
+    #[tokio::test]
+    async fn variations_left_out_are_deleted() {
+        let (state, access, _) = setup();
+        let body = axum::body::Bytes::from(r#"{"variations":[{"id":2,"available_quantity":7}]}"#);
+        let r = put_item(AxState(state.clone()), bearer(&access), Path("MLM1".into()), body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(state.meli.lock().items["MLM1"].variations, vec![(2, 7)]);
+        let r = put_item(AxState(state.clone()), bearer("nope"), Path("MLM1".into()), "{}".into()).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn user_product_writes_need_the_current_version() {
+        let (state, access, _) = setup();
+        let body = || axum::body::Bytes::from(r#"{"quantity":8}"#);
+        let r = put_up_stock(AxState(state.clone()), bearer(&access), Path("MLMU1".into()), body()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "missing x-version");
+        let mut h = bearer(&access);
+        h.insert("x-version", HeaderValue::from_static("3"));
+        let r = put_up_stock(AxState(state.clone()), h.clone(), Path("MLMU1".into()), body()).await;
+        assert_eq!(r.status(), StatusCode::CONFLICT, "stale x-version");
+        h.insert("x-version", HeaderValue::from_static("4"));
+        let r = put_up_stock(AxState(state.clone()), h, Path("MLMU1".into()), body()).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(state.meli.lock().user_products["MLMU1"].quantity, 8);
+    }
+
+    #[tokio::test]
+    async fn the_per_seller_rate_limit_answers_429() {
+        let (state, access, _) = setup();
+        state.meli.lock().rate_limit_per_minute = Some(2);
+        for expected in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+            let r = get_item(AxState(state.clone()), bearer(&access), Path("MLM1".into())).await;
+            assert_eq!(r.status(), expected);
+        }
+    }
+}

@@ -150,6 +150,19 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         product_id,
         external_id: &l.external_id,
     };
+    // Failures before any request was sent: logged, reported, nothing else changes.
+    let failed = |e: String| {
+        outbox::log(
+            &target,
+            "push",
+            "failed",
+            Some(stock),
+            None,
+            &Attempt::default(),
+            Some(&e),
+        );
+        row("failed", Some(stock), None, Some(e))
+    };
     let wait_ms = tuning.http_timeout_ms * 2 + 2_000;
     let mut stale = None;
     for _ in 0..2 {
@@ -158,18 +171,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
                 access_token,
                 generation,
             } => (access_token, generation),
-            TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
-                outbox::log(
-                    &target,
-                    "push",
-                    "failed",
-                    Some(stock),
-                    None,
-                    &Attempt::default(),
-                    Some(&e),
-                );
-                return row("failed", Some(stock), None, Some(e));
-            }
+            TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => return failed(e),
         };
         let (connector, request) = match push::prepare(
             &l.marketplace,
@@ -180,18 +182,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             token,
         ) {
             Ok(p) => p,
-            Err(e) => {
-                outbox::log(
-                    &target,
-                    "push",
-                    "failed",
-                    Some(stock),
-                    None,
-                    &Attempt::default(),
-                    Some(&e),
-                );
-                return row("failed", Some(stock), None, Some(e));
-            }
+            Err(e) => return failed(e),
         };
         let result = connector.push_stock(agent(), &request);
         let attempt = Attempt {
