@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 pub mod api;
 pub mod credentials;
 pub mod gucs;
+pub mod limits;
 pub mod marketplaces;
 pub mod outbox;
 pub mod push;

@@ -1,0 +1,333 @@
+//! Rate limits and circuit breakers: the arithmetic, in plain Rust (the shared-memory table
+//! that holds their state is `shmem::limiter`).
+//!
+//! GCRA (as in redis-cell and the `governor` crate): a quota of `rate` requests per `period`
+//! with `burst` is one "theoretical arrival time" per key. A request at `now` is allowed when
+//! `tat + T <= now + T * burst` (T = period / rate), and then moves `tat` on by T.
+
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Nanoseconds between requests at the sustained rate (T).
+    pub emission_ns: i64,
+    /// Requests allowed at once after an idle period.
+    pub burst: i64,
+}
+
+impl Quota {
+    pub fn new(requests: u32, period: Duration, burst: u32) -> Quota {
+        let requests = requests.max(1) as i64;
+        let period_ns = (period.as_nanos().min(i64::MAX as u128) as i64).max(1);
+        Quota { emission_ns: (period_ns / requests).max(1), burst: burst.max(1) as i64 }
+    }
+
+    /// Requests per second at the sustained rate.
+    pub fn per_second(&self) -> f64 {
+        1e9 / self.emission_ns as f64
+    }
+
+    /// Parses `"200/min"`, `"4/s:40"`, `"1000/hour"`, `"100/60s"`: requests / period [: burst].
+    pub fn parse(s: &str) -> Result<Quota, String> {
+        let bad = || format!("invalid rate limit \"{s}\": expected requests/period[:burst], e.g. 200/min or 4/s:40");
+        let (rate, rest) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (period, burst) = match rest.split_once(':') {
+            Some((p, b)) => (p, b.trim().parse::<u32>().map_err(|_| bad())?),
+            None => (rest, 1),
+        };
+        let requests: u32 = rate.trim().parse().map_err(|_| bad())?;
+        if requests == 0 || burst == 0 {
+            return Err(bad());
+        }
+        let period = parse_period(period.trim()).ok_or_else(bad)?;
+        Ok(Quota::new(requests, period, burst))
+    }
+}
+
+fn parse_period(p: &str) -> Option<Duration> {
+    let (num, unit) = match p.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(0) => ("1", p),
+        Some(i) => (&p[..i], &p[i..]),
+        None => return None,
+    };
+    let n: f64 = num.trim().parse().ok().filter(|n: &f64| *n > 0.0 && n.is_finite())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "sec" | "second" => n,
+        "m" | "min" | "minute" => n * 60.0,
+        "h" | "hour" => n * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// The built-in quota of each marketplace (per tenant), from the product brief.
+pub fn default_quota(marketplace: &str) -> Quota {
+    let spec = match marketplace {
+        "shopify" => "4/s:40",
+        "tiktok" => "1000/hour",
+        "shein" => "100/min",
+        _ => "200/min",
+    };
+    Quota::parse(spec).unwrap_or(Quota { emission_ns: 300_000_000, burst: 1 })
+}
+
+/// What one GCRA check decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub limited: bool,
+    /// Requests of this size that would still be allowed now.
+    pub remaining: i64,
+    /// When limited: ns until this request would be allowed; -1 when it never can (larger
+    /// than the burst) or it was not limited.
+    pub retry_after_ns: i64,
+    /// ns until the limiter is back to its full burst.
+    pub reset_after_ns: i64,
+}
+
+/// GCRA check of `n` requests at `now`; moves `tat` on when allowed (n = 0 only peeks).
+pub fn gcra_n(tat: &mut i64, now: i64, q: Quota, n: i64) -> Verdict {
+    let dvt = q.emission_ns.saturating_mul(q.burst);
+    let increment = q.emission_ns.saturating_mul(n);
+    let base = (*tat).max(now);
+    let new_tat = base.saturating_add(increment);
+    let allow_at = new_tat.saturating_sub(dvt);
+    if n > q.burst || now < allow_at {
+        let current = base;
+        return Verdict {
+            limited: true,
+            remaining: ((now - (current - dvt)) / q.emission_ns).max(0),
+            retry_after_ns: if n > q.burst { -1 } else { allow_at - now },
+            reset_after_ns: current - now,
+        };
+    }
+    *tat = new_tat;
+    Verdict { limited: false, remaining: (now - allow_at) / q.emission_ns, retry_after_ns: -1, reset_after_ns: new_tat - now }
+}
+
+/// One request. Ok: allowed, `tat` moved on. Err(ns): wait that long first.
+pub fn gcra(tat: &mut i64, now: i64, q: Quota) -> Result<(), i64> {
+    let v = gcra_n(tat, now, q, 1);
+    if v.limited {
+        Err(v.retry_after_ns.max(1))
+    } else {
+        Ok(())
+    }
+}
+
+/// Requests that could go out right now without waiting.
+pub fn available(tat: i64, now: i64, q: Quota) -> i64 {
+    let used = (tat - now).max(0);
+    ((q.emission_ns * q.burst - used) / q.emission_ns).clamp(0, q.burst)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Circuit {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl Circuit {
+    pub fn from_u8(v: u8) -> Circuit {
+        match v {
+            1 => Circuit::Open,
+            2 => Circuit::HalfOpen,
+            _ => Circuit::Closed,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Circuit state of one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Breaker {
+    pub state: u8,
+    pub failures: u32,
+    pub opened_at_ns: i64,
+    pub probe_in_flight: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// The single half-open probe: its result decides.
+    Probe,
+    /// Not before this many ns.
+    No(i64),
+}
+
+impl Breaker {
+    pub fn state(&self) -> Circuit {
+        Circuit::from_u8(self.state)
+    }
+
+    /// May a request go out now? Moves OPEN to HALF_OPEN after the cool-down.
+    /// Returns the decision and a transition, if one happened.
+    pub fn admit(&mut self, now: i64, cooldown_ns: i64) -> (Admit, Option<Circuit>) {
+        match self.state() {
+            Circuit::Closed => (Admit::Yes, None),
+            Circuit::Open => {
+                let ready_at = self.opened_at_ns.saturating_add(cooldown_ns);
+                if now < ready_at {
+                    (Admit::No(ready_at - now), None)
+                } else {
+                    self.state = Circuit::HalfOpen as u8;
+                    self.probe_in_flight = true;
+                    (Admit::Probe, Some(Circuit::HalfOpen))
+                }
+            }
+            Circuit::HalfOpen if self.probe_in_flight => (Admit::No(cooldown_ns.min(1_000_000_000)), None),
+            Circuit::HalfOpen => {
+                self.probe_in_flight = true;
+                (Admit::Probe, None)
+            }
+        }
+    }
+
+    /// Records a result; returns the transition, if one happened.
+    pub fn record(&mut self, success: bool, now: i64, threshold: u32) -> Option<Circuit> {
+        let before = self.state();
+        if success {
+            self.failures = 0;
+            self.probe_in_flight = false;
+            self.state = Circuit::Closed as u8;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.probe_in_flight = false;
+            if before == Circuit::HalfOpen || (before == Circuit::Closed && self.failures >= threshold.max(1)) {
+                self.state = Circuit::Open as u8;
+                self.opened_at_ns = now;
+            }
+        }
+        (self.state() != before).then(|| self.state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn parses_quotas() {
+        assert_eq!(Quota::parse("200/min").unwrap(), Quota { emission_ns: 300_000_000, burst: 1 });
+        assert_eq!(Quota::parse("4/s:40").unwrap(), Quota { emission_ns: 250_000_000, burst: 40 });
+        assert_eq!(Quota::parse("1000/hour").unwrap().emission_ns, 3_600_000_000);
+        assert_eq!(Quota::parse("100/60s").unwrap().emission_ns, 600_000_000);
+        assert_eq!(Quota::parse(" 5 / 500ms ").unwrap().emission_ns, 100_000_000);
+        for bad in ["", "200", "0/min", "10/fortnight", "10/min:0", "x/s", "-1/s"] {
+            assert!(Quota::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn marketplace_defaults() {
+        assert_eq!(default_quota("mercadolibre").per_second(), 200.0 / 60.0);
+        assert_eq!(default_quota("shopify"), Quota { emission_ns: 250_000_000, burst: 40 });
+        assert_eq!(default_quota("shein").emission_ns, 600_000_000);
+        assert_eq!(default_quota("tiktok").emission_ns, 3_600_000_000);
+    }
+
+    /// redis-cell's `it_rate_limits` table (its max_burst 4 is our burst 5; 1 request per
+    /// second): (offset ms, volume, remaining, reset_after ms, retry_after ms or -1, limited).
+    #[test]
+    fn redis_cell_table() {
+        let q = Quota { emission_ns: S, burst: 5 };
+        let start = 1_000 * S;
+        let ms = 1_000_000;
+        #[rustfmt::skip]
+        let cases: &[(i64, i64, i64, i64, i64, bool)] = &[
+            (0, 6, 5, 0, -1, true),
+            (0, 1, 4, 1000, -1, false),
+            (0, 1, 3, 2000, -1, false),
+            (0, 1, 2, 3000, -1, false),
+            (0, 1, 1, 4000, -1, false),
+            (0, 1, 0, 5000, -1, false),
+            (0, 1, 0, 5000, 1000, true),
+            (3000, 1, 2, 3000, -1, false),
+            (3100, 1, 1, 3900, -1, false),
+            (4000, 1, 1, 4000, -1, false),
+            (8000, 1, 4, 1000, -1, false),
+            (9500, 1, 4, 1000, -1, false),
+            (9500, 0, 4, 1000, -1, false),
+            (9500, 2, 2, 3000, -1, false),
+            (9500, 5, 2, 3000, 3000, true),
+        ];
+        let mut tat = 0;
+        for (i, &(offset, volume, remaining, reset, retry, limited)) in cases.iter().enumerate() {
+            let v = gcra_n(&mut tat, start + offset * ms, q, volume);
+            let retry_ns = if retry < 0 { -1 } else { retry * ms };
+            assert_eq!(v, Verdict { limited, remaining, retry_after_ns: retry_ns, reset_after_ns: reset * ms }, "case {i}");
+        }
+    }
+
+    #[test]
+    fn sustained_rate_is_exact() {
+        let q = Quota::parse("200/min").unwrap();
+        let mut tat = 0;
+        let mut allowed = 0;
+        let mut now = 0;
+        while now < 60 * S {
+            match gcra(&mut tat, now, q) {
+                Ok(()) => allowed += 1,
+                Err(wait) => {
+                    assert!(wait > 0);
+                    now += wait;
+                    continue;
+                }
+            }
+        }
+        assert_eq!(allowed, 200);
+    }
+
+    #[test]
+    fn burst_then_refill() {
+        let q = Quota::parse("4/s:40").unwrap();
+        let mut tat = 0;
+        let now = 10 * S;
+        assert_eq!(available(tat, now, q), 40);
+        for _ in 0..40 {
+            assert!(gcra(&mut tat, now, q).is_ok());
+        }
+        assert_eq!(available(tat, now, q), 0);
+        let wait = gcra(&mut tat, now, q).unwrap_err();
+        assert_eq!(wait, 250_000_000);
+        assert!(gcra(&mut tat, now + wait, q).is_ok());
+    }
+
+    #[test]
+    fn circuit_state_machine() {
+        let mut b = Breaker::default();
+        let cooldown = 10 * S;
+        for i in 1..5 {
+            assert_eq!(b.record(false, i, 5), None);
+            assert_eq!(b.admit(i, cooldown).0, Admit::Yes);
+        }
+        assert_eq!(b.record(false, 5, 5), Some(Circuit::Open));
+        assert!(matches!(b.admit(6, cooldown), (Admit::No(_), None)));
+        // after the cool-down exactly one probe goes through
+        assert_eq!(b.admit(5 + cooldown, cooldown), (Admit::Probe, Some(Circuit::HalfOpen)));
+        assert!(matches!(b.admit(5 + cooldown, cooldown).0, Admit::No(_)));
+        // a failed probe opens it again, a successful one closes it
+        assert_eq!(b.record(false, 6 + cooldown, 5), Some(Circuit::Open));
+        assert_eq!(b.admit(6 + 2 * cooldown, cooldown).0, Admit::Probe);
+        assert_eq!(b.record(true, 7 + 2 * cooldown, 5), Some(Circuit::Closed));
+        assert_eq!(b.failures, 0);
+        assert_eq!(b.admit(8 + 2 * cooldown, cooldown).0, Admit::Yes);
+        // a success resets the consecutive count
+        for _ in 0..4 {
+            b.record(false, 0, 5);
+        }
+        b.record(true, 0, 5);
+        assert_eq!(b.record(false, 0, 5), None);
+    }
+}
