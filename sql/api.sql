@@ -142,3 +142,76 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- Per connection: queue depth, oldest pending age, dead count, last success, last error.
+CREATE VIEW integ.status AS
+SELECT c.id AS connection_id,
+       c.tenant_id,
+       c.marketplace,
+       c.status,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(q.pending, 0) + coalesce(q.in_flight, 0) AS queue_depth,
+       now() - q.oldest_pending AS oldest_pending_age,
+       coalesce(q.dead, 0) AS dead,
+       c.last_success_at AS last_success,
+       c.last_error,
+       c.last_error_at,
+       CASE WHEN c.status = 'paused' THEN 'open (paused)' ELSE coalesce(ls.circuit, 'closed') END AS circuit,
+       coalesce(ls.consecutive_failures, 0) AS consecutive_failures
+FROM integ.connections c
+LEFT JOIN integ.limiter_state() ls ON ls.connection_id = c.id
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE j.state = 'pending') AS pending,
+           count(*) FILTER (WHERE j.state = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE j.state = 'dead') AS dead,
+           min(j.created_at) FILTER (WHERE j.state = 'pending') AS oldest_pending
+    FROM integ.sync_jobs j
+    WHERE j.connection_id = c.id AND j.state <> 'done'
+) q ON true;
+
+
+-- Each connection's request budget (shared by every worker and backend), for operations and
+-- per-tenant billing. Rows appear once a connection has sent; counters restart with the server.
+CREATE VIEW integ.rate_limits AS
+SELECT c.id AS connection_id, c.tenant_id, c.marketplace,
+       ls.requests_per_second, ls.burst, ls.available, ls.next_allowed_in_ms, ls.paused_for_ms,
+       ls.requests, ls.throttled, ls.remote_throttled, ls.circuit, ls.consecutive_failures
+FROM integ.connections c
+JOIN integ.limiter_state() ls ON ls.connection_id = c.id;
+
+-- The operator holds a connection: its jobs wait (nothing is lost) until integ.resume.
+CREATE FUNCTION integ.pause(tenant_id text, marketplace text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE integ.connections c SET status = 'paused', updated_at = now()
+     WHERE c.tenant_id = $1 AND c.marketplace = $2;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection', left($1, 80), left($2, 64) USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION integ.resume(tenant_id text, marketplace text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s text;
+BEGIN
+    SELECT c.status INTO s FROM integ.connections c WHERE c.tenant_id = $1 AND c.marketplace = $2 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection', left($1, 80), left($2, 64) USING ERRCODE = 'no_data_found';
+    END IF;
+    IF s = 'needs_reauthorization' THEN
+        RAISE EXCEPTION 'the % connection of tenant "%" needs re-authorization: call integ.connect with new credentials',
+            left($2, 64), left($1, 80) USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE integ.connections c SET status = 'active', updated_at = now() WHERE c.tenant_id = $1 AND c.marketplace = $2;
+    PERFORM integ.wake_workers_at_commit();
+END
+$$;

@@ -78,7 +78,7 @@ CREATE TABLE integ.sync_jobs (
 );
 CREATE UNIQUE INDEX sync_jobs_one_pending ON integ.sync_jobs (listing_id) WHERE state = 'pending';
 CREATE UNIQUE INDEX sync_jobs_one_in_flight ON integ.sync_jobs (listing_id) WHERE state = 'in_flight';
-CREATE INDEX sync_jobs_due ON integ.sync_jobs (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX sync_jobs_due ON integ.sync_jobs (connection_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX sync_jobs_by_connection ON integ.sync_jobs (connection_id, state);
 CREATE INDEX sync_jobs_done ON integ.sync_jobs (updated_at) WHERE state = 'done';
 
@@ -114,30 +114,6 @@ CREATE TABLE integ.tracked_tables (
     stock_column   name NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
-
--- Per connection: queue depth, oldest pending age, dead count, last success, last error.
-CREATE VIEW integ.status AS
-SELECT c.id AS connection_id,
-       c.tenant_id,
-       c.marketplace,
-       c.status,
-       coalesce(q.pending, 0) AS pending,
-       coalesce(q.in_flight, 0) AS in_flight,
-       coalesce(q.pending, 0) + coalesce(q.in_flight, 0) AS queue_depth,
-       now() - q.oldest_pending AS oldest_pending_age,
-       coalesce(q.dead, 0) AS dead,
-       c.last_success_at AS last_success,
-       c.last_error,
-       c.last_error_at
-FROM integ.connections c
-LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.state = 'pending') AS pending,
-           count(*) FILTER (WHERE j.state = 'in_flight') AS in_flight,
-           count(*) FILTER (WHERE j.state = 'dead') AS dead,
-           min(j.created_at) FILTER (WHERE j.state = 'pending') AS oldest_pending
-    FROM integ.sync_jobs j
-    WHERE j.connection_id = c.id AND j.state <> 'done'
-) q ON true;
 
 -- Record EGDC's new stock for every listing of (tenant, product) and make sure each has one
 -- pending job. Jobs of paused connections wait in the queue until the connection is active.

@@ -12,6 +12,13 @@ pub static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static POLL_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+pub static MAX_LIMITERS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static CIRCUIT_FAILURES: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static CIRCUIT_COOLDOWN_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static RATE_LIMIT_MERCADOLIBRE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"200/min"));
+pub static RATE_LIMIT_SHOPIFY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"4/s:40"));
+pub static RATE_LIMIT_TIKTOK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1000/hour"));
+pub static RATE_LIMIT_SHEIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"100/min"));
 pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
 /// The most workers `integ.workers` may ask for (the size of the latch table).
@@ -53,9 +60,54 @@ fn define_postmaster() {
         GucContext::Postmaster,
         GucFlags::empty(),
     );
+    GucRegistry::define_int_guc(
+        c"integ.max_limiters",
+        c"Rate limiters (one per connection) the shared table holds.",
+        c"Connections beyond it are not limited locally; see README.",
+        &MAX_LIMITERS,
+        16,
+        1_000_000,
+        GucContext::Postmaster,
+        GucFlags::empty(),
+    );
 }
 
 fn define_runtime() {
+    GucRegistry::define_int_guc(
+        c"integ.circuit_failures",
+        c"Consecutive failures (5xx, timeouts, network) that open a connection's circuit.",
+        c"",
+        &CIRCUIT_FAILURES,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.circuit_cooldown",
+        c"How long an open circuit waits before letting one probe through.",
+        c"",
+        &CIRCUIT_COOLDOWN_MS,
+        10,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    for (name, setting) in [
+        (c"integ.rate_limit_mercadolibre", &RATE_LIMIT_MERCADOLIBRE),
+        (c"integ.rate_limit_shopify", &RATE_LIMIT_SHOPIFY),
+        (c"integ.rate_limit_tiktok", &RATE_LIMIT_TIKTOK),
+        (c"integ.rate_limit_shein", &RATE_LIMIT_SHEIN),
+    ] {
+        GucRegistry::define_string_guc(
+            name,
+            c"Per-tenant request budget on this marketplace: requests/period[:burst].",
+            c"For example 200/min or 4/s:40. A connection's settings.rate_limit overrides it.",
+            setting,
+            GucContext::Sighup,
+            GucFlags::empty(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"integ.http_concurrency",
         c"HTTP requests each worker keeps in flight at once.",
@@ -138,6 +190,8 @@ pub struct Tuning {
     pub http_timeout_ms: u64,
     pub poll_interval_ms: u64,
     pub done_retention_s: i64,
+    pub circuit_failures: u32,
+    pub circuit_cooldown_ns: i64,
 }
 
 impl Tuning {
@@ -150,6 +204,8 @@ impl Tuning {
             http_timeout_ms: HTTP_TIMEOUT_MS.get().max(100) as u64,
             poll_interval_ms: POLL_INTERVAL_MS.get().max(10) as u64,
             done_retention_s: DONE_RETENTION_S.get().max(0) as i64,
+            circuit_failures: CIRCUIT_FAILURES.get().max(1) as u32,
+            circuit_cooldown_ns: CIRCUIT_COOLDOWN_MS.get().max(10) as i64 * 1_000_000,
         }
     }
 }
@@ -168,4 +224,18 @@ pub fn key_file() -> Option<String> {
         let v = pgrx::pg_sys::GetConfigOption(c"integ.key_file".as_ptr(), true, false);
         (!v.is_null()).then(|| std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned())
     })
+}
+
+/// The per-tenant quota of a marketplace from its GUC (None when unset or invalid).
+pub fn marketplace_rate_limit(marketplace: &str) -> Option<String> {
+    let g = match marketplace {
+        "mercadolibre" => &RATE_LIMIT_MERCADOLIBRE,
+        "shopify" => &RATE_LIMIT_SHOPIFY,
+        "tiktok" => &RATE_LIMIT_TIKTOK,
+        "shein" => &RATE_LIMIT_SHEIN,
+        _ => return None,
+    };
+    g.get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
 }

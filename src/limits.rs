@@ -19,7 +19,10 @@ impl Quota {
     pub fn new(requests: u32, period: Duration, burst: u32) -> Quota {
         let requests = requests.max(1) as i64;
         let period_ns = (period.as_nanos().min(i64::MAX as u128) as i64).max(1);
-        Quota { emission_ns: (period_ns / requests).max(1), burst: burst.max(1) as i64 }
+        Quota {
+            emission_ns: (period_ns / requests).max(1),
+            burst: burst.max(1) as i64,
+        }
     }
 
     /// Requests per second at the sustained rate.
@@ -69,7 +72,10 @@ pub fn default_quota(marketplace: &str) -> Quota {
         "shein" => "100/min",
         _ => "200/min",
     };
-    Quota::parse(spec).unwrap_or(Quota { emission_ns: 300_000_000, burst: 1 })
+    Quota::parse(spec).unwrap_or(Quota {
+        emission_ns: 300_000_000,
+        burst: 1,
+    })
 }
 
 /// What one GCRA check decided.
@@ -102,7 +108,12 @@ pub fn gcra_n(tat: &mut i64, now: i64, q: Quota, n: i64) -> Verdict {
         };
     }
     *tat = new_tat;
-    Verdict { limited: false, remaining: (now - allow_at) / q.emission_ns, retry_after_ns: -1, reset_after_ns: new_tat - now }
+    Verdict {
+        limited: false,
+        remaining: (now - allow_at) / q.emission_ns,
+        retry_after_ns: -1,
+        reset_after_ns: new_tat - now,
+    }
 }
 
 /// One request. Ok: allowed, `tat` moved on. Err(ns): wait that long first.
@@ -219,8 +230,20 @@ mod tests {
 
     #[test]
     fn parses_quotas() {
-        assert_eq!(Quota::parse("200/min").unwrap(), Quota { emission_ns: 300_000_000, burst: 1 });
-        assert_eq!(Quota::parse("4/s:40").unwrap(), Quota { emission_ns: 250_000_000, burst: 40 });
+        assert_eq!(
+            Quota::parse("200/min").unwrap(),
+            Quota {
+                emission_ns: 300_000_000,
+                burst: 1
+            }
+        );
+        assert_eq!(
+            Quota::parse("4/s:40").unwrap(),
+            Quota {
+                emission_ns: 250_000_000,
+                burst: 40
+            }
+        );
         assert_eq!(Quota::parse("1000/hour").unwrap().emission_ns, 3_600_000_000);
         assert_eq!(Quota::parse("100/60s").unwrap().emission_ns, 600_000_000);
         assert_eq!(Quota::parse(" 5 / 500ms ").unwrap().emission_ns, 100_000_000);
@@ -232,7 +255,13 @@ mod tests {
     #[test]
     fn marketplace_defaults() {
         assert_eq!(default_quota("mercadolibre").per_second(), 200.0 / 60.0);
-        assert_eq!(default_quota("shopify"), Quota { emission_ns: 250_000_000, burst: 40 });
+        assert_eq!(
+            default_quota("shopify"),
+            Quota {
+                emission_ns: 250_000_000,
+                burst: 40
+            }
+        );
         assert_eq!(default_quota("shein").emission_ns, 600_000_000);
         assert_eq!(default_quota("tiktok").emission_ns, 3_600_000_000);
     }
@@ -241,7 +270,10 @@ mod tests {
     /// second): (offset ms, volume, remaining, reset_after ms, retry_after ms or -1, limited).
     #[test]
     fn redis_cell_table() {
-        let q = Quota { emission_ns: S, burst: 5 };
+        let q = Quota {
+            emission_ns: S,
+            burst: 5,
+        };
         let start = 1_000 * S;
         let ms = 1_000_000;
         #[rustfmt::skip]
@@ -266,7 +298,16 @@ mod tests {
         for (i, &(offset, volume, remaining, reset, retry, limited)) in cases.iter().enumerate() {
             let v = gcra_n(&mut tat, start + offset * ms, q, volume);
             let retry_ns = if retry < 0 { -1 } else { retry * ms };
-            assert_eq!(v, Verdict { limited, remaining, retry_after_ns: retry_ns, reset_after_ns: reset * ms }, "case {i}");
+            assert_eq!(
+                v,
+                Verdict {
+                    limited,
+                    remaining,
+                    retry_after_ns: retry_ns,
+                    reset_after_ns: reset * ms
+                },
+                "case {i}"
+            );
         }
     }
 

@@ -169,3 +169,34 @@ fn disconnect_removes_everything_of_the_connection() {
     assert_eq!(count("SELECT count(*) FROM integ.credentials"), 0);
     assert_eq!(count("SELECT count(*) FROM integ.listings"), 0);
 }
+
+#[pg_test(error = "settings.rate_limit: invalid rate limit \"fast\": expected requests/period[:burst], e.g. 200/min or 4/s:40")]
+fn connect_rejects_bad_rate_limits() {
+    key();
+    Spi::run(
+        "SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
+                              '{\"rate_limit\": \"fast\"}')",
+    )
+    .unwrap();
+}
+
+#[pg_test]
+fn pause_and_resume() {
+    connect_demo();
+    Spi::run("SELECT integ.pause('t1', 'mercadolibre')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM integ.status WHERE status = 'paused' AND circuit = 'open (paused)'"), 1);
+    Spi::run("SELECT integ.resume('t1', 'mercadolibre')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM integ.status WHERE status = 'active'"), 1);
+}
+
+#[pg_test(error = "the mercadolibre connection of tenant \"t1\" needs re-authorization: call integ.connect with new credentials")]
+fn resume_refuses_a_dead_grant() {
+    connect_demo();
+    Spi::run("UPDATE integ.connections SET status = 'needs_reauthorization'").unwrap();
+    Spi::run("SELECT integ.resume('t1', 'mercadolibre')").unwrap();
+}
+
+#[pg_test(error = "tenant \"ghost\" has no mercadolibre connection")]
+fn pause_unknown_connection() {
+    Spi::run("SELECT integ.pause('ghost', 'mercadolibre')").unwrap();
+}

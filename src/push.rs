@@ -1,10 +1,30 @@
 //! From a listing and a token to a marketplace request, and from the reply to an outbox
 //! outcome. Shared by the workers and `integ.sync_product`.
 
-use crate::gucs::Tuning;
+use crate::gucs::{self, Tuning};
+use crate::limits::{self, Quota};
 use crate::marketplaces::{self, Connector, Marketplace, PushKind, PushRequest, PushResult};
 use crate::outbox::{backoff, Outcome};
 use serde_json::Value;
+
+/// Sending 2% under the quota: marketplaces count arrivals in windows, and network jitter can
+/// bunch requests that left evenly spaced.
+const SAFETY_MARGIN_PERCENT: i64 = 2;
+
+/// A connection's per-tenant quota: its `settings.rate_limit`, else the marketplace's GUC,
+/// else the built-in default.
+pub fn quota_for(marketplace: &str, connection_settings: &Value) -> Quota {
+    let q = connection_settings
+        .get("rate_limit")
+        .and_then(Value::as_str)
+        .and_then(|s| Quota::parse(s).ok())
+        .or_else(|| gucs::marketplace_rate_limit(marketplace).and_then(|s| Quota::parse(&s).ok()))
+        .unwrap_or_else(|| limits::default_quota(marketplace));
+    Quota {
+        emission_ns: q.emission_ns * (100 + SAFETY_MARGIN_PERCENT) / 100,
+        burst: q.burst,
+    }
+}
 
 /// Resolves the connector and builds the request for one listing.
 pub fn prepare(
@@ -102,6 +122,8 @@ mod tests {
             http_timeout_ms: 1_000,
             poll_interval_ms: 100,
             done_retention_s: 0,
+            circuit_failures: 5,
+            circuit_cooldown_ns: 1_000_000_000,
         }
     }
 

@@ -316,24 +316,53 @@ impl Env {
         }
     }
 
-    /// Creates `n` sandbox items MLM{base+i} (stock 0) mapped to products sku-{i} with stock 0.
+    /// Connects another tenant as a new sandbox seller; `settings` are merged into the
+    /// connection settings.
+    pub fn add_tenant(&mut self, tenant: &str, seller: u64, settings: Value) {
+        let grant = self.sim.post(
+            "/mercadolibre/sellers",
+            json!({"user_id": seller, "client_id": CLIENT_ID}),
+        );
+        let access = grant["access_token"].as_str().expect("access token").to_string();
+        let refresh = grant["refresh_token"].as_str().expect("refresh token").to_string();
+        let creds = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": access,
+                           "refresh_token": refresh, "expires_in": 21600, "user_id": seller});
+        let mut all = json!({"base_url": self.sim.base_url("mercadolibre")});
+        if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
+            a.extend(extra.clone());
+        }
+        self.db()
+            .query_one(
+                "SELECT integ.connect($1, 'mercadolibre', $2, $3)",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &creds, &all],
+            )
+            .expect("connect");
+        self.secrets.extend([access, refresh]);
+    }
+
+    /// Creates `n` sandbox items MLM{100000+i} (stock 0) mapped to products sku-{i} (stock 0).
     pub fn listings(&self, n: usize) -> Vec<(String, String)> {
+        self.listings_for(TENANT, SELLER, 100_000, n)
+    }
+
+    /// The same for any tenant and seller, items numbered from `first`.
+    pub fn listings_for(&self, tenant: &str, seller: u64, first: usize, n: usize) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for i in 0..n {
-            let item = format!("MLM{}", 100_000 + i);
+            let item = format!("MLM{}", first + i);
             let sku = format!("sku-{i}");
             self.sim
-                .post("/mercadolibre/items", json!({"id": item, "seller_id": SELLER}));
+                .post("/mercadolibre/items", json!({"id": item, "seller_id": seller}));
             self.db()
                 .execute(
                     "INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
-                    &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku],
+                    &[&tenant as &(dyn postgres::types::ToSql + Sync), &sku],
                 )
                 .expect("insert");
             self.db()
                 .query_one(
                     "SELECT integ.map_product($1, 'mercadolibre', $2, $3)",
-                    &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &item],
+                    &[&tenant as &(dyn postgres::types::ToSql + Sync), &sku, &item],
                 )
                 .expect("map");
             out.push((sku, item));
@@ -342,10 +371,14 @@ impl Env {
     }
 
     pub fn set_stock(&self, sku: &str, qty: i32) {
+        self.set_stock_of(TENANT, sku, qty);
+    }
+
+    pub fn set_stock_of(&self, tenant: &str, sku: &str, qty: i32) {
         self.db()
             .execute(
                 "UPDATE inventory SET qty = $3 WHERE tenant_id = $1 AND sku = $2",
-                &[&TENANT as &(dyn postgres::types::ToSql + Sync), &sku, &qty],
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &sku, &qty],
             )
             .expect("update");
     }

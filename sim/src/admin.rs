@@ -22,6 +22,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/mercadolibre/apps", post(meli_app))
         .route("/mercadolibre/sellers", post(meli_seller))
         .route("/mercadolibre/sellers/{id}/revoke", post(meli_revoke))
+        .route("/mercadolibre/sellers/{id}/fail", post(meli_fail).delete(meli_unfail))
         .route("/mercadolibre/items", post(meli_item))
         .route("/mercadolibre/items/{id}", get(meli_get_item))
         .route("/mercadolibre/user_products", post(meli_up))
@@ -235,6 +236,11 @@ struct Config {
     /// null or absent: no limit
     #[serde(default)]
     rate_limit_per_minute: Option<usize>,
+    /// the window the limit counts in (default 60 s)
+    rate_window_s: Option<f64>,
+    /// Retry-After sent with 429s; null: none
+    #[serde(default)]
+    retry_after_s: Option<f64>,
 }
 
 async fn meli_config(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
@@ -248,6 +254,12 @@ async fn meli_config(AxState(state): AxState<Arc<State>>, Json(body): Json<Value
     }
     if body.get("rate_limit_per_minute").is_some() {
         m.rate_limit_per_minute = c.rate_limit_per_minute;
+    }
+    if let Some(w) = c.rate_window_s.filter(|w| *w > 0.0 && w.is_finite()) {
+        m.rate_window = Duration::from_secs_f64(w);
+    }
+    if body.get("retry_after_s").is_some() {
+        m.retry_after_s = c.retry_after_s;
     }
     Json(json!({"ok": true})).into_response()
 }
@@ -269,4 +281,25 @@ async fn meli_expire(AxState(state): AxState<Arc<State>>, body: Option<Json<Valu
 
 async fn meli_issued(AxState(state): AxState<Arc<State>>) -> Response {
     Json(json!(state.meli.lock().issued)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Fail {
+    status: Option<u16>,
+}
+
+/// Every API call of this seller fails with `status` (default 503) until DELETE.
+async fn meli_fail(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>, body: Option<Json<Value>>) -> Response {
+    let f: Fail = match body.map(|Json(b)| parse(&b)).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(r) => return r,
+    };
+    state.meli.lock().failing_sellers.insert(id, f.status.unwrap_or(503));
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn meli_unfail(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>) -> Response {
+    state.meli.lock().failing_sellers.remove(&id);
+    Json(json!({"ok": true})).into_response()
 }

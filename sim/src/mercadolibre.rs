@@ -26,6 +26,12 @@ pub struct Meli {
     pub user_products: HashMap<String, UserProduct>,
     pub token_lifetime: Duration,
     pub rate_limit_per_minute: Option<usize>,
+    /// The window the limit counts requests in (MercadoLibre's is a minute).
+    pub rate_window: Duration,
+    /// Sent as Retry-After on 429s when set (MercadoLibre documents no header).
+    pub retry_after_s: Option<f64>,
+    /// Sellers whose every API call answers this status (a failing tenant).
+    pub failing_sellers: HashMap<u64, u16>,
     windows: HashMap<u64, VecDeque<Instant>>,
     next_variation_id: i64,
     /// Every token ever issued, so tests can prove none leaks.
@@ -44,6 +50,9 @@ impl Default for Meli {
             user_products: HashMap::new(),
             token_lifetime: Duration::from_secs(21_600),
             rate_limit_per_minute: None,
+            rate_window: Duration::from_secs(60),
+            retry_after_s: None,
+            failing_sellers: HashMap::new(),
             windows: HashMap::new(),
             next_variation_id: 900_000_000,
             issued: Vec::new(),
@@ -210,23 +219,27 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
             return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid access token"));
         }
     };
+    state.count(format!("mercadolibre seller {seller} requests"));
+    if let Some(status) = m.failing_sellers.get(&seller) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(error(status, "internal_error", "seller account unavailable (injected)"));
+    }
     if let Some(limit) = m.rate_limit_per_minute {
         let now = Instant::now();
+        let window = m.rate_window;
+        let retry_after = m.retry_after_s;
         let w = m.windows.entry(seller).or_default();
-        while w
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
+        while w.front().is_some_and(|t| now.duration_since(*t) >= window) {
             w.pop_front();
         }
         if w.len() >= limit {
             drop(m);
             state.count("mercadolibre 429");
-            return Err(error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "Too Many Requests",
-            ));
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests");
+            if let Some(ra) = retry_after.and_then(|ra| axum::http::HeaderValue::from_str(&ra.to_string()).ok()) {
+                r.headers_mut().insert("retry-after", ra);
+            }
+            return Err(r);
         }
         w.push_back(now);
     }

@@ -15,6 +15,13 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
         invalid("settings must be a JSON object");
     }
     marketplaces::base_url(connector, &settings.0).unwrap_or_else(|e| invalid(e));
+    match settings.0.get("rate_limit") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(r)) => {
+            crate::limits::Quota::parse(r).unwrap_or_else(|e| invalid(format!("settings.rate_limit: {e}")));
+        }
+        Some(_) => invalid("settings.rate_limit must be a string such as \"200/min\" or \"4/s:40\""),
+    }
     let creds = connector
         .split_credentials(&credentials.0)
         .unwrap_or_else(|e| invalid(e));

@@ -3,6 +3,7 @@
 //! `sql/api.sql`.
 
 pub mod connections;
+pub mod limits;
 pub mod listings;
 pub mod sync;
 

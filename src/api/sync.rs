@@ -4,6 +4,7 @@ use super::{check_tenant, connector_for, shown};
 use crate::gucs::{self, Tuning};
 use crate::marketplaces::{http, PushKind};
 use crate::outbox::{self, Attempt, Outcome, Target};
+use crate::shmem::limiter;
 use crate::spi_util::{not_found, OrRaise};
 use crate::tokens::{self, TokenStatus};
 use crate::{push, shmem};
@@ -184,6 +185,12 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             Ok(p) => p,
             Err(e) => return failed(e),
         };
+        // The same per-connection budget as the workers: a short wait is taken here, a long
+        // one is reported.
+        if let Err(wait_ns) = take_budget(&l) {
+            let e = format!("rate limit: the next request is allowed in {} ms", wait_ns / 1_000_000);
+            return row("throttled", Some(stock), None, Some(e));
+        }
         let result = connector.push_stock(agent(), &request);
         let attempt = Attempt {
             http_status: result.http_status.map(i32::from),
@@ -218,4 +225,21 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         None,
         Some("unauthorized after a token refresh".into()),
     )
+}
+
+/// Waits up to 2 s in total for the connection's rate limit; Err(ns) when it would be longer.
+fn take_budget(l: &ListingRow) -> Result<(), i64> {
+    let quota = push::quota_for(&l.marketplace, &l.connection_settings);
+    let mut waited_ns = 0;
+    loop {
+        match limiter::acquire(l.connection_id, quota) {
+            Ok(()) => return Ok(()),
+            Err(wait) if waited_ns + wait <= 2_000_000_000 => {
+                waited_ns += wait;
+                unsafe { pg_sys::pg_usleep((wait / 1_000).max(1)) };
+                pgrx::check_for_interrupts!();
+            }
+            Err(wait) => return Err(wait),
+        }
+    }
 }

@@ -26,28 +26,68 @@ pub struct ClaimedJob {
     pub connection_settings: Value,
 }
 
-/// Claims up to `limit` due jobs of active connections, at most one in flight per listing.
-pub fn claim(limit: i64, lease_ms: i64) -> Vec<ClaimedJob> {
+/// Active connections that have due pending jobs: (id, marketplace, settings). One index
+/// probe per connection, however long a connection's backlog is.
+pub fn connections_with_due_work() -> Vec<(i64, String, Value)> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT c.id, c.marketplace, c.settings FROM integ.connections c
+              WHERE c.status = 'active'
+                AND EXISTS (SELECT 1 FROM integ.sync_jobs j
+                             WHERE j.connection_id = c.id AND j.state = 'pending' AND j.next_attempt_at <= now())",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_raise("looking for due work")
+}
+
+/// Claims due jobs round-robin: at most `cap` from each listed connection (never more than
+/// `per_connection_max`), oldest first, at most one in flight per listing. A tenant with a huge
+/// backlog therefore cannot crowd out another tenant's single change.
+pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec<ClaimedJob> {
+    if caps.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<i64> = caps.iter().map(|c| c.0).collect();
+    let limits: Vec<i32> = caps.iter().map(|c| c.1).collect();
     Spi::connect_mut(|client| {
         let rows = client.update(
-            "WITH due AS (
-                SELECT j.id FROM integ.sync_jobs j
-                  JOIN integ.connections c ON c.id = j.connection_id AND c.status = 'active'
-                 WHERE j.state = 'pending' AND j.next_attempt_at <= now()
-                   AND NOT EXISTS (SELECT 1 FROM integ.sync_jobs f
-                                    WHERE f.listing_id = j.listing_id AND f.state = 'in_flight')
-                 ORDER BY j.next_attempt_at
-                 LIMIT $1
-                   FOR UPDATE OF j SKIP LOCKED)
+            "WITH q AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS q(cid, cap)),
+             cand AS (
+                SELECT d.id, q.cap, row_number() OVER (PARTITION BY q.cid ORDER BY d.next_attempt_at, d.id) AS rn
+                  FROM q CROSS JOIN LATERAL (
+                        SELECT j.id, j.next_attempt_at FROM integ.sync_jobs j
+                         WHERE j.connection_id = q.cid AND j.state = 'pending' AND j.next_attempt_at <= now()
+                           AND NOT EXISTS (SELECT 1 FROM integ.sync_jobs f
+                                            WHERE f.listing_id = j.listing_id AND f.state = 'in_flight')
+                         ORDER BY j.next_attempt_at
+                         LIMIT $3
+                           FOR UPDATE OF j SKIP LOCKED) d),
+             due AS (SELECT id FROM cand WHERE rn <= cap)
              UPDATE integ.sync_jobs s
                 SET state = 'in_flight', attempts = s.attempts + 1, claimed_by = pg_backend_pid(),
-                    lease_until = now() + make_interval(secs => $2 / 1000.0), updated_at = now()
+                    lease_until = now() + make_interval(secs => $4 / 1000.0), updated_at = now()
                FROM due, integ.listings l, integ.connections c
-              WHERE s.id = due.id AND l.id = s.listing_id AND c.id = s.connection_id
+              WHERE s.id = due.id AND l.id = s.listing_id AND c.id = s.connection_id AND c.status = 'active'
           RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
                     l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings",
             None,
-            &[limit.into(), (lease_ms as f64).into()],
+            &[
+                ids.into(),
+                limits.into(),
+                per_connection_max.into(),
+                (lease_ms as f64).into(),
+            ],
         )?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
@@ -87,6 +127,9 @@ pub enum Outcome {
     },
     /// Failed for good.
     Dead { stock: i32, error: String },
+    /// Not sent: its connection's rate limit or circuit says wait. Costs no attempt and is not
+    /// an attempt in the log.
+    Deferred { delay_ms: i64 },
 }
 
 /// The facts of an attempt that go to the sync log.
@@ -116,6 +159,7 @@ pub fn outcome_word(o: &Outcome) -> &'static str {
         Outcome::Skipped { .. } => "skipped",
         Outcome::Retry { .. } => "retry",
         Outcome::Dead { .. } => "dead",
+        Outcome::Deferred { .. } => "deferred",
     }
 }
 
@@ -134,8 +178,11 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Retry { stock, error, .. } | Outcome::Dead { stock, error } => {
             (Some(*stock), None, Some(error.clone()))
         }
+        Outcome::Deferred { .. } => (None, None, None),
     };
-    log(t, "push", word, stock, remote, a, error.as_deref());
+    if !matches!(o, Outcome::Deferred { .. }) {
+        log(t, "push", word, stock, remote, a, error.as_deref());
+    }
     let mut requeued = false;
     if let Outcome::Pushed { stock, remote } = o {
         requeued = Spi::get_one_with_args::<i64>(
@@ -174,38 +221,15 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Retry {
             error, delay_ms, burn, ..
         } => {
-            // If a newer pending job exists for the listing, fold into it (keeping the backoff
-            // and attempt count) instead of creating a second pending job.
-            Spi::run_with_args(
-                "WITH p AS (
-                    UPDATE integ.sync_jobs p
-                       SET attempts = greatest(p.attempts, $5),
-                           next_attempt_at = greatest(p.next_attempt_at, now() + make_interval(secs => $4 / 1000.0)),
-                           last_error = $2, last_http_status = $3
-                     WHERE p.listing_id = $6 AND p.state = 'pending'
-                 RETURNING p.id)
-                 UPDATE integ.sync_jobs s
-                    SET state = CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'done' ELSE 'pending' END,
-                        attempts = $5,
-                        next_attempt_at = now() + make_interval(secs => $4 / 1000.0),
-                        last_error = $2, last_http_status = $3, lease_until = NULL, claimed_by = NULL,
-                        updated_at = now()
-                  WHERE s.id = $1",
-                &[
-                    job_id.into(),
-                    error.as_str().into(),
-                    a.http_status.into(),
-                    (*delay_ms as f64).into(),
-                    (if *burn {
-                        t.attempt.unwrap_or(1)
-                    } else {
-                        t.attempt.unwrap_or(1) - 1
-                    })
-                    .into(),
-                    t.listing_id.into(),
-                ],
-            )
-            .or_raise("scheduling a retry");
+            let attempts = if *burn {
+                t.attempt.unwrap_or(1)
+            } else {
+                t.attempt.unwrap_or(1) - 1
+            };
+            reschedule(job_id, t.listing_id, attempts, *delay_ms, Some(error), a.http_status);
+        }
+        Outcome::Deferred { delay_ms } => {
+            reschedule(job_id, t.listing_id, t.attempt.unwrap_or(1) - 1, *delay_ms, None, None);
         }
         Outcome::Dead { error, .. } => {
             Spi::run_with_args(
@@ -218,6 +242,44 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         }
     }
     requeued
+}
+
+/// Puts a job back in the queue after `delay_ms`. If a newer pending job exists for the listing,
+/// folds into it (keeping the later due time and the attempt count) instead of creating a
+/// second pending job. `error` None keeps the job's last error.
+fn reschedule(
+    job_id: i64,
+    listing_id: i64,
+    attempts: i32,
+    delay_ms: i64,
+    error: Option<&str>,
+    http_status: Option<i32>,
+) {
+    Spi::run_with_args(
+        "WITH p AS (
+            UPDATE integ.sync_jobs p
+               SET attempts = greatest(p.attempts, $5),
+                   next_attempt_at = greatest(p.next_attempt_at, now() + make_interval(secs => $4 / 1000.0)),
+                   last_error = coalesce($2, p.last_error), last_http_status = coalesce($3, p.last_http_status)
+             WHERE p.listing_id = $6 AND p.state = 'pending'
+         RETURNING p.id)
+         UPDATE integ.sync_jobs s
+            SET state = CASE WHEN EXISTS (SELECT 1 FROM p) THEN 'done' ELSE 'pending' END,
+                attempts = $5,
+                next_attempt_at = now() + make_interval(secs => $4 / 1000.0),
+                last_error = coalesce($2, s.last_error), last_http_status = coalesce($3, s.last_http_status),
+                lease_until = NULL, claimed_by = NULL, updated_at = now()
+          WHERE s.id = $1",
+        &[
+            job_id.into(),
+            error.into(),
+            http_status.into(),
+            (delay_ms as f64).into(),
+            attempts.into(),
+            listing_id.into(),
+        ],
+    )
+    .or_raise("rescheduling a job");
 }
 
 fn requeue_if_moved(listing_id: i64, stock: Option<i32>) -> bool {
@@ -338,12 +400,16 @@ pub fn purge_done(retention_s: i64) -> i64 {
     .unwrap_or(0)
 }
 
-/// Milliseconds until the next pending job of an active connection becomes due (0: now).
-pub fn next_due_in_ms() -> Option<i64> {
-    Spi::get_one::<f64>(
-        "SELECT greatest(0, extract(epoch FROM min(j.next_attempt_at) - now()) * 1000)::float8
-           FROM integ.sync_jobs j JOIN integ.connections c ON c.id = j.connection_id AND c.status = 'active'
-          WHERE j.state = 'pending'",
+/// Milliseconds until the next pending job of an active connection not in `excluded` becomes
+/// due (0: now). One index probe per connection.
+pub fn next_due_in_ms(excluded: &[i64]) -> Option<i64> {
+    Spi::get_one_with_args::<f64>(
+        "SELECT greatest(0, extract(epoch FROM min(m.at) - now()) * 1000)::float8
+           FROM integ.connections c
+           CROSS JOIN LATERAL (SELECT min(j.next_attempt_at) AS at FROM integ.sync_jobs j
+                                WHERE j.connection_id = c.id AND j.state = 'pending') m
+          WHERE c.status = 'active' AND c.id <> ALL($1)",
+        &[excluded.to_vec().into()],
     )
     .or_raise("looking for due jobs")
     .map(|ms| ms.ceil() as i64)

@@ -1,5 +1,7 @@
-//! Shared memory: only fast, rebuildable state. For now, the workers' latches, so that a
-//! committing backend can wake them.
+//! Shared memory: only fast, rebuildable state: the workers' latches (so that a committing
+//! backend can wake them), token-refresh requests, and the limiters and circuit breakers.
+
+pub mod limiter;
 
 use crate::gucs::MAX_WORKERS;
 use pgrx::prelude::*;
@@ -16,6 +18,7 @@ static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     pg_shmem_init!(WORKER_LATCHES);
     pg_shmem_init!(REFRESH_REQUESTS = std::array::from_fn(|_| RefreshSlot::default()));
+    limiter::init(crate::gucs::MAX_LIMITERS.get().max(16) as usize);
     SHMEM_READY.store(true, Ordering::Relaxed);
 }
 

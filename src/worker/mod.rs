@@ -4,10 +4,11 @@
 mod pool;
 
 use crate::gucs::{self, Tuning};
+use crate::limits::{Admit, Circuit};
 use crate::marketplaces::{http, PushKind};
 use crate::outbox::{self, Attempt, ClaimedJob, Outcome, Target};
 use crate::push;
-use crate::shmem;
+use crate::shmem::{self, limiter};
 use crate::spi_util::worker_transaction;
 use crate::tokens::{self, TokenStatus};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -73,6 +74,10 @@ struct Worker {
     /// For token refreshes, which run on the main thread inside their transaction.
     agent: ureq::Agent,
     in_flight: usize,
+    /// Claimed jobs that must wait for their connection's limits, and circuit transitions,
+    /// written together after a dispatch round.
+    deferred: Vec<(ClaimedJob, i64)>,
+    transitions: Vec<(i64, String, String, Circuit)>,
     extension_ready: bool,
     rng: StdRng,
     last_reclaim: Option<Instant>,
@@ -89,6 +94,8 @@ impl Worker {
             pool: Pool::new(tuning.http_concurrency, timeout),
             agent: http::agent(timeout, 4),
             in_flight: 0,
+            deferred: Vec::new(),
+            transitions: Vec::new(),
             extension_ready: false,
             rng: StdRng::from_entropy(),
             last_reclaim: None,
@@ -120,8 +127,9 @@ impl Worker {
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
             if (work_signalled || due_now) && self.in_flight < self.pool.size {
-                work_signalled = self.claim_and_dispatch();
-                next_due = self.next_due();
+                let (more, limited) = self.claim_and_dispatch();
+                work_signalled = more;
+                next_due = self.next_due(&limited);
             }
             if self.in_flight > 0 {
                 let first = self.pool.recv_timeout(Duration::from_millis(5));
@@ -196,24 +204,46 @@ impl Worker {
         }
     }
 
-    fn next_due(&mut self) -> Option<Instant> {
-        match worker_transaction(outbox::next_due_in_ms) {
-            Ok(Some(ms)) => Some(Instant::now() + Duration::from_millis(ms.max(0) as u64)),
-            Ok(None) => None,
+    /// When to look again: the next job that becomes due, or the next moment a limited
+    /// connection may send again, whichever comes first.
+    fn next_due(&mut self, limited: &[(i64, i64)]) -> Option<Instant> {
+        let excluded: Vec<i64> = limited.iter().map(|l| l.0).collect();
+        let db = match worker_transaction(|| outbox::next_due_in_ms(&excluded)) {
+            Ok(ms) => ms.map(|ms| Instant::now() + Duration::from_millis(ms.max(0) as u64)),
             Err(e) => {
                 self.trouble("looking for due jobs", &e);
                 None
             }
-        }
+        };
+        let limiter = limited
+            .iter()
+            .map(|l| Instant::now() + Duration::from_nanos(l.1.max(1_000_000) as u64))
+            .min();
+        [db, limiter].into_iter().flatten().min()
     }
 
-    /// Claims what the pool can take, records skips, gets tokens, dispatches. Returns true
-    /// when there may be more due work right away.
-    fn claim_and_dispatch(&mut self) -> bool {
+    /// Claims what the pool can take (round-robin across connections, within each one's rate
+    /// limit and circuit), records skips, gets tokens, dispatches. Returns whether there may be
+    /// more due work right away, and the connections that are waiting on their limits.
+    fn claim_and_dispatch(&mut self) -> (bool, Vec<(i64, i64)>) {
         let capacity = (self.pool.size - self.in_flight) as i64;
         let lease_ms = (self.tuning.http_timeout_ms * 6 + 30_000) as i64;
+        let cooldown = self.tuning.circuit_cooldown_ns;
         let claimed = worker_transaction(|| {
-            let jobs = outbox::claim(capacity, lease_ms);
+            let conns = outbox::connections_with_due_work();
+            let share = (capacity / conns.len().max(1) as i64).max(1);
+            let mut caps = Vec::new();
+            let mut limited = Vec::new();
+            for (id, market, settings) in &conns {
+                let quota = push::quota_for(market, settings);
+                let sendable = limiter::sendable_now(*id, quota, cooldown).unwrap_or(share);
+                if sendable > 0 {
+                    caps.push((*id, sendable.min(share) as i32));
+                } else {
+                    limited.push(*id);
+                }
+            }
+            let jobs = outbox::claim(&caps, share, lease_ms);
             let mut to_push = Vec::new();
             let mut requeued = false;
             for job in jobs {
@@ -235,16 +265,21 @@ impl Worker {
                     (Some(_), _) => to_push.push(job),
                 }
             }
-            (to_push, requeued)
+            let full = caps.iter().any(|c| c.1 as i64 >= share);
+            (to_push, requeued, full, limited)
         });
-        let (jobs, requeued) = match claimed {
+        let (jobs, requeued, full, limited_ids) = match claimed {
             Ok(v) => v,
             Err(e) => {
                 self.trouble("claiming jobs", &e);
-                return false;
+                return (false, Vec::new());
             }
         };
-        let full = jobs.len() as i64 >= capacity;
+        let waits: HashMap<i64, i64> = limiter::blocked(cooldown).into_iter().collect();
+        let limited = limited_ids
+            .iter()
+            .map(|id| (*id, waits.get(id).copied().unwrap_or(100_000_000)))
+            .collect();
         let mut by_connection: HashMap<i64, Vec<ClaimedJob>> = HashMap::new();
         for j in jobs {
             by_connection.entry(j.connection_id).or_default().push(j);
@@ -263,11 +298,30 @@ impl Worker {
                 TokenStatus::Unavailable(e) => self.release(jobs, &e, true),
             }
         }
-        full || requeued
+        self.flush_deferred();
+        (full || requeued, limited)
     }
 
+    /// Sends one job if its connection's circuit and rate limit allow, else defers it.
     fn dispatch(&mut self, job: ClaimedJob, token: String, generation: i64) {
         let stock = job.desired_stock.unwrap_or(0).max(0);
+        let quota = push::quota_for(&job.marketplace, &job.connection_settings);
+        let (admit, transition) = limiter::circuit_admit(job.connection_id, self.tuning.circuit_cooldown_ns);
+        if let Some(t) = transition {
+            self.transitions
+                .push((job.connection_id, job.tenant_id.clone(), job.marketplace.clone(), t));
+        }
+        if let Admit::No(wait_ns) = admit {
+            self.deferred.push((job, wait_ns));
+            return;
+        }
+        if let Err(wait_ns) = limiter::acquire(job.connection_id, quota) {
+            if admit == Admit::Probe {
+                limiter::cancel_probe(job.connection_id);
+            }
+            self.deferred.push((job, wait_ns));
+            return;
+        }
         match push::prepare(
             &job.marketplace,
             &job.connection_settings,
@@ -294,6 +348,26 @@ impl Worker {
                     self.trouble("dead-lettering a job", &err);
                 }
             }
+        }
+    }
+
+    /// Puts jobs that had to wait for their limits back in the queue, without burning an
+    /// attempt or writing the log; logs circuit transitions.
+    fn flush_deferred(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let transitions = std::mem::take(&mut self.transitions);
+        if deferred.is_empty() && transitions.is_empty() {
+            return;
+        }
+        let r = worker_transaction(|| {
+            for (job, wait_ns) in &deferred {
+                let delay_ms = (*wait_ns / 1_000_000).max(1);
+                outbox::record(&target(job), &Outcome::Deferred { delay_ms }, &Attempt::default());
+            }
+            log_transitions(&transitions);
+        });
+        if let Err(e) = r {
+            self.trouble("deferring jobs", &e);
         }
     }
 
@@ -338,12 +412,28 @@ impl Worker {
     fn record(&mut self, done: Vec<Done<InFlight>>) -> bool {
         let tuning = self.tuning;
         let mut unauthorized: HashMap<i64, i64> = HashMap::new();
+        let mut transitions = Vec::new();
         let decided: Vec<(InFlight, Outcome, Attempt)> = done
             .into_iter()
             .map(|d| {
                 let f = d.job;
                 if let PushKind::Unauthorized { .. } = d.result.kind {
                     unauthorized.insert(f.job.connection_id, f.generation);
+                }
+                // Feed the shared limiter and circuit: a 429 pauses the connection for as long
+                // as the marketplace asked; 5xx, timeouts and network errors count as failures.
+                let conn = f.job.connection_id;
+                let transition = match &d.result.kind {
+                    PushKind::Retry { retry_after, .. } if d.result.http_status == Some(429) => {
+                        let pause = retry_after.map(|r| r.as_nanos() as i64).unwrap_or(1_000_000_000);
+                        limiter::penalize(conn, pause);
+                        None
+                    }
+                    PushKind::Retry { .. } => limiter::circuit_record(conn, false, tuning.circuit_failures),
+                    _ => limiter::circuit_record(conn, true, tuning.circuit_failures),
+                };
+                if let Some(t) = transition {
+                    transitions.push((conn, f.job.tenant_id.clone(), f.job.marketplace.clone(), t));
                 }
                 let outcome = push::decide(&d.result, f.stock, f.job.attempts, &tuning, &mut self.rng);
                 let outcome = match (&d.result.kind, outcome) {
@@ -363,7 +453,10 @@ impl Worker {
                 (f, outcome, attempt)
             })
             .collect();
-        let batch = worker_transaction(|| record_all(&decided));
+        let batch = worker_transaction(|| {
+            log_transitions(&transitions);
+            record_all(&decided)
+        });
         let requeued = match batch {
             Ok(r) => r,
             Err(e) => {
@@ -399,7 +492,7 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
     for (f, o, a) in decided {
         requeued |= outbox::record(&target(&f.job), o, a);
         let note = match o {
-            Outcome::Pushed { .. } | Outcome::Skipped { .. } => None,
+            Outcome::Pushed { .. } | Outcome::Skipped { .. } | Outcome::Deferred { .. } => None,
             Outcome::Retry { error, .. } | Outcome::Dead { error, .. } => Some(error.clone()),
         };
         // the last error of the batch wins over successes: it is what an operator must see
@@ -411,6 +504,37 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
         outbox::note_connection(connection_id, note.as_deref());
     }
     requeued
+}
+
+/// One log row and one server log line per circuit transition (not one per job).
+fn log_transitions(transitions: &[(i64, String, String, Circuit)]) {
+    for (connection_id, tenant, market, state) in transitions {
+        let t = Target {
+            job_id: None,
+            attempt: None,
+            listing_id: 0,
+            connection_id: *connection_id,
+            tenant_id: tenant,
+            marketplace: market,
+            product_id: "",
+            external_id: "",
+        };
+        let why = match state {
+            Circuit::Open => "circuit opened: the marketplace keeps failing; jobs wait without burning attempts",
+            Circuit::HalfOpen => "circuit half-open: one probe goes through",
+            Circuit::Closed => "circuit closed: the marketplace answers again",
+        };
+        outbox::log(
+            &t,
+            "circuit",
+            state.as_str(),
+            None,
+            None,
+            &Attempt::default(),
+            Some(why),
+        );
+        log!("integration: connection {connection_id} ({tenant}/{market}): {why}");
+    }
 }
 
 fn target(job: &ClaimedJob) -> Target<'_> {

@@ -1,0 +1,60 @@
+//! The limiter and circuit state in shared memory, as rows (behind the views integ.rate_limits
+//! and integ.status).
+
+use crate::limits::{self, Circuit};
+use crate::shmem::limiter;
+use pgrx::prelude::*;
+
+#[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
+#[pg_extern(volatile, parallel_safe)]
+fn limiter_state() -> TableIterator<
+    'static,
+    (
+        name!(connection_id, i64),
+        name!(requests_per_second, f64),
+        name!(burst, i64),
+        name!(available, i64),
+        name!(next_allowed_in_ms, f64),
+        name!(paused_for_ms, f64),
+        name!(requests, i64),
+        name!(throttled, i64),
+        name!(remote_throttled, i64),
+        name!(circuit, String),
+        name!(consecutive_failures, i32),
+    ),
+> {
+    let now = limiter::now_ns();
+    let rows: Vec<_> = limiter::snapshot()
+        .into_iter()
+        .map(|s| {
+            let q = s.quota();
+            let available = limits::available(s.tat_ns, now, q);
+            let next_ns = if available > 0 {
+                0
+            } else {
+                s.tat_ns - now - q.emission_ns * (q.burst - 1)
+            };
+            (
+                s.connection_id,
+                q.per_second(),
+                q.burst,
+                available,
+                next_ns.max(0) as f64 / 1e6,
+                (s.blocked_until_ns - now).max(0) as f64 / 1e6,
+                s.requests as i64,
+                s.throttled as i64,
+                s.remote_throttled as i64,
+                Circuit::from_u8(s.circuit_state).as_str().to_string(),
+                s.failures as i32,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// (capacity, used, refused) of the shared limiter table.
+#[pg_extern(volatile, parallel_safe)]
+fn limiter_usage() -> TableIterator<'static, (name!(capacity, i64), name!(used, i64), name!(overflowed, i64))> {
+    let (c, u, o) = limiter::usage();
+    TableIterator::once((c as i64, u as i64, o as i64))
+}

@@ -1,0 +1,296 @@
+//! Per-connection (= per tenant and marketplace) rate limiters and circuit breakers in shared
+//! memory, shared by every worker and every backend calling `integ.sync_product`.
+//!
+//! One open-addressing table of `integ.max_limiters` slots under one LWLock, held only for a
+//! few arithmetic operations (never across I/O). The state is rebuildable: after a restart every
+//! limiter starts full and every circuit closed. When the table is full, connections without a
+//! slot are not limited (and `overflowed` counts them): the marketplace's own 429s still slow
+//! them down through retries.
+
+use crate::limits::{self, Admit, Breaker, Circuit, Quota};
+use pgrx::pg_sys;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Slot {
+    pub connection_id: i64,
+    pub emission_ns: i64,
+    pub burst: i64,
+    pub tat_ns: i64,
+    /// Set from a marketplace's 429 / Retry-After: nobody sends before this.
+    pub blocked_until_ns: i64,
+    pub requests: u64,
+    pub throttled: u64,
+    pub remote_throttled: u64,
+    pub circuit_state: u8,
+    pub probe_in_flight: bool,
+    pub failures: u32,
+    pub opened_at_ns: i64,
+}
+
+impl Slot {
+    fn breaker(&self) -> Breaker {
+        Breaker {
+            state: self.circuit_state,
+            failures: self.failures,
+            opened_at_ns: self.opened_at_ns,
+            probe_in_flight: self.probe_in_flight,
+        }
+    }
+    fn set_breaker(&mut self, b: Breaker) {
+        self.circuit_state = b.state;
+        self.failures = b.failures;
+        self.opened_at_ns = b.opened_at_ns;
+        self.probe_in_flight = b.probe_in_flight;
+    }
+    pub fn quota(&self) -> Quota {
+        Quota {
+            emission_ns: self.emission_ns.max(1),
+            burst: self.burst.max(1),
+        }
+    }
+}
+
+#[repr(C)]
+struct Header {
+    capacity: u64,
+    overflowed: u64,
+}
+
+static mut HEADER: *mut Header = std::ptr::null_mut();
+static mut SLOTS: *mut Slot = std::ptr::null_mut();
+static mut LOCK: *mut pg_sys::LWLock = std::ptr::null_mut();
+static mut CAPACITY: usize = 0;
+static mut PREV_REQUEST: Option<unsafe extern "C-unwind" fn()> = None;
+static mut PREV_STARTUP: Option<unsafe extern "C-unwind" fn()> = None;
+static READY: AtomicBool = AtomicBool::new(false);
+const NAME: &std::ffi::CStr = c"integ_limiters";
+
+fn bytes(capacity: usize) -> usize {
+    std::mem::size_of::<Header>() + capacity * std::mem::size_of::<Slot>()
+}
+
+/// Bytes of shared memory for `n` limiters (reported by the memory benchmark).
+pub fn bytes_for(n: usize) -> usize {
+    bytes(n)
+}
+
+/// Installs the shared-memory hooks; called from `_PG_init` while preloading.
+pub fn init(capacity: usize) {
+    unsafe {
+        CAPACITY = capacity.max(16);
+        PREV_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(request);
+        PREV_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(startup);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn request() {
+    unsafe {
+        if let Some(prev) = PREV_REQUEST {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(bytes(CAPACITY));
+        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), 1);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn startup() {
+    unsafe {
+        if let Some(prev) = PREV_STARTUP {
+            prev();
+        }
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), bytes(CAPACITY), &mut found) as *mut u8;
+        if !found {
+            std::ptr::write_bytes(base, 0, bytes(CAPACITY));
+            (*(base as *mut Header)).capacity = CAPACITY as u64;
+        }
+        HEADER = base as *mut Header;
+        SLOTS = base.add(std::mem::size_of::<Header>()) as *mut Slot;
+        LOCK = &raw mut (*pg_sys::GetNamedLWLockTranche(NAME.as_ptr())).lock;
+        pg_sys::LWLockRelease(init_lock);
+        READY.store(true, Ordering::Release);
+    }
+}
+
+/// Nanoseconds on the system-wide monotonic clock (the same in every process).
+pub fn now_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
+}
+
+/// Runs `f` on the slot of `connection_id` (created on first use) under the lock. None when
+/// shared memory is absent (library not preloaded) or the table is full.
+fn with_slot<R>(connection_id: i64, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+    if !READY.load(Ordering::Acquire) || connection_id == 0 {
+        return None;
+    }
+    unsafe {
+        let cap = (*HEADER).capacity as usize;
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let start = (connection_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize % cap;
+        let mut result = None;
+        for i in 0..cap {
+            let slot = &mut *SLOTS.add((start + i) % cap);
+            if slot.connection_id == connection_id || slot.connection_id == 0 {
+                if slot.connection_id == 0 {
+                    *slot = Slot {
+                        connection_id,
+                        ..Default::default()
+                    };
+                }
+                result = Some(f(slot));
+                break;
+            }
+        }
+        if result.is_none() {
+            (*HEADER).overflowed += 1;
+        }
+        pg_sys::LWLockRelease(LOCK);
+        result
+    }
+}
+
+/// Takes one request from the connection's budget. Err(ns): wait that long (the request was
+/// not counted).
+pub fn acquire(connection_id: i64, quota: Quota) -> Result<(), i64> {
+    let now = now_ns();
+    with_slot(connection_id, |s| {
+        s.emission_ns = quota.emission_ns;
+        s.burst = quota.burst;
+        if s.blocked_until_ns > now {
+            s.throttled += 1;
+            return Err(s.blocked_until_ns - now);
+        }
+        match limits::gcra(&mut s.tat_ns, now, quota) {
+            Ok(()) => {
+                s.requests += 1;
+                Ok(())
+            }
+            Err(wait) => {
+                s.throttled += 1;
+                Err(wait)
+            }
+        }
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// The marketplace said 429: nobody sends for this connection before `retry_after_ns`.
+pub fn penalize(connection_id: i64, retry_after_ns: i64) {
+    let now = now_ns();
+    with_slot(connection_id, |s| {
+        s.remote_throttled += 1;
+        s.blocked_until_ns = s.blocked_until_ns.max(now + retry_after_ns.max(0));
+        // the budget restarts from empty after the pause, not from a full burst
+        s.tat_ns = s.tat_ns.max(s.blocked_until_ns + s.emission_ns * (s.burst - 1).max(0));
+    });
+}
+
+/// May a request go out now as far as the circuit is concerned?
+pub fn circuit_admit(connection_id: i64, cooldown_ns: i64) -> (Admit, Option<Circuit>) {
+    let now = now_ns();
+    with_slot(connection_id, |s| {
+        let mut b = s.breaker();
+        let r = b.admit(now, cooldown_ns);
+        s.set_breaker(b);
+        r
+    })
+    .unwrap_or((Admit::Yes, None))
+}
+
+/// Records whether the marketplace answered (success) or failed (5xx, timeout, network).
+pub fn circuit_record(connection_id: i64, success: bool, threshold: u32) -> Option<Circuit> {
+    let now = now_ns();
+    with_slot(connection_id, |s| {
+        let mut b = s.breaker();
+        let t = b.record(success, now, threshold);
+        s.set_breaker(b);
+        t
+    })
+    .flatten()
+}
+
+/// Connections that cannot send right now, with how long until they may: out of budget,
+/// paused by a 429, or behind an open circuit (or a half-open one whose probe is out).
+pub fn blocked(cooldown_ns: i64) -> Vec<(i64, i64)> {
+    snapshot()
+        .into_iter()
+        .filter_map(|s| {
+            let now = now_ns();
+            let q = s.quota();
+            let budget_wait = if limits::available(s.tat_ns, now, q) > 0 {
+                0
+            } else {
+                s.tat_ns - now - q.emission_ns * (q.burst - 1)
+            };
+            let pause_wait = s.blocked_until_ns - now;
+            let circuit_wait = match Circuit::from_u8(s.circuit_state) {
+                Circuit::Open => s.opened_at_ns + cooldown_ns - now,
+                Circuit::HalfOpen if s.probe_in_flight => cooldown_ns.min(1_000_000_000),
+                _ => 0,
+            };
+            let wait = budget_wait.max(pause_wait).max(circuit_wait);
+            (wait > 0).then_some((s.connection_id, wait))
+        })
+        .collect()
+}
+
+/// How many requests the connection may send right now (budget, 429 pause and circuit taken
+/// into account), without taking any. None: not limited (no slot).
+pub fn sendable_now(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Option<i64> {
+    let now = now_ns();
+    with_slot(connection_id, |s| {
+        s.emission_ns = quota.emission_ns;
+        s.burst = quota.burst;
+        if s.blocked_until_ns > now {
+            return 0;
+        }
+        let budget = limits::available(s.tat_ns, now, quota);
+        match Circuit::from_u8(s.circuit_state) {
+            Circuit::Closed => budget,
+            Circuit::Open if now >= s.opened_at_ns + cooldown_ns => budget.min(1),
+            Circuit::HalfOpen if !s.probe_in_flight => budget.min(1),
+            _ => 0,
+        }
+    })
+}
+
+/// Gives back a half-open probe that was admitted but not sent.
+pub fn cancel_probe(connection_id: i64) {
+    with_slot(connection_id, |s| s.probe_in_flight = false);
+}
+
+/// A copy of every used slot.
+pub fn snapshot() -> Vec<Slot> {
+    if !READY.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    unsafe {
+        let cap = (*HEADER).capacity as usize;
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_SHARED);
+        let out = (0..cap)
+            .map(|i| *SLOTS.add(i))
+            .filter(|s| s.connection_id != 0)
+            .collect();
+        pg_sys::LWLockRelease(LOCK);
+        out
+    }
+}
+
+/// (capacity, slots used, lookups refused because the table was full)
+pub fn usage() -> (u64, u64, u64) {
+    if !READY.load(Ordering::Acquire) {
+        return (0, 0, 0);
+    }
+    let used = snapshot().len() as u64;
+    unsafe { ((*HEADER).capacity, used, (*HEADER).overflowed) }
+}
