@@ -1,0 +1,221 @@
+//! Benchmarks: each sets up its own cluster and sandbox, runs, and prints its figures, with a
+//! baseline measured in the same run. `bench/run [name...]` builds and runs them; method and
+//! latest figures are in BENCHMARKS.md.
+
+use e2e::*;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = ["trigger", "throughput", "latency", "memory"];
+    let chosen: Vec<&str> = if args.is_empty() {
+        all.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    for name in chosen {
+        match name {
+            "trigger" => trigger_overhead(),
+            "throughput" => throughput(),
+            "latency" => latency(),
+            "memory" => memory(),
+            other => {
+                eprintln!("unknown benchmark {other}; choose from {all:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
+
+fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
+    let path = env.pg.dir.join("bench.sql");
+    std::fs::write(&path, script).expect("write pgbench script");
+    let out = Command::new(format!("{PG_BIN}/pgbench"))
+        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(env.pg.port.to_string())
+        .args(["-T", &secs.to_string(), "-c", &clients.to_string(), "-j", "2", "-f"])
+        .arg(&path)
+        .arg("postgres")
+        .output()
+        .expect("pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Benchmark 1, trigger overhead: pgbench UPDATEs of stock on 10,000 mapped products, tracked versus an
+/// identical untracked table, alternating rounds. The connection is paused so the number is
+/// the cost of the trigger and the outbox write alone, not of workers competing for the CPU.
+fn trigger_overhead() {
+    let env = Env::new("bench-trigger");
+    let n = 10_000;
+    env.db()
+        .batch_execute(&format!(
+            "INSERT INTO inventory SELECT 'acme', 'p' || i, 0 FROM generate_series(1, {n}) i;
+             SELECT integ.map_product('acme', 'mercadolibre', 'p' || i, 'MLM' || i) FROM generate_series(1, {n}) i;
+             SELECT integ.pause('acme', 'mercadolibre');
+             CREATE TABLE plain_inventory (LIKE inventory INCLUDING ALL);
+             INSERT INTO plain_inventory SELECT * FROM inventory;
+             VACUUM ANALYZE;"
+        ))
+        .expect("setup");
+    let script = |table: &str| {
+        format!("\\set id random(1, {n})\nUPDATE {table} SET qty = qty + 1 WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n")
+    };
+    let (mut base, mut tracked) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base.push(pgbench(&env, &script("plain_inventory"), 10, 4));
+        tracked.push(pgbench(&env, &script("inventory"), 10, 4));
+    }
+    let b = base.iter().sum::<f64>() / base.len() as f64;
+    let t = tracked.iter().sum::<f64>() / tracked.len() as f64;
+    println!(
+        "BENCH trigger: untracked {b:.0} tps, tracked {t:.0} tps, ratio {:.1}% (goal >= 90%)",
+        t / b * 100.0
+    );
+    println!("BENCH trigger rounds: untracked {base:?} tracked {tracked:?}");
+}
+
+fn worker_cpu_seconds(env: &Env) -> f64 {
+    let pids: Vec<i32> = env
+        .db()
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let tick = 100.0; // USER_HZ
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (ut + st) / tick
+        })
+        .sum()
+}
+
+/// Benchmark 2, delivered throughput: 100 tenants x 100 listings, every listing changed, the sandbox
+/// adding 20 ms to every call, limits out of the way. Pushes/s from the sandbox's own count;
+/// every push is a committed job and a sync-log row.
+fn throughput() {
+    let mut env = Env::with_conf(
+        "bench-throughput",
+        "integ.workers = 2\ninteg.http_concurrency = 128\nmax_connections = 200",
+    );
+    let tenants = 100;
+    let per = 100;
+    for t in 0..tenants {
+        let tenant = format!("t{t}");
+        env.add_tenant(&tenant, 10_000 + t, json!({"rate_limit": "100000/s:100000"}));
+        for i in 0..per {
+            env.sim.post(
+                "/mercadolibre/items",
+                json!({"id": format!("MLM{}", 1_000_000 + t * per + i), "seller_id": 10_000 + t}),
+            );
+        }
+        env.db()
+            .batch_execute(&format!(
+                "INSERT INTO inventory SELECT '{tenant}', 'p' || i, 0 FROM generate_series(0, {per} - 1) i;
+                 SELECT integ.map_product('{tenant}', 'mercadolibre', 'p' || i, 'MLM' || ({base} + i)) FROM generate_series(0, {per} - 1) i;",
+                base = 1_000_000 + t * per
+            ))
+            .expect("setup");
+    }
+    env.wait_idle(300, "initial sync");
+    env.sim
+        .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 20}));
+    let total = tenants * per;
+    let before = env.sim.counter("mercadolibre stock writes");
+    let logged_before = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'");
+    let cpu_before = worker_cpu_seconds(&env);
+    let start = Instant::now();
+    env.db().batch_execute("UPDATE inventory SET qty = 3").unwrap();
+    env.wait_for(600, "every push", || {
+        env.sim.counter("mercadolibre stock writes") - before >= total
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = worker_cpu_seconds(&env) - cpu_before;
+    env.wait_idle(60, "the queue to drain");
+    let logged = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'") - logged_before;
+    println!(
+        "BENCH throughput: {total} pushes in {secs:.2} s = {:.0} pushes/s (goal >= 3000), 20 ms latency, {tenants} tenants; \
+         {logged} logged; worker CPU {cpu:.1} s ({:.0}% of one core)",
+        total as f64 / secs,
+        cpu / secs * 100.0
+    );
+}
+
+/// Benchmark 5, end-to-end latency, commit -> sandbox updated, at 1 update/s and at 500 updates/s.
+fn latency() {
+    let env = Env::new("bench-latency");
+    let ls = env.listings(500);
+    env.wait_idle(60, "initial sync");
+    for (rate, count) in [(1u64, 30usize), (500, 2_000)] {
+        let interval = Duration::from_micros(1_000_000 / rate);
+        let mut ms = Vec::new();
+        let start = Instant::now();
+        let mut pending: Vec<(String, i64, Instant)> = Vec::new();
+        for k in 0..count {
+            let due = start + interval * k as u32;
+            while Instant::now() < due {
+                check(&env, &mut pending, &mut ms);
+            }
+            let (sku, item) = &ls[k % ls.len()];
+            let qty = 10_000 + k as i32;
+            let t0 = Instant::now();
+            env.set_stock(sku, qty);
+            pending.retain(|p| p.0 != *item);
+            pending.push((item.clone(), qty as i64, t0));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pending.is_empty() && Instant::now() < deadline {
+            check(&env, &mut pending, &mut ms);
+        }
+        ms.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "BENCH latency at {rate} updates/s: {} samples, p50 {:.1} ms, p99 {:.1} ms",
+            ms.len(),
+            percentile(&ms, 50.0),
+            percentile(&ms, 99.0)
+        );
+    }
+    fn check(env: &Env, pending: &mut Vec<(String, i64, Instant)>, ms: &mut Vec<f64>) {
+        if let Some(p) = pending.first().cloned() {
+            if env.sim.item_quantity(&p.0) == Some(p.1) {
+                ms.push(p.2.elapsed().as_secs_f64() * 1000.0);
+                pending.remove(0);
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// Benchmark 6, memory: shared memory per 10,000 limiters (from pg_shmem_allocations).
+fn memory() {
+    let env = Env::with_conf("bench-memory", "integ.max_limiters = 10000");
+    let row = env
+        .db()
+        .query_one(
+            "SELECT size FROM pg_shmem_allocations WHERE name = 'integ_limiters'",
+            &[],
+        )
+        .expect("shmem");
+    let bytes: i64 = row.get(0);
+    println!(
+        "BENCH memory: {bytes} bytes of shared memory for 10,000 limiters ({:.0} bytes each)",
+        bytes as f64 / 10_000.0
+    );
+}
