@@ -277,10 +277,11 @@ impl Env {
     pub fn with_conf(name: &str, extra_conf: &str) -> Env {
         let sim = Sim::start();
         // The sandbox enforces no limit unless a test asks for one; tests not about limits lift
-        // the per-tenant default (200/min) out of the way.
+        // the per-tenant default (200/min) out of the way. Timings are compressed: backoff, and a
+        // circuit cool-down short enough that a 45%-failing sandbox still drains in seconds.
         let conf = format!(
             "integ.poll_interval = 200\ninteg.backoff_base = 20\ninteg.backoff_max = 500\ninteg.http_timeout = 1000\n\
-             integ.rate_limit_mercadolibre = '100000/s:1000'\n\
+             integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.circuit_cooldown = 200\n\
              integ.max_attempts = 50\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
