@@ -93,6 +93,8 @@ pub fn wake_workers_at_commit() {
 // that needs one posts (connection, generation it saw) here and waits for the slot to clear.
 
 const REFRESH_SLOTS: usize = 64;
+/// A slot being filled by a backend (connection ids are positive).
+const RESERVED: i64 = -1;
 
 #[derive(Default)]
 #[repr(C)]
@@ -124,11 +126,14 @@ pub fn request_refresh(connection_id: i64, generation: i64) -> bool {
         return true;
     }
     for s in slots.iter() {
-        s.generation.store(generation, Ordering::Release);
+        // Reserve the slot first (RESERVED is invisible to workers), then fill it, so a
+        // request never overwrites another's generation and is never seen half-written.
         if s.connection_id
-            .compare_exchange(0, connection_id, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(0, RESERVED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            s.generation.store(generation, Ordering::Release);
+            s.connection_id.store(connection_id, Ordering::Release);
             wake_workers();
             return true;
         }
@@ -154,7 +159,7 @@ pub fn pending_refresh_requests() -> Vec<(i64, i64)> {
         .iter()
         .filter_map(|s| {
             let c = s.connection_id.load(Ordering::Acquire);
-            (c != 0).then(|| (c, s.generation.load(Ordering::Acquire)))
+            (c > 0).then(|| (c, s.generation.load(Ordering::Acquire)))
         })
         .collect()
 }
