@@ -49,6 +49,11 @@ pub fn load_master_key_at_startup() {
     }
 }
 
+/// Raises the clear "no master key" error now, before anything is written.
+pub fn require_master_key() {
+    let _ = master_key();
+}
+
 fn master_key() -> &'static str {
     if let Some(k) = MASTER_KEY.get() {
         return k.as_str();

@@ -126,6 +126,11 @@ pub fn gcra(tat: &mut i64, now: i64, q: Quota) -> Result<(), i64> {
     }
 }
 
+/// Nanoseconds until one request could go out (0: now).
+pub fn wait_for_one(tat: i64, now: i64, q: Quota) -> i64 {
+    (tat - now - q.emission_ns * (q.burst - 1)).max(0)
+}
+
 /// Requests that could go out right now without waiting.
 pub fn available(tat: i64, now: i64, q: Quota) -> i64 {
     let used = (tat - now).max(0);
@@ -336,10 +341,12 @@ mod tests {
         let mut tat = 0;
         let now = 10 * S;
         assert_eq!(available(tat, now, q), 40);
+        assert_eq!(wait_for_one(tat, now, q), 0);
         for _ in 0..40 {
             assert!(gcra(&mut tat, now, q).is_ok());
         }
         assert_eq!(available(tat, now, q), 0);
+        assert_eq!(wait_for_one(tat, now, q), 250_000_000);
         let wait = gcra(&mut tat, now, q).unwrap_err();
         assert_eq!(wait, 250_000_000);
         assert!(gcra(&mut tat, now + wait, q).is_ok());

@@ -26,7 +26,7 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
         .split_credentials(&credentials.0)
         .unwrap_or_else(|e| invalid(e));
     // Fail on a missing master key before writing anything.
-    let _ = credentials::encrypt(&serde_json::Map::new());
+    credentials::require_master_key();
     let id = Spi::get_one_with_args::<i64>(
         "INSERT INTO integ.connections AS c (tenant_id, marketplace, settings)
          VALUES ($1, $2, $3)

@@ -29,17 +29,13 @@ fn limiter_state() -> TableIterator<
         .map(|s| {
             let q = s.quota();
             let available = limits::available(s.tat_ns, now, q);
-            let next_ns = if available > 0 {
-                0
-            } else {
-                s.tat_ns - now - q.emission_ns * (q.burst - 1)
-            };
+            let next_ns = limits::wait_for_one(s.tat_ns, now, q);
             (
                 s.connection_id,
                 q.per_second(),
                 q.burst,
                 available,
-                next_ns.max(0) as f64 / 1e6,
+                next_ns as f64 / 1e6,
                 (s.blocked_until_ns - now).max(0) as f64 / 1e6,
                 s.requests as i64,
                 s.throttled as i64,

@@ -219,48 +219,34 @@ pub fn circuit_record(connection_id: i64, success: bool, threshold: u32) -> Opti
     .flatten()
 }
 
-/// Connections that cannot send right now, with how long until they may: out of budget,
-/// paused by a 429, or behind an open circuit (or a half-open one whose probe is out).
-pub fn blocked(cooldown_ns: i64) -> Vec<(i64, i64)> {
-    snapshot()
-        .into_iter()
-        .filter_map(|s| {
-            let now = now_ns();
-            let q = s.quota();
-            let budget_wait = if limits::available(s.tat_ns, now, q) > 0 {
-                0
-            } else {
-                s.tat_ns - now - q.emission_ns * (q.burst - 1)
-            };
-            let pause_wait = s.blocked_until_ns - now;
-            let circuit_wait = match Circuit::from_u8(s.circuit_state) {
-                Circuit::Open => s.opened_at_ns + cooldown_ns - now,
-                Circuit::HalfOpen if s.probe_in_flight => cooldown_ns.min(1_000_000_000),
-                _ => 0,
-            };
-            let wait = budget_wait.max(pause_wait).max(circuit_wait);
-            (wait > 0).then_some((s.connection_id, wait))
-        })
-        .collect()
-}
-
-/// How many requests the connection may send right now (budget, 429 pause and circuit taken
-/// into account), without taking any. None: not limited (no slot).
-pub fn sendable_now(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Option<i64> {
+/// How many requests the connection may send right now, without taking any: Ok(n > 0), or
+/// Err(ns until it may) when it is out of budget, paused by a 429, or behind an open circuit
+/// (or a half-open one whose probe is out). None: not limited (no slot).
+pub fn sendable_now(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Option<Result<i64, i64>> {
     let now = now_ns();
     with_slot(connection_id, |s| {
         s.emission_ns = quota.emission_ns;
         s.burst = quota.burst;
-        if s.blocked_until_ns > now {
-            return 0;
+        let circuit = Circuit::from_u8(s.circuit_state);
+        let circuit_wait = match circuit {
+            Circuit::Closed => 0,
+            Circuit::Open => s.opened_at_ns + cooldown_ns - now,
+            Circuit::HalfOpen if s.probe_in_flight => cooldown_ns.min(1_000_000_000),
+            Circuit::HalfOpen => 0,
+        };
+        let wait = limits::wait_for_one(s.tat_ns, now, quota)
+            .max(s.blocked_until_ns - now)
+            .max(circuit_wait);
+        if wait > 0 {
+            return Err(wait);
         }
         let budget = limits::available(s.tat_ns, now, quota);
-        match Circuit::from_u8(s.circuit_state) {
-            Circuit::Closed => budget,
-            Circuit::Open if now >= s.opened_at_ns + cooldown_ns => budget.min(1),
-            Circuit::HalfOpen if !s.probe_in_flight => budget.min(1),
-            _ => 0,
-        }
+        // an open or half-open circuit lets exactly one probe through
+        Ok(if circuit == Circuit::Closed {
+            budget
+        } else {
+            budget.min(1)
+        })
     })
 }
 

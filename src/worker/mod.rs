@@ -236,11 +236,10 @@ impl Worker {
             let mut limited = Vec::new();
             for (id, market, settings) in &conns {
                 let quota = push::quota_for(market, settings);
-                let sendable = limiter::sendable_now(*id, quota, cooldown).unwrap_or(share);
-                if sendable > 0 {
-                    caps.push((*id, sendable.min(share) as i32));
-                } else {
-                    limited.push(*id);
+                match limiter::sendable_now(*id, quota, cooldown) {
+                    None => caps.push((*id, share as i32)),
+                    Some(Ok(n)) => caps.push((*id, n.min(share) as i32)),
+                    Some(Err(wait_ns)) => limited.push((*id, wait_ns)),
                 }
             }
             let jobs = outbox::claim(&caps, share, lease_ms);
@@ -268,18 +267,13 @@ impl Worker {
             let full = caps.iter().any(|c| c.1 as i64 >= share);
             (to_push, requeued, full, limited)
         });
-        let (jobs, requeued, full, limited_ids) = match claimed {
+        let (jobs, requeued, full, limited) = match claimed {
             Ok(v) => v,
             Err(e) => {
                 self.trouble("claiming jobs", &e);
                 return (false, Vec::new());
             }
         };
-        let waits: HashMap<i64, i64> = limiter::blocked(cooldown).into_iter().collect();
-        let limited = limited_ids
-            .iter()
-            .map(|id| (*id, waits.get(id).copied().unwrap_or(100_000_000)))
-            .collect();
         let mut by_connection: HashMap<i64, Vec<ClaimedJob>> = HashMap::new();
         for j in jobs {
             by_connection.entry(j.connection_id).or_default().push(j);
