@@ -25,6 +25,15 @@ pub enum TokenStatus {
     Unavailable(String),
 }
 
+/// The loaded token, when usable and not the one a 401 was seen with.
+fn usable(l: &Loaded, stale_generation: Option<i64>) -> Option<TokenStatus> {
+    if stale_generation == Some(l.generation) {
+        None
+    } else {
+        ready(l)
+    }
+}
+
 fn ready(l: &Loaded) -> Option<TokenStatus> {
     l.usable().then(|| TokenStatus::Ready {
         access_token: l.access_token().unwrap_or_default().to_string(),
@@ -40,12 +49,7 @@ pub fn worker_token(agent: &ureq::Agent, connection_id: i64, stale_generation: O
         Ok(None) => return TokenStatus::NeedsReauthorization("connection has no credentials".into()),
         Err(e) => return TokenStatus::Unavailable(e),
     };
-    if stale_generation != Some(loaded.generation) {
-        if let Some(t) = ready(&loaded) {
-            return t;
-        }
-    }
-    refresh(agent, connection_id, loaded.generation)
+    usable(&loaded, stale_generation).unwrap_or_else(|| refresh(agent, connection_id, loaded.generation))
 }
 
 /// Refreshes unless another process already did since `seen_generation`. Runs in its own
@@ -159,10 +163,8 @@ pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms:
     let Some(loaded) = credentials::load(connection_id) else {
         return TokenStatus::NeedsReauthorization("connection has no credentials".into());
     };
-    if stale_generation != Some(loaded.generation) {
-        if let Some(t) = ready(&loaded) {
-            return t;
-        }
+    if let Some(t) = usable(&loaded, stale_generation) {
+        return t;
     }
     if !crate::shmem::workers_running() || !crate::shmem::request_refresh(connection_id, loaded.generation) {
         return TokenStatus::Unavailable(
@@ -176,10 +178,9 @@ pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms:
         }
         pgrx::check_for_interrupts!();
     }
-    let after = credentials::load(connection_id);
-    match after.as_ref().and_then(ready) {
-        Some(t) if after.as_ref().map(|a| a.generation) != Some(loaded.generation) || stale_generation.is_none() => t,
-        _ => {
+    match credentials::load(connection_id).and_then(|a| usable(&a, stale_generation)) {
+        Some(t) => t,
+        None => {
             let status: Option<String> = crate::spi_util::first(
                 "SELECT status FROM integ.connections WHERE id = $1",
                 &[connection_id.into()],
