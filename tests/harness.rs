@@ -292,32 +292,19 @@ impl Env {
             "/mercadolibre/apps",
             json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}),
         );
-        let grant = sim.post(
-            "/mercadolibre/sellers",
-            json!({"user_id": SELLER, "client_id": CLIENT_ID}),
-        );
-        let access = grant["access_token"].as_str().expect("access token").to_string();
-        let refresh = grant["refresh_token"].as_str().expect("refresh token").to_string();
-        let creds = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": access,
-                           "refresh_token": refresh, "expires_in": 21600, "user_id": SELLER});
-        let settings = json!({"base_url": sim.base_url("mercadolibre")});
-        // Credentials go as bind parameters, so no statement text ever carries them.
-        db.query_one(
-            "SELECT integ.connect($1, 'mercadolibre', $2, $3)",
-            &[&TENANT as &(dyn postgres::types::ToSql + Sync), &creds, &settings],
-        )
-        .expect("connect");
         db.batch_execute(
             "CREATE TABLE inventory (tenant_id text, sku text, qty integer, PRIMARY KEY (tenant_id, sku));
              SELECT integ.track_inventory('inventory', 'tenant_id', 'sku', 'qty');",
         )
         .expect("inventory");
-        Env {
+        let mut env = Env {
             sim,
             pg,
             db: std::cell::RefCell::new(db),
-            secrets: vec![CLIENT_SECRET.to_string(), access, refresh],
-        }
+            secrets: vec![CLIENT_SECRET.to_string()],
+        };
+        env.add_tenant(TENANT, SELLER, json!({}));
+        env
     }
 
     /// Connects another tenant as a new sandbox seller; `settings` are merged into the
@@ -335,6 +322,7 @@ impl Env {
         if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
             a.extend(extra.clone());
         }
+        // Credentials go as bind parameters, so no statement text ever carries them.
         self.db()
             .query_one(
                 "SELECT integ.connect($1, 'mercadolibre', $2, $3)",
