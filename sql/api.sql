@@ -215,3 +215,6 @@ BEGIN
     PERFORM integ.wake_workers_at_commit();
 END
 $$;
+
+-- Internal: used by the SECURITY DEFINER functions above, never by the application directly.
+REVOKE EXECUTE ON FUNCTION integ.enqueue_stock(text, text, numeric) FROM PUBLIC;

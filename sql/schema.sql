@@ -115,62 +115,7 @@ CREATE TABLE integ.tracked_tables (
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- Record EGDC's new stock for every listing of (tenant, product) and make sure each has one
--- pending job. Jobs of paused connections wait in the queue until the connection is active.
-CREATE FUNCTION integ.enqueue_stock(p_tenant text, p_product text, p_stock numeric)
-RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_stock integer := CASE WHEN p_stock IS NULL OR p_stock < 0 THEN 0
-                            WHEN p_stock > 2147483647 THEN 2147483647
-                            ELSE floor(p_stock)::integer END;
-    v_listings integer;
-BEGIN
-    IF p_tenant IS NULL OR p_product IS NULL THEN
-        RETURN 0;
-    END IF;
-    WITH l AS (
-        UPDATE integ.listings
-           SET desired_stock = v_stock, desired_at = clock_timestamp()
-         WHERE tenant_id = p_tenant AND product_id = p_product
-        RETURNING id, connection_id, tenant_id, marketplace
-    ), j AS (
-        INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-        SELECT id, connection_id, tenant_id, marketplace FROM l
-        ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_listings FROM l;
-    IF v_listings > 0 THEN
-        PERFORM integ.wake_workers_at_commit();
-    END IF;
-    RETURN v_listings;
-END
-$$;
-
--- The trigger installed by integ.track_inventory; its arguments name the tenant, product and
--- stock columns. A change of tenant or product moves the stock: the old key goes to 0.
-CREATE FUNCTION integ.track_stock()
-RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    o jsonb;
-    n jsonb;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN o := to_jsonb(OLD); END IF;
-    IF TG_OP <> 'DELETE' THEN n := to_jsonb(NEW); END IF;
-    IF o IS NOT NULL AND (n IS NULL
-                          OR o ->> TG_ARGV[0] IS DISTINCT FROM n ->> TG_ARGV[0]
-                          OR o ->> TG_ARGV[1] IS DISTINCT FROM n ->> TG_ARGV[1]) THEN
-        PERFORM integ.enqueue_stock(o ->> TG_ARGV[0], o ->> TG_ARGV[1], 0);
-    END IF;
-    IF n IS NOT NULL THEN
-        PERFORM integ.enqueue_stock(n ->> TG_ARGV[0], n ->> TG_ARGV[1], (n ->> TG_ARGV[2])::numeric);
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- integ.enqueue_stock and the trigger function integ.track_stock are written in Rust
+-- (src/capture.rs): they run inside the application's stock-changing transactions.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA integ FROM PUBLIC;

@@ -164,19 +164,18 @@ static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None)
 /// Load (and decrypt, unless this process already holds that generation) a connection's
 /// credentials. None when the connection has none.
 pub fn load(connection_id: i64) -> Option<Loaded> {
-    let row = Spi::connect(|client| {
-        let t = client.select(
-            "SELECT generation, extract(epoch FROM access_expires_at - now())::float8
-               FROM integ.credentials WHERE connection_id = $1",
-            None,
-            &[connection_id.into()],
-        )?;
-        if t.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let t = t.first();
-        Ok(Some((t.get::<i64>(1)?.unwrap_or(0), t.get::<f64>(2)?)))
-    })
+    let row = crate::spi_util::run_kept(
+        "SELECT generation, extract(epoch FROM access_expires_at - now())::float8
+           FROM integ.credentials WHERE connection_id = $1",
+        &[connection_id.into()],
+        |t| {
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let t = t.first();
+            Ok(Some((t.get::<i64>(1)?.unwrap_or(0), t.get::<f64>(2)?)))
+        },
+    )
     .or_raise("reading credentials")?;
     let (generation, expires_in_s) = row;
     if let Some((g, c)) = CACHE.lock().get_or_insert_with(HashMap::new).get(&connection_id) {

@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 pub mod api;
+pub mod capture;
 pub mod credentials;
 pub mod gucs;
 pub mod limits;

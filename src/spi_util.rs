@@ -80,3 +80,39 @@ pub fn first<T: pgrx::FromDatum + pgrx::IntoDatum>(sql: &str, args: &[pgrx::datu
     })
     .or_raise("running a query")
 }
+
+thread_local! {
+    /// Plans prepared once per process and kept for its lifetime (leaked on purpose: there is
+    /// one per distinct statement). The plan cache re-plans them after DDL or an extension
+    /// re-install, and reports an error if a statement no longer makes sense.
+    static KEPT_PLANS: std::cell::RefCell<std::collections::HashMap<&'static str, &'static pgrx::spi::OwnedPreparedStatement>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `sql` with a kept plan (prepared on first use with the argument types of `args`) and
+/// hands the result to `read`. For the hot paths: the stock trigger and the workers' batches,
+/// which would otherwise parse and plan the same statement thousands of times a second.
+///
+/// `sql` must schema-qualify everything (operators included: `OPERATOR(pg_catalog.=)`) when it
+/// may run under a caller's search_path.
+pub fn run_kept<R>(
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Result<R, pgrx::spi::SpiError>,
+) -> Result<R, pgrx::spi::SpiError> {
+    Spi::connect_mut(|client| {
+        let kept = KEPT_PLANS.with(|p| p.borrow().get(sql).copied());
+        let plan = match kept {
+            Some(p) => p,
+            None => {
+                let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
+                let p: &'static pgrx::spi::OwnedPreparedStatement =
+                    Box::leak(Box::new(client.prepare_mut(sql, &types)?.keep()));
+                KEPT_PLANS.with(|m| m.borrow_mut().insert(sql, p));
+                p
+            }
+        };
+        let table = client.update(plan, None, args)?;
+        read(table)
+    })
+}

@@ -34,7 +34,8 @@ fn usable(l: &Loaded, stale_generation: Option<i64>) -> Option<TokenStatus> {
     }
 }
 
-fn ready(l: &Loaded) -> Option<TokenStatus> {
+/// The loaded token as ready to use, when it is usable.
+pub fn ready(l: &Loaded) -> Option<TokenStatus> {
     l.usable().then(|| TokenStatus::Ready {
         access_token: l.access_token().unwrap_or_default().to_string(),
         generation: l.generation,

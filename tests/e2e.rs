@@ -56,6 +56,22 @@ fn an_update_reaches_the_marketplace_and_latency_is_measured() {
     assert_eq!(status.get::<_, i64>(1), 0);
     assert!(status.get::<_, bool>(2));
     env.assert_no_secrets();
+
+    // Idle workers sleep: nothing due (and then a paused connection) costs no CPU.
+    env.wait_idle(10, "the queue to drain");
+    for state in ["idle", "paused"] {
+        if state == "paused" {
+            env.db()
+                .batch_execute("SELECT integ.pause('acme', 'mercadolibre')")
+                .unwrap();
+            env.set_stock(&sku, 5);
+        }
+        let before = worker_cpu_seconds(&env);
+        std::thread::sleep(Duration::from_secs(3));
+        let used = worker_cpu_seconds(&env) - before;
+        println!("IDLE worker CPU while {state}: {used:.2} s over 3 s");
+        assert!(used < 0.3, "workers used {used:.2} s of CPU in 3 s while {state}");
+    }
 }
 
 #[test]

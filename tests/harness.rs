@@ -449,6 +449,30 @@ impl Env {
     }
 }
 
+/// CPU seconds (user + system) the integration workers have used so far.
+pub fn worker_cpu_seconds(env: &Env) -> f64 {
+    let pids: Vec<i32> = env
+        .db()
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let tick = 100.0; // USER_HZ
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (ut + st) / tick
+        })
+        .sum()
+}
+
 pub fn tail(s: &str, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")

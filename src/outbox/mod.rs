@@ -4,7 +4,7 @@
 
 pub mod backoff;
 
-use crate::spi_util::OrRaise;
+use crate::spi_util::{run_kept, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -29,25 +29,24 @@ pub struct ClaimedJob {
 /// Active connections that have due pending jobs: (id, marketplace, settings). One index
 /// probe per connection, however long a connection's backlog is.
 pub fn connections_with_due_work() -> Vec<(i64, String, Value)> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT c.id, c.marketplace, c.settings FROM integ.connections c
+    run_kept(
+        "SELECT c.id, c.marketplace, c.settings FROM integ.connections c
               WHERE c.status = 'active'
                 AND EXISTS (SELECT 1 FROM integ.sync_jobs j
                              WHERE j.connection_id = c.id AND j.state = 'pending' AND j.next_attempt_at <= now())",
-            None,
-            &[],
-        )?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })
+        &[],
+        |rows| {
+            let mut out = Vec::new();
+            for r in rows {
+                out.push((
+                    r.get::<i64>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+                ));
+            }
+            Ok(out)
+        },
+    )
     .or_raise("looking for due work")
 }
 
@@ -60,54 +59,61 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
     }
     let ids: Vec<i64> = caps.iter().map(|c| c.0).collect();
     let limits: Vec<i32> = caps.iter().map(|c| c.1).collect();
-    Spi::connect_mut(|client| {
-        let rows = client.update(
-            "WITH q AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS q(cid, cap)),
+    run_kept(
+        // Every join is driven by ids (= ANY, LATERAL ... LIMIT 1) so that the kept generic plan
+        // stays a handful of index probes however large the tables grow.
+        "WITH q AS (SELECT q.cid, q.cap FROM unnest($1::bigint[], $2::int[]) AS q(cid, cap)
+                      JOIN integ.connections c ON c.id = q.cid AND c.status = 'active'),
              cand AS (
                 SELECT d.id, q.cap, row_number() OVER (PARTITION BY q.cid ORDER BY d.next_attempt_at, d.id) AS rn
                   FROM q CROSS JOIN LATERAL (
                         SELECT j.id, j.next_attempt_at FROM integ.sync_jobs j
                          WHERE j.connection_id = q.cid AND j.state = 'pending' AND j.next_attempt_at <= now()
-                           AND NOT EXISTS (SELECT 1 FROM integ.sync_jobs f
-                                            WHERE f.listing_id = j.listing_id AND f.state = 'in_flight')
+                           -- a scalar subquery, not NOT EXISTS: it stays a per-row index probe,
+                           -- where an anti-join may scan every in-flight job for each candidate
+                           AND (SELECT f.id FROM integ.sync_jobs f
+                                 WHERE f.listing_id = j.listing_id AND f.state = 'in_flight' LIMIT 1) IS NULL
                          ORDER BY j.next_attempt_at
                          LIMIT $3
                            FOR UPDATE OF j SKIP LOCKED) d),
-             due AS (SELECT id FROM cand WHERE rn <= cap)
-             UPDATE integ.sync_jobs s
-                SET state = 'in_flight', attempts = s.attempts + 1, claimed_by = pg_backend_pid(),
-                    lease_until = now() + make_interval(secs => $4 / 1000.0), updated_at = now()
-               FROM due, integ.listings l, integ.connections c
-              WHERE s.id = due.id AND l.id = s.listing_id AND c.id = s.connection_id AND c.status = 'active'
-          RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
-                    l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings",
-            None,
-            &[
-                ids.into(),
-                limits.into(),
-                per_connection_max.into(),
-                (lease_ms as f64).into(),
-            ],
-        )?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for r in rows {
-            jobs.push(ClaimedJob {
-                job_id: r.get(1)?.unwrap_or_default(),
-                listing_id: r.get(2)?.unwrap_or_default(),
-                connection_id: r.get(3)?.unwrap_or_default(),
-                tenant_id: r.get(4)?.unwrap_or_default(),
-                marketplace: r.get(5)?.unwrap_or_default(),
-                attempts: r.get(6)?.unwrap_or_default(),
-                product_id: r.get(7)?.unwrap_or_default(),
-                external_id: r.get(8)?.unwrap_or_default(),
-                listing_settings: r.get::<JsonB>(9)?.map(|j| j.0).unwrap_or(Value::Null),
-                desired_stock: r.get(10)?,
-                remote_stock: r.get(11)?,
-                connection_settings: r.get::<JsonB>(12)?.map(|j| j.0).unwrap_or(Value::Null),
-            });
-        }
-        Ok::<_, pgrx::spi::SpiError>(jobs)
-    })
+             claimed AS (
+                UPDATE integ.sync_jobs s
+                   SET state = 'in_flight', attempts = s.attempts + 1, claimed_by = pg_backend_pid(),
+                       lease_until = now() + make_interval(secs => $4 / 1000.0), updated_at = now()
+                 WHERE s.id = ANY (ARRAY(SELECT id FROM cand WHERE rn <= cap))
+             RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts)
+             SELECT s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
+                    l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings
+               FROM claimed s
+              CROSS JOIN LATERAL (SELECT * FROM integ.listings l WHERE l.id = s.listing_id LIMIT 1) l
+              CROSS JOIN LATERAL (SELECT settings FROM integ.connections c WHERE c.id = s.connection_id LIMIT 1) c",
+        &[
+            ids.into(),
+            limits.into(),
+            per_connection_max.into(),
+            (lease_ms as f64).into(),
+        ],
+        |rows| {
+            let mut jobs = Vec::with_capacity(rows.len());
+            for r in rows {
+                jobs.push(ClaimedJob {
+                    job_id: r.get(1)?.unwrap_or_default(),
+                    listing_id: r.get(2)?.unwrap_or_default(),
+                    connection_id: r.get(3)?.unwrap_or_default(),
+                    tenant_id: r.get(4)?.unwrap_or_default(),
+                    marketplace: r.get(5)?.unwrap_or_default(),
+                    attempts: r.get(6)?.unwrap_or_default(),
+                    product_id: r.get(7)?.unwrap_or_default(),
+                    external_id: r.get(8)?.unwrap_or_default(),
+                    listing_settings: r.get::<JsonB>(9)?.map(|j| j.0).unwrap_or(Value::Null),
+                    desired_stock: r.get(10)?,
+                    remote_stock: r.get(11)?,
+                    connection_settings: r.get::<JsonB>(12)?.map(|j| j.0).unwrap_or(Value::Null),
+                });
+            }
+            Ok(jobs)
+        },
+    )
     .or_raise("claiming jobs")
 }
 
@@ -242,6 +248,102 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         }
     }
     requeued
+}
+
+/// A successful push, as the batch recorder needs it.
+pub struct PushedJob<'a> {
+    pub target: Target<'a>,
+    pub stock: i32,
+    pub remote: Option<i32>,
+    pub attempt: Attempt,
+}
+
+/// Records many successful pushes in one statement: listings, jobs, log rows and the
+/// connections' last success. A listing whose EGDC stock moved on while its push was in
+/// flight gets a new pending job (the listing update waits for a writer still holding the row,
+/// then sees its value). Returns true when such work was enqueued.
+pub fn record_pushed(batch: &[PushedJob]) -> bool {
+    if batch.is_empty() {
+        return false;
+    }
+    let col = |f: &dyn Fn(&PushedJob) -> Option<i64>| batch.iter().map(f).collect::<Vec<Option<i64>>>();
+    let jobs = col(&|p| p.target.job_id);
+    let listings = col(&|p| Some(p.target.listing_id));
+    let stocks: Vec<i32> = batch.iter().map(|p| p.stock).collect();
+    let remotes: Vec<Option<i32>> = batch.iter().map(|p| p.remote).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|p| p.attempt.http_status).collect();
+    let latencies: Vec<Option<f64>> = batch.iter().map(|p| p.attempt.latency_ms).collect();
+    let attempts: Vec<Option<i32>> = batch.iter().map(|p| p.target.attempt).collect();
+    let outcomes: Vec<String> = batch
+        .iter()
+        .map(|p| {
+            let o = Outcome::Pushed {
+                stock: p.stock,
+                remote: p.remote,
+            };
+            outcome_word(&o).to_string()
+        })
+        .collect();
+    let errors: Vec<Option<String>> = batch
+        .iter()
+        .map(|p| {
+            p.remote
+                .filter(|r| *r != p.stock)
+                .map(|r| format!("mismatch: sent {}, marketplace reports {r}", p.stock))
+        })
+        .collect();
+    run_kept(
+        "WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::float8[],
+                                 $7::int[], $8::text[], $9::text[])
+                       AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error)),
+         l AS (
+            UPDATE integ.listings l
+               SET last_pushed_stock = r.stock, last_pushed_at = now(), remote_stock = coalesce(r.remote, r.stock)
+              FROM r WHERE l.id = ANY ($2) AND l.id = r.listing_id
+         RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace, l.product_id, l.external_id,
+                   l.desired_stock, r.*),
+         requeued AS (
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+            SELECT id, connection_id, tenant_id, marketplace FROM l WHERE desired_stock IS DISTINCT FROM stock
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1),
+         done AS (
+            UPDATE integ.sync_jobs s
+               SET state = 'done', pushed_stock = r.stock, last_http_status = r.http_status, last_error = r.error,
+                   lease_until = NULL, updated_at = now()
+              FROM r WHERE s.id = ANY ($1) AND s.id = r.job_id
+         RETURNING 1),
+         logged AS (
+            INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
+                                        external_id, operation, outcome, stock, remote_stock, http_status,
+                                        latency_ms, attempt, error)
+            SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'push', outcome,
+                   stock, remote, http_status, latency_ms, attempt, error
+              FROM l
+         RETURNING 1),
+         noted AS (
+            UPDATE integ.connections c SET last_success_at = now()
+             WHERE c.id = ANY (ARRAY(SELECT DISTINCT connection_id FROM l))
+         RETURNING 1)
+         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM done), (SELECT count(*) FROM logged),
+                (SELECT count(*) FROM noted)",
+        &[
+            jobs.into(),
+            listings.into(),
+            stocks.into(),
+            remotes.into(),
+            statuses.into(),
+            latencies.into(),
+            attempts.into(),
+            outcomes.into(),
+            errors.into(),
+        ],
+        |t| t.first().get::<i64>(1),
+    )
+    .or_raise("recording pushes")
+    .unwrap_or(0)
+        > 0
 }
 
 /// Puts a job back in the queue after `delay_ms`. If a newer pending job exists for the listing,
@@ -403,14 +505,17 @@ pub fn purge_done(retention_s: i64) -> i64 {
 /// Milliseconds until the next pending job of an active connection not in `excluded` becomes
 /// due (0: now). One index probe per connection.
 pub fn next_due_in_ms(excluded: &[i64]) -> Option<i64> {
-    Spi::get_one_with_args::<f64>(
-        "SELECT greatest(0, extract(epoch FROM min(m.at) - now()) * 1000)::float8
+    // min() over no rows is NULL, and must stay NULL ("nothing due"): greatest(0, NULL) is 0,
+    // which once made idle workers spin.
+    run_kept(
+        "SELECT (extract(epoch FROM min(m.at) - now()) * 1000)::float8
            FROM integ.connections c
            CROSS JOIN LATERAL (SELECT min(j.next_attempt_at) AS at FROM integ.sync_jobs j
                                 WHERE j.connection_id = c.id AND j.state = 'pending') m
           WHERE c.status = 'active' AND c.id <> ALL($1)",
         &[excluded.to_vec().into()],
+        |t| t.first().get::<f64>(1),
     )
     .or_raise("looking for due jobs")
-    .map(|ms| ms.ceil() as i64)
+    .map(|ms| ms.max(0.0).ceil() as i64)
 }

@@ -3,6 +3,7 @@
 
 mod pool;
 
+use crate::credentials;
 use crate::gucs::{self, Tuning};
 use crate::limits::{Admit, Circuit};
 use crate::marketplaces::{http, PushKind};
@@ -39,6 +40,11 @@ pub extern "C-unwind" fn integ_worker_main(arg: pg_sys::Datum) {
     let slot = arg.value();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
+    // The worker's statements are kept generic plans, first planned when the outbox may still
+    // be empty; a plan that seq-scans a then-empty table would stay even when it holds 100,000
+    // jobs. Every statement here is an index probe by id, so the planner is held to indexes
+    // (and JIT, which those penalty costs would trigger, is off).
+    let _ = worker_transaction(|| Spi::run("SET enable_seqscan = off; SET enable_bitmapscan = off; SET jit = off"));
     shmem::publish_my_latch(slot);
     log!("integration worker {slot} started on database \"{}\"", gucs::database());
     Worker::new(slot).run();
@@ -265,9 +271,17 @@ impl Worker {
                 }
             }
             let full = caps.iter().any(|c| c.1 as i64 >= share);
-            (to_push, requeued, full, limited)
+            // Tokens for the claimed connections, read in this same transaction (decrypted only
+            // when this process does not hold that generation yet).
+            let mut tokens: HashMap<i64, Option<TokenStatus>> = HashMap::new();
+            for job in &to_push {
+                tokens
+                    .entry(job.connection_id)
+                    .or_insert_with(|| credentials::load(job.connection_id).and_then(|l| tokens::ready(&l)));
+            }
+            (to_push, requeued, full, limited, tokens)
         });
-        let (jobs, requeued, full, limited) = match claimed {
+        let (jobs, requeued, full, limited, mut ready) = match claimed {
             Ok(v) => v,
             Err(e) => {
                 self.trouble("claiming jobs", &e);
@@ -279,7 +293,11 @@ impl Worker {
             by_connection.entry(j.connection_id).or_default().push(j);
         }
         for (connection_id, jobs) in by_connection {
-            match tokens::worker_token(&self.agent, connection_id, None) {
+            let status = match ready.remove(&connection_id).flatten() {
+                Some(ready) => ready,
+                None => tokens::worker_token(&self.agent, connection_id, None),
+            };
+            match status {
                 TokenStatus::Ready {
                     access_token,
                     generation,
@@ -479,11 +497,22 @@ impl Worker {
     }
 }
 
+/// Successful pushes go through one set-based statement; everything else job by job.
 fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
+    let mut pushed = Vec::new();
     let mut requeued = false;
     let mut notes: HashMap<i64, Option<String>> = HashMap::new();
     let mut seen: HashSet<i64> = HashSet::new();
     for (f, o, a) in decided {
+        if let Outcome::Pushed { stock, remote } = o {
+            pushed.push(outbox::PushedJob {
+                target: target(&f.job),
+                stock: *stock,
+                remote: *remote,
+                attempt: a.clone(),
+            });
+            continue;
+        }
         requeued |= outbox::record(&target(&f.job), o, a);
         let note = match o {
             Outcome::Pushed { .. } | Outcome::Skipped { .. } | Outcome::Deferred { .. } => None,
@@ -494,6 +523,7 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
             notes.insert(f.job.connection_id, note);
         }
     }
+    requeued |= outbox::record_pushed(&pushed);
     for (connection_id, note) in notes {
         outbox::note_connection(connection_id, note.as_deref());
     }

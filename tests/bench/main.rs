@@ -83,36 +83,16 @@ fn trigger_overhead() {
     println!("BENCH trigger rounds: untracked {base:?} tracked {tracked:?}");
 }
 
-fn worker_cpu_seconds(env: &Env) -> f64 {
-    let pids: Vec<i32> = env
-        .db()
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let tick = 100.0; // USER_HZ
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|s| {
-            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            (ut + st) / tick
-        })
-        .sum()
-}
-
 /// Benchmark 2, delivered throughput: 100 tenants x 100 listings, every listing changed, the sandbox
 /// adding 20 ms to every call, limits out of the way. Pushes/s from the sandbox's own count;
 /// every push is a committed job and a sync-log row.
 fn throughput() {
     let mut env = Env::with_conf(
         "bench-throughput",
-        "integ.workers = 2\ninteg.http_concurrency = 128\nmax_connections = 200",
+        &format!(
+            "integ.workers = 2\ninteg.http_concurrency = 128\nmax_connections = 200\n{}",
+            statements_conf()
+        ),
     );
     let tenants = 100;
     let per = 100;
@@ -155,6 +135,46 @@ fn throughput() {
         total as f64 / secs,
         cpu / secs * 100.0
     );
+    print_statements(&env);
+}
+
+/// With BENCH_STATEMENTS=1, the benchmark cluster loads pg_stat_statements (nested statements
+/// too, so the workers' SPI shows) and the heaviest statements are printed at the end.
+fn statements_conf() -> &'static str {
+    if std::env::var_os("BENCH_STATEMENTS").is_some() {
+        "shared_preload_libraries = 'integration,pg_stat_statements,auto_explain'\npg_stat_statements.track = all\n\
+         auto_explain.log_min_duration = 30\nauto_explain.log_nested_statements = on\nauto_explain.log_analyze = on"
+    } else {
+        ""
+    }
+}
+
+fn print_statements(env: &Env) {
+    if std::env::var_os("BENCH_STATEMENTS").is_none() {
+        return;
+    }
+    env.db()
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .unwrap();
+    for r in env
+        .db()
+        .query(
+            "SELECT calls, round(total_exec_time)::float8, round(mean_exec_time::numeric, 3)::float8, rows,
+                    regexp_replace(left(query, 110), '\\s+', ' ', 'g')
+               FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+            &[],
+        )
+        .unwrap()
+    {
+        println!(
+            "STATEMENT calls {:>7} total {:>7} ms mean {:>7} ms rows {:>7} {}",
+            r.get::<_, i64>(0),
+            r.get::<_, f64>(1),
+            r.get::<_, f64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, String>(4)
+        );
+    }
 }
 
 /// Benchmark 5, end-to-end latency, commit -> sandbox updated, at 1 update/s and at 500 updates/s.

@@ -1,0 +1,240 @@
+//! Capturing EGDC's stock changes: the row trigger `integ.track_stock` that
+//! `integ.track_inventory` installs, and `integ.enqueue_stock` for set-based callers.
+//!
+//! The trigger runs inside every stock-changing transaction of the application, so its cost is
+//! the application's: it reads three columns straight from the tuples, runs one kept plan, and
+//! wakes the workers at commit only when it created a job (a pending job is already known).
+
+use crate::shmem;
+use crate::spi_util::{fail, run_kept, OrRaise};
+use pgrx::prelude::*;
+use pgrx::{AnyNumeric, PgSqlErrorCode};
+use std::cell::Cell;
+use std::ffi::{c_char, CStr};
+
+/// Records the new stock on every listing of (tenant, product) and makes sure each has one
+/// pending job. Every name is qualified: this runs under the application's search_path.
+const ENQUEUE: &str = "WITH l AS (
+        UPDATE integ.listings
+           SET desired_stock = $3, desired_at = pg_catalog.clock_timestamp()
+         WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND product_id OPERATOR(pg_catalog.=) $2
+     RETURNING id, connection_id, tenant_id, marketplace),
+     j AS (
+        INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+        SELECT id, connection_id, tenant_id, marketplace FROM l
+        ON CONFLICT (listing_id) WHERE state OPERATOR(pg_catalog.=) 'pending' DO NOTHING
+     RETURNING 1)
+     SELECT (SELECT pg_catalog.count(*) FROM l), (SELECT pg_catalog.count(*) FROM j)";
+
+/// Sets EGDC's stock of (tenant, product) on its listings and enqueues them; returns how many
+/// listings the product has. Runs with the caller's privileges.
+pub fn enqueue(tenant: &str, product: &str, stock: i32) -> i64 {
+    let (listings, created) = run_kept(ENQUEUE, &[tenant.into(), product.into(), stock.into()], |t| {
+        let row = t.first();
+        Ok((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0)))
+    })
+    .or_raise("enqueueing a stock change");
+    if created > 0 {
+        shmem::wake_workers_at_commit();
+    }
+    listings
+}
+
+/// A stock column's text (any numeric type) as the quantity to publish: negative, missing or
+/// not-a-number is 0, fractions round down, and the top is what the marketplaces accept.
+pub fn normalize_stock(text: Option<&str>) -> i32 {
+    let Some(s) = text.map(str::trim) else { return 0 };
+    if !s.contains(['e', 'E', 'n', 'N', 'i', 'I']) {
+        // plain decimal: the integer part, exactly (no float rounding of long fractions)
+        let whole = s.split('.').next().unwrap_or("");
+        if whole.starts_with('-') {
+            return 0;
+        }
+        return match whole.trim_start_matches('+').parse::<u128>() {
+            Ok(v) => v.min(i32::MAX as u128) as i32,
+            Err(_) if !whole.is_empty() && whole.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit()) => {
+                i32::MAX
+            }
+            Err(_) => 0,
+        };
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_nan() || v <= 0.0 => 0,
+        Ok(v) => v.floor().min(i32::MAX as f64) as i32,
+        Err(_) => 0,
+    }
+}
+
+/// `integ.enqueue_stock(tenant, product, stock)`: what the trigger does for one product, for
+/// set-based callers (`track_inventory`, `seed_listing_stock`). Not granted to PUBLIC.
+#[pg_extern(volatile, parallel_unsafe)]
+fn enqueue_stock(p_tenant: Option<&str>, p_product: Option<&str>, p_stock: Option<AnyNumeric>) -> i32 {
+    let (Some(tenant), Some(product)) = (p_tenant, p_product) else {
+        return 0;
+    };
+    let stock = normalize_stock(p_stock.map(|n| n.to_string()).as_deref());
+    enqueue(tenant, product, stock) as i32
+}
+
+thread_local! {
+    /// (oid of schema integ, its owner), looked up once per backend and schema.
+    static OWNER: Cell<(pg_sys::Oid, pg_sys::Oid)> = const { Cell::new((pg_sys::Oid::INVALID, pg_sys::Oid::INVALID)) };
+}
+
+/// The owner of the extension's schema, who owns the outbox tables.
+fn extension_owner() -> pg_sys::Oid {
+    let nsp = unsafe { pg_sys::get_namespace_oid(c"integ".as_ptr(), true) };
+    let (cached_nsp, cached_owner) = OWNER.with(Cell::get);
+    if nsp == cached_nsp && cached_owner != pg_sys::Oid::INVALID {
+        return cached_owner;
+    }
+    if nsp == pg_sys::Oid::INVALID {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME,
+            "integration: schema integ is missing",
+        );
+    }
+    let owner = run_kept(
+        "SELECT nspowner FROM pg_catalog.pg_namespace WHERE oid OPERATOR(pg_catalog.=) $1",
+        &[nsp.into()],
+        |t| t.first().get::<pg_sys::Oid>(1),
+    )
+    .or_raise("looking up the extension owner")
+    .unwrap_or(pg_sys::Oid::INVALID);
+    OWNER.with(|c| c.set((nsp, owner)));
+    owner
+}
+
+/// Restores the session user when dropped (also during an error's unwinding; an aborted
+/// transaction restores it too).
+struct UserSwitch {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl UserSwitch {
+    /// Acts as the extension's owner, the way PostgreSQL's own RI triggers act as the table's
+    /// owner: the application needs no privilege on the outbox tables.
+    fn to_owner() -> Self {
+        let owner = extension_owner();
+        let mut user = pg_sys::Oid::INVALID;
+        let mut context = 0;
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS) as i32,
+            );
+        }
+        UserSwitch { user, context }
+    }
+}
+
+impl Drop for UserSwitch {
+    fn drop(&mut self) {
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+/// One column of a tuple as text (its type's output function), None when NULL.
+unsafe fn column_text(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
+    let p = pg_sys::SPI_getvalue(tuple, desc, attnum);
+    if p.is_null() {
+        return None;
+    }
+    let s = CStr::from_ptr(p).to_string_lossy().into_owned();
+    pg_sys::pfree(p.cast());
+    Some(s)
+}
+
+/// (tenant, product, stock text) of a tuple.
+type Key = (Option<String>, Option<String>, Option<String>);
+
+unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, cols: &[i32; 3]) -> Key {
+    (
+        column_text(tuple, desc, cols[0]),
+        column_text(tuple, desc, cols[1]),
+        column_text(tuple, desc, cols[2]),
+    )
+}
+
+/// The trigger: arguments name the tenant, product and stock columns. A change of tenant or
+/// product moves the stock: the old key goes to 0.
+#[pg_trigger]
+fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, String> {
+    let data = trigger.trigger_data();
+    let def = trigger.trigger();
+    if data.tg_event & pg_sys::TRIGGER_EVENT_ROW == 0 {
+        return Err("integ.track_stock must be a FOR EACH ROW trigger".into());
+    }
+    if def.tgnargs != 3 || def.tgargs.is_null() {
+        return Err("integ.track_stock needs three arguments: tenant, product and stock columns".into());
+    }
+    let (old, new) = unsafe {
+        let desc = (*data.tg_relation).rd_att;
+        let mut cols = [0i32; 3];
+        for (i, col) in cols.iter_mut().enumerate() {
+            let name: *const c_char = *def.tgargs.add(i);
+            *col = pg_sys::SPI_fnumber(desc, name);
+            if *col <= 0 {
+                let shown = CStr::from_ptr(name).to_string_lossy();
+                return Err(format!(
+                    "integ.track_stock: column \"{shown}\" no longer exists; run integ.track_inventory again"
+                ));
+            }
+        }
+        match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
+            pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols))),
+            pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols)), None),
+            pg_sys::TRIGGER_EVENT_UPDATE => (
+                Some(key_of(data.tg_trigtuple, desc, &cols)),
+                Some(key_of(data.tg_newtuple, desc, &cols)),
+            ),
+            _ => return Ok(None),
+        }
+    };
+    let _as_owner = UserSwitch::to_owner();
+    if let Some((Some(tenant), Some(product), _)) = &old {
+        let moved = match &new {
+            None => true,
+            Some((t, p, _)) => t.as_deref() != Some(tenant.as_str()) || p.as_deref() != Some(product.as_str()),
+        };
+        if moved {
+            enqueue(tenant, product, 0);
+        }
+    }
+    if let Some((Some(tenant), Some(product), stock)) = &new {
+        enqueue(tenant, product, normalize_stock(stock.as_deref()));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_stock;
+
+    #[test]
+    fn stock_text_becomes_a_publishable_quantity() {
+        let cases: &[(Option<&str>, i32)] = &[
+            (None, 0),
+            (Some("7"), 7),
+            (Some("12.999999999999999999999"), 12),
+            (Some("-3"), 0),
+            (Some("-0.5"), 0),
+            (Some("0.9"), 0),
+            (Some("99999999999999999999999999999999999999999"), i32::MAX),
+            (Some("2147483648"), i32::MAX),
+            (Some("1e3"), 1000),
+            (Some("1.5E+2"), 150),
+            (Some("NaN"), 0),
+            (Some("Infinity"), i32::MAX),
+            (Some("-Infinity"), 0),
+            (Some(" 5 "), 5),
+            (Some("abc"), 0),
+            (Some(""), 0),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_stock(*input), *want, "{input:?}");
+        }
+    }
+}
