@@ -175,7 +175,7 @@ LEFT JOIN LATERAL (
 -- per-tenant billing. Rows appear once a connection has sent; counters restart with the server.
 CREATE VIEW integ.rate_limits AS
 SELECT c.id AS connection_id, c.tenant_id, c.marketplace,
-       ls.requests_per_second, ls.burst, ls.available, ls.next_allowed_in_ms, ls.paused_for_ms,
+       ls.requests_per_second, ls.effective_per_second, ls.burst, ls.available, ls.next_allowed_in_ms, ls.paused_for_ms,
        ls.requests, ls.throttled, ls.remote_throttled, ls.circuit, ls.consecutive_failures
 FROM integ.connections c
 JOIN integ.limiter_state() ls ON ls.connection_id = c.id;

@@ -162,6 +162,91 @@ impl Circuit {
     }
 }
 
+// ---- adaptive slow-down ---------------------------------------------------------------------
+// A 429 means the marketplace allows less than we were told (a shared app quota, a limit
+// lowered mid-run). Besides pausing for Retry-After, the limiter then sends at the rate the
+// marketplace was actually accepting: the successes of the last second, 2% under. With no
+// success to go by, it halves; it always slows by at least a quarter. After ADAPT_HOLD_NS without another 429 it climbs back to the
+// configured rate over ADAPT_RECOVER_NS, so a limit that was raised again is found again.
+
+pub const ADAPT_HOLD_NS: i64 = 60 * NS_PER_S;
+pub const ADAPT_RECOVER_NS: i64 = 300 * NS_PER_S;
+const NS_PER_S: i64 = 1_000_000_000;
+/// Never slower than this many times the configured interval.
+const ADAPT_MAX_FACTOR: i64 = 64;
+
+/// The emission interval after a 429: `current` is the interval in force, `configured` the
+/// connection's own, `accepted_last_s` the successes the marketplace answered in the last second.
+pub fn adapt_on_429(current_ns: i64, configured_ns: i64, accepted_last_s: u32) -> i64 {
+    let measured = if accepted_last_s > 0 {
+        NS_PER_S * (100 + 2) / 100 / accepted_last_s as i64
+    } else {
+        current_ns.saturating_mul(2)
+    };
+    // at least 25% slower than before: a per-minute quota can refuse while the last second
+    // looked fine, and repeated 429s must still converge
+    measured
+        .max(current_ns.saturating_mul(5) / 4)
+        .clamp(configured_ns, configured_ns.saturating_mul(ADAPT_MAX_FACTOR))
+}
+
+/// The interval in force `now`, for a limiter slowed to `adapted_ns` at `adapted_at_ns`
+/// (`adapted_ns` 0 or not above `configured_ns`: not slowed).
+pub fn effective_emission(configured_ns: i64, adapted_ns: i64, adapted_at_ns: i64, now: i64) -> i64 {
+    if adapted_ns <= configured_ns {
+        return configured_ns;
+    }
+    let since = now - adapted_at_ns - ADAPT_HOLD_NS;
+    if since <= 0 {
+        return adapted_ns;
+    }
+    if since >= ADAPT_RECOVER_NS {
+        return configured_ns;
+    }
+    // interpolate the rate (not the interval) back up, linearly in time
+    let slow = NS_PER_S as f64 / adapted_ns as f64;
+    let full = NS_PER_S as f64 / configured_ns as f64;
+    let rate = slow + (full - slow) * since as f64 / ADAPT_RECOVER_NS as f64;
+    ((NS_PER_S as f64 / rate) as i64).clamp(configured_ns, adapted_ns)
+}
+
+/// Successes counted in one-second windows, for `adapt_on_429`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SuccessWindow {
+    pub start_ns: i64,
+    pub current: u32,
+    pub previous: u32,
+}
+
+impl SuccessWindow {
+    pub fn record(&mut self, now: i64) {
+        self.roll(now);
+        self.current = self.current.saturating_add(1);
+    }
+
+    fn roll(&mut self, now: i64) {
+        let elapsed = now - self.start_ns;
+        if elapsed >= 2 * NS_PER_S {
+            *self = SuccessWindow {
+                start_ns: now,
+                ..Default::default()
+            };
+        } else if elapsed >= NS_PER_S {
+            self.previous = self.current;
+            self.current = 0;
+            self.start_ns += NS_PER_S;
+        }
+    }
+
+    /// Successes in the second before `now` (the previous window weighted by its overlap).
+    pub fn last_second(&mut self, now: i64) -> u32 {
+        self.roll(now);
+        let into = (now - self.start_ns).clamp(0, NS_PER_S);
+        let carried = self.previous as i64 * (NS_PER_S - into) / NS_PER_S;
+        (self.current as i64 + carried) as u32
+    }
+}
+
 /// Circuit state of one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Breaker {
@@ -230,6 +315,52 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_slows_to_what_the_marketplace_accepted() {
+        let configured = 50_000_000; // 20/s
+        // it accepted 10 in the last second: 10/s, 2% under
+        let slowed = adapt_on_429(configured, configured, 10);
+        assert_eq!(slowed, 102_000_000);
+        // nothing accepted to go by: half the rate in force
+        assert_eq!(adapt_on_429(configured, configured, 0), 100_000_000);
+        // at least a quarter slower than the rate in force, never slower than 64x configured
+        assert_eq!(adapt_on_429(200_000_000, configured, 10), 250_000_000);
+        assert_eq!(adapt_on_429(configured * 60, configured, 0), configured * 64);
+        // the last second looked fine (a per-minute quota ran out): still a quarter slower
+        assert_eq!(adapt_on_429(configured, configured, 1000), 62_500_000);
+    }
+
+    #[test]
+    fn a_slowed_limiter_holds_then_recovers() {
+        let configured = 50_000_000;
+        let slowed = 100_000_000;
+        let at = 1_000 * NS_PER_S;
+        assert_eq!(effective_emission(configured, 0, 0, at), configured);
+        assert_eq!(effective_emission(configured, slowed, at, at + 59 * NS_PER_S), slowed);
+        // halfway through the recovery the rate is halfway: 15/s
+        let mid = effective_emission(configured, slowed, at, at + ADAPT_HOLD_NS + ADAPT_RECOVER_NS / 2);
+        assert!((mid - 66_666_666).abs() < 10, "{mid}");
+        assert_eq!(
+            effective_emission(configured, slowed, at, at + ADAPT_HOLD_NS + ADAPT_RECOVER_NS),
+            configured
+        );
+    }
+
+    #[test]
+    fn success_window_counts_the_last_second() {
+        let mut w = SuccessWindow::default();
+        let t0 = 10 * NS_PER_S;
+        w.record(t0);
+        for k in 0..10 {
+            w.record(t0 + k * 90_000_000); // 10 in the first 0.9 s (plus the first)
+        }
+        assert_eq!(w.last_second(t0 + 950_000_000), 11);
+        // half a second into the next window: half of the previous one still counts
+        assert_eq!(w.last_second(t0 + 1_500_000_000), 5);
+        // long idle: nothing
+        assert_eq!(w.last_second(t0 + 10 * NS_PER_S), 0);
+    }
 
     const S: i64 = 1_000_000_000;
 

@@ -135,6 +135,75 @@ fn the_rate_limit_is_used_fully_and_never_exceeded() {
     assert!(row.get::<_, i64>(0) >= 100);
 }
 
+/// Benchmark 3, second half: the marketplace lowers its limit mid-run (20/s -> 10/s, Retry-After
+/// 1 s). After the first 429s the connection sends at what the marketplace accepts.
+#[test]
+fn a_limit_lowered_mid_run_is_adapted_to() {
+    let mut env = Env::new("adapt");
+    env.sim.post(
+        "/mercadolibre/config",
+        json!({"rate_limit_per_minute": 20, "rate_window_s": 1.0, "retry_after_s": 1}),
+    );
+    env.add_tenant("metered", 5003, json!({"rate_limit": "20/s"}));
+    let n = 150;
+    let ls = env.listings_for("metered", 5003, 300_000, n);
+    env.wait_idle(60, "initial sync");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let writes = || env.sim.counter("mercadolibre stock writes");
+    let refusals = || env.sim.counter("mercadolibre 429");
+    let (w0, r0) = (writes(), refusals());
+    env.db()
+        .batch_execute("UPDATE inventory SET qty = 9 WHERE tenant_id = 'metered'")
+        .unwrap();
+    env.wait_for(10, "40 writes at the first limit", || writes() - w0 >= 40);
+    env.sim.post("/mercadolibre/config", json!({"rate_limit_per_minute": 10}));
+    let lowered = Instant::now();
+    let w_lowered = writes();
+    // follow the run: when the last 429 came, and the writes since then
+    let mut last_refusal = (lowered, r0, w_lowered);
+    let deadline = lowered + Duration::from_secs(60);
+    while ls.iter().any(|(_, item)| env.sim.item_quantity(item) != Some(9)) {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        let r = refusals();
+        if r != last_refusal.1 {
+            last_refusal = (Instant::now(), r, writes());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = Instant::now();
+    let total_refusals = refusals() - r0;
+    let adapted_for = (end - last_refusal.0).as_secs_f64();
+    let adapted_rate = (writes() - last_refusal.2) as f64 / adapted_for;
+    let effective: f64 = env
+        .db()
+        .query_one(
+            "SELECT effective_per_second FROM integ.rate_limits WHERE tenant_id = 'metered'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    println!(
+        "ADAPT limit lowered 20/s -> 10/s after {} writes: {total_refusals} 429s, the last {:.1} s after lowering; \
+         then {adapted_rate:.1}/s for {adapted_for:.1} s with no 429 (effective limiter rate {effective:.2}/s)",
+        w_lowered - w0,
+        (last_refusal.0 - lowered).as_secs_f64()
+    );
+    assert!(total_refusals >= 1, "the sandbox never refused: the test did not lower anything");
+    assert!(
+        total_refusals <= 6,
+        "{total_refusals} 429s: the limiter did not adapt"
+    );
+    assert!(
+        (last_refusal.0 - lowered).as_secs_f64() < 4.0,
+        "429s kept coming for {:.1} s",
+        (last_refusal.0 - lowered).as_secs_f64()
+    );
+    assert!(effective <= 10.0, "still sending at {effective:.2}/s");
+    if adapted_for > 3.0 {
+        assert!(adapted_rate >= 0.8 * 10.0, "adapted to only {adapted_rate:.1}/s of 10/s");
+    }
+}
+
 #[test]
 fn a_big_backlog_does_not_delay_another_tenant() {
     let mut env = Env::with_conf("fairness", "integ.http_concurrency = 16");

@@ -12,6 +12,7 @@ fn limiter_state() -> TableIterator<
     (
         name!(connection_id, i64),
         name!(requests_per_second, f64),
+        name!(effective_per_second, f64),
         name!(burst, i64),
         name!(available, i64),
         name!(next_allowed_in_ms, f64),
@@ -27,11 +28,12 @@ fn limiter_state() -> TableIterator<
     let rows: Vec<_> = limiter::snapshot()
         .into_iter()
         .map(|s| {
-            let q = s.quota();
+            let q = s.effective_quota(now);
             let available = limits::available(s.tat_ns, now, q);
             let next_ns = limits::wait_for_one(s.tat_ns, now, q);
             (
                 s.connection_id,
+                s.quota().per_second(),
                 q.per_second(),
                 q.burst,
                 available,

@@ -7,7 +7,7 @@
 //! slot are not limited (and `overflowed` counts them): the marketplace's own 429s still slow
 //! them down through retries.
 
-use crate::limits::{self, Admit, Breaker, Circuit, Quota};
+use crate::limits::{self, Admit, Breaker, Circuit, Quota, SuccessWindow};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +27,10 @@ pub struct Slot {
     pub probe_in_flight: bool,
     pub failures: u32,
     pub opened_at_ns: i64,
+    /// Slowed after a 429 to this interval (0: not slowed), at this time; see limits::adapt_on_429.
+    pub adapted_ns: i64,
+    pub adapted_at_ns: i64,
+    pub successes: SuccessWindow,
 }
 
 impl Slot {
@@ -44,10 +48,19 @@ impl Slot {
         self.opened_at_ns = b.opened_at_ns;
         self.probe_in_flight = b.probe_in_flight;
     }
+    /// The configured quota.
     pub fn quota(&self) -> Quota {
         Quota {
             emission_ns: self.emission_ns.max(1),
             burst: self.burst.max(1),
+        }
+    }
+    /// The quota in force `now`: the configured one, or slower after a 429.
+    pub fn effective_quota(&self, now: i64) -> Quota {
+        let q = self.quota();
+        Quota {
+            emission_ns: limits::effective_emission(q.emission_ns, self.adapted_ns, self.adapted_at_ns, now),
+            burst: q.burst,
         }
     }
 }
@@ -170,6 +183,7 @@ pub fn acquire(connection_id: i64, quota: Quota) -> Result<(), i64> {
             s.throttled += 1;
             return Err(s.blocked_until_ns - now);
         }
+        let quota = s.effective_quota(now);
         match limits::gcra(&mut s.tat_ns, now, quota) {
             Ok(()) => {
                 s.requests += 1;
@@ -184,11 +198,16 @@ pub fn acquire(connection_id: i64, quota: Quota) -> Result<(), i64> {
     .unwrap_or(Ok(()))
 }
 
-/// The marketplace said 429: nobody sends for this connection before `retry_after_ns`.
+/// The marketplace said 429: nobody sends for this connection before `retry_after_ns`, and
+/// after that it sends at the rate the marketplace was accepting (limits::adapt_on_429).
 pub fn penalize(connection_id: i64, retry_after_ns: i64) {
     let now = now_ns();
     with_slot(connection_id, |s| {
         s.remote_throttled += 1;
+        let current = s.effective_quota(now).emission_ns;
+        let accepted = s.successes.last_second(now);
+        s.adapted_ns = limits::adapt_on_429(current, s.quota().emission_ns, accepted);
+        s.adapted_at_ns = now;
         s.blocked_until_ns = s.blocked_until_ns.max(now + retry_after_ns.max(0));
         // the budget restarts from empty after the pause, not from a full burst
         s.tat_ns = s.tat_ns.max(s.blocked_until_ns + s.emission_ns * (s.burst - 1).max(0));
@@ -207,10 +226,14 @@ pub fn circuit_admit(connection_id: i64, cooldown_ns: i64) -> (Admit, Option<Cir
     .unwrap_or((Admit::Yes, None))
 }
 
-/// Records whether the marketplace answered (success) or failed (5xx, timeout, network).
+/// Records whether the marketplace answered (success: also counted for adapt_on_429) or failed
+/// (5xx, timeout, network).
 pub fn circuit_record(connection_id: i64, success: bool, threshold: u32) -> Option<Circuit> {
     let now = now_ns();
     with_slot(connection_id, |s| {
+        if success {
+            s.successes.record(now);
+        }
         let mut b = s.breaker();
         let t = b.record(success, now, threshold);
         s.set_breaker(b);
@@ -227,6 +250,7 @@ pub fn sendable_now(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Optio
     with_slot(connection_id, |s| {
         s.emission_ns = quota.emission_ns;
         s.burst = quota.burst;
+        let quota = s.effective_quota(now);
         let circuit = Circuit::from_u8(s.circuit_state);
         let circuit_wait = match circuit {
             Circuit::Closed => 0,

@@ -135,7 +135,9 @@ impl Worker {
             if (work_signalled || due_now) && self.in_flight < self.pool.size {
                 let (more, limited) = self.claim_and_dispatch();
                 work_signalled = more;
-                next_due = self.next_due(&limited);
+                // with more due work we come straight back; the next due time only matters
+                // when this round drained what was due
+                next_due = if more { None } else { self.next_due(&limited) };
             }
             if self.in_flight > 0 {
                 let first = self.pool.recv_timeout(Duration::from_millis(5));
