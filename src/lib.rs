@@ -14,6 +14,7 @@ pub mod marketplaces;
 pub mod outbox;
 pub mod push;
 pub mod shmem;
+pub use marketplace_signing as signing;
 pub mod spi_util;
 pub mod tokens;
 pub mod worker;

@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn a_429_slows_to_what_the_marketplace_accepted() {
         let configured = 50_000_000; // 20/s
-        // it accepted 10 in the last second: 10/s, 2% under
+                                     // it accepted 10 in the last second: 10/s, 2% under
         let slowed = adapt_on_429(configured, configured, 10);
         assert_eq!(slowed, 102_000_000);
         // nothing accepted to go by: half the rate in force

@@ -200,3 +200,51 @@ fn resume_refuses_a_dead_grant() {
 fn pause_unknown_connection() {
     Spi::run("SELECT integ.pause('ghost', 'mercadolibre')").unwrap();
 }
+
+#[pg_test]
+fn signature_matches_the_worked_examples() {
+    let one = |m: &str, j: &str| {
+        Spi::get_one_with_args::<String>("SELECT integ.signature($1, $2::jsonb)", &[m.into(), j.into()])
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        one("shopify", r#"{"secret": "hush", "body": "\"my secret message\""}"#),
+        "hMTq0K2x7oyOjoBwGYeTj5oxfnaVYXzbanUG9aajpKI="
+    );
+    assert_eq!(
+        one(
+            "shopify",
+            r#"{"secret": "hush", "query": {"code": "a94a110d86d2452eb3e2af4cfb8a3828", "shop": "some-shop.myshopify.com", "timestamp": 1337178173, "hmac": "x"}}"#
+        ),
+        "2cb1a277650a659f1b11e92a4a64275b128e037f2c3390e3c8fd2d8721dac9e2"
+    );
+    assert_eq!(
+        one("tiktok", r#"{"app_secret": "app_secret", "path": "/test-api", "query": {"foo": "bar", "sign": "s"}}"#),
+        "d3cb7fe11ecae942802ceeca67e7cf10120cc12f1517d45fbc1c8cfe5413c80f"
+    );
+    assert_eq!(
+        one(
+            "shein",
+            r#"{"open_key_id": "B96C15416C9240DF96BAA0BC9B367C6D", "secret_key": "6BEC9C4B668B4B14B17EEF106BB98AE5", "path": "/open-api/order/purchase-order-info", "timestamp": "1740709414000", "random_key": "test1"}"#
+        ),
+        "test1ZDZjYTJjNzg5ZjUzMDdkZTU2N2Y3NzcxN2ZjZjA5OGIxMTRhZWI0MTU1MzQxNjZlNjFkMGQxOTJiYTk1YWNjYQ=="
+    );
+    assert_eq!(
+        one("tiktok", r#"{"app_key": "k", "app_secret": "s", "body": "{}"}"#).len(),
+        64
+    );
+}
+
+#[pg_test(error = "integ.signature: unknown marketplace \"ebay\" (shopify, tiktok or shein)")]
+fn signature_rejects_unknown_marketplaces() {
+    Spi::run("SELECT integ.signature('ebay', '{}')").unwrap();
+}
+
+#[pg_test(
+    error = "integ.signature: \"secret_key\" is missing; expected {\"open_key_id\", \"secret_key\", \"path\", \"timestamp\", \"random_key\"}"
+)]
+fn signature_names_the_missing_key() {
+    Spi::run(r#"SELECT integ.signature('shein', '{"open_key_id": "a", "path": "/p", "timestamp": "1", "random_key": "abcde"}')"#)
+        .unwrap();
+}

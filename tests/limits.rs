@@ -156,7 +156,8 @@ fn a_limit_lowered_mid_run_is_adapted_to() {
         .batch_execute("UPDATE inventory SET qty = 9 WHERE tenant_id = 'metered'")
         .unwrap();
     env.wait_for(10, "40 writes at the first limit", || writes() - w0 >= 40);
-    env.sim.post("/mercadolibre/config", json!({"rate_limit_per_minute": 10}));
+    env.sim
+        .post("/mercadolibre/config", json!({"rate_limit_per_minute": 10}));
     let lowered = Instant::now();
     let w_lowered = writes();
     // follow the run: when the last 429 came, and the writes since then
@@ -188,11 +189,11 @@ fn a_limit_lowered_mid_run_is_adapted_to() {
         w_lowered - w0,
         (last_refusal.0 - lowered).as_secs_f64()
     );
-    assert!(total_refusals >= 1, "the sandbox never refused: the test did not lower anything");
     assert!(
-        total_refusals <= 6,
-        "{total_refusals} 429s: the limiter did not adapt"
+        total_refusals >= 1,
+        "the sandbox never refused: the test did not lower anything"
     );
+    assert!(total_refusals <= 6, "{total_refusals} 429s: the limiter did not adapt");
     assert!(
         (last_refusal.0 - lowered).as_secs_f64() < 4.0,
         "429s kept coming for {:.1} s",
@@ -200,7 +201,10 @@ fn a_limit_lowered_mid_run_is_adapted_to() {
     );
     assert!(effective <= 10.0, "still sending at {effective:.2}/s");
     if adapted_for > 3.0 {
-        assert!(adapted_rate >= 0.8 * 10.0, "adapted to only {adapted_rate:.1}/s of 10/s");
+        assert!(
+            adapted_rate >= 0.8 * 10.0,
+            "adapted to only {adapted_rate:.1}/s of 10/s"
+        );
     }
 }
 
@@ -253,4 +257,42 @@ fn a_big_backlog_does_not_delay_another_tenant() {
     );
     assert!(left > 0, "the backlog should still be draining during the measurement");
     assert!(ms[ms.len() - 1] < 1000.0, "tenant B waited {:.0} ms", ms[ms.len() - 1]);
+}
+
+/// `integ.max_limiters` is full: connections without a slot are not limited locally, and
+/// everything still syncs; nothing crashes and the overflow is visible.
+#[test]
+fn a_full_limiter_table_degrades_to_unlimited() {
+    let mut env = Env::with_conf("full-table", "integ.max_limiters = 16");
+    let mut items = Vec::new();
+    for t in 0..19u64 {
+        let tenant = format!("t{t}");
+        env.add_tenant(&tenant, 6_000 + t, json!({}));
+        let l = env.listings_for(&tenant, 6_000 + t, 700_000 + 10 * t as usize, 1);
+        items.push((tenant, l[0].0.clone(), l[0].1.clone()));
+    }
+    env.wait_idle(30, "initial sync");
+    for (tenant, sku, _) in &items {
+        env.set_stock_of(tenant, sku, 42);
+    }
+    for (_, _, item) in &items {
+        env.wait_for(30, "every tenant's change to arrive", || {
+            env.sim.item_quantity(item) == Some(42)
+        });
+    }
+    let row = env
+        .db()
+        .query_one("SELECT capacity, used, overflowed FROM integ.limiter_usage()", &[])
+        .unwrap();
+    let (capacity, used, overflowed): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    println!("FULLTABLE 20 connections, {capacity} slots: {used} used, {overflowed} lookups refused");
+    assert_eq!((capacity, used), (16, 16));
+    assert!(overflowed > 0, "no lookup was refused with 20 connections and 16 slots");
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.rate_limits"), 16);
+    let log = env.pg.log();
+    assert!(
+        !log.contains("terminated by signal") && !log.contains("PANIC"),
+        "{}",
+        tail(&log, 30)
+    );
 }

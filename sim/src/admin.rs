@@ -17,6 +17,7 @@ use std::time::Duration;
 pub fn router() -> Router<Arc<State>> {
     Router::new()
         .route("/reset", post(reset))
+        .nest("/shein", crate::shein::admin_router())
         .route("/stats", get(stats))
         .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
         .route("/mercadolibre/apps", post(meli_app))
@@ -24,6 +25,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/mercadolibre/sellers/{id}/revoke", post(meli_revoke))
         .route("/mercadolibre/sellers/{id}/fail", post(meli_fail).delete(meli_unfail))
         .route("/mercadolibre/items", post(meli_item))
+        .route("/mercadolibre/items/bulk", post(meli_items_bulk))
         .route("/mercadolibre/items/{id}", get(meli_get_item))
         .route("/mercadolibre/user_products", post(meli_up))
         .route("/mercadolibre/user_products/{id}", get(meli_get_up))
@@ -43,6 +45,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Response> {
 
 async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
     *state.meli.lock() = Default::default();
+    *state.shein.lock() = Default::default();
     state.faults.lock().by_marketplace.clear();
     state.counters.lock().clear();
     Json(json!({"ok": true})).into_response()
@@ -170,6 +173,40 @@ async fn meli_item(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>)
     let out = item_json(&i.id, &it);
     state.meli.lock().items.insert(i.id, it);
     Json(out).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewItems {
+    /// ids are prefix + from .. prefix + (from + count - 1)
+    prefix: String,
+    from: u64,
+    count: u64,
+    seller_id: u64,
+}
+
+/// Many plain items at once (benchmarks with 100,000 listings).
+async fn meli_items_bulk(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
+    let b: NewItems = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.count > 1_000_000 {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "count is at most 1,000,000");
+    }
+    let mut m = state.meli.lock();
+    for n in b.from..b.from.saturating_add(b.count) {
+        let id = format!("{}{n}", b.prefix);
+        let item = Item {
+            seller: b.seller_id,
+            title: format!("Item {id}"),
+            available_quantity: 0,
+            variations: Vec::new(),
+            writes: 0,
+        };
+        m.items.insert(id, item);
+    }
+    Json(json!({"created": b.count})).into_response()
 }
 
 async fn meli_get_item(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {

@@ -7,6 +7,7 @@
 mod admin;
 mod faults;
 mod mercadolibre;
+mod shein;
 mod state;
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ async fn main() {
     let state = Arc::new(state::State::default());
     let app = axum::Router::new()
         .nest("/mercadolibre", mercadolibre::router())
+        .nest("/shein", shein::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), faults::inject))
         .nest("/_admin", admin::router())
         .with_state(state);

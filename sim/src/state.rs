@@ -2,6 +2,7 @@
 
 use crate::faults::Faults;
 use crate::mercadolibre::Meli;
+use crate::shein::Shein;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ pub struct State {
     /// "mercadolibre PUT /items/{id}" -> count, and other named counters.
     pub counters: Mutex<BTreeMap<String, u64>>,
     pub meli: Mutex<Meli>,
+    pub shein: Mutex<Shein>,
 }
 
 impl State {

@@ -5,6 +5,7 @@
 pub mod connections;
 pub mod limits;
 pub mod listings;
+pub mod signature;
 pub mod sync;
 
 use crate::marketplaces::{self, Connector, Marketplace};
