@@ -143,6 +143,7 @@ pub fn store(connection_id: i64, tenant: &str, marketplace: &str, creds: &Creden
 /// Credentials as the pushing code needs them.
 #[derive(Clone)]
 pub struct Loaded {
+    pub marketplace: String,
     pub generation: i64,
     pub creds: Credentials,
     /// Seconds from now until the access token expires (negative: expired); None: unknown.
@@ -153,9 +154,16 @@ impl Loaded {
     pub fn access_token(&self) -> Option<&str> {
         self.creds.secret("access_token")
     }
-    /// An access token we may use now (unknown expiry counts as usable until a 401 says not).
+    /// Credentials we may sign with now: permanent keys (SHEIN), or an access token that is not
+    /// about to expire (unknown expiry counts as usable until a 401 says not).
     pub fn usable(&self) -> bool {
-        self.access_token().is_some() && self.expires_in_s.is_none_or(|s| s > 60.0)
+        let permanent_keys = self
+            .marketplace
+            .parse::<crate::marketplaces::Marketplace>()
+            .ok()
+            .and_then(|m| crate::marketplaces::connector(m).ok())
+            .is_some_and(|c| !c.refreshes_tokens());
+        permanent_keys || (self.access_token().is_some() && self.expires_in_s.is_none_or(|s| s > 60.0))
     }
 }
 
@@ -165,7 +173,7 @@ static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None)
 /// credentials. None when the connection has none.
 pub fn load(connection_id: i64) -> Option<Loaded> {
     let row = crate::spi_util::run_kept(
-        "SELECT generation, extract(epoch FROM access_expires_at - now())::float8
+        "SELECT generation, extract(epoch FROM access_expires_at - now())::float8, marketplace
            FROM integ.credentials WHERE connection_id = $1",
         &[connection_id.into()],
         |t| {
@@ -173,14 +181,19 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
                 return Ok(None);
             }
             let t = t.first();
-            Ok(Some((t.get::<i64>(1)?.unwrap_or(0), t.get::<f64>(2)?)))
+            Ok(Some((
+                t.get::<i64>(1)?.unwrap_or(0),
+                t.get::<f64>(2)?,
+                t.get::<String>(3)?.unwrap_or_default(),
+            )))
         },
     )
     .or_raise("reading credentials")?;
-    let (generation, expires_in_s) = row;
+    let (generation, expires_in_s, marketplace) = row;
     if let Some((g, c)) = CACHE.lock().get_or_insert_with(HashMap::new).get(&connection_id) {
         if *g == generation {
             return Some(Loaded {
+                marketplace,
                 generation,
                 creds: c.clone(),
                 expires_in_s,
@@ -213,6 +226,7 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
         .get_or_insert_with(HashMap::new)
         .insert(connection_id, (generation, creds.clone()));
     Some(Loaded {
+        marketplace,
         generation,
         creds,
         expires_in_s,
@@ -221,7 +235,11 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
 
 /// Replace the tokens after a refresh. The rotated refresh token is stored in the same
 /// statement as the access token, before anyone uses either.
-pub fn store_refreshed(connection_id: i64, mut creds: Credentials, grant: &crate::marketplaces::TokenGrant) {
+pub fn store_refreshed(
+    connection_id: i64,
+    mut creds: Credentials,
+    grant: &crate::marketplaces::TokenGrant,
+) -> Credentials {
     creds
         .secrets
         .insert("access_token".into(), grant.access_token.clone().into());
@@ -242,6 +260,7 @@ pub fn store_refreshed(connection_id: i64, mut creds: Credentials, grant: &crate
     )
     .or_raise("storing refreshed credentials");
     cache_remove(connection_id);
+    creds
 }
 
 pub fn forget(connection_id: i64) {

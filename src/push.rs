@@ -3,7 +3,7 @@
 
 use crate::gucs::{self, Tuning};
 use crate::limits::{self, Quota};
-use crate::marketplaces::{self, Connector, Marketplace, PushKind, PushRequest, PushResult};
+use crate::marketplaces::{self, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult};
 use crate::outbox::{backoff, Outcome};
 use serde_json::Value;
 
@@ -26,28 +26,42 @@ pub fn quota_for(marketplace: &str, connection_settings: &Value) -> Quota {
     }
 }
 
+/// Where one listing lives, as `prepare` needs it.
+pub struct ListingRef<'a> {
+    pub marketplace: &'a str,
+    pub connection_settings: &'a Value,
+    pub external_id: &'a str,
+    pub listing_settings: &'a Value,
+}
+
 /// Resolves the connector and builds the request for one listing.
 pub fn prepare(
-    marketplace: &str,
-    connection_settings: &Value,
-    external_id: &str,
-    listing_settings: &Value,
+    listing: &ListingRef,
     quantity: i32,
     access_token: String,
+    credentials: Credentials,
+    idempotency_key: String,
 ) -> Result<(&'static dyn Connector, PushRequest), String> {
-    let m: Marketplace = marketplace.parse()?;
+    let m: Marketplace = listing.marketplace.parse()?;
     let connector = marketplaces::connector(m)?;
-    let base_url = marketplaces::base_url(connector, connection_settings)?;
+    let base_url = marketplaces::base_url(connector, listing.connection_settings)?;
     Ok((
         connector,
         PushRequest {
             base_url,
-            external_id: external_id.to_string(),
-            listing_settings: listing_settings.clone(),
+            external_id: listing.external_id.to_string(),
+            listing_settings: listing.listing_settings.clone(),
             quantity: quantity as i64,
             access_token,
+            credentials,
+            idempotency_key,
         },
     ))
+}
+
+/// The idempotency key of a job's write: the same for every retry of the same quantity.
+pub fn idempotency_key(job_id: i64, quantity: i32) -> String {
+    format!("integ-{job_id}-{quantity}")
 }
 
 /// The outbox outcome of a push result for attempt `attempt` (1-based).
@@ -70,6 +84,19 @@ pub fn decide(result: &PushResult, stock: i32, attempt: i32, tuning: &Tuning, rn
             rng,
         ),
         PushKind::Unauthorized { error } => retry(stock, attempt, error, None, tuning, rng),
+        // the marketplace's throttling costs no attempt: the limiter already slowed down
+        PushKind::Throttled { error, retry_after } => Outcome::Retry {
+            stock,
+            error: error.clone(),
+            delay_ms: backoff::delay_ms(
+                1,
+                tuning.backoff_base_ms,
+                tuning.backoff_max_ms,
+                Some(retry_after.map(|d| d.as_millis() as u64).unwrap_or(1_000)),
+                rng,
+            ) as i64,
+            burn: false,
+        },
     }
 }
 
@@ -159,7 +186,7 @@ mod tests {
         assert!(matches!(dead, Outcome::Dead { .. }));
         let r = decide(
             &result(PushKind::Retry {
-                error: "HTTP 429".into(),
+                error: "HTTP 503".into(),
                 retry_after: Some(Duration::from_secs(3)),
             }),
             5,
@@ -171,6 +198,23 @@ mod tests {
             Outcome::Retry {
                 delay_ms, burn: true, ..
             } => assert!(delay_ms >= 3_000),
+            other => panic!("{other:?}"),
+        }
+        // throttling waits at least Retry-After and burns no attempt, even at the last one
+        let throttled = decide(
+            &result(PushKind::Throttled {
+                error: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(2)),
+            }),
+            5,
+            3,
+            &t,
+            &mut rng,
+        );
+        match throttled {
+            Outcome::Retry {
+                delay_ms, burn: false, ..
+            } => assert!(delay_ms >= 2_000),
             other => panic!("{other:?}"),
         }
         let gave_up = decide(
@@ -191,25 +235,19 @@ mod tests {
 
     #[test]
     fn prepare_checks_marketplace_and_settings() {
-        let (_, req) = prepare(
-            "mercadolibre",
-            &serde_json::json!({"base_url": "http://127.0.0.1:1"}),
-            "MLM1",
-            &Value::Null,
-            4,
-            "t".into(),
-        )
-        .unwrap();
+        let at = |marketplace, settings: &Value| {
+            let l = ListingRef {
+                marketplace,
+                connection_settings: settings,
+                external_id: "MLM1",
+                listing_settings: &Value::Null,
+            };
+            prepare(&l, 4, "t".into(), Credentials::default(), idempotency_key(7, 4))
+        };
+        let (_, req) = at("mercadolibre", &serde_json::json!({"base_url": "http://127.0.0.1:1"})).unwrap();
         assert_eq!(req.base_url, "http://127.0.0.1:1");
-        assert!(prepare("ebay", &Value::Null, "x", &Value::Null, 1, "t".into()).is_err());
-        assert!(prepare(
-            "mercadolibre",
-            &serde_json::json!({"base_url": 1}),
-            "x",
-            &Value::Null,
-            1,
-            "t".into()
-        )
-        .is_err());
+        assert_eq!(req.idempotency_key, "integ-7-4");
+        assert!(at("ebay", &Value::Null).is_err());
+        assert!(at("mercadolibre", &serde_json::json!({"base_url": 1})).is_err());
     }
 }

@@ -18,6 +18,8 @@ pub enum TokenStatus {
     Ready {
         access_token: String,
         generation: i64,
+        /// Everything the connector signs with (identifiers and secrets).
+        credentials: crate::marketplaces::Credentials,
     },
     /// The grant is dead: the connection now needs re-authorization.
     NeedsReauthorization(String),
@@ -39,6 +41,7 @@ pub fn ready(l: &Loaded) -> Option<TokenStatus> {
     l.usable().then(|| TokenStatus::Ready {
         access_token: l.access_token().unwrap_or_default().to_string(),
         generation: l.generation,
+        credentials: l.creds.clone(),
     })
 }
 
@@ -100,11 +103,12 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
         };
         match grant {
             Ok(g) => {
-                credentials::store_refreshed(connection_id, current.creds.clone(), &g);
+                let creds = credentials::store_refreshed(connection_id, current.creds.clone(), &g);
                 outbox::log(&target, "refresh", "success", None, None, &attempt, None);
                 TokenStatus::Ready {
                     access_token: g.access_token,
                     generation: current.generation + 1,
+                    credentials: creds,
                 }
             }
             Err(RefreshError::InvalidGrant(msg)) => {

@@ -268,6 +268,8 @@ pub const TENANT: &str = "acme";
 pub const SELLER: u64 = 5001;
 pub const CLIENT_ID: &str = "7001";
 pub const CLIENT_SECRET: &str = "meli-client-secret-7001";
+pub const SHEIN_APPID: &str = "shein-app-1";
+pub const SHEIN_APP_SECRET: &str = "698E4F20DFBA4B85B2291C2BCB7381C5";
 
 impl Env {
     pub fn new(name: &str) -> Env {
@@ -330,6 +332,59 @@ impl Env {
             )
             .expect("connect");
         self.secrets.extend([access, refresh]);
+    }
+
+    /// Connects `tenant` to the sandbox's SHEIN as a new supplier of app `SHEIN_APPID` (created on
+    /// first use); returns the supplier's openKeyId. `settings` are merged as in add_tenant.
+    pub fn add_shein_tenant(&mut self, tenant: &str, supplier_id: u64, settings: Value) -> String {
+        self.sim.post(
+            "/shein/apps",
+            json!({"appid": SHEIN_APPID, "app_secret_key": SHEIN_APP_SECRET}),
+        );
+        let s = self.sim.post(
+            "/shein/suppliers",
+            json!({"appid": SHEIN_APPID, "supplier_id": supplier_id}),
+        );
+        let key_id = s["open_key_id"].as_str().expect("open_key_id").to_string();
+        let secret = s["secret_key"].as_str().expect("secret_key").to_string();
+        let creds =
+            json!({"open_key_id": key_id, "secret_key": secret, "appid": SHEIN_APPID, "supplier_id": supplier_id});
+        let mut all = json!({"base_url": self.sim.base_url("shein")});
+        if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
+            a.extend(extra.clone());
+        }
+        self.db()
+            .query_one(
+                "SELECT integ.connect($1, 'shein', $2, $3)",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &creds, &all],
+            )
+            .expect("connect shein");
+        self.secrets.extend([secret, SHEIN_APP_SECRET.to_string()]);
+        key_id
+    }
+
+    /// Creates sandbox SKU `sku_code` for the supplier and maps `tenant`'s `product` to it.
+    pub fn shein_listing(&self, tenant: &str, key_id: &str, product: &str, sku_code: &str) {
+        self.sim.post(
+            "/shein/skus",
+            json!({"open_key_id": key_id, "sku_code": sku_code, "warehouse_code": "WH-1"}),
+        );
+        self.db()
+            .execute(
+                "INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &product],
+            )
+            .expect("insert");
+        self.db()
+            .query_one(
+                "SELECT integ.map_product($1, 'shein', $2, $3, '{\"warehouse_code\": \"WH-1\"}')",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &product, &sku_code],
+            )
+            .expect("map shein");
+    }
+
+    pub fn shein_quantity(&self, sku_code: &str) -> Option<i64> {
+        self.sim.get(&format!("/shein/skus/{sku_code}"))["quantity"].as_i64()
     }
 
     /// Creates `n` sandbox items MLM{100000+i} (stock 0) mapped to products sku-{i} (stock 0).

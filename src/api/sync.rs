@@ -167,21 +167,23 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
     let wait_ms = tuning.http_timeout_ms * 2 + 2_000;
     let mut stale = None;
     for _ in 0..2 {
-        let (token, generation) = match tokens::backend_token(l.connection_id, stale, wait_ms) {
+        let (token, generation, credentials) = match tokens::backend_token(l.connection_id, stale, wait_ms) {
             TokenStatus::Ready {
                 access_token,
                 generation,
-            } => (access_token, generation),
+                credentials,
+            } => (access_token, generation, credentials),
             TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => return failed(e),
         };
-        let (connector, request) = match push::prepare(
-            &l.marketplace,
-            &l.connection_settings,
-            &l.external_id,
-            &l.settings,
-            stock,
-            token,
-        ) {
+        let listing = push::ListingRef {
+            marketplace: &l.marketplace,
+            connection_settings: &l.connection_settings,
+            external_id: &l.external_id,
+            listing_settings: &l.settings,
+        };
+        // no job: the key is unique to this call (a retry by the caller is a new write)
+        let key = format!("integ-sync-{}-{}", l.listing_id, limiter::now_ns());
+        let (connector, request) = match push::prepare(&listing, stock, token, credentials, key) {
             Ok(p) => p,
             Err(e) => return failed(e),
         };
@@ -211,6 +213,14 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
                 let err = (word == "mismatch").then(|| format!("marketplace reports {}", remote.unwrap_or_default()));
                 outbox::note_connection(l.connection_id, err.as_deref());
                 return row(word, Some(stock), attempt.http_status, err);
+            }
+            PushKind::Throttled { error, retry_after } => {
+                limiter::penalize(
+                    l.connection_id,
+                    retry_after.map_or(1_000_000_000, |d| d.as_nanos() as i64),
+                );
+                outbox::log(&target, "push", "failed", Some(stock), None, &attempt, Some(&error));
+                return row("throttled", Some(stock), attempt.http_status, Some(error));
             }
             PushKind::Retry { error, .. } | PushKind::Permanent { error } | PushKind::Unauthorized { error } => {
                 outbox::log(&target, "push", "failed", Some(stock), None, &attempt, Some(&error));

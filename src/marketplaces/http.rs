@@ -92,7 +92,11 @@ pub fn classify_failure(reply: &Reply) -> PushKind {
     let error = error_text(reply);
     match reply.status {
         401 => PushKind::Unauthorized { error },
-        408 | 425 | 429 | 500..=599 => PushKind::Retry {
+        429 => PushKind::Throttled {
+            error,
+            retry_after: reply.retry_after,
+        },
+        408 | 425 | 500..=599 => PushKind::Retry {
             error,
             retry_after: reply.retry_after,
         },
@@ -106,7 +110,7 @@ pub fn error_text(reply: &Reply) -> String {
     let detail = reply.json().map(|v| {
         let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let mut parts = Vec::new();
-        if let Some(m) = field("message") {
+        if let Some(m) = field("message").or_else(|| field("msg")) {
             parts.push(m);
         }
         if let Some(e) = field("error") {
@@ -164,7 +168,7 @@ mod tests {
     #[test]
     fn statuses_map_to_decisions() {
         assert!(matches!(classify_failure(&reply(500, "")), PushKind::Retry { .. }));
-        assert!(matches!(classify_failure(&reply(429, "")), PushKind::Retry { .. }));
+        assert!(matches!(classify_failure(&reply(429, "")), PushKind::Throttled { .. }));
         assert!(matches!(
             classify_failure(&reply(401, "")),
             PushKind::Unauthorized { .. }

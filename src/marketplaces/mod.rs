@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod mercadolibre;
+pub mod shein;
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -54,13 +55,23 @@ impl FromStr for Marketplace {
 }
 
 /// Credentials split into what may be stored readable (routing identifiers) and what must be
-/// encrypted (secrets). Both are JSON objects.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// encrypted (secrets). Both are JSON objects. Debug shows only the secrets' names.
+#[derive(Clone, Default, PartialEq)]
 pub struct Credentials {
     pub identifiers: Map<String, Value>,
     pub secrets: Map<String, Value>,
     /// Seconds until the access token expires, when the caller told us.
     pub expires_in: Option<i64>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("identifiers", &self.identifiers)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -98,7 +109,7 @@ pub enum RefreshError {
     Transient(String),
 }
 
-/// One stock write, in plain data.
+/// One stock write, in plain data. Never printed: it carries the connection's secrets.
 #[derive(Clone)]
 pub struct PushRequest {
     pub base_url: String,
@@ -106,6 +117,11 @@ pub struct PushRequest {
     pub listing_settings: Value,
     pub quantity: i64,
     pub access_token: String,
+    /// The connection's identifiers and secrets (signing marketplaces need more than a token).
+    pub credentials: Credentials,
+    /// The same for every retry of the same write (the job and the quantity), so a marketplace
+    /// that honours idempotency keys never applies it twice.
+    pub idempotency_key: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +130,12 @@ pub enum PushKind {
     Applied { remote: Option<i64> },
     /// Try again later (network, timeout, 5xx, 429).
     Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The marketplace asked us to slow down (429, THROTTLED, SHEIN 832213): the connection's
+    /// limiter pauses and slows; the job waits without burning an attempt.
+    Throttled {
         error: String,
         retry_after: Option<Duration>,
     },
@@ -139,6 +161,25 @@ pub trait Connector: Send + Sync {
     /// Validates an external id and listing settings given to `integ.map_product`.
     fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String>;
     fn push_stock(&self, http: &ureq::Agent, req: &PushRequest) -> PushResult;
+    /// Listings of one connection the marketplace takes in a single call (1: no batching).
+    fn max_batch(&self) -> usize {
+        1
+    }
+    /// Several writes of one connection (at most `max_batch`), one result per request, in order.
+    fn push_batch(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        reqs.iter().map(|r| self.push_stock(http, r)).collect()
+    }
+    /// The quantity the marketplace holds for a listing now (None: it does not say).
+    fn read_stock(&self, _http: &ureq::Agent, _req: &PushRequest) -> Result<Option<i64>, String> {
+        Err(format!(
+            "reading stock from {} is not supported yet",
+            self.marketplace()
+        ))
+    }
+    /// Whether access tokens expire and are refreshed (false: permanent signing keys).
+    fn refreshes_tokens(&self) -> bool {
+        true
+    }
     fn refresh(&self, http: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError>;
 }
 
@@ -146,6 +187,7 @@ pub trait Connector: Send + Sync {
 pub fn connector(m: Marketplace) -> Result<&'static dyn Connector, String> {
     match m {
         Marketplace::MercadoLibre => Ok(&mercadolibre::MercadoLibre),
+        Marketplace::Shein => Ok(&shein::Shein),
         other => Err(format!(
             "marketplace \"{other}\" is not supported by this version of integration yet"
         )),

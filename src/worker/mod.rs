@@ -6,9 +6,9 @@ mod pool;
 use crate::credentials;
 use crate::gucs::{self, Tuning};
 use crate::limits::{Admit, Circuit};
-use crate::marketplaces::{http, PushKind};
+use crate::marketplaces::{self, http, Credentials, PushKind};
 use crate::outbox::{self, Attempt, ClaimedJob, Outcome, Target};
-use crate::push;
+use crate::push::{self, ListingRef};
 use crate::shmem::{self, limiter};
 use crate::spi_util::worker_transaction;
 use crate::tokens::{self, TokenStatus};
@@ -71,6 +71,9 @@ struct InFlight {
     job: ClaimedJob,
     stock: i32,
     generation: i64,
+    /// The first job of its call: only its result feeds the limiter and the circuit, which
+    /// count calls, not the listings a batch carries.
+    lead: bool,
 }
 
 struct Worker {
@@ -79,7 +82,9 @@ struct Worker {
     pool: Pool<InFlight>,
     /// For token refreshes, which run on the main thread inside their transaction.
     agent: ureq::Agent,
+    /// Jobs and calls out on HTTP threads (a call may carry many jobs).
     in_flight: usize,
+    calls_in_flight: usize,
     /// Claimed jobs that must wait for their connection's limits, and circuit transitions,
     /// written together after a dispatch round.
     deferred: Vec<(ClaimedJob, i64)>,
@@ -100,6 +105,7 @@ impl Worker {
             pool: Pool::new(tuning.http_concurrency, timeout),
             agent: http::agent(timeout, 4),
             in_flight: 0,
+            calls_in_flight: 0,
             deferred: Vec::new(),
             transitions: Vec::new(),
             extension_ready: false,
@@ -132,7 +138,7 @@ impl Worker {
                 tokens::serve_requests(&self.agent);
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
-            if (work_signalled || due_now) && self.in_flight < self.pool.size {
+            if (work_signalled || due_now) && self.calls_in_flight < self.pool.size {
                 let (more, limited) = self.claim_and_dispatch();
                 work_signalled = more;
                 // with more due work we come straight back; the next due time only matters
@@ -146,7 +152,7 @@ impl Worker {
                     done.push(d);
                 }
                 if !done.is_empty() {
-                    self.in_flight -= done.len();
+                    self.finished(&done);
                     work_signalled |= self.record(done);
                 }
                 work_signalled |= wait_latch(0);
@@ -176,12 +182,18 @@ impl Worker {
         log!("integration worker {} reloaded its settings", self.slot);
     }
 
+    fn finished(&mut self, done: &[Done<InFlight>]) {
+        self.in_flight = self.in_flight.saturating_sub(done.len());
+        let calls = done.iter().filter(|d| d.job.lead).count();
+        self.calls_in_flight = self.calls_in_flight.saturating_sub(calls);
+    }
+
     /// Waits for every push in flight and records it.
     fn drain(&mut self) {
         let deadline = Instant::now() + self.pool.timeout * 2;
         while self.in_flight > 0 && Instant::now() < deadline {
             if let Some(d) = self.pool.recv_timeout(Duration::from_millis(50)) {
-                self.in_flight -= 1;
+                self.finished(std::slice::from_ref(&d));
                 self.record(vec![d]);
             }
         }
@@ -234,7 +246,9 @@ impl Worker {
     /// limit and circuit), records skips, gets tokens, dispatches. Returns whether there may be
     /// more due work right away, and the connections that are waiting on their limits.
     fn claim_and_dispatch(&mut self) -> (bool, Vec<(i64, i64)>) {
-        let capacity = (self.pool.size - self.in_flight) as i64;
+        // Capacity and shares count calls (one HTTP thread each); a call carries up to the
+        // connector's batch size of listings.
+        let capacity = self.pool.size.saturating_sub(self.calls_in_flight) as i64;
         let lease_ms = (self.tuning.http_timeout_ms * 6 + 30_000) as i64;
         let cooldown = self.tuning.circuit_cooldown_ns;
         let claimed = worker_transaction(|| {
@@ -244,13 +258,15 @@ impl Worker {
             let mut limited = Vec::new();
             for (id, market, settings) in &conns {
                 let quota = push::quota_for(market, settings);
+                let batch = batch_size(market) as i64;
                 match limiter::sendable_now(*id, quota, cooldown) {
-                    None => caps.push((*id, share as i32)),
-                    Some(Ok(n)) => caps.push((*id, n.min(share) as i32)),
+                    None => caps.push((*id, (share * batch) as i32)),
+                    Some(Ok(n)) => caps.push((*id, (n.min(share) * batch) as i32)),
                     Some(Err(wait_ns)) => limited.push((*id, wait_ns)),
                 }
             }
-            let jobs = outbox::claim(&caps, share, lease_ms);
+            let most = caps.iter().map(|c| c.1 as i64).max().unwrap_or(share);
+            let jobs = outbox::claim(&caps, most, lease_ms);
             let mut to_push = Vec::new();
             let mut requeued = false;
             for job in jobs {
@@ -272,7 +288,10 @@ impl Worker {
                     (Some(_), _) => to_push.push(job),
                 }
             }
-            let full = caps.iter().any(|c| c.1 as i64 >= share);
+            let full = conns
+                .iter()
+                .zip(&caps)
+                .any(|((_, m, _), c)| c.1 as i64 >= share * batch_size(m) as i64);
             // Tokens for the claimed connections, read in this same transaction (decrypted only
             // when this process does not hold that generation yet).
             let mut tokens: HashMap<i64, Option<TokenStatus>> = HashMap::new();
@@ -294,7 +313,7 @@ impl Worker {
         for j in jobs {
             by_connection.entry(j.connection_id).or_default().push(j);
         }
-        for (connection_id, jobs) in by_connection {
+        for (connection_id, mut jobs) in by_connection {
             let status = match ready.remove(&connection_id).flatten() {
                 Some(ready) => ready,
                 None => tokens::worker_token(&self.agent, connection_id, None),
@@ -303,9 +322,13 @@ impl Worker {
                 TokenStatus::Ready {
                     access_token,
                     generation,
+                    credentials,
                 } => {
-                    for job in jobs {
-                        self.dispatch(job, access_token.clone(), generation);
+                    let per_call = jobs.first().map_or(1, |j| batch_size(&j.marketplace));
+                    while !jobs.is_empty() {
+                        let rest = jobs.split_off(per_call.min(jobs.len()));
+                        let call = std::mem::replace(&mut jobs, rest);
+                        self.dispatch(call, &access_token, generation, &credentials);
                     }
                 }
                 TokenStatus::NeedsReauthorization(e) => self.release(jobs, &e, false),
@@ -316,51 +339,76 @@ impl Worker {
         (full || requeued, limited)
     }
 
-    /// Sends one job if its connection's circuit and rate limit allow, else defers it.
-    fn dispatch(&mut self, job: ClaimedJob, token: String, generation: i64) {
-        let stock = job.desired_stock.unwrap_or(0).max(0);
-        let quota = push::quota_for(&job.marketplace, &job.connection_settings);
-        let (admit, transition) = limiter::circuit_admit(job.connection_id, self.tuning.circuit_cooldown_ns);
+    /// Sends one call carrying `jobs` (one connection, at most its connector's batch size) if the
+    /// connection's circuit and rate limit allow, else defers them.
+    fn dispatch(&mut self, jobs: Vec<ClaimedJob>, token: &str, generation: i64, credentials: &Credentials) {
+        let Some(first) = jobs.first() else { return };
+        let connection_id = first.connection_id;
+        let quota = push::quota_for(&first.marketplace, &first.connection_settings);
+        let (admit, transition) = limiter::circuit_admit(connection_id, self.tuning.circuit_cooldown_ns);
         if let Some(t) = transition {
             self.transitions
-                .push((job.connection_id, job.tenant_id.clone(), job.marketplace.clone(), t));
+                .push((connection_id, first.tenant_id.clone(), first.marketplace.clone(), t));
         }
-        if let Admit::No(wait_ns) = admit {
-            self.deferred.push((job, wait_ns));
+        let wait = match admit {
+            Admit::No(wait_ns) => Some(wait_ns),
+            _ => limiter::acquire(connection_id, quota).err().inspect(|_| {
+                if admit == Admit::Probe {
+                    limiter::cancel_probe(connection_id);
+                }
+            }),
+        };
+        if let Some(wait_ns) = wait {
+            self.deferred.extend(jobs.into_iter().map(|j| (j, wait_ns)));
             return;
         }
-        if let Err(wait_ns) = limiter::acquire(job.connection_id, quota) {
-            if admit == Admit::Probe {
-                limiter::cancel_probe(job.connection_id);
+        let mut connector = None;
+        let mut batch = Vec::with_capacity(jobs.len());
+        let mut requests = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let stock = job.desired_stock.unwrap_or(0).max(0);
+            let listing = ListingRef {
+                marketplace: &job.marketplace,
+                connection_settings: &job.connection_settings,
+                external_id: &job.external_id,
+                listing_settings: &job.listing_settings,
+            };
+            let key = push::idempotency_key(job.job_id, stock);
+            match push::prepare(&listing, stock, token.to_string(), credentials.clone(), key) {
+                Ok((c, request)) => {
+                    connector = Some(c);
+                    let lead = batch.is_empty();
+                    batch.push(InFlight {
+                        job,
+                        stock,
+                        generation,
+                        lead,
+                    });
+                    requests.push(request);
+                }
+                Err(e) => {
+                    let o = Outcome::Dead { stock, error: e };
+                    let t = target(&job);
+                    if let Err(err) = worker_transaction(|| outbox::record(&t, &o, &Attempt::default())) {
+                        self.trouble("dead-lettering a job", &err);
+                    }
+                }
             }
-            self.deferred.push((job, wait_ns));
-            return;
         }
-        match push::prepare(
-            &job.marketplace,
-            &job.connection_settings,
-            &job.external_id,
-            &job.listing_settings,
-            stock,
-            token,
-        ) {
-            Ok((connector, request)) => {
-                let task = Task {
-                    job: InFlight { job, stock, generation },
-                    connector,
-                    request,
-                };
-                match self.pool.submit(task) {
-                    Ok(()) => self.in_flight += 1,
-                    Err(task) => self.release(vec![task.job.job], "HTTP pool unavailable", true),
-                }
+        let Some(connector) = connector else { return };
+        let n = batch.len();
+        match self.pool.submit(Task {
+            jobs: batch,
+            connector,
+            requests,
+        }) {
+            Ok(()) => {
+                self.in_flight += n;
+                self.calls_in_flight += 1;
             }
-            Err(e) => {
-                let o = Outcome::Dead { stock, error: e };
-                let t = target(&job);
-                if let Err(err) = worker_transaction(|| outbox::record(&t, &o, &Attempt::default())) {
-                    self.trouble("dead-lettering a job", &err);
-                }
+            Err(task) => {
+                let jobs = task.jobs.into_iter().map(|f| f.job).collect();
+                self.release(jobs, "HTTP pool unavailable", true)
             }
         }
     }
@@ -438,7 +486,8 @@ impl Worker {
                 // as the marketplace asked; 5xx, timeouts and network errors count as failures.
                 let conn = f.job.connection_id;
                 let transition = match &d.result.kind {
-                    PushKind::Retry { retry_after, .. } if d.result.http_status == Some(429) => {
+                    _ if !f.lead => None,
+                    PushKind::Throttled { retry_after, .. } => {
                         let pause = retry_after.map(|r| r.as_nanos() as i64).unwrap_or(1_000_000_000);
                         limiter::penalize(conn, pause);
                         None
@@ -574,6 +623,15 @@ fn target(job: &ClaimedJob) -> Target<'_> {
         product_id: &job.product_id,
         external_id: &job.external_id,
     }
+}
+
+/// Listings one call of this marketplace carries.
+fn batch_size(marketplace: &str) -> usize {
+    marketplace
+        .parse()
+        .ok()
+        .and_then(|m| marketplaces::connector(m).ok())
+        .map_or(1, |c| c.max_batch().max(1))
 }
 
 fn extension_installed() -> bool {

@@ -7,10 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// One call: the jobs it carries and their requests, in the same order (one connection).
 pub struct Task<J> {
-    pub job: J,
+    pub jobs: Vec<J>,
     pub connector: &'static dyn Connector,
-    pub request: PushRequest,
+    pub requests: Vec<PushRequest>,
 }
 
 pub struct Done<J> {
@@ -42,22 +43,30 @@ impl<J: Send + 'static> Pool<J> {
                     .spawn(move || {
                         while let Ok(task) = rx.recv() {
                             let Task {
-                                job,
+                                jobs,
                                 connector,
-                                request,
+                                requests,
                             } = task;
-                            let result =
-                                std::panic::catch_unwind(AssertUnwindSafe(|| connector.push_stock(&agent, &request)))
-                                    .unwrap_or_else(|_| PushResult {
-                                        kind: PushKind::Retry {
-                                            error: "internal error in the connector".into(),
-                                            retry_after: None,
-                                        },
-                                        http_status: None,
-                                        latency_ms: 0.0,
-                                    });
-                            if tx.send(Done { job, result }).is_err() {
-                                break;
+                            let results = std::panic::catch_unwind(AssertUnwindSafe(|| match requests.as_slice() {
+                                [one] => vec![connector.push_stock(&agent, one)],
+                                many => connector.push_batch(&agent, many),
+                            }))
+                            .unwrap_or_default();
+                            // a connector that panicked or answered short: those jobs retry
+                            let missing = PushResult {
+                                kind: PushKind::Retry {
+                                    error: "internal error in the connector".into(),
+                                    retry_after: None,
+                                },
+                                http_status: None,
+                                latency_ms: 0.0,
+                            };
+                            let mut results = results.into_iter();
+                            for job in jobs {
+                                let result = results.next().unwrap_or_else(|| missing.clone());
+                                if tx.send(Done { job, result }).is_err() {
+                                    return;
+                                }
                             }
                         }
                     })

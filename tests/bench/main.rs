@@ -303,6 +303,8 @@ fn fairness() {
     );
 }
 
+/// Each worker's private memory (RssAnon, KiB): VmRSS also counts the shared buffers a worker
+/// has touched, which are the cluster's, not the worker's.
 fn worker_rss_kib(env: &Env) -> Vec<i64> {
     let pids: Vec<i32> = env
         .db()
@@ -318,7 +320,7 @@ fn worker_rss_kib(env: &Env) -> Vec<i64> {
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .filter_map(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with("RssAnon:"))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .collect()
@@ -358,7 +360,7 @@ fn worker_rss() {
     }
     let pushes = env.sim.counter("mercadolibre stock writes") - before;
     println!(
-        "BENCH rss: {pushes} pushes in {:.0} s; worker RSS (KiB) at start {start_rss:?}",
+        "BENCH rss: {pushes} pushes in {:.0} s; worker private RSS (RssAnon, KiB) at start {start_rss:?}",
         start.elapsed().as_secs_f64()
     );
     for (n, rss) in samples {
