@@ -269,6 +269,8 @@ pub const SELLER: u64 = 5001;
 pub const CLIENT_ID: &str = "7001";
 pub const CLIENT_SECRET: &str = "meli-client-secret-7001";
 pub const SHEIN_APPID: &str = "shein-app-1";
+pub const TIKTOK_APP_KEY: &str = "tts-app-key-1";
+pub const TIKTOK_APP_SECRET: &str = "tts-app-secret-0f3a9c";
 pub const SHEIN_APP_SECRET: &str = "698E4F20DFBA4B85B2291C2BCB7381C5";
 
 impl Env {
@@ -283,7 +285,8 @@ impl Env {
         // circuit cool-down short enough that a 45%-failing sandbox still drains in seconds.
         let conf = format!(
             "integ.poll_interval = 200\ninteg.backoff_base = 20\ninteg.backoff_max = 500\ninteg.http_timeout = 1000\n\
-             integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.circuit_cooldown = 200\n\
+             integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
+             integ.rate_limit_tiktok = '100000/s:1000'\ninteg.circuit_cooldown = 200\n\
              integ.max_attempts = 50\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
@@ -387,6 +390,65 @@ impl Env {
         self.sim.get(&format!("/shein/skus/{sku_code}"))["quantity"].as_i64()
     }
 
+    /// Connects `tenant` to the sandbox's TikTok Shop as shop `shop_cipher` of app
+    /// `TIKTOK_APP_KEY`; returns the token grant the sandbox issued.
+    pub fn add_tiktok_tenant(&mut self, tenant: &str, shop_cipher: &str, settings: Value) -> Value {
+        self.sim.post(
+            "/tiktok/apps",
+            json!({"app_key": TIKTOK_APP_KEY, "app_secret": TIKTOK_APP_SECRET}),
+        );
+        let g = self.sim.post(
+            "/tiktok/shops",
+            json!({"app_key": TIKTOK_APP_KEY, "shop_cipher": shop_cipher}),
+        );
+        let creds = json!({"app_key": TIKTOK_APP_KEY, "app_secret": TIKTOK_APP_SECRET, "shop_cipher": shop_cipher,
+                           "access_token": g["access_token"], "refresh_token": g["refresh_token"],
+                           "access_token_expire_in": g["access_token_expire_in"]});
+        let mut all = json!({"base_url": self.sim.base_url("tiktok")});
+        if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
+            a.extend(extra.clone());
+        }
+        self.db()
+            .query_one(
+                "SELECT integ.connect($1, 'tiktok', $2, $3)",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &creds, &all],
+            )
+            .expect("connect tiktok");
+        self.secrets.push(TIKTOK_APP_SECRET.to_string());
+        g
+    }
+
+    /// Creates sandbox product `product_id` with SKU `sku_id` in warehouse WH-1 of the shop and
+    /// maps `tenant`'s `product` to it.
+    pub fn tiktok_listing(&self, tenant: &str, shop_cipher: &str, product: &str, product_id: &str, sku_id: &str) {
+        self.sim.post(
+            "/tiktok/products",
+            json!({"shop_cipher": shop_cipher, "product_id": product_id, "skus": [{"id": sku_id, "warehouse_id": "WH-1"}]}),
+        );
+        self.db()
+            .execute(
+                "INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &product],
+            )
+            .expect("insert");
+        let settings = json!({"product_id": product_id, "warehouse_id": "WH-1"});
+        self.db()
+            .query_one(
+                "SELECT integ.map_product($1, 'tiktok', $2, $3, $4)",
+                &[
+                    &tenant as &(dyn postgres::types::ToSql + Sync),
+                    &product,
+                    &sku_id,
+                    &settings,
+                ],
+            )
+            .expect("map tiktok");
+    }
+
+    pub fn tiktok_quantity(&self, sku_id: &str) -> Option<i64> {
+        self.sim.get(&format!("/tiktok/skus/{sku_id}"))["quantity"].as_i64()
+    }
+
     /// Creates `n` sandbox items MLM{100000+i} (stock 0) mapped to products sku-{i} (stock 0).
     pub fn listings(&self, n: usize) -> Vec<(String, String)> {
         self.listings_for(TENANT, SELLER, 100_000, n)
@@ -467,8 +529,10 @@ impl Env {
     /// Every issued token, and the client secret, must appear in no table and no log line.
     pub fn assert_no_secrets(&self) {
         let mut secrets = self.secrets.clone();
-        if let Some(issued) = self.sim.get("/mercadolibre/issued_tokens").as_array() {
-            secrets.extend(issued.iter().filter_map(|t| t.as_str().map(str::to_string)));
+        for path in ["/mercadolibre/issued_tokens", "/tiktok/issued_tokens"] {
+            if let Some(issued) = self.sim.get(path).as_array() {
+                secrets.extend(issued.iter().filter_map(|t| t.as_str().map(str::to_string)));
+            }
         }
         assert!(secrets.len() >= 3);
         let tables: Vec<String> = self

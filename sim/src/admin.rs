@@ -18,6 +18,7 @@ pub fn router() -> Router<Arc<State>> {
     Router::new()
         .route("/reset", post(reset))
         .nest("/shein", crate::shein::admin_router())
+        .nest("/tiktok", crate::tiktok::admin_router())
         .route("/stats", get(stats))
         .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
         .route("/mercadolibre/apps", post(meli_app))
@@ -46,6 +47,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Response> {
 async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
     *state.meli.lock() = Default::default();
     *state.shein.lock() = Default::default();
+    *state.tiktok.lock() = Default::default();
     state.faults.lock().by_marketplace.clear();
     state.counters.lock().clear();
     Json(json!({"ok": true})).into_response()

@@ -9,6 +9,7 @@ mod faults;
 mod mercadolibre;
 mod shein;
 mod state;
+mod tiktok;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ async fn main() {
     let app = axum::Router::new()
         .nest("/mercadolibre", mercadolibre::router())
         .nest("/shein", shein::router())
+        .nest("/tiktok", tiktok::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), faults::inject))
         .nest("/_admin", admin::router())
         .with_state(state);

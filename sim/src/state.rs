@@ -3,6 +3,7 @@
 use crate::faults::Faults;
 use crate::mercadolibre::Meli;
 use crate::shein::Shein;
+use crate::tiktok::TikTok;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ pub struct State {
     pub counters: Mutex<BTreeMap<String, u64>>,
     pub meli: Mutex<Meli>,
     pub shein: Mutex<Shein>,
+    pub tiktok: Mutex<TikTok>,
 }
 
 impl State {

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod mercadolibre;
 pub mod shein;
+pub mod tiktok;
 
 use serde_json::{Map, Value};
 use std::fmt;
@@ -188,6 +189,7 @@ pub fn connector(m: Marketplace) -> Result<&'static dyn Connector, String> {
     match m {
         Marketplace::MercadoLibre => Ok(&mercadolibre::MercadoLibre),
         Marketplace::Shein => Ok(&shein::Shein),
+        Marketplace::TikTok => Ok(&tiktok::TikTok),
         other => Err(format!(
             "marketplace \"{other}\" is not supported by this version of integration yet"
         )),

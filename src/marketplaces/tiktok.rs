@@ -1,0 +1,373 @@
+//! TikTok Shop (API 202309): every shop call carries `app_key`, `timestamp`, `shop_cipher` and a
+//! `sign` computed over exactly the query, path and body bytes sent; the access token goes in
+//! `x-tts-access-token`. Stock: inventory update per SKU and warehouse (absolute quantities,
+//! 0 to 99,998). The envelope's `code` decides: 0 success, 105xxx token, 106001 sign, throttling,
+//! others permanent with TikTok's message. Tokens refresh with a GET on the auth host; expiry
+//! times come back absolute and are turned into "seconds from now".
+
+use super::http::{self, elapsed_ms, Reply};
+use super::{
+    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
+};
+use marketplace_signing as signing;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub struct TikTok;
+
+const DEFAULT_BASE: &str = "https://open-api.tiktokglobalshop.com";
+const AUTH_BASE: &str = "https://auth.tiktok-shops.com";
+/// The API takes 0 <= quantity < 99,999.
+pub const MAX_QUANTITY: i64 = 99_998;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn setting<'a>(settings: &'a Value, key: &str) -> Option<&'a str> {
+    settings.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// A signed shop call: POST `path` with `body`, the common parameters, sign and token.
+fn call(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
+    let creds = &req.credentials;
+    let app_secret = creds.secret("app_secret").unwrap_or_default();
+    let mut query = BTreeMap::new();
+    query.insert("app_key".to_string(), creds.identifier("app_key").unwrap_or_default());
+    query.insert("timestamp".to_string(), unix_now().to_string());
+    query.insert(
+        "shop_cipher".to_string(),
+        creds.identifier("shop_cipher").unwrap_or_default(),
+    );
+    let raw = body.to_string();
+    let sign = signing::tiktok_request(app_secret, path, &query, raw.as_bytes());
+    let mut r = agent
+        .post(format!("{}{path}", req.base_url))
+        .header("content-type", "application/json")
+        .header("x-tts-access-token", &req.access_token);
+    for (k, v) in &query {
+        r = r.query(k, v);
+    }
+    http::read(r.query("sign", &sign).send(raw.as_bytes())).map_err(|e| e.0)
+}
+
+/// The outcome of a shop call's reply.
+fn classify(reply: &Reply) -> PushKind {
+    let v = reply.json();
+    let code = v.as_ref().and_then(|v| v.get("code")).and_then(Value::as_i64);
+    let message = v
+        .as_ref()
+        .and_then(|v| v.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let error = |c: i64| http::truncate(&format!("TikTok Shop {c}: {message}"), 500);
+    match code {
+        Some(0) if reply.status == 200 => PushKind::Applied { remote: None },
+        _ if reply.status == 429 => PushKind::Throttled {
+            error: error(code.unwrap_or(429)),
+            retry_after: reply.retry_after,
+        },
+        _ if reply.status >= 500 => http::classify_failure(reply),
+        // token trouble (105xxx) and a refused sign (106001): refresh; a refresh that fails
+        // for good makes the connection need re-authorization
+        Some(c) if (105_000..106_000).contains(&c) || c == 106_001 => PushKind::Unauthorized { error: error(c) },
+        Some(36_009_004) => PushKind::Throttled {
+            error: error(36_009_004),
+            retry_after: reply.retry_after,
+        },
+        Some(c) => PushKind::Permanent { error: error(c) },
+        None if reply.status == 200 => PushKind::Retry {
+            error: "TikTok Shop answered without an envelope".into(),
+            retry_after: None,
+        },
+        None => http::classify_failure(reply),
+    }
+}
+
+impl Connector for TikTok {
+    fn marketplace(&self) -> Marketplace {
+        Marketplace::TikTok
+    }
+
+    fn default_base_url(&self) -> &'static str {
+        DEFAULT_BASE
+    }
+
+    /// `{"app_key", "app_secret", "access_token", "refresh_token", "shop_cipher",
+    ///   "access_token_expire_in"? (absolute unix time, as TikTok answers) | "expires_in"? (s),
+    ///   "shop_id"?, "open_id"?}`
+    fn split_credentials(&self, input: &Value) -> Result<Credentials, String> {
+        let obj = input.as_object().ok_or("tiktok credentials must be a JSON object")?;
+        check_keys(
+            obj,
+            &[
+                "app_key",
+                "app_secret",
+                "access_token",
+                "refresh_token",
+                "shop_cipher",
+                "access_token_expire_in",
+                "expires_in",
+                "shop_id",
+                "open_id",
+            ],
+            "tiktok credentials",
+        )?;
+        let text = |k: &str, required: bool| match obj.get(k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if k == "shop_id" => Ok(Some(n.to_string())),
+            None | Some(Value::Null) if !required => Ok(None),
+            None | Some(Value::Null) => Err(format!("tiktok credentials: \"{k}\" is required")),
+            Some(_) => Err(format!("tiktok credentials: \"{k}\" must be a non-empty string")),
+        };
+        let mut identifiers = Map::new();
+        for (k, required) in [
+            ("app_key", true),
+            ("shop_cipher", true),
+            ("shop_id", false),
+            ("open_id", false),
+        ] {
+            if let Some(v) = text(k, required)? {
+                identifiers.insert(k.into(), Value::String(v));
+            }
+        }
+        let mut secrets = Map::new();
+        for (k, required) in [("app_secret", true), ("refresh_token", true), ("access_token", false)] {
+            if let Some(v) = text(k, required)? {
+                secrets.insert(k.into(), Value::String(v));
+            }
+        }
+        let number = |k: &str| match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .filter(|n| *n >= 0)
+                .map(Some)
+                .ok_or(format!("tiktok credentials: \"{k}\" must be a non-negative integer")),
+        };
+        let expires_in = match (number("access_token_expire_in")?, number("expires_in")?) {
+            (Some(at), _) => Some((at - unix_now()).max(0)),
+            (None, rel) => rel,
+        };
+        Ok(Credentials {
+            identifiers,
+            secrets,
+            expires_in,
+        })
+    }
+
+    /// The external id is the SKU id; settings name its `product_id` and `warehouse_id`.
+    fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String> {
+        let ok_id = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !ok_id(external_id) {
+            return Err(format!(
+                "invalid tiktok SKU id \"{}\": letters, digits, '-' or '_'",
+                external_id.chars().take(64).collect::<String>()
+            ));
+        }
+        let obj = settings.as_object().ok_or("listing settings must be a JSON object")?;
+        check_keys(obj, &["product_id", "warehouse_id"], "tiktok listing settings")?;
+        for k in ["product_id", "warehouse_id"] {
+            match setting(settings, k) {
+                Some(v) if ok_id(v) => {}
+                _ => {
+                    return Err(format!(
+                        "tiktok listing settings: \"{k}\" is required (letters, digits, '-' or '_')"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {
+        let start = Instant::now();
+        let (Some(product), Some(warehouse)) = (
+            setting(&req.listing_settings, "product_id"),
+            setting(&req.listing_settings, "warehouse_id"),
+        ) else {
+            return PushResult {
+                kind: PushKind::Permanent {
+                    error: "the listing has no product_id or warehouse_id".into(),
+                },
+                http_status: None,
+                latency_ms: 0.0,
+            };
+        };
+        let path = format!("/product/202309/products/{product}/inventory/update");
+        let body = json!({"skus": [{"id": req.external_id, "inventory": [
+            {"warehouse_id": warehouse, "quantity": req.quantity.clamp(0, MAX_QUANTITY)}]}]});
+        match call(agent, req, &path, &body) {
+            Ok(reply) => PushResult {
+                kind: classify(&reply),
+                http_status: Some(reply.status),
+                latency_ms: elapsed_ms(start),
+            },
+            Err(e) => PushResult {
+                kind: PushKind::Retry {
+                    error: e,
+                    retry_after: None,
+                },
+                http_status: None,
+                latency_ms: elapsed_ms(start),
+            },
+        }
+    }
+
+    fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
+        let reply = call(
+            agent,
+            req,
+            "/product/202309/inventory/search",
+            &json!({"sku_ids": [req.external_id]}),
+        )?;
+        match classify(&reply) {
+            PushKind::Applied { .. } => {}
+            PushKind::Retry { error, .. }
+            | PushKind::Throttled { error, .. }
+            | PushKind::Unauthorized { error }
+            | PushKind::Permanent { error } => return Err(error),
+        }
+        let warehouse = setting(&req.listing_settings, "warehouse_id");
+        let v = reply.json().unwrap_or(Value::Null);
+        let sku = v
+            .pointer("/data/inventory")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p.get("skus").and_then(Value::as_array).into_iter().flatten())
+            .find(|s| s.get("id").and_then(Value::as_str) == Some(req.external_id.as_str()));
+        Ok(sku.and_then(|s| {
+            s.get("warehouse_inventory")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|w| w.get("warehouse_id").and_then(Value::as_str) == warehouse)
+                .and_then(|w| w.get("available_quantity").and_then(Value::as_i64))
+        }))
+    }
+
+    fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {
+        let app_key = creds
+            .identifier("app_key")
+            .ok_or_else(|| RefreshError::InvalidGrant("app_key missing".into()))?;
+        let app_secret = creds
+            .secret("app_secret")
+            .ok_or_else(|| RefreshError::InvalidGrant("app_secret missing".into()))?;
+        let refresh_token = creds
+            .secret("refresh_token")
+            .ok_or_else(|| RefreshError::InvalidGrant("refresh_token missing".into()))?;
+        // the real token endpoint lives on its own host; an overridden base (the sandbox) has both
+        let auth_base = if base_url == DEFAULT_BASE { AUTH_BASE } else { base_url };
+        let reply = http::read(
+            agent
+                .get(format!("{auth_base}/api/v2/token/refresh"))
+                .query("app_key", &app_key)
+                .query("app_secret", app_secret)
+                .query("refresh_token", refresh_token)
+                .query("grant_type", "refresh_token")
+                .call(),
+        )
+        // the request URL carries the app secret: no transport detail goes into the message
+        .map_err(|_| RefreshError::Transient("TikTok Shop token endpoint unreachable".into()))?;
+        if reply.status >= 500 || reply.status == 429 {
+            return Err(RefreshError::Transient(format!(
+                "TikTok Shop token endpoint: HTTP {}",
+                reply.status
+            )));
+        }
+        let v = reply
+            .json()
+            .ok_or_else(|| RefreshError::Transient("TikTok Shop token endpoint: not JSON".into()))?;
+        let code = v.get("code").and_then(Value::as_i64).unwrap_or(-1);
+        if code != 0 {
+            let message = v.get("message").and_then(Value::as_str).unwrap_or("");
+            return Err(RefreshError::InvalidGrant(http::truncate(
+                &format!("TikTok Shop {code}: {message}"),
+                300,
+            )));
+        }
+        let data = v.get("data").cloned().unwrap_or(Value::Null);
+        let access_token = data
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| RefreshError::Transient("TikTok Shop token reply without access_token".into()))?;
+        Ok(TokenGrant {
+            access_token: access_token.to_string(),
+            refresh_token: data.get("refresh_token").and_then(Value::as_str).map(str::to_string),
+            expires_in: data
+                .get("access_token_expire_in")
+                .and_then(Value::as_i64)
+                .map(|at| (at - unix_now()).max(0)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            retry_after: None,
+            x_version: None,
+        }
+    }
+
+    #[test]
+    fn envelope_codes_map_to_decisions() {
+        assert_eq!(
+            classify(&reply(200, r#"{"code":0,"message":"Success","data":null}"#)),
+            PushKind::Applied { remote: None }
+        );
+        assert!(matches!(
+            classify(&reply(401, r#"{"code":105002,"message":"Access token is expired."}"#)),
+            PushKind::Unauthorized { .. }
+        ));
+        match classify(&reply(401, r#"{"code":106001,"message":"Invalid credentials."}"#)) {
+            PushKind::Unauthorized { error } => assert_eq!(error, "TikTok Shop 106001: Invalid credentials."),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(&reply(429, r#"{"code":36009004}"#)),
+            PushKind::Throttled { .. }
+        ));
+        assert!(matches!(classify(&reply(503, "")), PushKind::Retry { .. }));
+        assert!(matches!(
+            classify(&reply(200, r#"{"code":12052230,"message":"SKU x does not exist."}"#)),
+            PushKind::Permanent { .. }
+        ));
+        assert!(matches!(classify(&reply(200, "<html>")), PushKind::Retry { .. }));
+    }
+
+    #[test]
+    fn credentials_turn_absolute_expiry_into_seconds_from_now() {
+        let c = TikTok
+            .split_credentials(
+                &json!({"app_key": "k", "app_secret": "s", "access_token": "a", "refresh_token": "r",
+                                       "shop_cipher": "C", "access_token_expire_in": unix_now() + 3600}),
+            )
+            .unwrap();
+        let e = c.expires_in.unwrap_or(0);
+        assert!((3590..=3600).contains(&e), "{e}");
+        assert!(c.identifiers.get("app_secret").is_none());
+        assert_eq!(c.secret("app_secret"), Some("s"));
+        assert!(TikTok.split_credentials(&json!({"app_key": "k"})).is_err());
+        assert!(TikTok
+            .check_listing("123", &json!({"product_id": "P1", "warehouse_id": "W1"}))
+            .is_ok());
+        assert!(TikTok.check_listing("123", &json!({"product_id": "P1"})).is_err());
+        assert!(TikTok
+            .check_listing("1 2", &json!({"product_id": "P1", "warehouse_id": "W1"}))
+            .is_err());
+    }
+}
