@@ -32,6 +32,8 @@ pub struct ListingRef<'a> {
     pub connection_settings: &'a Value,
     pub external_id: &'a str,
     pub listing_settings: &'a Value,
+    /// What the marketplace last reported holding (for compare-and-set).
+    pub last_known: Option<i32>,
 }
 
 /// Resolves the connector and builds the request for one listing.
@@ -55,6 +57,8 @@ pub fn prepare(
             access_token,
             credentials,
             idempotency_key,
+            last_known: listing.last_known.map(i64::from),
+            connection_settings: listing.connection_settings.clone(),
         },
     ))
 }
@@ -241,6 +245,7 @@ mod tests {
                 connection_settings: settings,
                 external_id: "MLM1",
                 listing_settings: &Value::Null,
+                last_known: None,
             };
             prepare(&l, 4, "t".into(), Credentials::default(), idempotency_key(7, 4))
         };

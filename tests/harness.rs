@@ -270,6 +270,8 @@ pub const CLIENT_ID: &str = "7001";
 pub const CLIENT_SECRET: &str = "meli-client-secret-7001";
 pub const SHEIN_APPID: &str = "shein-app-1";
 pub const TIKTOK_APP_KEY: &str = "tts-app-key-1";
+pub const SHOPIFY_CLIENT_ID: &str = "shopify-client-1";
+pub const SHOPIFY_CLIENT_SECRET: &str = "shpss_sandbox_secret_77";
 pub const TIKTOK_APP_SECRET: &str = "tts-app-secret-0f3a9c";
 pub const SHEIN_APP_SECRET: &str = "698E4F20DFBA4B85B2291C2BCB7381C5";
 
@@ -286,7 +288,8 @@ impl Env {
         let conf = format!(
             "integ.poll_interval = 200\ninteg.backoff_base = 20\ninteg.backoff_max = 500\ninteg.http_timeout = 1000\n\
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
-             integ.rate_limit_tiktok = '100000/s:1000'\ninteg.circuit_cooldown = 200\n\
+             integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
+             integ.circuit_cooldown = 200\n\
              integ.max_attempts = 50\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
@@ -449,6 +452,64 @@ impl Env {
         self.sim.get(&format!("/tiktok/skus/{sku_id}"))["quantity"].as_i64()
     }
 
+    /// Connects `tenant` to sandbox shop `shop` (an expiring offline token of app
+    /// `SHOPIFY_CLIENT_ID`); returns the grant.
+    pub fn add_shopify_tenant(&mut self, tenant: &str, shop: &str, settings: Value) -> Value {
+        self.sim.post(
+            "/shopify/apps",
+            json!({"client_id": SHOPIFY_CLIENT_ID, "client_secret": SHOPIFY_CLIENT_SECRET}),
+        );
+        let g = self.sim.post(
+            "/shopify/shops",
+            json!({"shop": shop, "client_id": SHOPIFY_CLIENT_ID, "expiring": true}),
+        );
+        let creds = json!({"shop": shop, "access_token": g["access_token"], "refresh_token": g["refresh_token"],
+                           "expires_in": g["expires_in"], "client_id": SHOPIFY_CLIENT_ID,
+                           "client_secret": SHOPIFY_CLIENT_SECRET});
+        let mut all = json!({"base_url": self.sim.base_url("shopify")});
+        if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
+            a.extend(extra.clone());
+        }
+        self.db()
+            .query_one(
+                "SELECT integ.connect($1, 'shopify', $2, $3)",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &creds, &all],
+            )
+            .expect("connect shopify");
+        self.secrets.push(SHOPIFY_CLIENT_SECRET.to_string());
+        g
+    }
+
+    /// Creates the sandbox inventory level (item at location 1) and maps `tenant`'s `product` to it.
+    pub fn shopify_listing(&self, tenant: &str, shop: &str, product: &str, item: u64) {
+        self.sim.post(
+            "/shopify/levels",
+            json!({"shop": shop, "inventory_item_id": item, "location_id": 1, "available": 0}),
+        );
+        self.db()
+            .execute(
+                "INSERT INTO inventory VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                &[&tenant as &(dyn postgres::types::ToSql + Sync), &product],
+            )
+            .expect("insert");
+        let settings = json!({"location_id": 1});
+        self.db()
+            .query_one(
+                "SELECT integ.map_product($1, 'shopify', $2, $3, $4)",
+                &[
+                    &tenant as &(dyn postgres::types::ToSql + Sync),
+                    &product,
+                    &item.to_string(),
+                    &settings,
+                ],
+            )
+            .expect("map shopify");
+    }
+
+    pub fn shopify_available(&self, item: u64) -> Option<i64> {
+        self.sim.get(&format!("/shopify/levels/{item}/1"))["available"].as_i64()
+    }
+
     /// Creates `n` sandbox items MLM{100000+i} (stock 0) mapped to products sku-{i} (stock 0).
     pub fn listings(&self, n: usize) -> Vec<(String, String)> {
         self.listings_for(TENANT, SELLER, 100_000, n)
@@ -529,7 +590,11 @@ impl Env {
     /// Every issued token, and the client secret, must appear in no table and no log line.
     pub fn assert_no_secrets(&self) {
         let mut secrets = self.secrets.clone();
-        for path in ["/mercadolibre/issued_tokens", "/tiktok/issued_tokens"] {
+        for path in [
+            "/mercadolibre/issued_tokens",
+            "/tiktok/issued_tokens",
+            "/shopify/issued_tokens",
+        ] {
             if let Some(issued) = self.sim.get(path).as_array() {
                 secrets.extend(issued.iter().filter_map(|t| t.as_str().map(str::to_string)));
             }

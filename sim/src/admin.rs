@@ -18,6 +18,7 @@ pub fn router() -> Router<Arc<State>> {
     Router::new()
         .route("/reset", post(reset))
         .nest("/shein", crate::shein::admin_router())
+        .nest("/shopify", crate::shopify::admin_router())
         .nest("/tiktok", crate::tiktok::admin_router())
         .route("/stats", get(stats))
         .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
@@ -47,6 +48,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Response> {
 async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
     *state.meli.lock() = Default::default();
     *state.shein.lock() = Default::default();
+    *state.shopify.lock() = Default::default();
     *state.tiktok.lock() = Default::default();
     state.faults.lock().by_marketplace.clear();
     state.counters.lock().clear();

@@ -8,6 +8,7 @@ mod admin;
 mod faults;
 mod mercadolibre;
 mod shein;
+mod shopify;
 mod state;
 mod tiktok;
 
@@ -36,6 +37,7 @@ async fn main() {
     let app = axum::Router::new()
         .nest("/mercadolibre", mercadolibre::router())
         .nest("/shein", shein::router())
+        .nest("/shopify", shopify::router())
         .nest("/tiktok", tiktok::router())
         .layer(axum::middleware::from_fn_with_state(state.clone(), faults::inject))
         .nest("/_admin", admin::router())

@@ -3,6 +3,7 @@
 use crate::faults::Faults;
 use crate::mercadolibre::Meli;
 use crate::shein::Shein;
+use crate::shopify::Shopify;
 use crate::tiktok::TikTok;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ pub struct State {
     pub counters: Mutex<BTreeMap<String, u64>>,
     pub meli: Mutex<Meli>,
     pub shein: Mutex<Shein>,
+    pub shopify: Mutex<Shopify>,
     pub tiktok: Mutex<TikTok>,
 }
 

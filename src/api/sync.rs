@@ -27,6 +27,7 @@ struct ListingRow {
     external_id: String,
     settings: Value,
     desired: Option<i32>,
+    remote: Option<i32>,
     connection_status: String,
     connection_settings: Value,
 }
@@ -87,7 +88,7 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
     Spi::connect(|c| {
         let rows = c.select(
             "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
-                    c.status, c.settings
+                    c.status, c.settings, l.remote_stock
                FROM integ.listings l JOIN integ.connections c ON c.id = l.connection_id
               WHERE l.tenant_id = $1 AND l.product_id = $2 AND ($3::text IS NULL OR l.marketplace = $3)
               ORDER BY l.marketplace",
@@ -105,6 +106,7 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
                 desired: r.get(6)?,
                 connection_status: r.get(7)?.unwrap_or_default(),
                 connection_settings: r.get::<JsonB>(8)?.map(|j| j.0).unwrap_or(Value::Null),
+                remote: r.get(9)?,
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
@@ -180,6 +182,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             connection_settings: &l.connection_settings,
             external_id: &l.external_id,
             listing_settings: &l.settings,
+            last_known: l.remote,
         };
         // no job: the key is unique to this call (a retry by the caller is a new write)
         let key = format!("integ-sync-{}-{}", l.listing_id, limiter::now_ns());

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod mercadolibre;
 pub mod shein;
+pub mod shopify;
 pub mod tiktok;
 
 use serde_json::{Map, Value};
@@ -123,6 +124,10 @@ pub struct PushRequest {
     /// The same for every retry of the same write (the job and the quantity), so a marketplace
     /// that honours idempotency keys never applies it twice.
     pub idempotency_key: String,
+    /// What the marketplace last said it holds for this listing (compare-and-set), if known.
+    pub last_known: Option<i64>,
+    /// The connection's settings (API version, conflict strategy, ...).
+    pub connection_settings: Value,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -190,9 +195,7 @@ pub fn connector(m: Marketplace) -> Result<&'static dyn Connector, String> {
         Marketplace::MercadoLibre => Ok(&mercadolibre::MercadoLibre),
         Marketplace::Shein => Ok(&shein::Shein),
         Marketplace::TikTok => Ok(&tiktok::TikTok),
-        other => Err(format!(
-            "marketplace \"{other}\" is not supported by this version of integration yet"
-        )),
+        Marketplace::Shopify => Ok(&shopify::Shopify),
     }
 }
 

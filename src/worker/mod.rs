@@ -372,6 +372,7 @@ impl Worker {
                 connection_settings: &job.connection_settings,
                 external_id: &job.external_id,
                 listing_settings: &job.listing_settings,
+                last_known: job.remote_stock,
             };
             let key = push::idempotency_key(job.job_id, stock);
             match push::prepare(&listing, stock, token.to_string(), credentials.clone(), key) {

@@ -1,0 +1,565 @@
+//! Shopify Admin API: expiring offline tokens with rotating refresh (`/admin/oauth/access_token`),
+//! GraphQL `inventorySetQuantities` (`@idempotent(key:)`, compare-and-set with
+//! `changeFromQuantity` from 2026-04 and `compareQuantity` before, the real userError codes, the
+//! cost extension and HTTP 200 `THROTTLED`), an `inventoryItem` level query, and the legacy REST
+//! `inventory_levels/set.json` with `X-Shopify-Shop-Api-Call-Limit` and 429 `Retry-After`.
+//! One server plays every shop: the access token says which.
+
+use crate::state::{random_token, State};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const MUTATION_COST: f64 = 10.0;
+pub const QUERY_COST: f64 = 2.0;
+
+pub struct Shopify {
+    /// client_id -> client_secret
+    pub apps: HashMap<String, String>,
+    /// access token -> (shop, expiry; None = non-expiring)
+    access: HashMap<String, (String, Option<Instant>)>,
+    /// refresh token -> (shop, client_id); removed on first use
+    refresh: HashMap<String, (String, String)>,
+    /// (shop, inventory item id, location id) -> available
+    pub levels: HashMap<(String, String, String), Level>,
+    /// idempotency key -> the response first given
+    idempotent: HashMap<String, Value>,
+    /// GraphQL cost bucket per shop: (available points, last refill)
+    buckets: HashMap<String, (f64, Instant)>,
+    pub bucket_max: f64,
+    pub restore_rate: f64,
+    /// REST leaky bucket per shop: (calls in bucket, last leak)
+    rest: HashMap<String, (f64, Instant)>,
+    pub rest_bucket: f64,
+    pub rest_leak_per_s: f64,
+    pub token_lifetime: Duration,
+    pub issued: Vec<String>,
+}
+
+impl Default for Shopify {
+    fn default() -> Self {
+        Shopify {
+            apps: HashMap::new(),
+            access: HashMap::new(),
+            refresh: HashMap::new(),
+            levels: HashMap::new(),
+            idempotent: HashMap::new(),
+            buckets: HashMap::new(),
+            bucket_max: 2000.0,
+            restore_rate: 100.0,
+            rest: HashMap::new(),
+            rest_bucket: 40.0,
+            rest_leak_per_s: 2.0,
+            token_lifetime: Duration::from_secs(3600),
+            issued: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Level {
+    pub available: i64,
+    pub writes: u64,
+}
+
+impl Shopify {
+    /// A token for `shop`: expiring (with a rotating refresh token) or not.
+    pub fn grant(&mut self, shop: &str, client_id: &str, expiring: bool) -> Value {
+        let access = random_token("shpat_");
+        self.issued.push(access.clone());
+        if !expiring {
+            self.access.insert(access.clone(), (shop.to_string(), None));
+            return json!({"access_token": access, "scope": "read_inventory,write_inventory"});
+        }
+        let refresh = random_token("shprt_");
+        self.issued.push(refresh.clone());
+        self.access.insert(
+            access.clone(),
+            (shop.to_string(), Some(Instant::now() + self.token_lifetime)),
+        );
+        self.refresh
+            .insert(refresh.clone(), (shop.to_string(), client_id.to_string()));
+        json!({"access_token": access, "scope": "read_inventory,write_inventory",
+               "expires_in": self.token_lifetime.as_secs(), "refresh_token": refresh,
+               "refresh_token_expires_in": 7_776_000})
+    }
+
+    pub fn expire_access_tokens(&mut self) -> usize {
+        let now = Instant::now();
+        let mut n = 0;
+        for (_, exp) in self.access.values_mut() {
+            if exp.is_some() {
+                *exp = Some(now);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Takes `cost` points from the shop's bucket; Err(points available) when short.
+    fn spend(&mut self, shop: &str, cost: f64) -> Result<f64, f64> {
+        let (max, rate) = (self.bucket_max, self.restore_rate);
+        let b = self.buckets.entry(shop.to_string()).or_insert((max, Instant::now()));
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(max);
+        b.1 = now;
+        if b.0 < cost {
+            return Err(b.0);
+        }
+        b.0 -= cost;
+        Ok(b.0)
+    }
+
+    fn cost(&self, requested: f64, actual: f64, available: f64) -> Value {
+        json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
+               "throttleStatus": {"maximumAvailable": self.bucket_max, "currentlyAvailable": available,
+                                  "restoreRate": self.restore_rate}}})
+    }
+}
+
+pub fn router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/admin/oauth/access_token", post(access_token))
+        .route("/admin/api/{version}/graphql.json", post(graphql))
+        .route("/admin/api/{version}/inventory_levels/set.json", post(rest_set))
+}
+
+fn rest_error(status: StatusCode, errors: Value) -> Response {
+    (status, Json(json!({ "errors": errors }))).into_response()
+}
+
+/// The shop of a valid `X-Shopify-Access-Token`.
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<String, Response> {
+    let token = headers
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let m = state.shopify.lock();
+    match m.access.get(token) {
+        Some((shop, exp)) if exp.is_none_or(|e| e > Instant::now()) => Ok(shop.clone()),
+        Some(_) => {
+            state.count("shopify 401 expired");
+            Err(rest_error(
+                StatusCode::UNAUTHORIZED,
+                json!("[API] Invalid API key or access token (unrecognized login or wrong password)"),
+            ))
+        }
+        None => Err(rest_error(
+            StatusCode::UNAUTHORIZED,
+            json!("[API] Invalid API key or access token (unrecognized login or wrong password)"),
+        )),
+    }
+}
+
+async fn access_token(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
+    let mut m = state.shopify.lock();
+    let bad_grant = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    if m.apps.get(s("client_id")).map(String::as_str) != Some(s("client_secret")) || s("client_secret").is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_client", "error_description": "Client credentials are invalid"})),
+        )
+            .into_response();
+    }
+    if s("grant_type") != "refresh_token" {
+        return bad_grant("only refresh_token grants are emulated here");
+    }
+    let Some((shop, client)) = m.refresh.remove(s("refresh_token")) else {
+        state.count("shopify token refresh invalid");
+        return bad_grant("The refresh token is invalid, expired or already used.");
+    };
+    state.count("shopify token refresh ok");
+    Json(m.grant(&shop, &client, true)).into_response()
+}
+
+/// "2026-04" and later use changeFromQuantity and require @idempotent.
+fn modern(version: &str) -> bool {
+    version >= "2026-04"
+}
+
+/// The key of `@idempotent(key: "...")` in a query, if any.
+fn idempotency_key(query: &str) -> Option<String> {
+    let at = query.find("@idempotent")?;
+    let rest = &query[at..];
+    let open = rest.find('"')?;
+    let close = rest[open + 1..].find('"')?;
+    Some(rest[open + 1..open + 1 + close].to_string())
+}
+
+fn user_error(code: &str, field: Value, message: &str) -> Value {
+    json!({"code": code, "field": field, "message": message})
+}
+
+fn level_id(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.rsplit('/').next().unwrap_or("").to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+async fn graphql(
+    AxState(state): AxState<Arc<State>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<Value>,
+) -> Response {
+    let shop = match authenticate(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let query = b.get("query").and_then(Value::as_str).unwrap_or("").to_string();
+    let vars = b.get("variables").cloned().unwrap_or(Value::Null);
+    let mut m = state.shopify.lock();
+    let mutation = query.contains("inventorySetQuantities");
+    let cost = if mutation { MUTATION_COST } else { QUERY_COST };
+    let available = match m.spend(&shop, cost) {
+        Ok(a) => a,
+        Err(a) => {
+            state.count("shopify throttled");
+            let ext = m.cost(cost, 0.0, a);
+            return Json(
+                json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
+                "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": ext}),
+            )
+            .into_response();
+        }
+    };
+    let ext = m.cost(cost, cost, available);
+    if !mutation {
+        if !query.contains("inventoryItem") {
+            return Json(json!({"errors": [{"message": "Only inventory queries are emulated"}], "extensions": ext}))
+                .into_response();
+        }
+        let item = level_id(vars.get("id").unwrap_or(&Value::Null));
+        let loc = level_id(vars.get("locationId").unwrap_or(&Value::Null));
+        let level = m.levels.get(&(shop.clone(), item.clone(), loc.clone())).map(|l| {
+            json!({"location": {"id": format!("gid://shopify/Location/{loc}")},
+                   "quantities": [{"name": "available", "quantity": l.available}]})
+        });
+        let data =
+            json!({"inventoryItem": {"id": format!("gid://shopify/InventoryItem/{item}"), "inventoryLevel": level}});
+        return Json(json!({"data": data, "extensions": ext})).into_response();
+    }
+    state.count("shopify inventorySetQuantities calls");
+    let key = idempotency_key(&query);
+    if modern(&version) && key.is_none() {
+        return Json(
+            json!({"errors": [{"message": "The @idempotent directive is required for this mutation.",
+            "extensions": {"code": "BAD_REQUEST"}}], "extensions": ext}),
+        )
+        .into_response();
+    }
+    if let Some(previous) = key.as_ref().and_then(|k| m.idempotent.get(k)) {
+        state.count("shopify idempotent replays");
+        let mut r = previous.clone();
+        r["extensions"] = ext;
+        return Json(r).into_response();
+    }
+    let input = vars.get("input").cloned().unwrap_or(Value::Null);
+    let quantities = input
+        .get("quantities")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    let mut writes = Vec::new();
+    if input.get("name").and_then(Value::as_str) != Some("available")
+        && input.get("name").and_then(Value::as_str) != Some("on_hand")
+    {
+        errors.push(user_error(
+            "INVALID_NAME",
+            json!(["input", "name"]),
+            "The quantity name must be available or on_hand.",
+        ));
+    }
+    if quantities.len() > 250 {
+        errors.push(user_error(
+            "INVALID_QUANTITY",
+            json!(["input", "quantities"]),
+            "At most 250 quantities.",
+        ));
+    }
+    let ignore_compare = input.get("ignoreCompareQuantity").and_then(Value::as_bool) == Some(true);
+    for (i, q) in quantities.iter().enumerate() {
+        let field = |f: &str| json!(["input", "quantities", i.to_string(), f]);
+        let item = level_id(q.get("inventoryItemId").unwrap_or(&Value::Null));
+        let loc = level_id(q.get("locationId").unwrap_or(&Value::Null));
+        let qty = q.get("quantity").and_then(Value::as_i64).unwrap_or(-1);
+        if qty < 0 {
+            errors.push(user_error(
+                "INVALID_QUANTITY_NEGATIVE",
+                field("quantity"),
+                "The quantity can't be negative.",
+            ));
+            continue;
+        }
+        if qty > 1_000_000_000 {
+            errors.push(user_error(
+                "INVALID_QUANTITY_TOO_HIGH",
+                field("quantity"),
+                "The quantity can't be higher than 1,000,000,000.",
+            ));
+            continue;
+        }
+        if !m.levels.keys().any(|(s, it, _)| *s == shop && *it == item) {
+            errors.push(user_error(
+                "INVALID_INVENTORY_ITEM",
+                field("inventoryItemId"),
+                "The specified inventory item could not be found.",
+            ));
+            continue;
+        }
+        let Some(level) = m.levels.get(&(shop.clone(), item.clone(), loc.clone())) else {
+            errors.push(user_error(
+                "ITEM_NOT_STOCKED_AT_LOCATION",
+                field("locationId"),
+                "The item is not stocked at the specified location.",
+            ));
+            continue;
+        };
+        let (cas_field, stale_code) = if modern(&version) {
+            ("changeFromQuantity", "CHANGE_FROM_QUANTITY_STALE")
+        } else {
+            ("compareQuantity", "COMPARE_QUANTITY_STALE")
+        };
+        match q.get(cas_field) {
+            None if modern(&version) => {
+                errors.push(user_error(
+                    "INVALID",
+                    field(cas_field),
+                    "changeFromQuantity is required (null opts out).",
+                ));
+                continue;
+            }
+            Some(Value::Number(n)) if !ignore_compare && n.as_i64() != Some(level.available) => {
+                state.count("shopify stale");
+                errors.push(user_error(
+                    stale_code,
+                    field(cas_field),
+                    "The specified compare quantity does not match the current quantity.",
+                ));
+                continue;
+            }
+            None if !ignore_compare => {
+                errors.push(user_error(
+                    "INVALID",
+                    field(cas_field),
+                    "compareQuantity is required unless ignoreCompareQuantity is true.",
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        writes.push(((shop.clone(), item, loc), qty, level.available));
+    }
+    // all or nothing, as the real mutation
+    let payload = if errors.is_empty() {
+        let mut changes = Vec::new();
+        for (k, qty, before) in writes {
+            if let Some(l) = m.levels.get_mut(&k) {
+                l.available = qty;
+                l.writes += 1;
+            }
+            state.count("shopify stock writes");
+            changes.push(json!({"name": "available", "delta": qty - before, "quantityAfterChange": qty}));
+        }
+        json!({"inventoryAdjustmentGroup": {"id": format!("gid://shopify/InventoryAdjustmentGroup/{}", random_token("")),
+               "createdAt": "2026-11-26T00:00:00Z", "reason": input.get("reason").cloned().unwrap_or(Value::Null),
+               "changes": changes}, "userErrors": []})
+    } else {
+        json!({"inventoryAdjustmentGroup": null, "userErrors": errors})
+    };
+    let response = json!({"data": {"inventorySetQuantities": payload}});
+    if let Some(k) = key {
+        m.idempotent.insert(k, response.clone());
+    }
+    let mut r = response;
+    r["extensions"] = ext;
+    Json(r).into_response()
+}
+
+/// Legacy REST: `{"location_id", "inventory_item_id", "available"}`, a leaky bucket of 40 calls
+/// leaking 2/s, `X-Shopify-Shop-Api-Call-Limit` on every reply, 429 with `Retry-After` over it.
+async fn rest_set(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Json(b): Json<Value>) -> Response {
+    let shop = match authenticate(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut m = state.shopify.lock();
+    let (cap, leak) = (m.rest_bucket, m.rest_leak_per_s);
+    let bucket = m.rest.entry(shop.clone()).or_insert((0.0, Instant::now()));
+    let now = Instant::now();
+    bucket.0 = (bucket.0 - now.duration_since(bucket.1).as_secs_f64() * leak).max(0.0);
+    bucket.1 = now;
+    if bucket.0 + 1.0 > cap {
+        let wait = ((bucket.0 + 1.0 - cap) / leak).max(0.1);
+        state.count("shopify 429");
+        let mut r = rest_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("{wait:.1}")) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    bucket.0 += 1.0;
+    let used = bucket.0.ceil() as i64;
+    let limit = HeaderValue::from_str(&format!("{used}/{}", cap as i64)).ok();
+    let item = level_id(b.get("inventory_item_id").unwrap_or(&Value::Null));
+    let loc = level_id(b.get("location_id").unwrap_or(&Value::Null));
+    let available = b.get("available").and_then(Value::as_i64);
+    let mut r = match (m.levels.get_mut(&(shop, item.clone(), loc.clone())), available) {
+        (Some(l), Some(a)) => {
+            l.available = a;
+            l.writes += 1;
+            state.count("shopify stock writes");
+            Json(
+                json!({"inventory_level": {"inventory_item_id": item.parse::<i64>().unwrap_or(0),
+                "location_id": loc.parse::<i64>().unwrap_or(0), "available": a, "updated_at": "2026-11-26T00:00:00Z"}}),
+            )
+            .into_response()
+        }
+        (None, _) => rest_error(StatusCode::NOT_FOUND, json!("Not Found")),
+        (_, None) => rest_error(StatusCode::UNPROCESSABLE_ENTITY, json!({"available": ["is required"]})),
+    };
+    if let Some(v) = limit {
+        r.headers_mut().insert("x-shopify-shop-api-call-limit", v);
+    }
+    r
+}
+
+// ---- admin (/_admin/shopify/...) --------------------------------------------------------------
+
+pub fn admin_router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/apps", post(admin_app))
+        .route("/shops", post(admin_shop))
+        .route("/levels", post(admin_level))
+        .route("/levels/{item}/{location}", get(admin_get_level))
+        .route("/levels/{item}/{location}/bump", post(admin_bump))
+        .route("/expire_tokens", post(admin_expire))
+        .route("/config", post(admin_config))
+        .route("/issued_tokens", get(admin_issued))
+}
+
+fn bad(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+}
+
+fn text<'a>(b: &'a Value, k: &str) -> Option<&'a str> {
+    b.get(k).and_then(Value::as_str)
+}
+
+/// `{"client_id", "client_secret"}`
+async fn admin_app(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let (Some(id), Some(secret)) = (text(&b, "client_id"), text(&b, "client_secret")) else {
+        return bad("client_id and client_secret are required");
+    };
+    let mut m = state.shopify.lock();
+    m.issued.push(secret.to_string());
+    m.apps.insert(id.to_string(), secret.to_string());
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `{"shop", "client_id", "expiring"?: true}` -> a token grant
+async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let (Some(shop), Some(id)) = (text(&b, "shop"), text(&b, "client_id")) else {
+        return bad("shop and client_id are required");
+    };
+    let expiring = b.get("expiring").and_then(Value::as_bool).unwrap_or(true);
+    let g = state.shopify.lock().grant(shop, id, expiring);
+    Json(g).into_response()
+}
+
+/// `{"shop", "inventory_item_id", "location_id", "available"?}`
+async fn admin_level(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let (Some(shop), Some(item), Some(loc)) = (text(&b, "shop"), b.get("inventory_item_id"), b.get("location_id"))
+    else {
+        return bad("shop, inventory_item_id and location_id are required");
+    };
+    let level = Level {
+        available: b.get("available").and_then(Value::as_i64).unwrap_or(0),
+        writes: 0,
+    };
+    state
+        .shopify
+        .lock()
+        .levels
+        .insert((shop.to_string(), level_id(item), level_id(loc)), level);
+    Json(json!({"ok": true})).into_response()
+}
+
+fn find_level(m: &Shopify, item: &str, loc: &str) -> Option<(String, String, String)> {
+    m.levels.keys().find(|(_, i, l)| i == item && l == loc).cloned()
+}
+
+async fn admin_get_level(AxState(state): AxState<Arc<State>>, Path((item, loc)): Path<(String, String)>) -> Response {
+    let m = state.shopify.lock();
+    match find_level(&m, &item, &loc).and_then(|k| m.levels.get(&k)) {
+        Some(l) => Json(json!({"available": l.available, "writes": l.writes})).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such level"}))).into_response(),
+    }
+}
+
+/// Another writer (a sale in the Shopify admin): `{"available"}` is set without our knowing.
+async fn admin_bump(
+    AxState(state): AxState<Arc<State>>,
+    Path((item, loc)): Path<(String, String)>,
+    Json(b): Json<Value>,
+) -> Response {
+    let mut m = state.shopify.lock();
+    let Some(k) = find_level(&m, &item, &loc) else {
+        return bad("no such level");
+    };
+    if let (Some(l), Some(a)) = (m.levels.get_mut(&k), b.get("available").and_then(Value::as_i64)) {
+        l.available = a;
+    }
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn admin_expire(AxState(state): AxState<Arc<State>>) -> Response {
+    let n = state.shopify.lock().expire_access_tokens();
+    Json(json!({"expired": n})).into_response()
+}
+
+/// `{"bucket_max"?, "restore_rate"?, "token_lifetime_s"?, "rest_bucket"?, "rest_leak_per_s"?}`
+async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let mut m = state.shopify.lock();
+    let num = |k: &str| b.get(k).and_then(Value::as_f64).filter(|v| *v > 0.0 && v.is_finite());
+    if let Some(v) = num("bucket_max") {
+        m.bucket_max = v;
+        m.buckets.clear();
+    }
+    if let Some(v) = num("restore_rate") {
+        m.restore_rate = v;
+    }
+    if let Some(v) = num("token_lifetime_s") {
+        m.token_lifetime = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = num("rest_bucket") {
+        m.rest_bucket = v;
+    }
+    if let Some(v) = num("rest_leak_per_s") {
+        m.rest_leak_per_s = v;
+    }
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn admin_issued(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(json!(state.shopify.lock().issued)).into_response()
+}
