@@ -37,6 +37,30 @@ fn a_tracked_product_reaches_all_four_marketplaces() {
         ),
         4
     );
+    // every connector reads back what its marketplace holds, live; a remote edit shows
+    env.sim
+        .post("/shopify/levels/808950810/1/bump", json!({"available": 3}));
+    let rows = env
+        .db()
+        .query(
+            "SELECT marketplace, remote_stock, egdc_stock, error FROM integ.remote_stock($1, $2) ORDER BY marketplace",
+            &[&TENANT, &sku],
+        )
+        .unwrap();
+    let seen: Vec<(String, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for r in &rows {
+        assert_eq!(r.get::<_, Option<String>>(3), None);
+        assert_eq!(r.get::<_, Option<i32>>(2), Some(7));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("mercadolibre".to_string(), Some(7)),
+            ("shein".to_string(), Some(7)),
+            ("shopify".to_string(), Some(3)),
+            ("tiktok".to_string(), Some(7)),
+        ]
+    );
     env.assert_no_secrets();
 }
 

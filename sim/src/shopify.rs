@@ -563,3 +563,108 @@ async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>)
 async fn admin_issued(AxState(state): AxState<Arc<State>>) -> Response {
     Json(json!(state.shopify.lock().issued)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Arc<State>, HeaderMap) {
+        let state = Arc::new(State::default());
+        let mut m = state.shopify.lock();
+        m.apps.insert("c".into(), "s".into());
+        let g = m.grant("a.myshopify.com", "c", true);
+        m.levels
+            .insert(("a.myshopify.com".into(), "1".into(), "9".into()), Level::default());
+        drop(m);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-shopify-access-token",
+            HeaderValue::from_str(g["access_token"].as_str().unwrap_or_default()).unwrap(),
+        );
+        (state, h)
+    }
+
+    fn mutation(key: Option<&str>, quantity: i64, change_from: Value) -> Json<Value> {
+        let directive = key.map(|k| format!("@idempotent(key: \"{k}\")")).unwrap_or_default();
+        Json(
+            json!({"query": format!("mutation {{ inventorySetQuantities(input: $input) {directive} {{ userErrors {{ code }} }} }}"),
+            "variables": {"input": {"name": "available", "reason": "correction", "quantities": [
+                {"inventoryItemId": "gid://shopify/InventoryItem/1", "locationId": "gid://shopify/Location/9",
+                 "quantity": quantity, "changeFromQuantity": change_from}]}}}),
+        )
+    }
+
+    async fn body_json(r: Response) -> Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    async fn call(state: &Arc<State>, h: &HeaderMap, version: &str, body: Json<Value>) -> Value {
+        body_json(graphql(AxState(state.clone()), Path(version.into()), h.clone(), body).await).await
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_idempotency_and_required_key() {
+        let (state, h) = setup();
+        let errors = |v: &Value| v["data"]["inventorySetQuantities"]["userErrors"].clone();
+        // 2026-04+: the directive is required
+        let v = call(&state, &h, "2026-10", mutation(None, 5, Value::Null)).await;
+        assert!(v["errors"][0]["message"].as_str().unwrap_or("").contains("@idempotent"));
+        // stale compare: nothing applied
+        let v = call(&state, &h, "2026-10", mutation(Some("k1"), 5, json!(3))).await;
+        assert_eq!(errors(&v)[0]["code"], "CHANGE_FROM_QUANTITY_STALE");
+        assert_eq!(
+            state.shopify.lock().levels.values().next().map(|l| l.available),
+            Some(0)
+        );
+        // right compare: applied, with the cost extension
+        let v = call(&state, &h, "2026-10", mutation(Some("k2"), 5, json!(0))).await;
+        assert_eq!(errors(&v), json!([]));
+        assert_eq!(v["extensions"]["cost"]["actualQueryCost"], MUTATION_COST);
+        // the same key again: the first answer, not applied twice
+        let again = call(&state, &h, "2026-10", mutation(Some("k2"), 5, json!(0))).await;
+        assert_eq!(errors(&again), json!([]));
+        assert_eq!(state.shopify.lock().levels.values().next().map(|l| l.writes), Some(1));
+    }
+
+    #[tokio::test]
+    async fn throttled_is_http_200_with_cost() {
+        let (state, h) = setup();
+        {
+            let mut m = state.shopify.lock();
+            m.bucket_max = 15.0;
+            m.restore_rate = 0.001;
+        }
+        let first = call(&state, &h, "2026-10", mutation(Some("a"), 1, json!(0))).await;
+        assert_eq!(
+            first["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"]
+                .as_f64()
+                .map(|v| v.round()),
+            Some(5.0)
+        );
+        let r = graphql(
+            AxState(state.clone()),
+            Path("2026-10".into()),
+            h.clone(),
+            mutation(Some("b"), 2, json!(1)),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let v = body_json(r).await;
+        assert_eq!(v["errors"][0]["extensions"]["code"], "THROTTLED");
+    }
+
+    #[tokio::test]
+    async fn rest_reports_the_call_limit_and_429s() {
+        let (state, h) = setup();
+        state.shopify.lock().rest_bucket = 2.0;
+        let body = || Json(json!({"location_id": 9, "inventory_item_id": 1, "available": 6}));
+        let r = rest_set(AxState(state.clone()), h.clone(), body()).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-shopify-shop-api-call-limit"], "1/2");
+        let _ = rest_set(AxState(state.clone()), h.clone(), body()).await;
+        let r = rest_set(AxState(state.clone()), h.clone(), body()).await;
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+}

@@ -20,19 +20,19 @@ fn wake_workers_at_commit() {
     shmem::wake_workers_at_commit();
 }
 
-struct ListingRow {
-    listing_id: i64,
-    connection_id: i64,
-    marketplace: String,
-    external_id: String,
-    settings: Value,
-    desired: Option<i32>,
-    remote: Option<i32>,
-    connection_status: String,
-    connection_settings: Value,
+pub(super) struct ListingRow {
+    pub(super) listing_id: i64,
+    pub(super) connection_id: i64,
+    pub(super) marketplace: String,
+    pub(super) external_id: String,
+    pub(super) settings: Value,
+    pub(super) desired: Option<i32>,
+    pub(super) remote: Option<i32>,
+    pub(super) connection_status: String,
+    pub(super) connection_settings: Value,
 }
 
-fn agent() -> &'static ureq::Agent {
+pub(super) fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| http::agent(Duration::from_millis(gucs::HTTP_TIMEOUT_MS.get().max(100) as u64), 4))
 }
@@ -84,7 +84,7 @@ fn sync_product(
     TableIterator::new(rows)
 }
 
-fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec<ListingRow> {
+pub(super) fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec<ListingRow> {
     Spi::connect(|c| {
         let rows = c.select(
             "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
@@ -241,7 +241,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
 }
 
 /// Waits up to 2 s in total for the connection's rate limit; Err(ns) when it would be longer.
-fn take_budget(l: &ListingRow) -> Result<(), i64> {
+pub(super) fn take_budget(l: &ListingRow) -> Result<(), i64> {
     let quota = push::quota_for(&l.marketplace, &l.connection_settings);
     let mut waited_ns = 0;
     loop {

@@ -170,6 +170,41 @@ impl Connector for MercadoLibre {
         }
     }
 
+    fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
+        let kind = listing_kind(&req.external_id, &req.listing_settings)?;
+        let path = match kind {
+            ListingKind::UserProduct => format!("/user-products/{}/stock", req.external_id),
+            _ => format!("/items/{}", req.external_id),
+        };
+        let reply = get(agent, req, &path).map_err(|(k, _)| match k {
+            PushKind::Retry { error, .. } => error,
+            other => format!("{other:?}"),
+        })?;
+        if !ok(&reply) {
+            return Err(http::error_text(&reply));
+        }
+        let v = reply
+            .json()
+            .ok_or("MercadoLibre answered with a body that is not JSON")?;
+        Ok(match kind {
+            ListingKind::Item => v.get("available_quantity").and_then(Value::as_i64),
+            ListingKind::Variation(id) => v
+                .get("variations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|x| x.get("id").and_then(Value::as_i64) == Some(id))
+                .and_then(|x| x.get("available_quantity").and_then(Value::as_i64)),
+            ListingKind::UserProduct => v
+                .get("locations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|l| l.get("type").and_then(Value::as_str) == Some("selling_address"))
+                .and_then(|l| l.get("quantity").and_then(Value::as_i64)),
+        })
+    }
+
     fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {
         let client_id = creds
             .identifier("client_id")
