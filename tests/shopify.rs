@@ -182,3 +182,58 @@ fn batches_throttling_and_token_refresh() {
     );
     env.assert_no_secrets();
 }
+
+/// A wrong secret on one connection (TikTok's app secret) fails that connection visibly, with
+/// TikTok's reason in `integ.status`, its jobs kept; the other three marketplaces keep syncing.
+#[test]
+fn a_wrong_secret_fails_one_connection_visibly_and_only_that_one() {
+    let mut env = Env::new("four-wrong");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    let key_id = env.add_shein_tenant(TENANT, 901, json!({}));
+    env.shein_listing(TENANT, &key_id, &sku, "SH-5");
+    let g = env.add_tiktok_tenant(TENANT, "CIPHER-5", json!({}));
+    env.tiktok_listing(TENANT, "CIPHER-5", &sku, "P-5", "SKU-5");
+    env.add_shopify_tenant(TENANT, SHOP, json!({}));
+    env.shopify_listing(TENANT, SHOP, &sku, 909);
+    env.wait_idle(20, "initial sync");
+    // the TikTok connection is re-entered with a wrong app secret
+    let creds = json!({"app_key": TIKTOK_APP_KEY, "app_secret": "not-the-app-secret", "shop_cipher": "CIPHER-5",
+                       "access_token": g["access_token"], "refresh_token": g["refresh_token"]});
+    env.db()
+        .query_one(
+            "SELECT integ.connect($1, 'tiktok', $2, $3)",
+            &[&TENANT, &creds, &json!({"base_url": env.sim.base_url("tiktok")})],
+        )
+        .unwrap();
+    for qty in [21, 22] {
+        env.set_stock(&sku, qty);
+        let q = qty as i64;
+        env.wait_for(10, "MercadoLibre", || env.sim.item_quantity(&item) == Some(q));
+        env.wait_for(10, "SHEIN", || env.shein_quantity("SH-5") == Some(q));
+        env.wait_for(10, "Shopify", || env.shopify_available(909) == Some(q));
+    }
+    env.wait_for(10, "TikTok's connection to show the failure", || {
+        env.scalar_i64(
+            "SELECT count(*) FROM integ.status WHERE marketplace = 'tiktok' AND status = 'needs_reauthorization'",
+        ) == 1
+    });
+    let why: String = env
+        .db()
+        .query_one("SELECT last_error FROM integ.status WHERE marketplace = 'tiktok'", &[])
+        .unwrap()
+        .get(0);
+    assert!(why.contains("36004003"), "{why}");
+    assert_eq!(
+        env.tiktok_quantity("SKU-5"),
+        Some(0),
+        "TikTok must not have been written"
+    );
+    // the change waits for the connection to be fixed: nothing lost
+    assert_eq!(
+        env.scalar_i64("SELECT queue_depth FROM integ.status WHERE marketplace = 'tiktok'"),
+        1
+    );
+    assert!(env.sim.counter("tiktok bad sign") >= 1);
+    env.assert_no_secrets();
+}

@@ -26,6 +26,8 @@ pub struct Shopify {
     access: HashMap<String, (String, Option<Instant>)>,
     /// refresh token -> (shop, client_id); removed on first use
     refresh: HashMap<String, (String, String)>,
+    /// authorization code -> (shop, client_id, issued); single use, 10 minutes
+    codes: HashMap<String, (String, String, Instant)>,
     /// (shop, inventory item id, location id) -> available
     pub levels: HashMap<(String, String, String), Level>,
     /// idempotency key -> the response first given
@@ -48,6 +50,7 @@ impl Default for Shopify {
             apps: HashMap::new(),
             access: HashMap::new(),
             refresh: HashMap::new(),
+            codes: HashMap::new(),
             levels: HashMap::new(),
             idempotent: HashMap::new(),
             buckets: HashMap::new(),
@@ -174,8 +177,21 @@ async fn access_token(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>)
         )
             .into_response();
     }
+    if s("grant_type").is_empty() && !s("code").is_empty() {
+        // the authorization-code exchange of the install flow
+        let Some((shop, client, issued)) = m.codes.remove(s("code")) else {
+            return bad_grant("The authorization code was not found or was already used");
+        };
+        if client != s("client_id") || issued.elapsed() > Duration::from_secs(600) {
+            return bad_grant("The authorization code was not found or was already used");
+        }
+        state.count("shopify code exchange ok");
+        let expiring =
+            matches!(b.get("expiring"), Some(Value::String(x)) if x == "1") || b.get("expiring") == Some(&json!(1));
+        return Json(m.grant(&shop, &client, expiring)).into_response();
+    }
     if s("grant_type") != "refresh_token" {
-        return bad_grant("only refresh_token grants are emulated here");
+        return bad_grant("unsupported grant_type");
     }
     let Some((shop, client)) = m.refresh.remove(s("refresh_token")) else {
         state.count("shopify token refresh invalid");
@@ -449,6 +465,7 @@ pub fn admin_router() -> Router<Arc<State>> {
     Router::new()
         .route("/apps", post(admin_app))
         .route("/shops", post(admin_shop))
+        .route("/authorize", post(admin_authorize))
         .route("/levels", post(admin_level))
         .route("/levels/{item}/{location}", get(admin_get_level))
         .route("/levels/{item}/{location}/bump", post(admin_bump))
@@ -484,6 +501,36 @@ async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -
     let expiring = b.get("expiring").and_then(Value::as_bool).unwrap_or(true);
     let g = state.shopify.lock().grant(shop, id, expiring);
     Json(g).into_response()
+}
+
+/// The merchant approves the install: `{"shop", "client_id", "state"}` -> the callback's query
+/// parameters as Shopify sends them (`code, hmac, host, shop, state, timestamp`), signed with the
+/// app secret.
+async fn admin_authorize(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let (Some(shop), Some(id)) = (text(&b, "shop"), text(&b, "client_id")) else {
+        return bad("shop and client_id are required");
+    };
+    let mut m = state.shopify.lock();
+    let Some(secret) = m.apps.get(id).cloned() else {
+        return bad("unknown client_id");
+    };
+    let code = random_token("");
+    m.codes
+        .insert(code.clone(), (shop.to_string(), id.to_string(), Instant::now()));
+    m.issued.push(code.clone());
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut q: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    q.insert("code".into(), code);
+    q.insert("host".into(), "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvc2FuZGJveA".into());
+    q.insert("shop".into(), shop.to_string());
+    q.insert("state".into(), text(&b, "state").unwrap_or("").to_string());
+    q.insert("timestamp".into(), timestamp.to_string());
+    let hmac = marketplace_signing::shopify_oauth(&secret, &q);
+    q.insert("hmac".into(), hmac);
+    Json(json!(q)).into_response()
 }
 
 /// `{"shop", "inventory_item_id", "location_id", "available"?}`
@@ -625,6 +672,26 @@ mod tests {
         let again = call(&state, &h, "2026-10", mutation(Some("k2"), 5, json!(0))).await;
         assert_eq!(errors(&again), json!([]));
         assert_eq!(state.shopify.lock().levels.values().next().map(|l| l.writes), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_install_callback_is_signed_and_its_code_works_once() {
+        let (state, _) = setup();
+        let cb = body_json(
+            admin_authorize(
+                AxState(state.clone()),
+                Json(json!({"shop": "a.myshopify.com", "client_id": "c", "state": "n1"})),
+            )
+            .await,
+        )
+        .await;
+        let q: std::collections::BTreeMap<String, String> = serde_json::from_value(cb.clone()).unwrap();
+        assert_eq!(marketplace_signing::shopify_oauth("s", &q), q["hmac"]);
+        let exchange = || Json(json!({"client_id": "c", "client_secret": "s", "code": q["code"], "expiring": "1"}));
+        let g = body_json(access_token(AxState(state.clone()), exchange()).await).await;
+        assert!(g["refresh_token"].as_str().is_some());
+        let r = access_token(AxState(state), exchange()).await;
+        assert_eq!(r.status(), 400);
     }
 
     #[tokio::test]
