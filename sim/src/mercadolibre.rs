@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub struct Meli {
     pub retry_after_s: Option<f64>,
     /// Sellers whose every API call answers this status (a failing tenant).
     pub failing_sellers: HashMap<u64, u16>,
-    windows: HashMap<u64, VecDeque<Instant>>,
+    windows: crate::state::SlidingWindows,
     next_variation_id: i64,
     /// Every token ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
@@ -53,7 +53,7 @@ impl Default for Meli {
             rate_window: Duration::from_secs(60),
             retry_after_s: None,
             failing_sellers: HashMap::new(),
-            windows: HashMap::new(),
+            windows: Default::default(),
             next_variation_id: 900_000_000,
             issued: Vec::new(),
         }
@@ -225,14 +225,9 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
         return Err(error(status, "internal_error", "seller account unavailable (injected)"));
     }
     if let Some(limit) = m.rate_limit_per_minute {
-        let now = Instant::now();
         let window = m.rate_window;
         let retry_after = m.retry_after_s;
-        let w = m.windows.entry(seller).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            w.pop_front();
-        }
-        if w.len() >= limit {
+        if m.windows.over_limit(&seller.to_string(), limit, window) {
             drop(m);
             state.count("mercadolibre 429");
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests");
@@ -241,7 +236,6 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
             }
             return Err(r);
         }
-        w.push_back(now);
     }
     Ok(seller)
 }

@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use marketplace_signing as signing;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub struct Shein {
     pub rate_window: Option<Duration>,
     /// Answer over-limit calls with business code 832213 (HTTP 200) instead of HTTP 429.
     pub throttle_with_code: bool,
-    windows: HashMap<String, VecDeque<Instant>>,
+    windows: crate::state::SlidingWindows,
     /// Everything secret ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
 }
@@ -82,16 +82,7 @@ impl Shein {
             return false;
         };
         let window = self.rate_window.unwrap_or(Duration::from_secs(60));
-        let now = Instant::now();
-        let w = self.windows.entry(open_key_id.to_string()).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            w.pop_front();
-        }
-        if w.len() >= limit {
-            return true;
-        }
-        w.push_back(now);
-        false
+        self.windows.over_limit(open_key_id, limit, window)
     }
 }
 

@@ -13,9 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use marketplace_signing as signing;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]
 pub struct TikTok {
@@ -32,7 +32,7 @@ pub struct TikTok {
     pub token_lifetime_s: i64,
     pub rate_limit_per_minute: Option<usize>,
     pub rate_window: Option<Duration>,
-    windows: HashMap<String, VecDeque<Instant>>,
+    windows: crate::state::SlidingWindows,
     pub issued: Vec<String>,
 }
 
@@ -106,16 +106,7 @@ impl TikTok {
             return false;
         };
         let window = self.rate_window.unwrap_or(Duration::from_secs(60));
-        let now = Instant::now();
-        let w = self.windows.entry(shop.to_string()).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            w.pop_front();
-        }
-        if w.len() >= limit {
-            return true;
-        }
-        w.push_back(now);
-        false
+        self.windows.over_limit(shop, limit, window)
     }
 }
 

@@ -29,6 +29,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply with no headers of note (tests and decoders).
+    pub fn new(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            body: body.into(),
+            retry_after: None,
+            x_version: None,
+        }
+    }
+
     pub fn json(&self) -> Option<Value> {
         serde_json::from_str(&self.body).ok()
     }
@@ -149,12 +159,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.into(),
-            retry_after: None,
-            x_version: None,
-        }
+        Reply::new(status, body)
     }
 
     #[test]

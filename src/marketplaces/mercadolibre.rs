@@ -176,10 +176,7 @@ impl Connector for MercadoLibre {
             ListingKind::UserProduct => format!("/user-products/{}/stock", req.external_id),
             _ => format!("/items/{}", req.external_id),
         };
-        let reply = get(agent, req, &path).map_err(|(k, _)| match k {
-            PushKind::Retry { error, .. } => error,
-            other => format!("{other:?}"),
-        })?;
+        let reply = get(agent, req, &path).map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
         if !ok(&reply) {
             return Err(http::error_text(&reply));
         }

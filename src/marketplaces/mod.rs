@@ -151,6 +151,19 @@ pub enum PushKind {
     Permanent { error: String },
 }
 
+impl PushKind {
+    /// The error text of a failure (None for Applied).
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            PushKind::Applied { .. } => None,
+            PushKind::Retry { error, .. }
+            | PushKind::Throttled { error, .. }
+            | PushKind::Unauthorized { error }
+            | PushKind::Permanent { error } => Some(error),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PushResult {
     pub kind: PushKind,
@@ -187,6 +200,18 @@ pub trait Connector: Send + Sync {
         true
     }
     fn refresh(&self, http: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError>;
+}
+
+/// The one result of a batch of one (what a batching connector's push_stock returns).
+pub fn only_result(results: Vec<PushResult>) -> PushResult {
+    results.into_iter().next().unwrap_or_else(|| PushResult {
+        kind: PushKind::Retry {
+            error: "the connector returned no result".into(),
+            retry_after: None,
+        },
+        http_status: None,
+        latency_ms: 0.0,
+    })
 }
 
 /// The connector of a marketplace, or an error naming what is not supported yet.

@@ -245,13 +245,7 @@ fn read_level(agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, Str
         json!({"id": gid("InventoryItem", &req.external_id), "locationId": location(req)}),
     )?;
     if let Some(kind) = call_failure(&reply) {
-        return Err(match kind {
-            PushKind::Retry { error, .. }
-            | PushKind::Throttled { error, .. }
-            | PushKind::Unauthorized { error }
-            | PushKind::Permanent { error } => error,
-            PushKind::Applied { .. } => String::new(),
-        });
+        return Err(kind.error().unwrap_or("unexpected reply").to_string());
     }
     let v = reply.json().unwrap_or(Value::Null);
     Ok(v.pointer("/data/inventoryItem/inventoryLevel/quantities")
@@ -405,16 +399,7 @@ impl Connector for Shopify {
     }
 
     fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {
-        self.push_batch(agent, std::slice::from_ref(req))
-            .pop()
-            .unwrap_or_else(|| PushResult {
-                kind: PushKind::Retry {
-                    error: "no result".into(),
-                    retry_after: None,
-                },
-                http_status: None,
-                latency_ms: 0.0,
-            })
+        super::only_result(self.push_batch(agent, std::slice::from_ref(req)))
     }
 
     fn max_batch(&self) -> usize {
@@ -526,12 +511,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.into(),
-            retry_after: None,
-            x_version: None,
-        }
+        Reply::new(status, body)
     }
 
     #[test]

@@ -227,12 +227,8 @@ impl Connector for TikTok {
             "/product/202309/inventory/search",
             &json!({"sku_ids": [req.external_id]}),
         )?;
-        match classify(&reply) {
-            PushKind::Applied { .. } => {}
-            PushKind::Retry { error, .. }
-            | PushKind::Throttled { error, .. }
-            | PushKind::Unauthorized { error }
-            | PushKind::Permanent { error } => return Err(error),
+        if let Some(error) = classify(&reply).error() {
+            return Err(error.to_string());
         }
         let warehouse = setting(&req.listing_settings, "warehouse_id");
         let v = reply.json().unwrap_or(Value::Null);
@@ -315,12 +311,7 @@ mod tests {
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {
-        Reply {
-            status,
-            body: body.into(),
-            retry_after: None,
-            x_version: None,
-        }
+        Reply::new(status, body)
     }
 
     #[test]
