@@ -105,6 +105,33 @@ CREATE TABLE integ.sync_log (
 CREATE INDEX sync_log_by_connection ON integ.sync_log (connection_id, id);
 CREATE INDEX sync_log_by_listing ON integ.sync_log (listing_id, id);
 
+-- Every webhook delivery handed to integ.receive_webhook, verified or not. Only verified
+-- deliveries keep their body; each accepted event id appears once (duplicates are recorded as
+-- such and change nothing).
+CREATE TABLE integ.webhooks (
+    id            bigserial PRIMARY KEY,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    marketplace   text NOT NULL,
+    tenant_id     text,
+    connection_id bigint REFERENCES integ.connections (id) ON DELETE SET NULL,
+    event_id      text,
+    topic         text,
+    status        text NOT NULL CHECK (status IN ('accepted', 'duplicate', 'rejected')),
+    verified      boolean NOT NULL DEFAULT false,
+    http_status   integer NOT NULL,
+    reason        text,
+    body_size     integer NOT NULL,
+    body_sha256   text NOT NULL,
+    body          bytea,
+    -- processing by the workers: pending -> done | failed (retried) | dead; ignored when not accepted
+    state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'dead', 'ignored')),
+    attempts      integer NOT NULL DEFAULT 0,
+    processed_at  timestamptz,
+    error         text
+);
+CREATE UNIQUE INDEX webhooks_one_event ON integ.webhooks (marketplace, event_id) WHERE status = 'accepted';
+CREATE INDEX webhooks_to_process ON integ.webhooks (id) WHERE state IN ('pending', 'failed');
+
 -- Inventory tables watched by integ.track_inventory.
 CREATE TABLE integ.tracked_tables (
     relid          oid PRIMARY KEY,

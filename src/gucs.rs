@@ -20,6 +20,7 @@ pub static RATE_LIMIT_SHOPIFY: GucSetting<Option<CString>> = GucSetting::<Option
 pub static RATE_LIMIT_TIKTOK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"1000/hour"));
 pub static RATE_LIMIT_SHEIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"100/min"));
 pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
 
 /// The most workers `integ.workers` may ask for (the size of the latch table).
 pub const MAX_WORKERS: usize = 16;
@@ -73,6 +74,16 @@ fn define_postmaster() {
 }
 
 fn define_runtime() {
+    GucRegistry::define_int_guc(
+        c"integ.webhook_max_bytes",
+        c"Largest webhook body integ.receive_webhook accepts; larger ones are refused with 413.",
+        c"",
+        &WEBHOOK_MAX_BYTES,
+        1_024,
+        64 * 1_048_576,
+        GucContext::Sighup,
+        GucFlags::UNIT_BYTE,
+    );
     GucRegistry::define_int_guc(
         c"integ.circuit_failures",
         c"Consecutive failures (5xx, timeouts, network) that open a connection's circuit.",

@@ -28,6 +28,12 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Lowercase hex SHA-256 of some bytes (a stable id for deliveries that carry none).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(bytes))
+}
+
 /// Constant-time comparison of two byte strings (length is not secret).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -8,6 +8,7 @@ pub mod listings;
 pub mod remote;
 pub mod signature;
 pub mod sync;
+pub mod webhooks;
 
 use crate::marketplaces::{self, Connector, Marketplace};
 use crate::spi_util::invalid;

@@ -6,6 +6,7 @@ pub mod mercadolibre;
 pub mod shein;
 pub mod shopify;
 pub mod tiktok;
+pub mod webhooks;
 
 use serde_json::{Map, Value};
 use std::fmt;

@@ -123,7 +123,7 @@ impl Connector for Shein {
         let obj = input.as_object().ok_or("shein credentials must be a JSON object")?;
         check_keys(
             obj,
-            &["open_key_id", "secret_key", "appid", "supplier_id"],
+            &["open_key_id", "secret_key", "appid", "supplier_id", "app_secret_key"],
             "shein credentials",
         )?;
         let text = |k: &str| match obj.get(k) {
@@ -143,6 +143,10 @@ impl Connector for Shein {
         }
         let mut secrets = Map::new();
         secrets.insert("secret_key".into(), Value::String(secret));
+        // the app's own key: event callbacks are signed and encrypted with it
+        if let Some(app_key) = text("app_secret_key")? {
+            secrets.insert("app_secret_key".into(), Value::String(app_key));
+        }
         Ok(Credentials {
             identifiers,
             secrets,

@@ -323,6 +323,8 @@ impl Connector for Shopify {
                 "client_secret",
                 "refresh_token",
                 "expires_in",
+                "webhook_secret",
+                "previous_webhook_secret",
             ],
             "shopify credentials",
         )?;
@@ -351,7 +353,15 @@ impl Connector for Shopify {
         }
         let mut secrets = Map::new();
         secrets.insert("access_token".into(), Value::String(access));
-        for (k, v) in [("client_secret", client_secret), ("refresh_token", refresh)] {
+        // webhooks are signed with the app secret (client_secret) unless a webhook_secret is
+        // given; during a rotation the previous one still verifies
+        let (webhook, previous) = (text("webhook_secret")?, text("previous_webhook_secret")?);
+        for (k, v) in [
+            ("client_secret", client_secret),
+            ("refresh_token", refresh),
+            ("webhook_secret", webhook),
+            ("previous_webhook_secret", previous),
+        ] {
             if let Some(v) = v {
                 secrets.insert(k.into(), Value::String(v));
             }
