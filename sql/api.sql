@@ -99,6 +99,31 @@ BEGIN
 END
 $$;
 
+-- Changes EGDC's stock of one product by `delta` in the first tracked table that has it (an
+-- order line taken or given back). The table's own trigger then sends the new stock to every
+-- channel. Returns false when no tracked table has the product.
+CREATE FUNCTION integ.adjust_stock(p_tenant text, p_product text, p_delta numeric)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    n bigint;
+BEGIN
+    FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        EXECUTE format('UPDATE %s SET %I = %I + $3 WHERE %I::text = $1 AND %I::text = $2',
+                       t.relid::regclass, t.stock_column, t.stock_column, t.tenant_column, t.product_column)
+          USING p_tenant, p_product, p_delta;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION integ.adjust_stock(text, text, numeric) FROM PUBLIC;
+
 -- Puts dead jobs back in the queue (one per listing; a listing that already has a pending job
 -- needs none). Returns how many listings will be retried.
 CREATE FUNCTION integ.retry_dead(tenant_id text DEFAULT NULL, marketplace text DEFAULT NULL)

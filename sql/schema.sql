@@ -132,6 +132,21 @@ CREATE TABLE integ.webhooks (
 CREATE UNIQUE INDEX webhooks_one_event ON integ.webhooks (marketplace, event_id) WHERE status = 'accepted';
 CREATE INDEX webhooks_to_process ON integ.webhooks (id) WHERE state IN ('pending', 'failed');
 
+-- Order lines applied to EGDC's stock: one row per (marketplace, tenant, order, line), so a
+-- line is taken once however many times its order arrives, and given back once on cancellation.
+CREATE TABLE integ.order_lines (
+    marketplace  text NOT NULL,
+    tenant_id    text NOT NULL,
+    order_id     text NOT NULL,
+    line_id      text NOT NULL,
+    product_id   text NOT NULL,
+    quantity     integer NOT NULL,
+    webhook_id   bigint,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    cancelled_at timestamptz,
+    PRIMARY KEY (marketplace, tenant_id, order_id, line_id)
+);
+
 -- Inventory tables watched by integ.track_inventory.
 CREATE TABLE integ.tracked_tables (
     relid          oid PRIMARY KEY,

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod gucs;
 pub mod limits;
 pub mod marketplaces;
+pub mod orders;
 pub mod outbox;
 pub mod push;
 pub mod shmem;

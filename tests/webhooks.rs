@@ -180,3 +180,68 @@ fn tiktok_and_mercadolibre_deliveries() {
         .get(0);
     assert!(ok);
 }
+
+fn inventory_qty(env: &Env, tenant: &str, sku: &str) -> i64 {
+    env.db()
+        .query_one(
+            "SELECT qty::bigint FROM inventory WHERE tenant_id = $1 AND sku = $2",
+            &[&tenant, &sku],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// A Shopify order takes EGDC stock once per line (even delivered twice), the new stock reaches
+/// the other channels, and a cancellation gives it back once.
+#[test]
+fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
+    let mut env = Env::new("hooks-orders");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.add_shopify_tenant(TENANT, SHOP, json!({}));
+    env.shopify_listing(TENANT, SHOP, &sku, 4242);
+    env.set_stock(&sku, 10);
+    env.wait_for(10, "10 everywhere", || {
+        env.sim.item_quantity(&item) == Some(10) && env.shopify_available(4242) == Some(10)
+    });
+    let order = json!({"id": 450789469, "line_items": [{"id": 466157049, "sku": sku, "quantity": 3},
+                                                       {"id": 466157050, "sku": "", "quantity": 1}]})
+    .to_string();
+    let send = |topic: &str, delivery: &str| {
+        let mut h = shopify_headers(SHOPIFY_CLIENT_SECRET, order.as_bytes(), delivery, SHOP);
+        h["X-Shopify-Topic"] = json!(topic);
+        let a = receive(&env, "shopify", &h, order.as_bytes());
+        assert_eq!(a["status"], "accepted", "{a}");
+    };
+    send("orders/create", "d-1");
+    env.wait_for(10, "the order to take 3", || inventory_qty(&env, TENANT, &sku) == 7);
+    env.wait_for(10, "7 on MercadoLibre and Shopify", || {
+        env.sim.item_quantity(&item) == Some(7) && env.shopify_available(4242) == Some(7)
+    });
+    // the same order again, as another delivery: nothing more is taken
+    send("orders/create", "d-2");
+    env.wait_for(10, "the second delivery to be applied", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 2
+    });
+    assert_eq!(inventory_qty(&env, TENANT, &sku), 7);
+    // cancelled (twice): given back once
+    send("orders/cancelled", "d-3");
+    send("orders/cancelled", "d-4");
+    env.wait_for(10, "the cancellations to be applied", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 4
+    });
+    assert_eq!(inventory_qty(&env, TENANT, &sku), 10);
+    env.wait_for(10, "10 again on MercadoLibre", || {
+        env.sim.item_quantity(&item) == Some(10)
+    });
+    let note: String = env
+        .db()
+        .query_one("SELECT error FROM integ.webhooks WHERE event_id = 'd-1'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "line 466157050 has no sku or quantity");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.order_lines WHERE cancelled_at IS NOT NULL"),
+        1
+    );
+}

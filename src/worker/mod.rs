@@ -93,6 +93,7 @@ struct Worker {
     rng: StdRng,
     last_reclaim: Option<Instant>,
     last_purge: Instant,
+    last_webhooks: Instant,
 }
 
 impl Worker {
@@ -112,6 +113,7 @@ impl Worker {
             rng: StdRng::from_entropy(),
             last_reclaim: None,
             last_purge: Instant::now(),
+            last_webhooks: Instant::now(),
         }
     }
 
@@ -134,6 +136,9 @@ impl Worker {
                 work_signalled = true;
             }
             self.maintenance();
+            if work_signalled && self.last_webhooks.elapsed() >= Duration::from_millis(20) {
+                self.apply_webhooks();
+            }
             if !shmem::pending_refresh_requests().is_empty() {
                 tokens::serve_requests(&self.agent);
             }
@@ -214,6 +219,15 @@ impl Worker {
                 self.trouble("purging finished jobs", &e);
             }
             self.last_purge = Instant::now();
+        }
+    }
+
+    /// Applies accepted webhooks (orders take stock, cancellations give it back); the stock
+    /// changes enqueue their own pushes.
+    fn apply_webhooks(&mut self) {
+        self.last_webhooks = Instant::now();
+        if let Err(e) = crate::orders::apply_pending(50, self.tuning.max_attempts) {
+            self.trouble("applying webhooks", &e);
         }
     }
 
