@@ -559,12 +559,35 @@ impl Env {
         while !check() {
             if Instant::now() > deadline {
                 panic!(
-                    "timed out after {secs}s waiting for: {what}\n--- server log tail ---\n{}",
+                    "timed out after {secs}s waiting for: {what}\n--- outbox ---\n{}\n--- server log tail ---\n{}",
+                    self.outbox_state(),
                     tail(&self.pg.log(), 40)
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Jobs, latest log rows, connections and limiters, for a failed wait's message.
+    fn outbox_state(&self) -> String {
+        let Ok(mut db) = self.db.try_borrow_mut() else {
+            return "(database busy)".into();
+        };
+        let queries = [
+            "SELECT string_agg(format('job %s listing %s %s %s attempts %s next %s err %s', id, listing_id, marketplace, state, attempts,
+                     next_attempt_at - now(), left(last_error, 80)), E'\n' ORDER BY id) FROM integ.sync_jobs WHERE state <> 'done'",
+            "SELECT string_agg(x, E'\n') FROM (SELECT format('log %s %s %s %s stock %s err %s', id, marketplace, operation, outcome, stock,
+                     left(error, 80)) AS x FROM integ.sync_log ORDER BY id DESC LIMIT 12) l",
+            "SELECT string_agg(format('conn %s %s %s circuit %s q %s', tenant_id, marketplace, status, circuit, queue_depth), E'\n') FROM integ.status",
+        ];
+        queries
+            .iter()
+            .map(|q| match db.query_one(*q, &[]) {
+                Ok(r) => r.get::<_, Option<String>>(0).unwrap_or_default(),
+                Err(e) => format!("({e})"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn db(&self) -> std::cell::RefMut<'_, Client> {
