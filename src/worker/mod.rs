@@ -270,14 +270,21 @@ impl Worker {
             let share = (capacity / conns.len().max(1) as i64).max(1);
             let mut caps = Vec::new();
             let mut limited = Vec::new();
+            // whether some connection got its whole share (it may have more due right away)
+            let mut full = false;
             for (id, market, settings) in &conns {
                 let quota = push::quota_for(market, settings);
                 let batch = batch_size(market) as i64;
-                match limiter::sendable_now(*id, quota, cooldown) {
-                    None => caps.push((*id, (share * batch) as i32)),
-                    Some(Ok(n)) => caps.push((*id, (n.min(share) * batch) as i32)),
-                    Some(Err(wait_ns)) => limited.push((*id, wait_ns)),
-                }
+                let calls = match limiter::sendable_now(*id, quota, cooldown) {
+                    None => share,
+                    Some(Ok(n)) => n.min(share),
+                    Some(Err(wait_ns)) => {
+                        limited.push((*id, wait_ns));
+                        continue;
+                    }
+                };
+                full |= calls >= share;
+                caps.push((*id, (calls * batch) as i32));
             }
             let most = caps.iter().map(|c| c.1 as i64).max().unwrap_or(share);
             let jobs = outbox::claim(&caps, most, lease_ms);
@@ -302,10 +309,6 @@ impl Worker {
                     (Some(_), _) => to_push.push(job),
                 }
             }
-            let full = conns
-                .iter()
-                .zip(&caps)
-                .any(|((_, m, _), c)| c.1 as i64 >= share * batch_size(m) as i64);
             // Tokens for the claimed connections, read in this same transaction (decrypted only
             // when this process does not hold that generation yet).
             let mut tokens: HashMap<i64, Option<TokenStatus>> = HashMap::new();
