@@ -100,7 +100,9 @@ CREATE TABLE integ.sync_log (
     http_status   integer,
     latency_ms    double precision,
     attempt       integer,
-    error         text
+    error         text,
+    -- EGDC's stock the pushed value was computed from (the channel's stock rules make them differ)
+    egdc_stock    integer
 );
 CREATE INDEX sync_log_by_connection ON integ.sync_log (connection_id, id);
 CREATE INDEX sync_log_by_listing ON integ.sync_log (listing_id, id);

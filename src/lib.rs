@@ -14,6 +14,7 @@ pub mod marketplaces;
 pub mod orders;
 pub mod outbox;
 pub mod push;
+pub mod rules;
 pub mod shmem;
 pub use marketplace_signing as signing;
 pub mod spi_util;

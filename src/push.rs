@@ -52,7 +52,7 @@ pub fn prepare(
         PushRequest {
             base_url,
             external_id: listing.external_id.to_string(),
-            listing_settings: listing.listing_settings.clone(),
+            listing_settings: crate::rules::without_rules(listing.listing_settings),
             quantity: quantity as i64,
             access_token,
             credentials,

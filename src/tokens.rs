@@ -100,6 +100,7 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             marketplace: &market,
             product_id: "",
             external_id: "",
+            egdc_stock: None,
         };
         match grant {
             Ok(g) => {

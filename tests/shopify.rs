@@ -237,3 +237,62 @@ fn a_wrong_secret_fails_one_connection_visibly_and_only_that_one() {
     assert!(env.sim.counter("tiktok bad sign") >= 1);
     env.assert_no_secrets();
 }
+
+/// Channel stock rules: each channel shows EGDC's stock through its own rules, and the log
+/// records both numbers.
+#[test]
+fn channel_stock_rules_shape_what_each_channel_shows() {
+    let mut env = Env::new("rules");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.db()
+        .batch_execute(
+            "UPDATE integ.connections SET settings = settings || '{\"stock_rules\": {\"buffer\": 2}}'
+              WHERE marketplace = 'mercadolibre'",
+        )
+        .unwrap();
+    env.add_shopify_tenant(TENANT, SHOP, json!({"stock_rules": {"allocation_percent": 50}}));
+    env.sim.post(
+        "/shopify/levels",
+        json!({"shop": SHOP, "inventory_item_id": 77, "location_id": 1}),
+    );
+    // the listing keeps the connection's 50% and adds its own maximum
+    env.db()
+        .query_one(
+            "SELECT integ.map_product($1, 'shopify', $2, '77', '{\"location_id\": 1, \"stock_rules\": {\"max\": 4}}')",
+            &[&TENANT, &sku],
+        )
+        .unwrap();
+    let key_id = env.add_shein_tenant(
+        TENANT,
+        902,
+        json!({"stock_rules": {"buffer": 5, "buffer_mode": "zero_below"}}),
+    );
+    env.shein_listing(TENANT, &key_id, &sku, "SH-R");
+    for (egdc, meli, shopify, shein) in [(4, 2, 2, 0), (20, 18, 4, 20), (7, 5, 3, 7)] {
+        env.set_stock(&sku, egdc);
+        env.wait_for(10, "every channel to show its share", || {
+            env.sim.item_quantity(&item) == Some(meli)
+                && env.shopify_available(77) == Some(shopify)
+                && env.shein_quantity("SH-R") == Some(shein)
+        });
+    }
+    let both = env
+        .db()
+        .query_one(
+            "SELECT stock, egdc_stock FROM integ.sync_log WHERE marketplace = 'mercadolibre' AND outcome = 'success'
+              ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((both.get::<_, i32>(0), both.get::<_, i32>(1)), (5, 7));
+    let err = env
+        .db()
+        .query_one(
+            "SELECT integ.map_product($1, 'shopify', $2, '77', '{\"location_id\": 1, \"stock_rules\": {\"bufer\": 1}}')",
+            &[&TENANT, &sku],
+        )
+        .unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(message.contains("unknown key \"bufer\""), "{message}");
+}

@@ -21,8 +21,9 @@ fn map_product(
     if !settings.0.is_object() {
         invalid("settings must be a JSON object");
     }
+    crate::rules::validate(&settings.0).unwrap_or_else(|e| invalid(e));
     connector
-        .check_listing(external_id, &settings.0)
+        .check_listing(external_id, &crate::rules::without_rules(&settings.0))
         .unwrap_or_else(|e| invalid(e));
     let connection_id = first::<i64>(
         "SELECT id FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2",

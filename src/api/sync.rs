@@ -135,7 +135,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             Some(format!("connection is {}", l.connection_status)),
         );
     }
-    let Some(stock) = l.desired else {
+    let Some(egdc) = l.desired else {
         return row(
             "skipped",
             None,
@@ -143,6 +143,8 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
             Some("no EGDC stock known for this product yet".into()),
         );
     };
+    // what this channel is shown: EGDC's stock through its stock rules
+    let stock = crate::rules::effective(&l.connection_settings, &l.settings).apply(egdc);
     let target = Target {
         job_id: None,
         attempt: None,
@@ -152,6 +154,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         marketplace: &l.marketplace,
         product_id,
         external_id: &l.external_id,
+        egdc_stock: Some(egdc),
     };
     // Failures before any request was sent: logged, reported, nothing else changes.
     let failed = |e: String| {

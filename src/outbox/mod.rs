@@ -21,7 +21,10 @@ pub struct ClaimedJob {
     pub product_id: String,
     pub external_id: String,
     pub listing_settings: Value,
+    /// What this channel is to show: EGDC's stock through the channel's stock rules.
     pub desired_stock: Option<i32>,
+    /// EGDC's own stock, as read from the listing.
+    pub egdc_stock: Option<i32>,
     pub remote_stock: Option<i32>,
     pub connection_settings: Value,
 }
@@ -107,9 +110,15 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
                     external_id: r.get(8)?.unwrap_or_default(),
                     listing_settings: r.get::<JsonB>(9)?.map(|j| j.0).unwrap_or(Value::Null),
                     desired_stock: r.get(10)?,
+                    egdc_stock: r.get(10)?,
                     remote_stock: r.get(11)?,
                     connection_settings: r.get::<JsonB>(12)?.map(|j| j.0).unwrap_or(Value::Null),
                 });
+            }
+            // what each channel is shown: EGDC's stock through its stock rules
+            for j in &mut jobs {
+                let rules = crate::rules::effective(&j.connection_settings, &j.listing_settings);
+                j.desired_stock = j.egdc_stock.map(|s| rules.apply(s));
             }
             Ok(jobs)
         },
@@ -155,6 +164,8 @@ pub struct Target<'a> {
     pub marketplace: &'a str,
     pub product_id: &'a str,
     pub external_id: &'a str,
+    /// EGDC's stock the attempt was computed from (the log shows it next to what was sent).
+    pub egdc_stock: Option<i32>,
 }
 
 /// The log's outcome word for an outcome.
@@ -200,11 +211,16 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
              r AS (
                 INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
                 SELECT id, connection_id, tenant_id, marketplace FROM l
-                 WHERE desired_stock IS DISTINCT FROM $2
+                 WHERE desired_stock IS DISTINCT FROM $4
                 ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
              RETURNING 1)
              SELECT count(*) FROM r",
-            &[t.listing_id.into(), (*stock).into(), (*remote).into()],
+            &[
+                t.listing_id.into(),
+                (*stock).into(),
+                (*remote).into(),
+                t.egdc_stock.unwrap_or(*stock).into(),
+            ],
         )
         .or_raise("recording a push")
         .unwrap_or(0)
@@ -221,7 +237,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             )
             .or_raise("completing a job");
             if matches!(o, Outcome::Skipped { .. }) {
-                requeued |= requeue_if_moved(t.listing_id, stock);
+                requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(stock));
             }
         }
         Outcome::Retry {
@@ -284,6 +300,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
             outcome_word(&o).to_string()
         })
         .collect();
+    let egdc: Vec<Option<i32>> = batch.iter().map(|p| p.target.egdc_stock.or(Some(p.stock))).collect();
     let errors: Vec<Option<String>> = batch
         .iter()
         .map(|p| {
@@ -295,8 +312,8 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
     run_kept(
         "WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::float8[],
-                                 $7::int[], $8::text[], $9::text[])
-                       AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error)),
+                                 $7::int[], $8::text[], $9::text[], $10::int[])
+                       AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error, egdc)),
          l AS (
             UPDATE integ.listings l
                SET last_pushed_stock = r.stock, last_pushed_at = now(), remote_stock = coalesce(r.remote, r.stock)
@@ -305,7 +322,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
                    l.desired_stock, r.*),
          requeued AS (
             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM l WHERE desired_stock IS DISTINCT FROM stock
+            SELECT id, connection_id, tenant_id, marketplace FROM l WHERE desired_stock IS DISTINCT FROM egdc
             ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
          RETURNING 1),
          done AS (
@@ -317,9 +334,9 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
          logged AS (
             INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                         external_id, operation, outcome, stock, remote_stock, http_status,
-                                        latency_ms, attempt, error)
+                                        latency_ms, attempt, error, egdc_stock)
             SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'push', outcome,
-                   stock, remote, http_status, latency_ms, attempt, error
+                   stock, remote, http_status, latency_ms, attempt, error, egdc
               FROM l
          RETURNING 1),
          noted AS (
@@ -338,6 +355,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
             attempts.into(),
             outcomes.into(),
             errors.into(),
+            egdc.into(),
         ],
         |t| t.first().get::<i64>(1),
     )
@@ -413,8 +431,8 @@ pub fn log(
     Spi::run_with_args(
         "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                      external_id, operation, outcome, stock, remote_stock, http_status,
-                                     latency_ms, attempt, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                     latency_ms, attempt, error, egdc_stock)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
             t.tenant_id.into(),
             t.marketplace.into(),
@@ -441,6 +459,7 @@ pub fn log(
             a.latency_ms.into(),
             t.attempt.into(),
             error.into(),
+            t.egdc_stock.into(),
         ],
     )
     .or_raise("writing the sync log");

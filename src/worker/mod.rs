@@ -611,6 +611,7 @@ fn log_transitions(transitions: &[(i64, String, String, Circuit)]) {
             marketplace: market,
             product_id: "",
             external_id: "",
+            egdc_stock: None,
         };
         let why = match state {
             Circuit::Open => "circuit opened: the marketplace keeps failing; jobs wait without burning attempts",
@@ -640,6 +641,7 @@ fn target(job: &ClaimedJob) -> Target<'_> {
         marketplace: &job.marketplace,
         product_id: &job.product_id,
         external_id: &job.external_id,
+        egdc_stock: job.egdc_stock,
     }
 }
 
