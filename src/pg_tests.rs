@@ -248,3 +248,22 @@ fn signature_names_the_missing_key() {
     Spi::run(r#"SELECT integ.signature('shein', '{"open_key_id": "a", "path": "/p", "timestamp": "1", "random_key": "abcde"}')"#)
         .unwrap();
 }
+
+#[pg_test]
+fn every_security_definer_function_pins_its_search_path() {
+    let unpinned = Spi::get_one::<i64>(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'integ' AND p.prosecdef
+            AND NOT coalesce(array_to_string(p.proconfig, ',') LIKE '%search_path=pg_catalog%', false)",
+    )
+    .unwrap()
+    .unwrap_or(-1);
+    let definers = Spi::get_one::<i64>(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'integ' AND p.prosecdef",
+    )
+    .unwrap()
+    .unwrap_or(0);
+    assert!(definers >= 10, "only {definers} SECURITY DEFINER functions found");
+    assert_eq!(unpinned, 0);
+}

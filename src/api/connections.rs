@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: default!(JsonB, "'{}'")) -> i64 {
     check_tenant(tenant_id);
     let (m, connector) = connector_for(marketplace);
@@ -49,6 +50,7 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
 }
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn disconnect(tenant_id: &str, marketplace: &str) {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
     let id = first::<i64>(

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn map_product(
     tenant_id: &str,
     marketplace: &str,

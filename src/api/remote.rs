@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 
 #[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn remote_stock(
     tenant_id: &str,
     product_id: &str,

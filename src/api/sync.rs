@@ -41,6 +41,7 @@ pub(super) fn agent() -> &'static ureq::Agent {
 /// one row per listing. Token refreshes are done by a worker (so they commit on their own).
 #[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn sync_product(
     tenant_id: &str,
     product_id: &str,

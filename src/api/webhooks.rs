@@ -103,6 +103,7 @@ fn secrets_for(m: Marketplace, connection_id: i64, settings: &Value) -> Option<V
 }
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn receive_webhook(marketplace: &str, headers: JsonB, body: &[u8]) -> JsonB {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
     let mut d = Delivery {
