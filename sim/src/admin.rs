@@ -274,10 +274,12 @@ async fn meli_bump_up(AxState(state): AxState<Arc<State>>, Path(id): Path<String
 #[serde(deny_unknown_fields)]
 struct Config {
     token_lifetime_s: Option<u64>,
-    /// null or absent: no limit
+    /// null or absent: no limit (checked here, applied by RateLimit::configure)
     #[serde(default)]
+    #[allow(dead_code)]
     rate_limit_per_minute: Option<usize>,
     /// the window the limit counts in (default 60 s)
+    #[allow(dead_code)]
     rate_window_s: Option<f64>,
     /// Retry-After sent with 429s; null: none
     #[serde(default)]
@@ -293,12 +295,7 @@ async fn meli_config(AxState(state): AxState<Arc<State>>, Json(body): Json<Value
     if let Some(s) = c.token_lifetime_s {
         m.token_lifetime = Duration::from_secs(s);
     }
-    if body.get("rate_limit_per_minute").is_some() {
-        m.rate_limit_per_minute = c.rate_limit_per_minute;
-    }
-    if let Some(w) = c.rate_window_s.filter(|w| *w > 0.0 && w.is_finite()) {
-        m.rate_window = Duration::from_secs_f64(w);
-    }
+    m.rate.configure(&body);
     if body.get("retry_after_s").is_some() {
         m.retry_after_s = c.retry_after_s;
     }

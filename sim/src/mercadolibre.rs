@@ -25,14 +25,12 @@ pub struct Meli {
     pub items: HashMap<String, Item>,
     pub user_products: HashMap<String, UserProduct>,
     pub token_lifetime: Duration,
-    pub rate_limit_per_minute: Option<usize>,
-    /// The window the limit counts requests in (MercadoLibre's is a minute).
-    pub rate_window: Duration,
+    /// Per seller; MercadoLibre counts in a minute.
+    pub rate: crate::state::RateLimit,
     /// Sent as Retry-After on 429s when set (MercadoLibre documents no header).
     pub retry_after_s: Option<f64>,
     /// Sellers whose every API call answers this status (a failing tenant).
     pub failing_sellers: HashMap<u64, u16>,
-    windows: crate::state::SlidingWindows,
     next_variation_id: i64,
     /// Every token ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
@@ -49,11 +47,9 @@ impl Default for Meli {
             items: HashMap::new(),
             user_products: HashMap::new(),
             token_lifetime: Duration::from_secs(21_600),
-            rate_limit_per_minute: None,
-            rate_window: Duration::from_secs(60),
+            rate: Default::default(),
             retry_after_s: None,
             failing_sellers: HashMap::new(),
-            windows: Default::default(),
             next_variation_id: 900_000_000,
             issued: Vec::new(),
         }
@@ -224,18 +220,15 @@ fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         return Err(error(status, "internal_error", "seller account unavailable (injected)"));
     }
-    if let Some(limit) = m.rate_limit_per_minute {
-        let window = m.rate_window;
+    if m.rate.over(&seller.to_string()) {
         let retry_after = m.retry_after_s;
-        if m.windows.over_limit(&seller.to_string(), limit, window) {
-            drop(m);
-            state.count("mercadolibre 429");
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests");
-            if let Some(ra) = retry_after.and_then(|ra| axum::http::HeaderValue::from_str(&ra.to_string()).ok()) {
-                r.headers_mut().insert("retry-after", ra);
-            }
-            return Err(r);
+        drop(m);
+        state.count("mercadolibre 429");
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too Many Requests");
+        if let Some(ra) = retry_after.and_then(|ra| axum::http::HeaderValue::from_str(&ra.to_string()).ok()) {
+            r.headers_mut().insert("retry-after", ra);
         }
+        return Err(r);
     }
     Ok(seller)
 }
@@ -608,7 +601,7 @@ mod tests {
     #[tokio::test]
     async fn the_per_seller_rate_limit_answers_429() {
         let (state, access, _) = setup();
-        state.meli.lock().rate_limit_per_minute = Some(2);
+        state.meli.lock().rate.limit = Some(2);
         for expected in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
             let r = get_item(AxState(state.clone()), bearer(&access), Path("MLM1".into())).await;
             assert_eq!(r.status(), expected);

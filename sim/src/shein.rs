@@ -28,11 +28,9 @@ pub struct Shein {
     pub skus: HashMap<String, Sku>,
     /// idempotency keys already applied, with the answer given
     applied_keys: HashSet<String>,
-    pub rate_limit_per_minute: Option<usize>,
-    pub rate_window: Option<Duration>,
+    pub rate: crate::state::RateLimit,
     /// Answer over-limit calls with business code 832213 (HTTP 200) instead of HTTP 429.
     pub throttle_with_code: bool,
-    windows: crate::state::SlidingWindows,
     /// Everything secret ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
 }
@@ -76,14 +74,6 @@ impl Shein {
             .insert(temp.clone(), (open_key_id.clone(), state.to_string(), Instant::now()));
         json!({"open_key_id": open_key_id, "secret_key": secret_key, "temp_token": temp})
     }
-
-    fn over_limit(&mut self, open_key_id: &str) -> bool {
-        let Some(limit) = self.rate_limit_per_minute else {
-            return false;
-        };
-        let window = self.rate_window.unwrap_or(Duration::from_secs(60));
-        self.windows.over_limit(open_key_id, limit, window)
-    }
 }
 
 pub fn router() -> Router<Arc<State>> {
@@ -97,7 +87,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks `x-lt-*` against the supplier's keys over this request's path; the openKeyId.
+/// Checks `x-lt-*` against the supplier's keys over this request's path, then the supplier's
+/// rate limit; the openKeyId.
 fn verify(state: &State, headers: &HeaderMap, path: &str) -> Result<String, Response> {
     let bad = || {
         state.count("shein bad signature");
@@ -110,7 +101,7 @@ fn verify(state: &State, headers: &HeaderMap, path: &str) -> Result<String, Resp
     ) else {
         return Err(bad());
     };
-    let m = state.shein.lock();
+    let mut m = state.shein.lock();
     let Some(supplier) = m.suppliers.get(key_id) else {
         return Err(bad());
     };
@@ -122,6 +113,9 @@ fn verify(state: &State, headers: &HeaderMap, path: &str) -> Result<String, Resp
     if !signing::constant_time_eq(want.as_bytes(), sig.as_bytes()) {
         drop(m);
         return Err(bad());
+    }
+    if m.rate.over(key_id) {
+        return Err(throttled(state, &m));
     }
     Ok(key_id.to_string())
 }
@@ -178,9 +172,6 @@ async fn change_inventory(
         Err(r) => return r,
     };
     let mut m = state.shein.lock();
-    if m.over_limit(&key_id) {
-        return throttled(&state, &m);
-    }
     let Some(items) = body.get("updateSkuInventoryQuantityRequests").and_then(Value::as_array) else {
         return envelope("400", "updateSkuInventoryQuantityRequests不能为空", Value::Null);
     };
@@ -242,10 +233,7 @@ async fn stock_query(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let mut m = state.shein.lock();
-    if m.over_limit(&key_id) {
-        return throttled(&state, &m);
-    }
+    let m = state.shein.lock();
     let Some(codes) = body.get("skuCodeList").and_then(Value::as_array) else {
         return envelope("400", "skuCodeList不能为空", Value::Null);
     };
@@ -342,16 +330,7 @@ async fn admin_get_sku(
 /// `{"rate_limit_per_minute"?: n|null, "rate_window_s"?, "throttle_with_code"?}`
 async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let mut m = state.shein.lock();
-    if let Some(v) = b.get("rate_limit_per_minute") {
-        m.rate_limit_per_minute = v.as_u64().map(|n| n as usize);
-    }
-    if let Some(w) = b
-        .get("rate_window_s")
-        .and_then(Value::as_f64)
-        .filter(|w| *w > 0.0 && w.is_finite())
-    {
-        m.rate_window = Some(Duration::from_secs_f64(w));
-    }
+    m.rate.configure(&b);
     if let Some(t) = b.get("throttle_with_code").and_then(Value::as_bool) {
         m.throttle_with_code = t;
     }
@@ -471,7 +450,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_limit_is_429_or_832213() {
         let (state, key_id, secret, _) = setup();
-        state.shein.lock().rate_limit_per_minute = Some(1);
+        state.shein.lock().rate.limit = Some(1);
         let path = "/open-api/stock/stock-query";
         let call = || {
             stock_query(

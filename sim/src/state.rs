@@ -32,17 +32,31 @@ pub fn random_token(prefix: &str) -> String {
     format!("{prefix}{tail}")
 }
 
-/// Requests per key over a sliding window, as the marketplaces count them.
-#[derive(Default)]
-pub struct SlidingWindows {
+/// A per-key request limit over a sliding window, as the marketplaces count them (per seller,
+/// shop or supplier). No limit unless configured.
+pub struct RateLimit {
+    pub limit: Option<usize>,
+    pub window: std::time::Duration,
     windows: std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>,
 }
 
-impl SlidingWindows {
-    /// Counts a request of `key` unless `limit` requests already arrived within `window`; true
-    /// when over the limit (the request is then not counted).
-    pub fn over_limit(&mut self, key: &str, limit: usize, window: std::time::Duration) -> bool {
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            limit: None,
+            window: std::time::Duration::from_secs(60),
+            windows: Default::default(),
+        }
+    }
+}
+
+impl RateLimit {
+    /// Counts a request of `key` unless the limit is reached within the window; true when over
+    /// it (the request is then not counted).
+    pub fn over(&mut self, key: &str) -> bool {
+        let Some(limit) = self.limit else { return false };
         let now = std::time::Instant::now();
+        let window = self.window;
         let w = self.windows.entry(key.to_string()).or_default();
         while w.front().is_some_and(|t| now.duration_since(*t) >= window) {
             w.pop_front();
@@ -52,5 +66,19 @@ impl SlidingWindows {
         }
         w.push_back(now);
         false
+    }
+
+    /// The admin API's `{"rate_limit_per_minute"?: n | null, "rate_window_s"?}`.
+    pub fn configure(&mut self, body: &serde_json::Value) {
+        if let Some(v) = body.get("rate_limit_per_minute") {
+            self.limit = v.as_u64().map(|n| n as usize);
+        }
+        if let Some(w) = body
+            .get("rate_window_s")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|w| *w > 0.0 && w.is_finite())
+        {
+            self.window = std::time::Duration::from_secs_f64(w);
+        }
     }
 }

@@ -15,7 +15,7 @@ use marketplace_signing as signing;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]
 pub struct TikTok {
@@ -30,9 +30,7 @@ pub struct TikTok {
     /// product id -> product
     pub products: HashMap<String, Product>,
     pub token_lifetime_s: i64,
-    pub rate_limit_per_minute: Option<usize>,
-    pub rate_window: Option<Duration>,
-    windows: crate::state::SlidingWindows,
+    pub rate: crate::state::RateLimit,
     pub issued: Vec<String>,
 }
 
@@ -100,14 +98,6 @@ impl TikTok {
         self.access.values_mut().for_each(|(_, exp)| *exp = now - 1);
         self.access.len()
     }
-
-    fn over_limit(&mut self, shop: &str) -> bool {
-        let Some(limit) = self.rate_limit_per_minute else {
-            return false;
-        };
-        let window = self.rate_window.unwrap_or(Duration::from_secs(60));
-        self.windows.over_limit(shop, limit, window)
-    }
 }
 
 pub fn router() -> Router<Arc<State>> {
@@ -147,20 +137,29 @@ fn parse_query(raw: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn token_get(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuery) -> Response {
-    let q = parse_query(q.as_deref());
-    let mut m = state.tiktok.lock();
-    let app_ok = q
+/// The token endpoints take the app's key and secret in the query.
+fn check_app(m: &TikTok, q: &BTreeMap<String, String>) -> Result<(), Response> {
+    let known = q
         .get("app_key")
         .and_then(|k| m.apps.get(k))
         .is_some_and(|s| Some(s) == q.get("app_secret"));
-    if !app_ok {
-        return envelope(
+    if known {
+        Ok(())
+    } else {
+        Err(envelope(
             StatusCode::OK,
             36004003,
             "app_key or app_secret is invalid",
             Value::Null,
-        );
+        ))
+    }
+}
+
+async fn token_get(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuery) -> Response {
+    let q = parse_query(q.as_deref());
+    let mut m = state.tiktok.lock();
+    if let Err(r) = check_app(&m, &q) {
+        return r;
     }
     let Some((app, shop)) = q.get("auth_code").and_then(|c| m.codes.remove(c)) else {
         return envelope(StatusCode::OK, 36004004, "auth_code is invalid or used", Value::Null);
@@ -173,17 +172,8 @@ async fn token_get(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuery) -
 async fn token_refresh(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuery) -> Response {
     let q = parse_query(q.as_deref());
     let mut m = state.tiktok.lock();
-    let app_ok = q
-        .get("app_key")
-        .and_then(|k| m.apps.get(k))
-        .is_some_and(|s| Some(s) == q.get("app_secret"));
-    if !app_ok {
-        return envelope(
-            StatusCode::OK,
-            36004003,
-            "app_key or app_secret is invalid",
-            Value::Null,
-        );
+    if let Err(r) = check_app(&m, &q) {
+        return r;
     }
     if q.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return envelope(StatusCode::OK, 36004002, "grant_type is invalid", Value::Null);
@@ -202,10 +192,11 @@ async fn token_refresh(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuer
     ok(g)
 }
 
-/// Checks app_key, timestamp, sign, the access token and shop_cipher; the shop_cipher.
+/// Checks app_key, timestamp, sign, the access token, shop_cipher and the shop's rate limit;
+/// the shop_cipher.
 fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
     let q = parse_query(uri.query());
-    let m = state.tiktok.lock();
+    let mut m = state.tiktok.lock();
     let Some(secret) = q.get("app_key").and_then(|k| m.apps.get(k)) else {
         return Err(envelope(
             StatusCode::UNAUTHORIZED,
@@ -261,7 +252,17 @@ fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<
     if q.get("shop_cipher") != Some(shop) {
         return Err(envelope(StatusCode::OK, 106011, "shop_cipher is invalid.", Value::Null));
     }
-    Ok(shop.clone())
+    let shop = shop.clone();
+    if m.rate.over(&shop) {
+        state.count("tiktok 429");
+        return Err(envelope(
+            StatusCode::TOO_MANY_REQUESTS,
+            36009004,
+            "Too many requests.",
+            Value::Null,
+        ));
+    }
+    Ok(shop)
 }
 
 async fn inventory_update(
@@ -276,15 +277,6 @@ async fn inventory_update(
         Err(r) => return r,
     };
     let mut m = state.tiktok.lock();
-    if m.over_limit(&shop) {
-        state.count("tiktok 429");
-        return envelope(
-            StatusCode::TOO_MANY_REQUESTS,
-            36009004,
-            "Too many requests.",
-            Value::Null,
-        );
-    }
     let Ok(v) = serde_json::from_slice::<Value>(&body) else {
         return envelope(StatusCode::OK, 36009001, "Invalid request body.", Value::Null);
     };
@@ -344,16 +336,7 @@ async fn inventory_search(AxState(state): AxState<Arc<State>>, uri: Uri, headers
         Ok(s) => s,
         Err(r) => return r,
     };
-    let mut m = state.tiktok.lock();
-    if m.over_limit(&shop) {
-        state.count("tiktok 429");
-        return envelope(
-            StatusCode::TOO_MANY_REQUESTS,
-            36009004,
-            "Too many requests.",
-            Value::Null,
-        );
-    }
+    let m = state.tiktok.lock();
     let wanted: Vec<String> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("sku_ids").and_then(Value::as_array).cloned())
@@ -469,16 +452,7 @@ async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>)
     if let Some(t) = b.get("token_lifetime_s").and_then(Value::as_i64) {
         m.token_lifetime_s = t;
     }
-    if let Some(v) = b.get("rate_limit_per_minute") {
-        m.rate_limit_per_minute = v.as_u64().map(|n| n as usize);
-    }
-    if let Some(w) = b
-        .get("rate_window_s")
-        .and_then(Value::as_f64)
-        .filter(|w| *w > 0.0 && w.is_finite())
-    {
-        m.rate_window = Some(Duration::from_secs_f64(w));
-    }
+    m.rate.configure(&b);
     Json(json!({"ok": true})).into_response()
 }
 
