@@ -6,6 +6,7 @@
 //! Handled so far: Shopify `orders/create` and `orders/cancelled` (a line's `sku` is the EGDC
 //! product). Other events stay `pending` until their processing lands.
 
+use crate::marketplaces::webhooks::id_text;
 use crate::spi_util::{first, worker_transaction, OrRaise};
 use pgrx::prelude::*;
 use serde_json::Value;
@@ -55,14 +56,6 @@ fn fail(id: i64, error: &str, permanent: bool, max_attempts: i32) -> Result<(), 
         )
         .or_raise("recording a webhook failure")
     })
-}
-
-fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 /// Applies one delivery if it is still to be applied. Ok(Err) is a permanent problem with the

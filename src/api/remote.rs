@@ -1,11 +1,9 @@
 //! `integ.remote_stock`: what each marketplace holds for a product right now, read live through
 //! its connector (the same read conflict resolution and reconciliation use). For support.
 
-use super::sync::{agent, load_listings, take_budget};
-use super::{check_tenant, connector_for, shown};
+use super::sync::{agent, mapped_listings, take_budget};
 use crate::gucs::Tuning;
 use crate::push::{self, ListingRef};
-use crate::spi_util::not_found;
 use crate::tokens::{self, TokenStatus};
 use pgrx::prelude::*;
 
@@ -26,16 +24,7 @@ fn remote_stock(
         name!(error, Option<String>),
     ),
 > {
-    check_tenant(tenant_id);
-    let market = marketplace.map(|m| connector_for(m).0.as_str());
-    let listings = load_listings(tenant_id, product_id, market);
-    if listings.is_empty() {
-        not_found(format!(
-            "product \"{}\" of tenant \"{}\" is not mapped to any listing",
-            shown(product_id),
-            shown(tenant_id)
-        ));
-    }
+    let listings = mapped_listings(tenant_id, product_id, marketplace);
     let wait_ms = Tuning::read().http_timeout_ms * 2 + 2_000;
     let rows: Vec<_> = listings
         .into_iter()

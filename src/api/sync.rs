@@ -57,6 +57,18 @@ fn sync_product(
         name!(error, Option<String>),
     ),
 > {
+    let listings = mapped_listings(tenant_id, product_id, marketplace);
+    let tuning = Tuning::read();
+    let rows: Vec<_> = listings
+        .into_iter()
+        .map(|l| push_one(tenant_id, product_id, l, &tuning))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The listings of a tenant's product (on one marketplace, or all), or a clear error naming
+/// what is unknown.
+pub(super) fn mapped_listings(tenant_id: &str, product_id: &str, marketplace: Option<&str>) -> Vec<ListingRow> {
     check_tenant(tenant_id);
     let market = marketplace.map(|m| connector_for(m).0.as_str());
     let listings = load_listings(tenant_id, product_id, market);
@@ -77,15 +89,10 @@ fn sync_product(
             market.map(|m| format!(" on {m}")).unwrap_or_default()
         ));
     }
-    let tuning = Tuning::read();
-    let rows: Vec<_> = listings
-        .into_iter()
-        .map(|l| push_one(tenant_id, product_id, l, &tuning))
-        .collect();
-    TableIterator::new(rows)
+    listings
 }
 
-pub(super) fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec<ListingRow> {
+fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec<ListingRow> {
     Spi::connect(|c| {
         let rows = c.select(
             "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
@@ -218,14 +225,13 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
                 outbox::record(&target, &o, &attempt);
                 let word = outbox::outcome_word(&o);
                 let err = (word == "mismatch").then(|| format!("marketplace reports {}", remote.unwrap_or_default()));
-                outbox::note_connection(l.connection_id, err.as_deref());
+                if let Some(e) = &err {
+                    outbox::note_connection(l.connection_id, Some(e));
+                }
                 return row(word, Some(stock), attempt.http_status, err);
             }
             PushKind::Throttled { error, retry_after } => {
-                limiter::penalize(
-                    l.connection_id,
-                    retry_after.map_or(1_000_000_000, |d| d.as_nanos() as i64),
-                );
+                limiter::penalize(l.connection_id, retry_after);
                 outbox::log(&target, "push", "failed", Some(stock), None, &attempt, Some(&error));
                 return row("throttled", Some(stock), attempt.http_status, Some(error));
             }

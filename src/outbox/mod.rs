@@ -155,6 +155,7 @@ pub struct Attempt {
 }
 
 /// Identifies the listing an outcome belongs to.
+#[derive(Clone)]
 pub struct Target<'a> {
     pub job_id: Option<i64>,
     pub attempt: Option<i32>,
@@ -181,54 +182,32 @@ pub fn outcome_word(o: &Outcome) -> &'static str {
 }
 
 /// Records an outcome: listing, job, log; re-enqueues the listing when EGDC's stock moved on
-/// while the push was in flight. Returns true when new work was enqueued.
+/// while the push was in flight. Returns true when new work was enqueued. A push is recorded by
+/// `record_pushed`, the same statement the workers' batches use.
 pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
+    if let Outcome::Pushed { stock, remote } = o {
+        return record_pushed(&[PushedJob {
+            target: t.clone(),
+            stock: *stock,
+            remote: *remote,
+            attempt: a.clone(),
+        }]);
+    }
     let word = outcome_word(o);
     let (stock, remote, error) = match o {
-        Outcome::Pushed { stock, remote } => {
-            let err = remote
-                .filter(|r| r != stock)
-                .map(|r| format!("mismatch: sent {stock}, marketplace reports {r}"));
-            (Some(*stock), *remote, err)
-        }
         Outcome::Skipped { stock, reason } => (*stock, *stock, Some(reason.clone())),
         Outcome::Retry { stock, error, .. } | Outcome::Dead { stock, error } => {
             (Some(*stock), None, Some(error.clone()))
         }
-        Outcome::Deferred { .. } => (None, None, None),
+        Outcome::Pushed { .. } | Outcome::Deferred { .. } => (None, None, None),
     };
     if !matches!(o, Outcome::Deferred { .. }) {
         log(t, "push", word, stock, remote, a, error.as_deref());
     }
     let mut requeued = false;
-    if let Outcome::Pushed { stock, remote } = o {
-        requeued = Spi::get_one_with_args::<i64>(
-            "WITH l AS (
-                UPDATE integ.listings
-                   SET last_pushed_stock = $2, last_pushed_at = now(), remote_stock = coalesce($3, $2)
-                 WHERE id = $1
-             RETURNING id, connection_id, tenant_id, marketplace, desired_stock),
-             r AS (
-                INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-                SELECT id, connection_id, tenant_id, marketplace FROM l
-                 WHERE desired_stock IS DISTINCT FROM $4
-                ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-             RETURNING 1)
-             SELECT count(*) FROM r",
-            &[
-                t.listing_id.into(),
-                (*stock).into(),
-                (*remote).into(),
-                t.egdc_stock.unwrap_or(*stock).into(),
-            ],
-        )
-        .or_raise("recording a push")
-        .unwrap_or(0)
-            > 0;
-    }
     let Some(job_id) = t.job_id else { return requeued };
     match o {
-        Outcome::Pushed { .. } | Outcome::Skipped { .. } => {
+        Outcome::Skipped { .. } => {
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = 'done', pushed_stock = $2, last_http_status = $3,
                         last_error = $4, lease_until = NULL, updated_at = now()
@@ -236,9 +215,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                 &[job_id.into(), stock.into(), a.http_status.into(), error.into()],
             )
             .or_raise("completing a job");
-            if matches!(o, Outcome::Skipped { .. }) {
-                requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(stock));
-            }
+            requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(stock));
         }
         Outcome::Retry {
             error, delay_ms, burn, ..
@@ -253,6 +230,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Deferred { delay_ms } => {
             reschedule(job_id, t.listing_id, t.attempt.unwrap_or(1) - 1, *delay_ms, None, None);
         }
+        Outcome::Pushed { .. } => {} // recorded above
         Outcome::Dead { error, .. } => {
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = 'dead', last_error = $2, last_http_status = $3,

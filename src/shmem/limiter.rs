@@ -198,9 +198,11 @@ pub fn acquire(connection_id: i64, quota: Quota) -> Result<(), i64> {
     .unwrap_or(Ok(()))
 }
 
-/// The marketplace said 429: nobody sends for this connection before `retry_after_ns`, and
-/// after that it sends at the rate the marketplace was accepting (limits::adapt_on_429).
-pub fn penalize(connection_id: i64, retry_after_ns: i64) {
+/// The marketplace said slow down: nobody sends for this connection before its Retry-After
+/// (1 s when it gave none), and after that it sends at the rate the marketplace was accepting
+/// (limits::adapt_on_429).
+pub fn penalize(connection_id: i64, retry_after: Option<std::time::Duration>) {
+    let retry_after_ns = retry_after.map_or(1_000_000_000, |d| d.as_nanos().min(i64::MAX as u128) as i64);
     let now = now_ns();
     with_slot(connection_id, |s| {
         s.remote_throttled += 1;

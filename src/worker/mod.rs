@@ -506,8 +506,7 @@ impl Worker {
                 let transition = match &d.result.kind {
                     _ if !f.lead => None,
                     PushKind::Throttled { retry_after, .. } => {
-                        let pause = retry_after.map(|r| r.as_nanos() as i64).unwrap_or(1_000_000_000);
-                        limiter::penalize(conn, pause);
+                        limiter::penalize(conn, *retry_after);
                         None
                     }
                     PushKind::Retry { .. } => limiter::circuit_record(conn, false, tuning.circuit_failures),
