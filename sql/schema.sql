@@ -54,7 +54,7 @@ CREATE TABLE integ.listings (
     UNIQUE (tenant_id, marketplace, product_id)
 );
 CREATE INDEX listings_by_product ON integ.listings (tenant_id, product_id);
-CREATE INDEX listings_by_connection ON integ.listings (connection_id);
+CREATE INDEX listings_by_connection ON integ.listings (connection_id, external_id);
 
 -- The outbox. A job means "this listing must be brought to its desired_stock"; the value is
 -- read from the listing at claim time, so coalesced or retried jobs never push a stale value.
@@ -128,11 +128,13 @@ CREATE TABLE integ.webhooks (
     -- processing by the workers: pending -> done | failed (retried) | dead; ignored when not accepted
     state         text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'dead', 'ignored')),
     attempts      integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
     processed_at  timestamptz,
     error         text
 );
 CREATE UNIQUE INDEX webhooks_one_event ON integ.webhooks (marketplace, event_id) WHERE status = 'accepted';
-CREATE INDEX webhooks_to_process ON integ.webhooks (id) WHERE state IN ('pending', 'failed');
+CREATE INDEX webhooks_to_process ON integ.webhooks (next_attempt_at, id) WHERE state IN ('pending', 'failed');
+CREATE INDEX webhooks_by_age ON integ.webhooks (received_at);
 
 -- Order lines applied to EGDC's stock: one row per (marketplace, tenant, order, line), so a
 -- line is taken once however many times its order arrives, and given back once on cancellation.
@@ -148,6 +150,34 @@ CREATE TABLE integ.order_lines (
     cancelled_at timestamptz,
     PRIMARY KEY (marketplace, tenant_id, order_id, line_id)
 );
+
+-- Stock changed on a marketplace that a connection with conflict_strategy 'manual' leaves for a
+-- person to decide (integ.resolve_conflict). At most one open conflict per listing: a newer
+-- remote value updates it.
+CREATE TABLE integ.conflicts (
+    id                bigserial PRIMARY KEY,
+    tenant_id         text NOT NULL,
+    marketplace       text NOT NULL,
+    connection_id     bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    listing_id        bigint NOT NULL REFERENCES integ.listings (id) ON DELETE CASCADE,
+    product_id        text NOT NULL,
+    external_id       text NOT NULL,
+    -- EGDC's stock, what the channel's rules publish from it, what the marketplace holds, and
+    -- what we believed it held before the change
+    egdc_stock        integer,
+    published_stock   integer,
+    remote_stock      integer NOT NULL,
+    known_remote      integer,
+    source            text NOT NULL CHECK (source IN ('webhook', 'reconcile')),
+    remote_changed_at timestamptz,
+    detected_at       timestamptz NOT NULL DEFAULT now(),
+    status            text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    resolution        text CHECK (resolution IN ('egdc_wins', 'marketplace_wins', 'dismiss')),
+    resolved_at       timestamptz,
+    resolved_by       text
+);
+CREATE UNIQUE INDEX conflicts_one_open ON integ.conflicts (listing_id) WHERE status = 'open';
+CREATE INDEX conflicts_by_tenant ON integ.conflicts (tenant_id, status);
 
 -- Inventory tables watched by integ.track_inventory.
 CREATE TABLE integ.tracked_tables (

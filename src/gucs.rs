@@ -21,6 +21,11 @@ pub static RATE_LIMIT_TIKTOK: GucSetting<Option<CString>> = GucSetting::<Option<
 pub static RATE_LIMIT_SHEIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"100/min"));
 pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+
+/// Deliveries are kept at least this long: the window in which a duplicate is recognised.
+pub const MIN_WEBHOOK_RETENTION_S: i32 = 86_400;
 
 /// The most workers `integ.workers` may ask for (the size of the latch table).
 pub const MAX_WORKERS: usize = 16;
@@ -189,6 +194,26 @@ fn define_runtime() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"integ.webhook_retention",
+        c"How long received webhooks stay in integ.webhooks (at least 1 day).",
+        c"Duplicates are recognised for as long as the first delivery is kept. Deliveries still to be applied are never purged.",
+        &WEBHOOK_RETENTION_S,
+        MIN_WEBHOOK_RETENTION_S,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.reconcile_interval",
+        c"How often workers reconcile each connection's listings with the marketplace (0: never).",
+        c"Reads every mapped listing's remote stock within the rate limit and repairs drift through the connection's conflict_strategy; also polls MercadoLibre's missed notifications.",
+        &RECONCILE_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
 }
 
 /// A snapshot of the settings a worker hands to its HTTP threads (GUCs cannot be read there).
@@ -201,6 +226,8 @@ pub struct Tuning {
     pub http_timeout_ms: u64,
     pub poll_interval_ms: u64,
     pub done_retention_s: i64,
+    pub webhook_retention_s: i64,
+    pub reconcile_interval_s: i64,
     pub circuit_failures: u32,
     pub circuit_cooldown_ns: i64,
 }
@@ -215,6 +242,8 @@ impl Tuning {
             http_timeout_ms: HTTP_TIMEOUT_MS.get().max(100) as u64,
             poll_interval_ms: POLL_INTERVAL_MS.get().max(10) as u64,
             done_retention_s: DONE_RETENTION_S.get().max(0) as i64,
+            webhook_retention_s: WEBHOOK_RETENTION_S.get().max(MIN_WEBHOOK_RETENTION_S) as i64,
+            reconcile_interval_s: RECONCILE_INTERVAL_S.get().max(0) as i64,
             circuit_failures: CIRCUIT_FAILURES.get().max(1) as u32,
             circuit_cooldown_ns: CIRCUIT_COOLDOWN_MS.get().max(10) as i64 * 1_000_000,
         }

@@ -153,6 +153,8 @@ mod tests {
             http_timeout_ms: 1_000,
             poll_interval_ms: 100,
             done_retention_s: 0,
+            webhook_retention_s: 86_400,
+            reconcile_interval_s: 0,
             circuit_failures: 5,
             circuit_cooldown_ns: 1_000_000_000,
         }

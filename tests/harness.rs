@@ -1,6 +1,9 @@
 //! End-to-end harness: a real PostgreSQL 15 cluster with the extension preloaded, and the
 //! marketplace sandbox on loopback, both started per test and torn down after it.
 
+mod receiver;
+pub use receiver::Receiver;
+
 use postgres::{Client, NoTls};
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -290,7 +293,7 @@ impl Env {
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
              integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
              integ.circuit_cooldown = 200\n\
-             integ.max_attempts = 50\n{extra_conf}"
+             integ.max_attempts = 50\ninteg.reconcile_interval = 0\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();
@@ -353,8 +356,8 @@ impl Env {
         );
         let key_id = s["open_key_id"].as_str().expect("open_key_id").to_string();
         let secret = s["secret_key"].as_str().expect("secret_key").to_string();
-        let creds =
-            json!({"open_key_id": key_id, "secret_key": secret, "appid": SHEIN_APPID, "supplier_id": supplier_id});
+        let creds = json!({"open_key_id": key_id, "secret_key": secret, "appid": SHEIN_APPID, "supplier_id": supplier_id,
+                     "app_secret_key": SHEIN_APP_SECRET});
         let mut all = json!({"base_url": self.sim.base_url("shein")});
         if let (Some(a), Some(extra)) = (all.as_object_mut(), settings.as_object()) {
             a.extend(extra.clone());
@@ -405,6 +408,7 @@ impl Env {
             json!({"app_key": TIKTOK_APP_KEY, "shop_cipher": shop_cipher}),
         );
         let creds = json!({"app_key": TIKTOK_APP_KEY, "app_secret": TIKTOK_APP_SECRET, "shop_cipher": shop_cipher,
+                           "shop_id": g["shop_id"],
                            "access_token": g["access_token"], "refresh_token": g["refresh_token"],
                            "access_token_expire_in": g["access_token_expire_in"]});
         let mut all = json!({"base_url": self.sim.base_url("tiktok")});
@@ -579,6 +583,8 @@ impl Env {
             "SELECT string_agg(x, E'\n') FROM (SELECT format('log %s %s %s %s stock %s err %s', id, marketplace, operation, outcome, stock,
                      left(error, 80)) AS x FROM integ.sync_log ORDER BY id DESC LIMIT 12) l",
             "SELECT string_agg(format('conn %s %s %s circuit %s q %s', tenant_id, marketplace, status, circuit, queue_depth), E'\n') FROM integ.status",
+            "SELECT string_agg(x, E'\n') FROM (SELECT format('webhook %s %s %s %s %s/%s attempts %s: %s', id, marketplace, topic, event_id, status,
+                     state, attempts, left(coalesce(reason, error), 100)) AS x FROM integ.webhooks ORDER BY id DESC LIMIT 8) w",
         ];
         queries
             .iter()
@@ -608,6 +614,10 @@ impl Env {
 
     pub fn scalar_i64(&self, sql: &str) -> i64 {
         self.db().query_one(sql, &[]).expect(sql).get::<_, i64>(0)
+    }
+
+    pub fn scalar_text(&self, sql: &str) -> String {
+        self.db().query_one(sql, &[]).expect(sql).get::<_, String>(0)
     }
 
     /// Every issued token, and the client secret, must appear in no table and no log line.

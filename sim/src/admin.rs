@@ -20,6 +20,7 @@ pub fn router() -> Router<Arc<State>> {
         .nest("/shein", crate::shein::admin_router())
         .nest("/shopify", crate::shopify::admin_router())
         .nest("/tiktok", crate::tiktok::admin_router())
+        .nest("/webhooks", crate::webhooks::admin_router())
         .route("/stats", get(stats))
         .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
         .route("/mercadolibre/apps", post(meli_app))
@@ -35,6 +36,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/mercadolibre/config", post(meli_config))
         .route("/mercadolibre/expire_tokens", post(meli_expire))
         .route("/mercadolibre/issued_tokens", get(meli_issued))
+        .merge(crate::mercadolibre_notifications::admin_router())
 }
 
 fn bad(msg: impl std::fmt::Display) -> Response {
@@ -50,6 +52,7 @@ async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
     *state.shein.lock() = Default::default();
     *state.shopify.lock() = Default::default();
     *state.tiktok.lock() = Default::default();
+    *state.hooks.lock() = Default::default();
     state.faults.lock().by_marketplace.clear();
     state.counters.lock().clear();
     Json(json!({"ok": true})).into_response()

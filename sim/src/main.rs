@@ -7,10 +7,14 @@
 mod admin;
 mod faults;
 mod mercadolibre;
+mod mercadolibre_notifications;
 mod shein;
+mod shein_orders;
 mod shopify;
 mod state;
 mod tiktok;
+mod tiktok_orders;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

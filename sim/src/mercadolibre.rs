@@ -34,6 +34,7 @@ pub struct Meli {
     next_variation_id: i64,
     /// Every token ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
+    pub orders: HashMap<u64, crate::mercadolibre_notifications::Order>,
 }
 
 impl Default for Meli {
@@ -52,6 +53,7 @@ impl Default for Meli {
             failing_sellers: HashMap::new(),
             next_variation_id: 900_000_000,
             issued: Vec::new(),
+            orders: HashMap::new(),
         }
     }
 }
@@ -141,6 +143,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/users/{id}/items/search", get(search))
         .route("/user-products/{id}/stock", get(get_up_stock))
         .route("/user-products/{id}/stock/type/selling_address", put(put_up_stock))
+        .merge(crate::mercadolibre_notifications::router())
 }
 
 #[derive(Deserialize)]
@@ -195,7 +198,7 @@ async fn token(AxState(state): AxState<Arc<State>>, Form(f): Form<TokenForm>) ->
 }
 
 /// Authenticates the bearer token and applies the per-seller rate limit.
-fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
+pub fn authorize(state: &State, headers: &HeaderMap) -> Result<u64, Response> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -33,6 +33,7 @@ pub struct Shein {
     pub throttle_with_code: bool,
     /// Everything secret ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
+    pub orders: HashMap<String, crate::shein_orders::Order>,
 }
 
 pub struct Supplier {
@@ -262,6 +263,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/skus", post(admin_sku))
         .route("/skus/{code}", get(admin_get_sku))
         .route("/config", post(admin_config))
+        .merge(crate::shein_orders::admin_router())
 }
 
 fn bad(msg: &str) -> Response {

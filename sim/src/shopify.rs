@@ -6,11 +6,13 @@
 //! One server plays every shop: the access token says which.
 
 use crate::state::{random_token, State};
+use crate::webhooks::{self, Delivery};
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use marketplace_signing as signing;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +44,22 @@ pub struct Shopify {
     pub rest_leak_per_s: f64,
     pub token_lifetime: Duration,
     pub issued: Vec<String>,
+    /// shop -> the app it installed (webhooks are signed with that app's secret)
+    pub shop_apps: HashMap<String, String>,
+    /// client_id -> the secret webhooks are signed with, when not the app secret (rotation tests)
+    pub webhook_secrets: HashMap<String, String>,
+    /// order id -> order
+    pub orders: HashMap<u64, Order>,
+    next_id: u64,
+}
+
+/// A sale: the levels it took from and its lines as Shopify reports them.
+#[derive(Clone, Debug)]
+pub struct Order {
+    pub shop: String,
+    /// (line id, inventory item id, location id, sku, quantity)
+    pub lines: Vec<(u64, String, String, String, i64)>,
+    pub cancelled: bool,
 }
 
 impl Default for Shopify {
@@ -61,6 +79,10 @@ impl Default for Shopify {
             rest_leak_per_s: 2.0,
             token_lifetime: Duration::from_secs(3600),
             issued: Vec::new(),
+            shop_apps: HashMap::new(),
+            webhook_secrets: HashMap::new(),
+            orders: HashMap::new(),
+            next_id: 450_789_469_000,
         }
     }
 }
@@ -76,6 +98,7 @@ impl Shopify {
     pub fn grant(&mut self, shop: &str, client_id: &str, expiring: bool) -> Value {
         let access = random_token("shpat_");
         self.issued.push(access.clone());
+        self.shop_apps.insert(shop.to_string(), client_id.to_string());
         if !expiring {
             self.access.insert(access.clone(), (shop.to_string(), None));
             return json!({"access_token": access, "scope": "read_inventory,write_inventory"});
@@ -117,6 +140,49 @@ impl Shopify {
         }
         b.0 -= cost;
         Ok(b.0)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A webhook as Shopify sends it: the raw JSON body signed (base64 HMAC-SHA256) with the
+    /// shop's app secret, and Shopify's headers.
+    pub fn delivery(&self, shop: &str, topic: &str, body: &Value) -> Result<Delivery, String> {
+        let app = self.shop_apps.get(shop).ok_or("the shop has installed no app")?;
+        let secret = self
+            .webhook_secrets
+            .get(app)
+            .or_else(|| self.apps.get(app))
+            .ok_or("the shop's app is unknown")?;
+        let raw = body.to_string();
+        Ok(Delivery {
+            marketplace: "shopify",
+            headers: vec![
+                ("X-Shopify-Topic".into(), topic.into()),
+                (
+                    "X-Shopify-Hmac-Sha256".into(),
+                    signing::shopify_webhook(secret, raw.as_bytes()),
+                ),
+                ("X-Shopify-Shop-Domain".into(), shop.into()),
+                ("X-Shopify-API-Version".into(), "2026-10".into()),
+                ("X-Shopify-Webhook-Id".into(), crate::state::uuid()),
+                ("X-Shopify-Event-Id".into(), crate::state::uuid()),
+                ("X-Shopify-Triggered-At".into(), crate::state::rfc3339_now()),
+            ],
+            body: raw,
+        })
+    }
+
+    fn order_body(&self, id: u64, o: &Order) -> Value {
+        let now = crate::state::rfc3339_now();
+        json!({"id": id, "admin_graphql_api_id": format!("gid://shopify/Order/{id}"), "name": format!("#{}", id % 10_000),
+               "created_at": now, "updated_at": now, "financial_status": "paid",
+               "cancelled_at": if o.cancelled { Value::String(now.clone()) } else { Value::Null },
+               "cancel_reason": if o.cancelled { json!("customer") } else { Value::Null },
+               "line_items": o.lines.iter().map(|(lid, _, _, sku, q)| json!({"id": lid, "sku": sku, "quantity": q,
+                   "variant_id": lid + 1_000_000, "title": sku})).collect::<Vec<_>>()})
     }
 
     fn cost(&self, requested: f64, actual: f64, available: f64) -> Value {
@@ -469,6 +535,9 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/levels", post(admin_level))
         .route("/levels/{item}/{location}", get(admin_get_level))
         .route("/levels/{item}/{location}/bump", post(admin_bump))
+        .route("/orders", post(admin_order))
+        .route("/orders/{id}/cancel", post(admin_cancel))
+        .route("/webhook_secret", post(admin_webhook_secret))
         .route("/expire_tokens", post(admin_expire))
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
@@ -563,7 +632,8 @@ async fn admin_get_level(AxState(state): AxState<Arc<State>>, Path((item, loc)):
     }
 }
 
-/// Another writer (a sale in the Shopify admin): `{"available"}` is set without our knowing.
+/// Another writer (an edit in the Shopify admin): `{"available", "send"?}` is set without our
+/// knowing; Shopify then sends `inventory_levels/update`.
 async fn admin_bump(
     AxState(state): AxState<Arc<State>>,
     Path((item, loc)): Path<(String, String)>,
@@ -573,9 +643,111 @@ async fn admin_bump(
     let Some(k) = find_level(&m, &item, &loc) else {
         return bad("no such level");
     };
-    if let (Some(l), Some(a)) = (m.levels.get_mut(&k), b.get("available").and_then(Value::as_i64)) {
+    let Some(l) = m.levels.get_mut(&k) else {
+        return bad("no such level");
+    };
+    if let Some(a) = b.get("available").and_then(Value::as_i64) {
         l.available = a;
     }
+    let available = l.available;
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(s.to_string()))
+    };
+    let event = json!({"inventory_item_id": num(&k.1), "location_id": num(&k.2), "available": available,
+                       "updated_at": crate::state::rfc3339_now(),
+                       "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={}", k.2, k.1)});
+    match m.delivery(&k.0, "inventory_levels/update", &event) {
+        Ok(d) => {
+            drop(m);
+            webhooks::produced(&state, &b, json!({"ok": true, "available": available}), &d, None)
+        }
+        // a level of a shop with no app: nothing to notify
+        Err(_) => Json(json!({"ok": true, "available": available})).into_response(),
+    }
+}
+
+/// A sale: `{"shop", "lines": [{"inventory_item_id", "location_id", "sku", "quantity"}], "send"?}`
+/// takes from the levels and sends `orders/create`.
+async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let Some(shop) = text(&b, "shop") else {
+        return bad("shop is required");
+    };
+    let mut m = state.shopify.lock();
+    let mut lines = Vec::new();
+    for l in b.get("lines").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(item), Some(loc), Some(q)) = (
+            l.get("inventory_item_id"),
+            l.get("location_id"),
+            l.get("quantity").and_then(Value::as_i64).filter(|q| *q > 0),
+        ) else {
+            return bad("each line needs inventory_item_id, location_id and a positive quantity");
+        };
+        let (item, loc) = (level_id(item), level_id(loc));
+        let sku = text(l, "sku").unwrap_or("").to_string();
+        let line_id = m.next_id();
+        lines.push((line_id, item, loc, sku, q));
+    }
+    if lines.is_empty() {
+        return bad("an order needs lines");
+    }
+    for (_, item, loc, _, q) in &lines {
+        if let Some(level) = m.levels.get_mut(&(shop.to_string(), item.clone(), loc.clone())) {
+            level.available -= q;
+        }
+    }
+    let id = m.next_id();
+    let order = Order {
+        shop: shop.to_string(),
+        lines,
+        cancelled: false,
+    };
+    let body = m.order_body(id, &order);
+    m.orders.insert(id, order);
+    match m.delivery(shop, "orders/create", &body) {
+        Ok(d) => {
+            drop(m);
+            webhooks::produced(&state, &b, json!({"order_id": id}), &d, None)
+        }
+        Err(e) => bad(&e),
+    }
+}
+
+/// `{"send"?}`: cancels an order (its stock goes back) and sends `orders/cancelled`.
+async fn admin_cancel(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>, Json(b): Json<Value>) -> Response {
+    let mut m = state.shopify.lock();
+    let Some(mut order) = m.orders.get(&id).cloned() else {
+        return bad("no such order");
+    };
+    if !order.cancelled {
+        for (_, item, loc, _, q) in &order.lines {
+            if let Some(level) = m.levels.get_mut(&(order.shop.clone(), item.clone(), loc.clone())) {
+                level.available += q;
+            }
+        }
+    }
+    order.cancelled = true;
+    let body = m.order_body(id, &order);
+    let shop = order.shop.clone();
+    m.orders.insert(id, order);
+    match m.delivery(&shop, "orders/cancelled", &body) {
+        Ok(d) => {
+            drop(m);
+            webhooks::produced(&state, &b, json!({"order_id": id}), &d, None)
+        }
+        Err(e) => bad(&e),
+    }
+}
+
+/// `{"client_id", "webhook_secret"}`: sign the app's webhooks with another secret (rotation).
+async fn admin_webhook_secret(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let (Some(id), Some(secret)) = (text(&b, "client_id"), text(&b, "webhook_secret")) else {
+        return bad("client_id and webhook_secret are required");
+    };
+    let mut m = state.shopify.lock();
+    m.issued.push(secret.to_string());
+    m.webhook_secrets.insert(id.to_string(), secret.to_string());
     Json(json!({"ok": true})).into_response()
 }
 

@@ -17,6 +17,7 @@ pub struct State {
     pub shein: Mutex<Shein>,
     pub shopify: Mutex<Shopify>,
     pub tiktok: Mutex<TikTok>,
+    pub hooks: Mutex<crate::webhooks::Hooks>,
 }
 
 impl State {
@@ -30,6 +31,54 @@ pub fn random_token(prefix: &str) -> String {
     let mut rng = rand::thread_rng();
     let tail: String = (0..32).map(|_| format!("{:x}", rng.gen::<u8>() & 0xf)).collect();
     format!("{prefix}{tail}")
+}
+
+/// A random UUID (v4 layout), as the marketplaces use for delivery ids.
+pub fn uuid() -> String {
+    use rand::Rng;
+    let b: [u8; 16] = rand::thread_rng().gen();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Now as RFC 3339 in UTC with milliseconds, e.g. 2026-11-26T04:30:00.123Z.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
 }
 
 /// A per-key request limit over a sliding window, as the marketplaces count them (per seller,

@@ -15,7 +15,6 @@ use marketplace_signing as signing;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]
 pub struct TikTok {
@@ -32,6 +31,10 @@ pub struct TikTok {
     pub token_lifetime_s: i64,
     pub rate: crate::state::RateLimit,
     pub issued: Vec<String>,
+    /// shop_cipher -> app_key, and -> shop_id (what webhooks name the shop by)
+    pub shop_apps: HashMap<String, String>,
+    pub shop_ids: HashMap<String, String>,
+    pub orders: HashMap<String, crate::tiktok_orders::Order>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -42,14 +45,9 @@ pub struct Product {
     pub writes: u64,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::state::unix_now;
 
-fn envelope(status: StatusCode, code: i64, message: &str, data: Value) -> Response {
+pub fn envelope(status: StatusCode, code: i64, message: &str, data: Value) -> Response {
     (
         status,
         Json(json!({"code": code, "message": message, "data": data, "request_id": random_token("")})),
@@ -57,7 +55,7 @@ fn envelope(status: StatusCode, code: i64, message: &str, data: Value) -> Respon
         .into_response()
 }
 
-fn ok(data: Value) -> Response {
+pub fn ok(data: Value) -> Response {
     envelope(StatusCode::OK, 0, "Success", data)
 }
 
@@ -106,10 +104,11 @@ pub fn router() -> Router<Arc<State>> {
         .route("/api/v2/token/refresh", get(token_refresh))
         .route("/product/202309/products/{id}/inventory/update", post(inventory_update))
         .route("/product/202309/inventory/search", post(inventory_search))
+        .merge(crate::tiktok_orders::router())
 }
 
 /// Query parameters, percent-decoded.
-fn parse_query(raw: Option<&str>) -> BTreeMap<String, String> {
+pub fn parse_query(raw: Option<&str>) -> BTreeMap<String, String> {
     let decode = |s: &str| {
         let bytes = s.replace('+', " ").into_bytes();
         let mut out = Vec::with_capacity(bytes.len());
@@ -194,7 +193,7 @@ async fn token_refresh(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuer
 
 /// Checks app_key, timestamp, sign, the access token, shop_cipher and the shop's rate limit;
 /// the shop_cipher.
-fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
+pub fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
     let q = parse_query(uri.query());
     let mut m = state.tiktok.lock();
     let Some(secret) = q.get("app_key").and_then(|k| m.apps.get(k)) else {
@@ -372,6 +371,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/expire_tokens", post(admin_expire))
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
+        .merge(crate::tiktok_orders::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -404,6 +404,12 @@ async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -
     }
     let mut g = m.grant(k, shop);
     g["code"] = Value::String(m.new_code(k, shop));
+    let shop_id = s(&b, "shop_id")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("749{:016}", rand::random::<u64>() % 10_000_000_000_000_000));
+    m.shop_apps.insert(shop.to_string(), k.to_string());
+    m.shop_ids.insert(shop.to_string(), shop_id.clone());
+    g["shop_id"] = Value::String(shop_id);
     Json(g).into_response()
 }
 

@@ -17,6 +17,7 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
     }
     marketplaces::base_url(connector, &settings.0).unwrap_or_else(|e| invalid(e));
     crate::rules::validate(&settings.0).unwrap_or_else(|e| invalid(e));
+    crate::inbound::drift::validate(&settings.0).unwrap_or_else(|e| invalid(e));
     match settings.0.get("rate_limit") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::String(r)) => {

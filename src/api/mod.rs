@@ -5,6 +5,7 @@
 pub mod connections;
 pub mod limits;
 pub mod listings;
+pub mod reconcile;
 pub mod remote;
 pub mod signature;
 pub mod sync;

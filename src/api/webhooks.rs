@@ -19,6 +19,8 @@ fn verify_webhook(marketplace: &str, headers: JsonB, body: &[u8], secrets: JsonB
     webhooks::verify(m, &h, body, &secrets.0).unwrap_or_else(|e| invalid(format!("integ.verify_webhook: {e}")))
 }
 
+const STOCK_EDIT_SETTLE_S: f64 = 2.0;
+
 /// One delivery's record and answer.
 struct Delivery<'a> {
     marketplace: Marketplace,
@@ -35,8 +37,9 @@ impl Delivery<'_> {
         let state = if keep_body { "pending" } else { "ignored" };
         run_kept(
             "INSERT INTO integ.webhooks AS w (marketplace, tenant_id, connection_id, event_id, topic, status, verified,
-                                              http_status, reason, body_size, body_sha256, body, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                              http_status, reason, body_size, body_sha256, body, state, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     now() + make_interval(secs => $14::float8))
              ON CONFLICT (marketplace, event_id) WHERE status = 'accepted' DO NOTHING
              RETURNING w.id",
             &[
@@ -53,6 +56,7 @@ impl Delivery<'_> {
                 self.sha.as_str().into(),
                 (if keep_body { Some(self.body.to_vec()) } else { None }).into(),
                 state.into(),
+                self.settle_s().into(),
             ],
             |t| {
                 if t.is_empty() {
@@ -63,6 +67,16 @@ impl Delivery<'_> {
             },
         )
         .or_raise("recording a webhook")
+    }
+
+    /// A stock edit waits a moment before it is applied: a sale changes the marketplace's stock
+    /// and sends its order at the same time, and the order must be applied first, or the edit
+    /// would count the sale again.
+    fn settle_s(&self) -> f64 {
+        match self.envelope.topic.as_deref() {
+            Some("inventory_levels/update" | "items") => STOCK_EDIT_SETTLE_S,
+            _ => 0.0,
+        }
     }
 
     fn answer(&self, status: &str, http_status: i32, reason: Option<&str>, id: Option<i64>) -> JsonB {

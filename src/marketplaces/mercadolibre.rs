@@ -1,5 +1,6 @@
 //! MercadoLibre: classic items, items with variations and user products (distributed stock).
 
+use super::events::{Order, OrderLine};
 use super::http::{self, classify_failure, elapsed_ms, Reply};
 use super::{
     check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
@@ -200,6 +201,37 @@ impl Connector for MercadoLibre {
                 .find(|l| l.get("type").and_then(Value::as_str) == Some("selling_address"))
                 .and_then(|l| l.get("quantity").and_then(Value::as_i64)),
         })
+    }
+
+    fn read_order(&self, agent: &ureq::Agent, req: &PushRequest, order_id: &str) -> Result<Order, String> {
+        if !valid_id(order_id) {
+            return Err("invalid order id".into());
+        }
+        let reply = get(agent, req, &format!("/orders/{order_id}"))
+            .map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
+        if !ok(&reply) {
+            return Err(http::error_text(&reply));
+        }
+        let v = reply
+            .json()
+            .ok_or("MercadoLibre answered with a body that is not JSON")?;
+        order_from_json(&v)
+    }
+
+    fn missed_notifications(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Vec<Value>, String> {
+        let app = req.credentials.identifier("client_id").ok_or("client_id missing")?;
+        if !valid_id(&app) {
+            return Err("invalid client_id".into());
+        }
+        let reply = get(agent, req, &format!("/missed_feeds?app_id={app}"))
+            .map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
+        if !ok(&reply) {
+            return Err(http::error_text(&reply));
+        }
+        let v = reply
+            .json()
+            .ok_or("MercadoLibre answered with a body that is not JSON")?;
+        Ok(v.get("messages").and_then(Value::as_array).cloned().unwrap_or_default())
     }
 
     fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {
@@ -429,6 +461,33 @@ fn push_user_product(agent: &ureq::Agent, req: &PushRequest) -> Step {
         },
         status,
     )
+}
+
+/// A MercadoLibre order (`GET /orders/{id}`): one line per item and variation.
+pub fn order_from_json(v: &Value) -> Result<Order, String> {
+    let id = super::webhooks::id_text(v.get("id")).ok_or("the order has no id")?;
+    let cancelled = v.get("status").and_then(Value::as_str) == Some("cancelled");
+    let lines = v
+        .get("order_items")
+        .and_then(Value::as_array)
+        .ok_or("the order has no order_items")?
+        .iter()
+        .map(|l| {
+            let item = super::webhooks::id_text(l.pointer("/item/id")).ok_or("an order item has no item id")?;
+            let variation = super::webhooks::id_text(l.pointer("/item/variation_id"));
+            Ok(OrderLine {
+                line_id: format!("{item}-{}", variation.as_deref().unwrap_or("0")),
+                external_id: Some(item),
+                variation_id: variation,
+                sku: l
+                    .pointer("/item/seller_sku")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Order { id, cancelled, lines })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Marketplace connectors: plain Rust, no pgrx. They build requests from plain data and parse
 //! responses into plain data, so they run on HTTP threads and are unit-tested without Postgres.
 
+pub mod events;
 pub mod http;
 pub mod mercadolibre;
 pub mod shein;
@@ -195,6 +196,16 @@ pub trait Connector: Send + Sync {
             "reading stock from {} is not supported yet",
             self.marketplace()
         ))
+    }
+    /// An order the marketplace only pointed at (`order_id`), read with the connection's
+    /// token (`req` carries the connection; its listing fields are unused).
+    fn read_order(&self, _http: &ureq::Agent, _req: &PushRequest, _order_id: &str) -> Result<events::Order, String> {
+        Err(format!("{} deliveries carry their orders", self.marketplace()))
+    }
+    /// Notifications the marketplace could not deliver and still keeps (MercadoLibre's missed
+    /// feeds), as their original bodies.
+    fn missed_notifications(&self, _http: &ureq::Agent, _req: &PushRequest) -> Result<Vec<Value>, String> {
+        Ok(Vec::new())
     }
     /// Whether access tokens expire and are refreshed (false: permanent signing keys).
     fn refreshes_tokens(&self) -> bool {

@@ -278,7 +278,10 @@ fn resolve_stale(agent: &ureq::Agent, req: &PushRequest) -> PushKind {
                 }
             }
         };
-        if strategy != "egdc_wins" {
+        // egdc_wins and most_recent (the change being pushed is EGDC's newest) write again;
+        // manual and marketplace_wins leave Shopify's value (its edit reaches EGDC as a webhook
+        // or through reconciliation)
+        if matches!(strategy, "manual" | "marketplace_wins") {
             return PushKind::Permanent {
                 error: format!(
                     "conflict: Shopify holds {holds} where we expected {}; EGDC has {} (conflict_strategy {strategy}: review it)",

@@ -5,6 +5,7 @@
 //! others permanent with TikTok's message. Tokens refresh with a GET on the auth host; expiry
 //! times come back absolute and are turned into "seconds from now".
 
+use super::events::{Order, OrderLine};
 use super::http::{self, elapsed_ms, Reply};
 use super::{
     check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
@@ -34,6 +35,17 @@ fn setting<'a>(settings: &'a Value, key: &str) -> Option<&'a str> {
 
 /// A signed shop call: POST `path` with `body`, the common parameters, sign and token.
 fn call(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
+    signed(agent, req, path, &[], Some(body))
+}
+
+/// A signed shop call: GET (no body) or POST, with `extra` query parameters (signed too).
+fn signed(
+    agent: &ureq::Agent,
+    req: &PushRequest,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<Reply, String> {
     let creds = &req.credentials;
     let app_secret = creds.secret("app_secret").unwrap_or_default();
     let mut query = BTreeMap::new();
@@ -43,16 +55,33 @@ fn call(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Res
         "shop_cipher".to_string(),
         creds.identifier("shop_cipher").unwrap_or_default(),
     );
-    let raw = body.to_string();
-    let sign = signing::tiktok_request(app_secret, path, &query, raw.as_bytes());
-    let mut r = agent
-        .post(format!("{}{path}", req.base_url))
-        .header("content-type", "application/json")
-        .header("x-tts-access-token", &req.access_token);
-    for (k, v) in &query {
-        r = r.query(k, v);
+    for (k, v) in extra {
+        query.insert(k.to_string(), v.to_string());
     }
-    http::read(r.query("sign", &sign).send(raw.as_bytes())).map_err(|e| e.0)
+    let raw = body.map(Value::to_string).unwrap_or_default();
+    let sign = signing::tiktok_request(app_secret, path, &query, raw.as_bytes());
+    let url = format!("{}{path}", req.base_url);
+    let token = req.access_token.as_str();
+    let result = match body {
+        Some(_) => {
+            let mut r = agent
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-tts-access-token", token);
+            for (k, v) in &query {
+                r = r.query(k, v);
+            }
+            r.query("sign", &sign).send(raw.as_bytes())
+        }
+        None => {
+            let mut r = agent.get(url).header("x-tts-access-token", token);
+            for (k, v) in &query {
+                r = r.query(k, v);
+            }
+            r.query("sign", &sign).call()
+        }
+    };
+    http::read(result).map_err(|e| e.0)
 }
 
 /// The outcome of a shop call's reply.
@@ -220,6 +249,23 @@ impl Connector for TikTok {
         }
     }
 
+    fn read_order(&self, agent: &ureq::Agent, req: &PushRequest, order_id: &str) -> Result<Order, String> {
+        let reply = signed(agent, req, "/order/202309/orders", &[("ids", order_id)], None)?;
+        if let Some(error) = classify(&reply).error() {
+            return Err(error.to_string());
+        }
+        let v = reply.json().unwrap_or(Value::Null);
+        let order = v
+            .pointer("/data/orders")
+            .and_then(Value::as_array)
+            .and_then(|o| {
+                o.iter()
+                    .find(|o| super::webhooks::id_text(o.get("id")).as_deref() == Some(order_id))
+            })
+            .ok_or_else(|| format!("TikTok Shop does not return order {order_id}"))?;
+        order_from_json(order)
+    }
+
     fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
         let reply = call(
             agent,
@@ -304,6 +350,32 @@ impl Connector for TikTok {
                 .map(|at| (at - unix_now()).max(0)),
         })
     }
+}
+
+/// A TikTok Shop order: every line item is one unit.
+pub fn order_from_json(o: &Value) -> Result<Order, String> {
+    let id = super::webhooks::id_text(o.get("id")).ok_or("the order has no id")?;
+    let cancelled = o.get("status").and_then(Value::as_str) == Some("CANCELLED");
+    let lines = o
+        .get("line_items")
+        .and_then(Value::as_array)
+        .ok_or("the order has no line_items")?
+        .iter()
+        .map(|l| {
+            Ok(OrderLine {
+                line_id: super::webhooks::id_text(l.get("id")).ok_or("a line item has no id")?,
+                external_id: super::webhooks::id_text(l.get("sku_id")),
+                variation_id: None,
+                sku: l
+                    .get("seller_sku")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                quantity: 1,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Order { id, cancelled, lines })
 }
 
 #[cfg(test)]

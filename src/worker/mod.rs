@@ -2,6 +2,7 @@
 //! main thread. Woken at commit through their latch; `integ.poll_interval` is the fallback.
 
 mod pool;
+mod reconciling;
 
 use crate::credentials;
 use crate::gucs::{self, Tuning};
@@ -94,6 +95,7 @@ struct Worker {
     last_reclaim: Option<Instant>,
     last_purge: Instant,
     last_webhooks: Instant,
+    reconciler: reconciling::Reconciler,
 }
 
 impl Worker {
@@ -114,6 +116,7 @@ impl Worker {
             last_reclaim: None,
             last_purge: Instant::now(),
             last_webhooks: Instant::now(),
+            reconciler: Default::default(),
         }
     }
 
@@ -136,11 +139,16 @@ impl Worker {
                 work_signalled = true;
             }
             self.maintenance();
-            if work_signalled && self.last_webhooks.elapsed() >= Duration::from_millis(20) {
+            // signalled deliveries at once; retries and rate-limited ones when they fall due
+            let since = self.last_webhooks.elapsed();
+            if (work_signalled && since >= Duration::from_millis(20)) || since >= Duration::from_secs(1) {
                 self.apply_webhooks();
             }
             if !shmem::pending_refresh_requests().is_empty() {
                 tokens::serve_requests(&self.agent);
+            }
+            if self.slot == 0 {
+                self.reconciler.turn(&self.agent, self.tuning.reconcile_interval_s);
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
             if (work_signalled || due_now) && self.calls_in_flight < self.pool.size {
@@ -218,6 +226,10 @@ impl Worker {
             if let Err(e) = worker_transaction(|| outbox::purge_done(keep)) {
                 self.trouble("purging finished jobs", &e);
             }
+            let keep = self.tuning.webhook_retention_s;
+            if let Err(e) = worker_transaction(|| crate::inbound::purge(keep)) {
+                self.trouble("purging old webhooks", &e);
+            }
             self.last_purge = Instant::now();
         }
     }
@@ -226,7 +238,7 @@ impl Worker {
     /// changes enqueue their own pushes.
     fn apply_webhooks(&mut self) {
         self.last_webhooks = Instant::now();
-        if let Err(e) = crate::orders::apply_pending(50, self.tuning.max_attempts) {
+        if let Err(e) = crate::inbound::apply_pending(&self.agent, 50, self.tuning.max_attempts) {
             self.trouble("applying webhooks", &e);
         }
     }

@@ -1,0 +1,215 @@
+//! MercadoLibre orders and notifications: `GET /orders/{id}`, `GET /missed_feeds`, and the
+//! unsigned pointer notifications (`orders_v2`, `items`) sent to the app's callback, retried for
+//! a while and kept in the missed feeds when never acknowledged.
+
+use crate::mercadolibre::{authorize, error};
+use crate::state::{rfc3339_now, uuid, State};
+use crate::webhooks::{self, Delivery};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Order {
+    pub seller: u64,
+    /// (item id, variation id, quantity)
+    pub items: Vec<(String, Option<i64>, i64)>,
+    pub cancelled: bool,
+    pub created: String,
+    pub updated: String,
+}
+
+pub fn router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/orders/{id}", get(get_order))
+        .route("/missed_feeds", get(missed_feeds))
+}
+
+pub fn admin_router() -> Router<Arc<State>> {
+    Router::new()
+        .route("/mercadolibre/orders", post(admin_order))
+        .route("/mercadolibre/orders/{id}/cancel", post(admin_cancel))
+        .route("/mercadolibre/items/{id}/edit", post(admin_edit))
+}
+
+fn order_json(id: u64, o: &Order) -> Value {
+    json!({"id": id, "status": if o.cancelled { "cancelled" } else { "paid" },
+           "date_created": o.created, "last_updated": o.updated,
+           "order_items": o.items.iter().map(|(item, var, q)| json!({
+               "item": {"id": item, "title": format!("Item {item}"), "variation_id": var, "seller_sku": Value::Null},
+               "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
+           "seller": {"id": o.seller}, "buyer": {"id": 1_000_001}})
+}
+
+async fn get_order(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    state.count("mercadolibre GET /orders/{id}");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let m = state.meli.lock();
+    match id.parse::<u64>().ok().and_then(|n| m.orders.get(&n).map(|o| (n, o))) {
+        None => error(StatusCode::NOT_FOUND, "not_found", &format!("Order {id} not found")),
+        Some((_, o)) if o.seller != seller => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "caller.id does not match order seller",
+        ),
+        Some((n, o)) => Json(order_json(n, o)).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Missed {
+    app_id: String,
+}
+
+/// The notifications the app never acknowledged (MercadoLibre keeps about two days).
+async fn missed_feeds(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Query(q): Query<Missed>) -> Response {
+    state.count("mercadolibre GET /missed_feeds");
+    let seller = match authorize(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if state.meli.lock().sellers.get(&seller) != Some(&q.app_id) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token does not belong to this application",
+        );
+    }
+    let messages = state.hooks.lock().missed.get(&q.app_id).cloned().unwrap_or_default();
+    Json(json!({"messages": messages, "total": messages.len(), "offset": 0, "limit": messages.len()})).into_response()
+}
+
+/// A notification as MercadoLibre sends it (unsigned), and the application it is filed under.
+fn notification(state: &State, seller: u64, topic: &str, resource: &str) -> Result<(Delivery, String), Response> {
+    let Some(app) = state.meli.lock().sellers.get(&seller).cloned() else {
+        return Err(bad("unknown seller"));
+    };
+    let app_id = app
+        .parse::<u64>()
+        .map(Value::from)
+        .unwrap_or(Value::String(app.clone()));
+    let now = rfc3339_now();
+    let body = json!({"_id": uuid(), "resource": resource, "user_id": seller, "topic": topic,
+                      "application_id": app_id, "attempts": 1, "sent": now, "received": now});
+    let d = Delivery {
+        marketplace: "mercadolibre",
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.to_string(),
+    };
+    Ok((d, app))
+}
+
+fn bad(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+}
+
+/// Takes (or with `sign` -1, gives back) each line's quantity from its item or variation.
+fn move_stock(state: &State, items: &[(String, Option<i64>, i64)], sign: i64) {
+    let mut m = state.meli.lock();
+    for (item, var, q) in items {
+        if let Some(it) = m.items.get_mut(item) {
+            match var.and_then(|v| it.variations.iter_mut().find(|x| x.0 == v)) {
+                Some(v) => v.1 -= sign * q,
+                None => it.available_quantity -= sign * q,
+            }
+        }
+    }
+}
+
+/// A sale: `{"seller", "items": [{"item_id", "variation_id"?, "quantity"}], "send"?, "lose"?}`.
+/// Takes the stock and notifies `orders_v2`; `lose` files the notification as missed only.
+async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+    let Some(seller) = b.get("seller").and_then(Value::as_u64) else {
+        return bad("seller is required");
+    };
+    let mut items = Vec::new();
+    for l in b.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(item), Some(q)) = (
+            l.get("item_id").and_then(Value::as_str),
+            l.get("quantity").and_then(Value::as_i64).filter(|q| *q > 0),
+        ) else {
+            return bad("each item needs item_id and a positive quantity");
+        };
+        items.push((item.to_string(), l.get("variation_id").and_then(Value::as_i64), q));
+    }
+    if items.is_empty() {
+        return bad("an order needs items");
+    }
+    move_stock(&state, &items, 1);
+    let now = rfc3339_now();
+    let id = {
+        let mut m = state.meli.lock();
+        let id = 2_000_003_508_419_000 + m.orders.len() as u64 + 1;
+        m.orders.insert(
+            id,
+            Order {
+                seller,
+                items,
+                cancelled: false,
+                created: now.clone(),
+                updated: now,
+            },
+        );
+        id
+    };
+    match notification(&state, seller, "orders_v2", &format!("/orders/{id}")) {
+        Ok((d, app)) => webhooks::produced(&state, &b, json!({"order_id": id}), &d, Some(app)),
+        Err(r) => r,
+    }
+}
+
+/// `{"send"?, "lose"?}`: the buyer cancels; the stock goes back and `orders_v2` is notified.
+async fn admin_cancel(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>, Json(b): Json<Value>) -> Response {
+    let order = {
+        let mut m = state.meli.lock();
+        let Some(o) = m.orders.get_mut(&id) else {
+            return bad("no such order");
+        };
+        let was = o.cancelled;
+        o.cancelled = true;
+        o.updated = rfc3339_now();
+        (o.clone(), was)
+    };
+    if !order.1 {
+        move_stock(&state, &order.0.items, -1);
+    }
+    match notification(&state, order.0.seller, "orders_v2", &format!("/orders/{id}")) {
+        Ok((d, app)) => webhooks::produced(&state, &b, json!({"order_id": id}), &d, Some(app)),
+        Err(r) => r,
+    }
+}
+
+/// An edit in the seller's MercadoLibre account: `{"available_quantity", "variation_id"?,
+/// "send"?, "lose"?}`; notifies `items`.
+async fn admin_edit(AxState(state): AxState<Arc<State>>, Path(id): Path<String>, Json(b): Json<Value>) -> Response {
+    let Some(q) = b.get("available_quantity").and_then(Value::as_i64) else {
+        return bad("available_quantity is required");
+    };
+    let seller = {
+        let mut m = state.meli.lock();
+        let Some(it) = m.items.get_mut(&id) else {
+            return bad("no such item");
+        };
+        match b
+            .get("variation_id")
+            .and_then(Value::as_i64)
+            .and_then(|v| it.variations.iter_mut().find(|x| x.0 == v))
+        {
+            Some(v) => v.1 = q,
+            None => it.available_quantity = q,
+        }
+        it.seller
+    };
+    match notification(&state, seller, "items", &format!("/items/{id}")) {
+        Ok((d, app)) => webhooks::produced(&state, &b, json!({"ok": true}), &d, Some(app)),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,133 @@
+//! Orders into EGDC's stock: each line is taken once per (marketplace, tenant, order, line)
+//! however many times the order arrives (`integ.order_lines` is the ledger; the ledger row and
+//! the stock change commit together), and given back once when the order is cancelled. The stock
+//! change goes through the tracked table, so its trigger sends the new stock to every channel
+//! (the channel that sold too: its own count may since have been overwritten by a push).
+
+use crate::marketplaces::events::{Order, OrderLine};
+use crate::spi_util::{first, OrRaise};
+use pgrx::prelude::*;
+
+pub struct Target<'a> {
+    pub connection_id: i64,
+    pub tenant: &'a str,
+    pub marketplace: &'a str,
+    pub webhook_id: Option<i64>,
+}
+
+/// Applies an order (or its cancellation); returns notes on lines that could not be applied.
+pub fn apply(t: &Target, order: &Order) -> Vec<String> {
+    let mut notes = Vec::new();
+    for line in &order.lines {
+        let Some(product) = product_of(t, line) else {
+            notes.push(format!(
+                "line {}: no listing matches {}",
+                line.line_id,
+                line.external_id
+                    .as_deref()
+                    .or(line.sku.as_deref())
+                    .unwrap_or("(no sku)")
+            ));
+            continue;
+        };
+        let qty = line.quantity.clamp(0, i32::MAX as i64) as i32;
+        if qty == 0 {
+            notes.push(format!("line {} has no quantity", line.line_id));
+            continue;
+        }
+        let delta = if order.cancelled {
+            cancel_line(t, &order.id, line, &product, qty)
+        } else {
+            take_line(t, &order.id, line, &product, qty)
+        };
+        if delta == 0 {
+            continue;
+        }
+        let applied = first::<bool>(
+            "SELECT integ.adjust_stock($1, $2, $3::numeric)",
+            &[t.tenant.into(), product.as_str().into(), delta.into()],
+        )
+        .unwrap_or(false);
+        if !applied {
+            notes.push(format!("product {product} is in no tracked table"));
+        }
+    }
+    notes
+}
+
+/// The EGDC product a line sold: the product of the listing with the line's external id on this
+/// connection, else the line's SKU.
+fn product_of(t: &Target, line: &OrderLine) -> Option<String> {
+    if let Some(ext) = &line.external_id {
+        let found = first::<String>(
+            "SELECT l.product_id FROM integ.listings l
+              WHERE l.connection_id = $1 AND l.external_id = $2
+              ORDER BY (l.settings ->> 'variation_id' IS NOT DISTINCT FROM $3) DESC, l.id LIMIT 1",
+            &[
+                t.connection_id.into(),
+                ext.as_str().into(),
+                line.variation_id.as_deref().into(),
+            ],
+        );
+        if found.is_some() {
+            return found;
+        }
+    }
+    line.sku.clone()
+}
+
+/// Records the line as taken; the stock delta (0 when it was already taken or cancelled).
+fn take_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32) -> i64 {
+    let taken = first::<i64>(
+        "INSERT INTO integ.order_lines (marketplace, tenant_id, order_id, line_id, product_id, quantity, webhook_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1::bigint",
+        &[
+            t.marketplace.into(),
+            t.tenant.into(),
+            order.into(),
+            line.line_id.as_str().into(),
+            product.into(),
+            qty.into(),
+            t.webhook_id.into(),
+        ],
+    );
+    if taken.is_some() {
+        -(qty as i64)
+    } else {
+        0
+    }
+}
+
+/// Gives a taken line back once; a line cancelled before it was ever taken is recorded as
+/// cancelled so a late order event cannot take it.
+fn cancel_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32) -> i64 {
+    let given_back = first::<i32>(
+        "UPDATE integ.order_lines SET cancelled_at = now()
+          WHERE marketplace = $1 AND tenant_id = $2 AND order_id = $3 AND line_id = $4 AND cancelled_at IS NULL
+      RETURNING quantity",
+        &[
+            t.marketplace.into(),
+            t.tenant.into(),
+            order.into(),
+            line.line_id.as_str().into(),
+        ],
+    );
+    if let Some(q) = given_back {
+        return q as i64;
+    }
+    Spi::run_with_args(
+        "INSERT INTO integ.order_lines (marketplace, tenant_id, order_id, line_id, product_id, quantity, webhook_id, cancelled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) ON CONFLICT DO NOTHING",
+        &[
+            t.marketplace.into(),
+            t.tenant.into(),
+            order.into(),
+            line.line_id.as_str().into(),
+            product.into(),
+            qty.into(),
+            t.webhook_id.into(),
+        ],
+    )
+    .or_raise("recording a cancelled order line");
+    0
+}

@@ -1,0 +1,315 @@
+//! What an accepted delivery means, in plain Rust: an order (complete, or to be fetched because
+//! the marketplace only points at it), a stock edit made on the marketplace, or nothing we act on.
+
+use super::webhooks::id_text;
+use super::{Credentials, Marketplace};
+use marketplace_signing as signing;
+use serde_json::Value;
+
+/// One order line as the marketplace reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderLine {
+    /// Unique within the order: the exactly-once key with the order id.
+    pub line_id: String,
+    /// The listing sold (matched against our listings' external ids), when the marketplace says.
+    pub external_id: Option<String>,
+    /// The variation sold, when the listing has variations (MercadoLibre).
+    pub variation_id: Option<String>,
+    /// The seller's SKU (the EGDC product id when no listing matches).
+    pub sku: Option<String>,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Order {
+    pub id: String,
+    pub cancelled: bool,
+    pub lines: Vec<OrderLine>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Order(Order),
+    /// The delivery only names the order: read it with the connection's token.
+    FetchOrder(String),
+    /// Someone changed a listing's stock on the marketplace.
+    StockEdit {
+        external_id: String,
+        /// Shopify's location (a listing is an item at one location).
+        location_id: Option<String>,
+        quantity: i64,
+        /// When the marketplace says the change happened (RFC 3339).
+        changed_at: Option<String>,
+    },
+    /// The delivery names a listing: read its stock now.
+    FetchStock(String),
+    /// A topic we do not act on (kept as done, with this note).
+    Ignored(String),
+    /// Which supplier's event this is (SHEIN notifies per app; the event names the supplier),
+    /// wrapping what it says.
+    ForSupplier(String, Box<Event>),
+}
+
+/// Reads an accepted delivery. Err: the delivery cannot be understood (it goes dead).
+pub fn parse(m: Marketplace, topic: Option<&str>, body: &[u8], creds: &Credentials) -> Result<Event, String> {
+    match m {
+        Marketplace::Shopify => shopify(topic.unwrap_or(""), body),
+        Marketplace::MercadoLibre => {
+            let v: Value = serde_json::from_slice(body).map_err(|_| "the notification is not JSON")?;
+            let resource = v.get("resource").and_then(Value::as_str).unwrap_or("");
+            let last = resource.rsplit('/').next().unwrap_or("").to_string();
+            match topic.unwrap_or("") {
+                "orders_v2" | "orders" if resource.starts_with("/orders/") && !last.is_empty() => {
+                    Ok(Event::FetchOrder(last))
+                }
+                "items" if resource.starts_with("/items/") && !last.is_empty() => Ok(Event::FetchStock(last)),
+                t => Ok(Event::Ignored(format!("topic {t} is not applied"))),
+            }
+        }
+        Marketplace::TikTok => {
+            let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
+            match v.get("type").and_then(Value::as_i64) {
+                Some(1) => {
+                    let id = id_text(v.pointer("/data/order_id")).ok_or("the order status event has no order_id")?;
+                    Ok(Event::FetchOrder(id))
+                }
+                t => Ok(Event::Ignored(format!(
+                    "TikTok event type {} is not applied",
+                    t.map_or("?".into(), |t| t.to_string())
+                ))),
+            }
+        }
+        Marketplace::Shein => {
+            let secret = creds
+                .secret("app_secret_key")
+                .ok_or("the connection has no app_secret_key to decrypt SHEIN events")?;
+            let event = shein_event(body, secret)?;
+            let supplier = id_text(event.get("supplierId"));
+            let inner = shein(&event)?;
+            Ok(match supplier {
+                Some(s) => Event::ForSupplier(s, Box::new(inner)),
+                None => inner,
+            })
+        }
+    }
+}
+
+fn shopify(topic: &str, body: &[u8]) -> Result<Event, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
+    match topic {
+        "orders/create" | "orders/paid" | "orders/updated" | "orders/cancelled" => {
+            let id = id_text(v.get("id")).ok_or("the order has no id")?;
+            let cancelled = topic == "orders/cancelled" || v.get("cancelled_at").is_some_and(|c| !c.is_null());
+            let lines = v
+                .get("line_items")
+                .and_then(Value::as_array)
+                .ok_or("the order has no line_items")?
+                .iter()
+                .map(|l| {
+                    Ok(OrderLine {
+                        line_id: id_text(l.get("id")).ok_or("an order line has no id")?,
+                        external_id: None,
+                        variation_id: None,
+                        sku: l
+                            .get("sku")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
+                        quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Event::Order(Order { id, cancelled, lines }))
+        }
+        "inventory_levels/update" => Ok(Event::StockEdit {
+            external_id: id_text(v.get("inventory_item_id")).ok_or("the level has no inventory_item_id")?,
+            location_id: id_text(v.get("location_id")),
+            quantity: v
+                .get("available")
+                .and_then(Value::as_i64)
+                .ok_or("the level has no available quantity")?,
+            changed_at: v.get("updated_at").and_then(Value::as_str).map(str::to_string),
+        }),
+        t => Ok(Event::Ignored(format!("topic {t} is not applied"))),
+    }
+}
+
+/// The decrypted `eventData` of a SHEIN callback (form field, URL-encoded base64).
+fn shein_event(body: &[u8], app_secret_key: &str) -> Result<Value, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the callback body is not text")?;
+    let field = text
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("eventData="))
+        .ok_or("the callback has no eventData field")?;
+    let cipher = form_unescape(field)?;
+    let plain = signing::shein_decrypt(app_secret_key, &cipher).map_err(|e| format!("eventData: {e}"))?;
+    serde_json::from_str(&plain).map_err(|_| "the decrypted eventData is not JSON".to_string())
+}
+
+fn shein(event: &Value) -> Result<Event, String> {
+    let code = event.get("eventCode").and_then(Value::as_str).unwrap_or("");
+    if code != "ORDER_STATUS" {
+        return Ok(Event::Ignored(format!("SHEIN event {code} is not applied")));
+    }
+    let id = id_text(event.get("orderNo")).ok_or("the order event has no orderNo")?;
+    let cancelled = event.get("orderStatus").and_then(Value::as_str) == Some("CANCELLED");
+    let lines = event
+        .get("orderGoodsInfoList")
+        .and_then(Value::as_array)
+        .ok_or("the order event has no orderGoodsInfoList")?
+        .iter()
+        .map(|l| {
+            let sku = l.get("skuCode").and_then(Value::as_str).map(str::to_string);
+            Ok(OrderLine {
+                line_id: id_text(l.get("orderGoodsId")).ok_or("an order line has no orderGoodsId")?,
+                external_id: sku.clone(),
+                variation_id: None,
+                sku,
+                quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(1),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Event::Order(Order { id, cancelled, lines }))
+}
+
+/// Decodes application/x-www-form-urlencoded text (`+` is a space, `%XX` a byte).
+pub fn form_unescape(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or("bad %-escape in form data")?;
+                out.push(hex);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "form data is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shopify_orders_and_levels() {
+        let body = json!({"id": 1, "cancelled_at": null, "line_items": [{"id": 7, "sku": "P1", "quantity": 2}]});
+        let e = parse(
+            Marketplace::Shopify,
+            Some("orders/create"),
+            body.to_string().as_bytes(),
+            &Credentials::default(),
+        );
+        let Ok(Event::Order(o)) = e else { panic!("{e:?}") };
+        assert_eq!((o.id.as_str(), o.cancelled, o.lines.len()), ("1", false, 1));
+        assert_eq!(o.lines[0].sku.as_deref(), Some("P1"));
+        let e = parse(
+            Marketplace::Shopify,
+            Some("orders/cancelled"),
+            body.to_string().as_bytes(),
+            &Credentials::default(),
+        );
+        assert!(matches!(e, Ok(Event::Order(Order { cancelled: true, .. }))));
+        let level = json!({"inventory_item_id": 808950810, "location_id": 905684977, "available": 6,
+                           "updated_at": "2026-11-26T04:00:00-05:00"});
+        assert_eq!(
+            parse(
+                Marketplace::Shopify,
+                Some("inventory_levels/update"),
+                level.to_string().as_bytes(),
+                &Credentials::default()
+            ),
+            Ok(Event::StockEdit {
+                external_id: "808950810".into(),
+                location_id: Some("905684977".into()),
+                quantity: 6,
+                changed_at: Some("2026-11-26T04:00:00-05:00".into())
+            })
+        );
+        assert!(parse(
+            Marketplace::Shopify,
+            Some("orders/create"),
+            b"{}",
+            &Credentials::default()
+        )
+        .is_err());
+        assert!(matches!(
+            parse(
+                Marketplace::Shopify,
+                Some("products/update"),
+                b"{}",
+                &Credentials::default()
+            ),
+            Ok(Event::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn pointers_from_mercadolibre_and_tiktok() {
+        let n = br#"{"_id":"a","resource":"/orders/2195160686","user_id":1,"topic":"orders_v2","application_id":2}"#;
+        assert_eq!(
+            parse(Marketplace::MercadoLibre, Some("orders_v2"), n, &Credentials::default()),
+            Ok(Event::FetchOrder("2195160686".into()))
+        );
+        let n = br#"{"_id":"a","resource":"/items/MLM1","user_id":1,"topic":"items","application_id":2}"#;
+        assert_eq!(
+            parse(Marketplace::MercadoLibre, Some("items"), n, &Credentials::default()),
+            Ok(Event::FetchStock("MLM1".into()))
+        );
+        let t =
+            br#"{"type":1,"shop_id":"1","data":{"order_id":"576684019603311365","order_status":"AWAITING_SHIPMENT"}}"#;
+        assert_eq!(
+            parse(Marketplace::TikTok, None, t, &Credentials::default()),
+            Ok(Event::FetchOrder("576684019603311365".into()))
+        );
+        assert!(matches!(
+            parse(
+                Marketplace::TikTok,
+                None,
+                br#"{"type":6,"shop_id":"1"}"#,
+                &Credentials::default()
+            ),
+            Ok(Event::Ignored(_))
+        ));
+    }
+
+    #[test]
+    fn shein_events_are_decrypted() {
+        let key = "698E4F20DFBA4B85B2291C2BCB7381C5";
+        let plain = json!({"eventCode": "ORDER_STATUS", "supplierId": 42, "orderNo": "GSH1", "orderStatus": "TO_BE_SHIPPED",
+                           "orderGoodsInfoList": [{"orderGoodsId": "9", "skuCode": "SKU-1", "quantity": 3}]});
+        let cipher = signing::shein_encrypt(key, &plain.to_string()).unwrap();
+        let body = format!(
+            "eventData={}",
+            cipher.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+        );
+        let mut creds = Credentials::default();
+        creds.secrets.insert("app_secret_key".into(), json!(key));
+        let Ok(Event::ForSupplier(s, inner)) = parse(Marketplace::Shein, None, body.as_bytes(), &creds) else {
+            panic!("not a supplier event")
+        };
+        assert_eq!(s, "42");
+        let Event::Order(o) = *inner else {
+            panic!("not an order")
+        };
+        assert_eq!(
+            (o.id.as_str(), o.lines[0].external_id.as_deref(), o.lines[0].quantity),
+            ("GSH1", Some("SKU-1"), 3)
+        );
+        creds.secrets.insert("app_secret_key".into(), json!("0000000000000000"));
+        assert!(parse(Marketplace::Shein, None, body.as_bytes(), &creds).is_err());
+        assert!(parse(Marketplace::Shein, None, b"other=1", &creds).is_err());
+        assert_eq!(form_unescape("a%2Bb+c").unwrap(), "a+b c");
+        assert!(form_unescape("%G1").is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! Reconciliation: read each mapped listing's stock from the marketplace, compare it with what
+//! EGDC's stock publishes there, and repair drift through the connection's conflict strategy
+//! (`inbound::drift`). MercadoLibre's missed notifications are fetched and received again, so
+//! events lost while we were down are applied. Run by `integ.reconcile` (a backend) and by the
+//! first worker every `integ.reconcile_interval`, page by page within the rate limit.
+
+use crate::inbound::drift::{self, Resolution};
+use crate::marketplaces::Marketplace;
+use crate::push::{self, ListingRef};
+use crate::shmem::limiter;
+use crate::spi_util::{first, worker_transaction, OrRaise};
+use crate::tokens::{self, TokenStatus};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// Where reconciliation runs: a backend (inside the caller's transaction) or a worker (each
+/// step in its own transaction).
+pub trait Side {
+    fn db<R>(&self, f: impl FnOnce() -> R) -> Result<R, String>;
+    fn token(&self, connection_id: i64) -> TokenStatus;
+    fn agent(&self) -> &ureq::Agent;
+}
+
+pub struct InBackend<'a> {
+    pub agent: &'a ureq::Agent,
+    pub token_wait_ms: u64,
+}
+
+impl Side for InBackend<'_> {
+    fn db<R>(&self, f: impl FnOnce() -> R) -> Result<R, String> {
+        Ok(f())
+    }
+    fn token(&self, connection_id: i64) -> TokenStatus {
+        tokens::backend_token(connection_id, None, self.token_wait_ms)
+    }
+    fn agent(&self) -> &ureq::Agent {
+        self.agent
+    }
+}
+
+pub struct InWorker<'a>(pub &'a ureq::Agent);
+
+impl Side for InWorker<'_> {
+    fn db<R>(&self, f: impl FnOnce() -> R) -> Result<R, String> {
+        worker_transaction(f)
+    }
+    fn token(&self, connection_id: i64) -> TokenStatus {
+        tokens::worker_token(self.0, connection_id, None)
+    }
+    fn agent(&self) -> &ureq::Agent {
+        self.0
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub checked: i64,
+    pub in_sync: i64,
+    pub repaired: i64,
+    pub conflicts: i64,
+    /// EGDC's newer value is already on its way, or there is nothing to compare with.
+    pub skipped: i64,
+    pub errors: i64,
+    pub missed_notifications: i64,
+    pub error_samples: Vec<String>,
+}
+
+impl Report {
+    pub fn error(&mut self, n: i64, e: &str) {
+        self.errors += n;
+        if self.error_samples.len() < 5 {
+            self.error_samples.push(crate::marketplaces::http::truncate(e, 300));
+        }
+    }
+
+    pub fn add(&mut self, o: &Report) {
+        self.checked += o.checked;
+        self.in_sync += o.in_sync;
+        self.repaired += o.repaired;
+        self.conflicts += o.conflicts;
+        self.skipped += o.skipped;
+        self.errors += o.errors;
+        self.missed_notifications += o.missed_notifications;
+        for e in &o.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(e.clone());
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"checked": self.checked, "in_sync": self.in_sync, "repaired": self.repaired,
+               "conflicts": self.conflicts, "skipped": self.skipped, "errors": self.errors,
+               "missed_notifications": self.missed_notifications, "error_samples": self.error_samples})
+    }
+}
+
+struct Conn {
+    marketplace: String,
+    status: String,
+    settings: Value,
+}
+
+/// (listing id, external id, listing settings)
+type Page = Vec<(i64, String, Value)>;
+
+fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
+    let c = first::<JsonB>(
+        "SELECT jsonb_build_array(c.marketplace, c.status, c.settings) FROM integ.connections c WHERE c.id = $1",
+        &[connection_id.into()],
+    )?;
+    let a = c.0.as_array()?.clone();
+    let conn = Conn {
+        marketplace: a.first()?.as_str()?.to_string(),
+        status: a.get(1)?.as_str()?.to_string(),
+        settings: a.get(2).cloned().unwrap_or(Value::Null),
+    };
+    let page = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT l.id, l.external_id, l.settings FROM integ.listings l
+              WHERE l.connection_id = $1 AND l.id > $2 ORDER BY l.id LIMIT $3",
+            None,
+            &[connection_id.into(), after.into(), limit.into()],
+        )?;
+        rows.map(|r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .or_raise("reading listings to reconcile");
+    Some((conn, page))
+}
+
+/// One page of a connection: up to `limit` listings after listing id `after`, waiting at most
+/// `budget_wait_ns` at a time for the rate limit. Returns the report and the last listing id
+/// handled when the page stopped early or more listings may follow (None: the connection is done).
+pub fn page<S: Side>(
+    side: &S,
+    connection_id: i64,
+    after: i64,
+    limit: i64,
+    budget_wait_ns: i64,
+) -> (Report, Option<i64>) {
+    let mut report = Report::default();
+    let (conn, listings) = match side.db(|| load(connection_id, after, limit)) {
+        Ok(Some(x)) => x,
+        Ok(None) => return (report, None),
+        Err(e) => {
+            report.error(1, &e);
+            return (report, None);
+        }
+    };
+    if listings.is_empty() {
+        return (report, None);
+    }
+    if conn.status != "active" {
+        report.error(listings.len() as i64, &format!("the connection is {}", conn.status));
+        return (report, None);
+    }
+    let (token, creds) = match side.token(connection_id) {
+        TokenStatus::Ready {
+            access_token,
+            credentials,
+            ..
+        } => (access_token, credentials),
+        TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
+            report.error(listings.len() as i64, &e);
+            return (report, None);
+        }
+    };
+    let quota = push::quota_for(&conn.marketplace, &conn.settings);
+    let mut read: Vec<(i64, Result<Option<i64>, String>)> = Vec::new();
+    let mut stopped_at = None;
+    for (id, external_id, settings) in &listings {
+        if !wait_for_budget(connection_id, quota, budget_wait_ns) {
+            stopped_at = Some(read.last().map_or(after, |r| r.0));
+            break;
+        }
+        let l = ListingRef {
+            marketplace: &conn.marketplace,
+            connection_settings: &conn.settings,
+            external_id,
+            listing_settings: settings,
+            last_known: None,
+        };
+        let result = push::prepare(&l, 0, token.clone(), creds.clone(), String::new())
+            .and_then(|(connector, req)| connector.read_stock(side.agent(), &req));
+        read.push((*id, result));
+    }
+    let applied = side.db(|| {
+        let mut r = Report::default();
+        for (id, result) in &read {
+            r.checked += 1;
+            let q = match result {
+                Ok(Some(q)) => *q,
+                Ok(None) => {
+                    r.skipped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    r.error(1, e);
+                    continue;
+                }
+            };
+            let Some(l) = drift::by_id(*id) else { continue };
+            match drift::resolve(&l, q, None, "reconcile") {
+                Resolution::InSync => r.in_sync += 1,
+                Resolution::Pushed | Resolution::Took(_) => r.repaired += 1,
+                Resolution::Conflict(_) => r.conflicts += 1,
+                Resolution::Ignored(_) => r.skipped += 1,
+            }
+        }
+        r
+    });
+    match applied {
+        Ok(r) => report.add(&r),
+        Err(e) => report.error(read.len() as i64, &e),
+    }
+    let next = stopped_at.or_else(|| (listings.len() as i64 >= limit).then(|| listings.last().map_or(after, |l| l.0)));
+    (report, next)
+}
+
+/// Takes one request from the connection's limiter, waiting up to `max_wait_ns` at a time.
+fn wait_for_budget(connection_id: i64, quota: crate::limits::Quota, max_wait_ns: i64) -> bool {
+    loop {
+        match limiter::acquire(connection_id, quota) {
+            Ok(()) => return true,
+            Err(wait) if wait <= max_wait_ns => {
+                unsafe { pg_sys::pg_usleep((wait / 1_000).max(1)) };
+                pgrx::check_for_interrupts!();
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// MercadoLibre keeps the notifications it could not deliver: receive them again (duplicates
+/// of what did arrive are recognised); the workers apply the rest. Returns how many were new.
+pub fn missed_notifications<S: Side>(side: &S, connection_id: i64, report: &mut Report) {
+    let conn = match side.db(|| load(connection_id, i64::MAX, 0)) {
+        Ok(Some((c, _))) => c,
+        _ => return,
+    };
+    if conn.marketplace != Marketplace::MercadoLibre.as_str() || conn.status != "active" {
+        return;
+    }
+    let (token, creds) = match side.token(connection_id) {
+        TokenStatus::Ready {
+            access_token,
+            credentials,
+            ..
+        } => (access_token, credentials),
+        TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
+            report.error(1, &format!("missed notifications: {e}"));
+            return;
+        }
+    };
+    let l = ListingRef {
+        marketplace: &conn.marketplace,
+        connection_settings: &conn.settings,
+        external_id: "",
+        listing_settings: &Value::Null,
+        last_known: None,
+    };
+    let messages = match push::prepare(&l, 0, token, creds, String::new())
+        .and_then(|(connector, req)| connector.missed_notifications(side.agent(), &req))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            report.error(1, &format!("missed notifications: {e}"));
+            return;
+        }
+    };
+    let received = side.db(|| {
+        let mut new = 0;
+        for m in &messages {
+            let answer = first::<JsonB>(
+                "SELECT integ.receive_webhook('mercadolibre', '{}'::jsonb, convert_to($1, 'UTF8'))",
+                &[m.to_string().into()],
+            );
+            if answer.is_some_and(|a| a.0.get("status").and_then(Value::as_str) == Some("accepted")) {
+                new += 1;
+            }
+        }
+        new
+    });
+    match received {
+        Ok(n) => report.missed_notifications += n,
+        Err(e) => report.error(1, &e),
+    }
+}
+
+/// Records a reconciliation run of a connection in the sync log.
+pub fn log(connection_id: i64, report: &Report) {
+    Spi::run_with_args(
+        "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, operation, outcome, error)
+         SELECT c.tenant_id, c.marketplace, c.id, 'reconcile', CASE WHEN $2 > 0 THEN 'failed' ELSE 'success' END, $3
+           FROM integ.connections c WHERE c.id = $1",
+        &[
+            connection_id.into(),
+            report.errors.into(),
+            report.to_json().to_string().into(),
+        ],
+    )
+    .or_raise("logging a reconciliation");
+}
