@@ -241,7 +241,7 @@ fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
         .query_one("SELECT error FROM integ.webhooks WHERE event_id = 'd-1'", &[])
         .unwrap()
         .get(0);
-    assert_eq!(note, "line 466157050 has no sku or quantity");
+    assert_eq!(note, "line 466157050: no listing matches (no sku)");
     assert_eq!(
         env.scalar_i64("SELECT count(*) FROM integ.order_lines WHERE cancelled_at IS NOT NULL"),
         1

@@ -7,7 +7,7 @@ use crate::marketplaces::webhooks::{self, Envelope, Headers};
 use crate::marketplaces::Marketplace;
 use crate::shmem;
 use crate::signing;
-use crate::spi_util::{first, invalid, run_kept, OrRaise};
+use crate::spi_util::{invalid, run_kept, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -146,13 +146,21 @@ fn receive_webhook(marketplace: &str, headers: JsonB, body: &[u8]) -> JsonB {
     let Some((key, value)) = d.envelope.account.clone() else {
         return d.reject(400, "malformed delivery: no account");
     };
-    let found = first::<JsonB>(
+    let found = run_kept(
         "SELECT jsonb_build_array(c.id, c.tenant_id, c.settings) FROM integ.connections c
            JOIN integ.credentials k ON k.connection_id = c.id
           WHERE c.marketplace = $1 AND k.identifiers ->> $2 = $3
           ORDER BY c.id LIMIT 1",
         &[m.as_str().into(), key.into(), value.as_str().into()],
-    );
+        |t| {
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                t.first().get::<JsonB>(1)
+            }
+        },
+    )
+    .or_raise("finding the delivery's connection");
     let Some(JsonB(Value::Array(row))) = found else {
         let shown = crate::marketplaces::http::truncate(&value, 80);
         return d.reject(404, &format!("no {m} connection for {key} {shown}"));
