@@ -180,6 +180,21 @@ fn connect_rejects_bad_rate_limits() {
     .unwrap();
 }
 
+#[pg_test(error = "settings.conflict_strategy must be one of: egdc_wins, marketplace_wins, most_recent, manual")]
+fn connect_rejects_unknown_conflict_strategies() {
+    key();
+    Spi::run(
+        "SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
+                              '{\"conflict_strategy\": \"coin_flip\"}')",
+    )
+    .unwrap();
+}
+
+#[pg_test(error = "no conflict 42")]
+fn resolving_an_unknown_conflict_says_so() {
+    Spi::run("SELECT integ.resolve_conflict(42, 'dismiss')").unwrap();
+}
+
 #[pg_test]
 fn pause_and_resume() {
     connect_demo();

@@ -383,3 +383,39 @@ fn deliveries_made_while_postgres_is_down_are_recovered() {
         "MercadoLibre's delivery did fail for good"
     );
 }
+
+/// MercadoLibre's `items` notification only points at the item: it is read back with the
+/// connection's token, and the strategy applies to what it holds.
+#[test]
+fn a_mercadolibre_items_notification_is_read_back_and_resolved() {
+    let mut env = Env::new("ml-items");
+    env.add_tenant("t-market", 5002, json!({"conflict_strategy": "marketplace_wins"}));
+    let mine = env.listings(1);
+    let theirs = env.listings_for("t-market", 5002, 200_000, 1);
+    env.set_stock(&mine[0].0, 10);
+    env.set_stock_of("t-market", &theirs[0].0, 10);
+    env.wait_idle(10, "initial stock");
+    let r = Receiver::start(env.pg.port);
+    hooks(&env, &r, "mercadolibre", &[200]);
+    env.sim.post(
+        &format!("/mercadolibre/items/{}/edit", mine[0].1),
+        json!({"available_quantity": 3}),
+    );
+    env.sim.post(
+        &format!("/mercadolibre/items/{}/edit", theirs[0].1),
+        json!({"available_quantity": 4}),
+    );
+    env.wait_for(10, "egdc_wins writes 10 back", || {
+        env.sim.item_quantity(&mine[0].1) == Some(10)
+    });
+    env.wait_for(10, "marketplace_wins takes 4", || {
+        egdc(&env, "t-market", &theirs[0].0) == 4
+    });
+    assert_eq!(egdc(&env, TENANT, &mine[0].0), 10);
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE topic = 'items' AND state = 'done' AND NOT verified"),
+        2,
+        "unsigned notifications, applied after reading the item"
+    );
+    assert!(env.sim.counter("mercadolibre GET /items/{id}") >= 2);
+}

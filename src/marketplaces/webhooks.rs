@@ -244,4 +244,50 @@ mod tests {
         assert!(envelope(Marketplace::MercadoLibre, &Headers::new(), b"not json").is_err());
         assert!(envelope(Marketplace::Shopify, &headers(json!({})), b"{}").is_err());
     }
+
+    #[test]
+    fn missing_headers_truncated_and_tampered_bodies_fail() {
+        let body = br#"{"id":1,"line_items":[{"id":2,"sku":"P1","quantity":1}]}"#;
+        let secrets = json!({"secret": "hush"});
+        let good = headers(json!({"X-Shopify-Hmac-Sha256": signing::shopify_webhook("hush", body)}));
+        assert_eq!(verify(Marketplace::Shopify, &good, body, &secrets), Ok(true));
+        assert_eq!(
+            verify(Marketplace::Shopify, &good, &body[..body.len() - 1], &secrets),
+            Ok(false)
+        );
+        let mut tampered = body.to_vec();
+        tampered[10] = b'9';
+        assert_eq!(verify(Marketplace::Shopify, &good, &tampered, &secrets), Ok(false));
+        assert_eq!(verify(Marketplace::Shopify, &Headers::new(), body, &secrets), Ok(false));
+        // a signature that is not 32 bytes of base64 never matches
+        let short = headers(json!({"X-Shopify-Hmac-Sha256": "c2hvcnQ="}));
+        assert_eq!(verify(Marketplace::Shopify, &short, body, &secrets), Ok(false));
+
+        let tk = json!({"app_key": "k", "app_secret": "s"});
+        let auth = headers(json!({"authorization": signing::tiktok_webhook("k", "s", body)}));
+        assert_eq!(verify(Marketplace::TikTok, &auth, &body[..20], &tk), Ok(false));
+        assert_eq!(verify(Marketplace::TikTok, &Headers::new(), body, &tk), Ok(false));
+        let wrong = json!({"app_key": "k", "app_secret": "other"});
+        assert_eq!(verify(Marketplace::TikTok, &auth, body, &wrong), Ok(false));
+
+        let sh = json!({"appid": "app1", "app_secret_key": "SECRETKEY0123456", "path": "/hooks/shein"});
+        let sig = signing::shein("app1", "SECRETKEY0123456", "/hooks/shein", "1740709414000", "abcde");
+        let mut forged = sig.clone();
+        forged.replace_range(6..7, if &sig[6..7] == "A" { "B" } else { "A" });
+        for h in [
+            json!({"x-lt-appid": "app1", "x-lt-timestamp": "1740709414001", "x-lt-signature": sig}),
+            json!({"x-lt-appid": "app1", "x-lt-timestamp": "1740709414000", "x-lt-signature": forged}),
+            json!({"x-lt-appid": "app1", "x-lt-timestamp": "1740709414000", "x-lt-signature": "abc"}),
+            json!({"x-lt-appid": "app1", "x-lt-timestamp": "1740709414000"}),
+            json!({"x-lt-appid": "app2", "x-lt-timestamp": "1740709414000", "x-lt-signature": sig}),
+        ] {
+            assert_eq!(
+                verify(Marketplace::Shein, &headers(h.clone()), b"eventData=x", &sh),
+                Ok(false),
+                "{h}"
+            );
+        }
+        assert!(envelope(Marketplace::Shein, &Headers::new(), b"eventData=x").is_err());
+        assert!(envelope(Marketplace::TikTok, &Headers::new(), &body[..20]).is_err());
+    }
 }
