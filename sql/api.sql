@@ -10,6 +10,7 @@ DECLARE
     col name;
     stock_type regtype;
 BEGIN
+    PERFORM integ.require_tenant(NULL);
     IF inventory IS NULL OR tenant_column IS NULL OR product_column IS NULL OR stock_column IS NULL THEN
         RAISE EXCEPTION 'integ.track_inventory: no argument may be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -66,6 +67,7 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM integ.require_tenant(NULL);
     IF NOT EXISTS (SELECT 1 FROM integ.tracked_tables WHERE relid = inventory) THEN
         RAISE EXCEPTION 'integ.untrack_inventory: % is not tracked', inventory USING ERRCODE = 'undefined_object';
     END IF;
@@ -134,6 +136,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM integ.require_tenant($1);
     IF $2 IS NOT NULL AND $2 NOT IN ('mercadolibre', 'shopify', 'tiktok', 'shein') THEN
         RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left($2, 64)
             USING ERRCODE = 'invalid_parameter_value';
@@ -193,7 +196,8 @@ LEFT JOIN LATERAL (
            min(j.created_at) FILTER (WHERE j.state = 'pending') AS oldest_pending
     FROM integ.sync_jobs j
     WHERE j.connection_id = c.id AND j.state <> 'done'
-) q ON true;
+) q ON true
+WHERE integ.tenant_visible(c.tenant_id);
 
 
 -- Each connection's request budget (shared by every worker and backend), for operations and
@@ -203,7 +207,16 @@ SELECT c.id AS connection_id, c.tenant_id, c.marketplace,
        ls.requests_per_second, ls.effective_per_second, ls.burst, ls.available, ls.next_allowed_in_ms, ls.paused_for_ms,
        ls.requests, ls.throttled, ls.remote_throttled, ls.circuit, ls.consecutive_failures
 FROM integ.connections c
-JOIN integ.limiter_state() ls ON ls.connection_id = c.id;
+JOIN integ.limiter_state() ls ON ls.connection_id = c.id
+WHERE integ.tenant_visible(c.tenant_id);
+
+-- Credentials, metadata only (the secrets stay encrypted in integ.credential_store, which no
+-- role but the extension's owner reads).
+CREATE VIEW integ.credentials AS
+SELECT k.connection_id, k.tenant_id, k.marketplace, k.identifiers, k.key_version, k.generation,
+       k.access_expires_at, k.refreshed_at, k.updated_at
+FROM integ.credential_store k
+WHERE integ.tenant_visible(k.tenant_id);
 
 -- The operator holds a connection: its jobs wait (nothing is lost) until integ.resume.
 CREATE FUNCTION integ.pause(tenant_id text, marketplace text)
@@ -212,6 +225,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM integ.require_tenant($1);
     UPDATE integ.connections c SET status = 'paused', updated_at = now()
      WHERE c.tenant_id = $1 AND c.marketplace = $2;
     IF NOT FOUND THEN
@@ -228,6 +242,7 @@ AS $$
 DECLARE
     s text;
 BEGIN
+    PERFORM integ.require_tenant($1);
     SELECT c.status INTO s FROM integ.connections c WHERE c.tenant_id = $1 AND c.marketplace = $2 FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" has no % connection', left($1, 80), left($2, 64) USING ERRCODE = 'no_data_found';
@@ -243,3 +258,64 @@ $$;
 
 -- Internal: used by the SECURITY DEFINER functions above, never by the application directly.
 REVOKE EXECUTE ON FUNCTION integ.enqueue_stock(text, text, numeric) FROM PUBLIC;
+
+-- ---- Roles, privileges and tenant isolation ---------------------------------------------------
+-- integ_operator configures everything for every tenant; integ_application calls the sync,
+-- webhook and status functions and, scoped with SET integ.tenant_id, sees and changes only that
+-- tenant's rows. Grant them to login roles: GRANT integ_application TO egdc_app;
+-- Neither can read integ.credential_store (the encrypted secrets) or the master key.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'integ_operator') THEN
+        CREATE ROLE integ_operator NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'integ_application') THEN
+        CREATE ROLE integ_application NOLOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA integ FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA integ FROM PUBLIC;
+GRANT USAGE ON SCHEMA integ TO integ_operator, integ_application;
+
+-- every role may ask these (they only answer about the caller)
+GRANT EXECUTE ON FUNCTION integ.tenant_visible(text), integ.require_tenant(text) TO PUBLIC;
+-- the views call it; it answers only about connections the caller may see
+GRANT EXECUTE ON FUNCTION integ.limiter_state() TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.verify_webhook(text, jsonb, bytea, jsonb), integ.signature(text, jsonb)
+    TO integ_operator, integ_application;
+
+GRANT EXECUTE ON FUNCTION
+    integ.sync_product(text, text, text), integ.remote_stock(text, text, text),
+    integ.receive_webhook(text, jsonb, bytea), integ.reconcile(text, text)
+    TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION
+    integ.connect(text, text, jsonb, jsonb), integ.disconnect(text, text),
+    integ.map_product(text, text, text, text, jsonb),
+    integ.track_inventory(regclass, name, name, name), integ.untrack_inventory(regclass),
+    integ.retry_dead(text, text), integ.pause(text, text), integ.resume(text, text),
+    integ.resolve_conflict(bigint, text), integ.limiter_usage()
+    TO integ_operator;
+
+GRANT SELECT ON integ.status, integ.rate_limits, integ.credentials TO integ_operator, integ_application;
+GRANT SELECT ON integ.connections, integ.listings, integ.sync_jobs, integ.sync_log, integ.webhooks,
+                integ.order_lines, integ.conflicts, integ.tracked_tables
+    TO integ_operator, integ_application;
+GRANT UPDATE ON integ.connections, integ.listings, integ.conflicts TO integ_operator;
+
+-- Row-level security: the extension's owner (workers, SECURITY DEFINER functions) is not
+-- subject to it; every other role sees the tenants integ.tenant_visible allows.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['connections', 'credential_store', 'listings', 'sync_jobs', 'sync_log', 'webhooks',
+                             'order_lines', 'conflicts']
+    LOOP
+        EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))
+                            WITH CHECK (integ.tenant_visible(tenant_id))', t);
+    END LOOP;
+END
+$$;

@@ -20,7 +20,7 @@ CREATE TABLE integ.connections (
 
 -- Secrets are one pgcrypto-encrypted JSON document; identifiers needed for routing
 -- (client id, seller id, shop domain) stay readable.
-CREATE TABLE integ.credentials (
+CREATE TABLE integ.credential_store (
     connection_id     bigint PRIMARY KEY REFERENCES integ.connections (id) ON DELETE CASCADE,
     tenant_id         text NOT NULL,
     marketplace       text NOT NULL,

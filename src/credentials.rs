@@ -121,7 +121,7 @@ pub fn store(connection_id: i64, tenant: &str, marketplace: &str, creds: &Creden
     let cipher = encrypt(&creds.secrets);
     let identifiers = pgrx::JsonB(Value::Object(creds.identifiers.clone()));
     Spi::run_with_args(
-        "INSERT INTO integ.credentials AS c (connection_id, tenant_id, marketplace, identifiers, secrets, access_expires_at, updated_at)
+        "INSERT INTO integ.credential_store AS c (connection_id, tenant_id, marketplace, identifiers, secrets, access_expires_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now())
          ON CONFLICT (connection_id) DO UPDATE
             SET identifiers = EXCLUDED.identifiers, secrets = EXCLUDED.secrets,
@@ -174,7 +174,7 @@ static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None)
 pub fn load(connection_id: i64) -> Option<Loaded> {
     let row = crate::spi_util::run_kept(
         "SELECT generation, extract(epoch FROM access_expires_at - now())::float8, marketplace
-           FROM integ.credentials WHERE connection_id = $1",
+           FROM integ.credential_store WHERE connection_id = $1",
         &[connection_id.into()],
         |t| {
             if t.is_empty() {
@@ -203,7 +203,7 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
     let (identifiers, cipher) = Spi::connect(|client| {
         let t = client
             .select(
-                "SELECT identifiers, secrets FROM integ.credentials WHERE connection_id = $1 AND generation = $2",
+                "SELECT identifiers, secrets FROM integ.credential_store WHERE connection_id = $1 AND generation = $2",
                 None,
                 &[connection_id.into(), generation.into()],
             )?
@@ -248,7 +248,7 @@ pub fn store_refreshed(
     }
     let cipher = encrypt(&creds.secrets);
     Spi::run_with_args(
-        "UPDATE integ.credentials
+        "UPDATE integ.credential_store
             SET secrets = $2, access_expires_at = now() + make_interval(secs => $3),
                 generation = generation + 1, refreshed_at = now(), updated_at = now()
           WHERE connection_id = $1",

@@ -21,6 +21,8 @@ pub static RATE_LIMIT_TIKTOK: GucSetting<Option<CString>> = GucSetting::<Option<
 pub static RATE_LIMIT_SHEIN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"100/min"));
 pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
@@ -79,6 +81,14 @@ fn define_postmaster() {
 }
 
 fn define_runtime() {
+    GucRegistry::define_string_guc(
+        c"integ.tenant_id",
+        c"The tenant this session acts for (row-level security and the functions' tenant checks).",
+        c"Roles that are not integ_operator members see and change only this tenant's rows.",
+        &TENANT_ID,
+        GucContext::Userset,
+        GucFlags::empty(),
+    );
     GucRegistry::define_int_guc(
         c"integ.webhook_max_bytes",
         c"Largest webhook body integ.receive_webhook accepts; larger ones are refused with 413.",
@@ -194,6 +204,14 @@ fn define_runtime() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_string_guc(
+        c"integ.allowed_hosts",
+        c"Hosts a connection's base_url may point at besides the marketplaces' own (comma-separated host or host:port).",
+        c"Empty: only the real marketplace hosts. Keeps a tenant setting from turning the workers into a proxy to internal addresses.",
+        &ALLOWED_HOSTS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_int_guc(
         c"integ.webhook_retention",
         c"How long received webhooks stay in integ.webhooks (at least 1 day).",
@@ -278,4 +296,18 @@ pub fn marketplace_rate_limit(marketplace: &str) -> Option<String> {
     g.get()
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.trim().is_empty())
+}
+
+/// `integ.allowed_hosts` as a list (lowercased, trimmed). Main thread only.
+pub fn allowed_hosts() -> Vec<String> {
+    ALLOWED_HOSTS
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .map(|s| {
+            s.split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -55,6 +55,7 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'integration'",
             "integ.key_file = '/tmp/integ-pg-test.key'",
+            "integ.allowed_hosts = '127.0.0.1'",
         ]
     }
 }

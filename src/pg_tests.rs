@@ -32,7 +32,7 @@ fn connect_stores_secrets_encrypted() {
     assert_eq!(count("SELECT count(*) FROM integ.credentials WHERE identifiers->>'client_id' = '42'"), 1);
     for secret in ["CS-very-secret", "TG-refresh-secret", "APP-access-secret"] {
         let leaks = Spi::get_one_with_args::<i64>(
-            "SELECT count(*) FROM integ.credentials c
+            "SELECT count(*) FROM integ.credential_store c
               WHERE position(convert_to($1, 'UTF8') IN c.secrets) > 0 OR c::text LIKE '%' || $1 || '%'",
             &[secret.into()],
         )
@@ -186,6 +186,16 @@ fn connect_rejects_unknown_conflict_strategies() {
     Spi::run(
         "SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
                               '{\"conflict_strategy\": \"coin_flip\"}')",
+    )
+    .unwrap();
+}
+
+#[pg_test(error = "settings.base_url: host \"169.254.169.254\" is not mercadolibre's and not in integ.allowed_hosts")]
+fn connect_refuses_base_urls_outside_the_allowed_hosts() {
+    key();
+    Spi::run(
+        "SELECT integ.connect('t1', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
+                              '{\"base_url\": \"http://169.254.169.254/latest/meta-data\"}')",
     )
     .unwrap();
 }

@@ -46,7 +46,7 @@ pub fn prepare(
 ) -> Result<(&'static dyn Connector, PushRequest), String> {
     let m: Marketplace = listing.marketplace.parse()?;
     let connector = marketplaces::connector(m)?;
-    let base_url = marketplaces::base_url(connector, listing.connection_settings)?;
+    let base_url = marketplaces::base_url(connector, listing.connection_settings, &gucs::allowed_hosts())?;
     Ok((
         connector,
         PushRequest {

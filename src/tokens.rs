@@ -81,7 +81,7 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             Ok(c) => c,
             Err(e) => return TokenStatus::NeedsReauthorization(e),
         };
-        let base = match marketplaces::base_url(connector, &settings) {
+        let base = match marketplaces::base_url(connector, &settings, &crate::gucs::allowed_hosts()) {
             Ok(b) => b,
             Err(e) => return TokenStatus::NeedsReauthorization(e),
         };

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The credential master key of every test cluster.
+pub const MASTER_KEY: &str = "e2e-master-key-which-is-long-enough";
+
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn is_root() -> bool {
@@ -73,7 +76,7 @@ impl Cluster {
         let port = free_port();
         let key_line = if with_key {
             let key = dir.join("master.key");
-            std::fs::write(&key, "e2e-master-key-which-is-long-enough\n").expect("write key");
+            std::fs::write(&key, format!("{MASTER_KEY}\n")).expect("write key");
             format!("integ.key_file = '{}'\n", key.display())
         } else {
             String::new()
@@ -293,7 +296,7 @@ impl Env {
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
              integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
              integ.circuit_cooldown = 200\n\
-             integ.max_attempts = 50\ninteg.reconcile_interval = 0\n{extra_conf}"
+             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.allowed_hosts = '127.0.0.1'\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();
@@ -623,6 +626,7 @@ impl Env {
     /// Every issued token, and the client secret, must appear in no table and no log line.
     pub fn assert_no_secrets(&self) {
         let mut secrets = self.secrets.clone();
+        secrets.push(MASTER_KEY.to_string());
         for path in [
             "/mercadolibre/issued_tokens",
             "/tiktok/issued_tokens",

@@ -124,12 +124,12 @@ fn a_rotated_shopify_secret_verifies_with_either_during_the_window() {
 fn tiktok_and_mercadolibre_deliveries() {
     let mut env = Env::new("hooks-tiktok");
     env.db()
-        .batch_execute("UPDATE integ.credentials SET identifiers = identifiers || '{\"client_id\": \"7001\"}'")
+        .batch_execute("UPDATE integ.credential_store SET identifiers = identifiers || '{\"client_id\": \"7001\"}'")
         .unwrap();
     env.add_tiktok_tenant("tt", "CIPHER-H", json!({}));
     // the connection learns its shop id (as the authorization flow will record it)
     env.db()
-        .batch_execute("UPDATE integ.credentials SET identifiers = identifiers || '{\"shop_id\": \"7494726673780148744\"}' WHERE marketplace = 'tiktok'")
+        .batch_execute("UPDATE integ.credential_store SET identifiers = identifiers || '{\"shop_id\": \"7494726673780148744\"}' WHERE marketplace = 'tiktok'")
         .unwrap();
     let body = br#"{"type":1,"shop_id":"7494726673780148744","timestamp":1664095733,"tts_notification_id":"n-1","data":{"order_id":"576684019603311365","order_status":"AWAITING_SHIPMENT","update_time":1664095610}}"#;
     let auth = signing::tiktok_webhook(TIKTOK_APP_KEY, TIKTOK_APP_SECRET, body);

@@ -15,7 +15,7 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
     if !settings.0.is_object() {
         invalid("settings must be a JSON object");
     }
-    marketplaces::base_url(connector, &settings.0).unwrap_or_else(|e| invalid(e));
+    marketplaces::base_url(connector, &settings.0, &crate::gucs::allowed_hosts()).unwrap_or_else(|e| invalid(e));
     crate::rules::validate(&settings.0).unwrap_or_else(|e| invalid(e));
     crate::inbound::drift::validate(&settings.0).unwrap_or_else(|e| invalid(e));
     match settings.0.get("rate_limit") {
@@ -53,6 +53,7 @@ fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: def
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn disconnect(tenant_id: &str, marketplace: &str) {
+    check_tenant(tenant_id);
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
     let id = first::<i64>(
         "DELETE FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2 RETURNING id",

@@ -25,8 +25,26 @@ fn limiter_state() -> TableIterator<
     ),
 > {
     let now = limiter::now_ns();
+    // operators see every connection; a tenant-scoped session only its own
+    let visible: Option<Vec<i64>> = (!super::access::caller_is_operator()).then(|| {
+        super::access::session_tenant()
+            .map(|t| {
+                Spi::connect(|c| {
+                    c.select(
+                        "SELECT id FROM integ.connections WHERE tenant_id = $1",
+                        None,
+                        &[t.as_str().into()],
+                    )?
+                    .map(|r| r.get::<i64>(1).map(Option::unwrap_or_default))
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    });
     let rows: Vec<_> = limiter::snapshot()
         .into_iter()
+        .filter(|s| visible.as_ref().is_none_or(|v| v.contains(&s.connection_id)))
         .map(|s| {
             let q = s.effective_quota(now);
             let available = limits::available(s.tat_ns, now, q);

@@ -2,6 +2,7 @@
 //! here; the purely relational ones (track_inventory, retry_dead, ...) are PL/pgSQL in
 //! `sql/api.sql`.
 
+pub mod access;
 pub mod connections;
 pub mod limits;
 pub mod listings;
@@ -22,6 +23,7 @@ pub(crate) fn connector_for(marketplace: &str) -> (Marketplace, &'static dyn Con
     (m, c)
 }
 
+/// Validates a tenant id and that the caller may act for that tenant.
 pub(crate) fn check_tenant(tenant_id: &str) {
     if tenant_id.trim().is_empty() {
         invalid("tenant_id must not be empty");
@@ -29,6 +31,7 @@ pub(crate) fn check_tenant(tenant_id: &str) {
     if tenant_id.len() > 200 {
         invalid("tenant_id is longer than 200 characters");
     }
+    access::require_access(tenant_id);
 }
 
 /// Tenant and product ids in messages: bounded, so a hostile value cannot flood the log.

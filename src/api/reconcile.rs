@@ -83,13 +83,14 @@ fn resolve_conflict(id: i64, resolution: &str) -> JsonB {
         ));
     }
     let row = crate::spi_util::first::<JsonB>(
-        "SELECT jsonb_build_array(c.listing_id, c.remote_stock, c.known_remote, c.status)
+        "SELECT jsonb_build_array(c.listing_id, c.remote_stock, c.known_remote, c.status, c.tenant_id)
            FROM integ.conflicts c WHERE c.id = $1 FOR UPDATE",
         &[id.into()],
     );
     let Some(JsonB(Value::Array(a))) = row else {
         not_found(format!("no conflict {id}"));
     };
+    super::access::require_access(a.get(4).and_then(Value::as_str).unwrap_or(""));
     if a.get(3).and_then(Value::as_str) != Some("open") {
         invalid(format!("conflict {id} is already resolved"));
     }

@@ -148,7 +148,7 @@ fn receive_webhook(marketplace: &str, headers: JsonB, body: &[u8]) -> JsonB {
     };
     let found = run_kept(
         "SELECT jsonb_build_array(c.id, c.tenant_id, c.settings) FROM integ.connections c
-           JOIN integ.credentials k ON k.connection_id = c.id
+           JOIN integ.credential_store k ON k.connection_id = c.id
           WHERE c.marketplace = $1 AND k.identifiers ->> $2 = $3
           ORDER BY c.id LIMIT 1",
         &[m.as_str().into(), key.into(), value.as_str().into()],

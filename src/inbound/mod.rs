@@ -143,7 +143,7 @@ fn supplier_connection(app_connection: &Connection, supplier: &str) -> Result<Op
     let appid = app_connection.creds.identifier("appid").unwrap_or_default();
     worker_transaction(|| {
         first::<i64>(
-            "SELECT k.connection_id FROM integ.credentials k
+            "SELECT k.connection_id FROM integ.credential_store k
               WHERE k.marketplace = 'shein' AND k.identifiers ->> 'appid' = $1 AND k.identifiers ->> 'supplier_id' = $2
               ORDER BY k.connection_id LIMIT 1",
             &[appid.as_str().into(), supplier.into()],

@@ -236,8 +236,21 @@ pub fn connector(m: Marketplace) -> Result<&'static dyn Connector, String> {
     }
 }
 
-/// Validates connection settings and returns the base URL to use.
-pub fn base_url(connector: &dyn Connector, settings: &Value) -> Result<String, String> {
+/// The hosts each marketplace's API really lives on (a `base_url` override may point at these
+/// without being listed in `integ.allowed_hosts`).
+fn real_host(m: Marketplace, host: &str) -> bool {
+    match m {
+        Marketplace::MercadoLibre => host == "api.mercadolibre.com",
+        Marketplace::Shopify => host.ends_with(".myshopify.com"),
+        Marketplace::TikTok => ["open-api.tiktokglobalshop.com", "auth.tiktok-shops.com"].contains(&host),
+        Marketplace::Shein => ["openapi.sheincorp.com", "openapi-sem.sheincorp.com"].contains(&host),
+    }
+}
+
+/// Validates connection settings and returns the base URL to use. An override must name one of
+/// the marketplace's own hosts or one listed in `allowed` (`host` or `host:port`), so a
+/// tenant's settings cannot send the workers (and the credentials) anywhere else.
+pub fn base_url(connector: &dyn Connector, settings: &Value, allowed: &[String]) -> Result<String, String> {
     let obj = settings
         .as_object()
         .ok_or_else(|| "settings must be a JSON object".to_string())?;
@@ -249,8 +262,25 @@ pub fn base_url(connector: &dyn Connector, settings: &Value) -> Result<String, S
                 .strip_prefix("https://")
                 .or_else(|| u.strip_prefix("http://"))
                 .ok_or_else(|| "settings.base_url must start with http:// or https://".to_string())?;
-            if rest.is_empty() || rest.contains(char::is_whitespace) {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("").to_ascii_lowercase();
+            if authority.is_empty()
+                || rest.contains(char::is_whitespace)
+                || authority.contains('@')
+                || authority.contains('\\')
+            {
                 return Err("settings.base_url is not a valid URL".into());
+            }
+            let host = match authority.rsplit_once(':') {
+                Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => authority.as_str(),
+            };
+            let listed = allowed.iter().any(|a| *a == authority || *a == host);
+            if !listed && !real_host(connector.marketplace(), host) {
+                return Err(format!(
+                    "settings.base_url: host \"{}\" is not {}'s and not in integ.allowed_hosts",
+                    http::truncate(&authority, 80),
+                    connector.marketplace()
+                ));
             }
             Ok(u.to_string())
         }
@@ -287,14 +317,46 @@ mod tests {
     #[test]
     fn base_url_validation() {
         let c = &mercadolibre::MercadoLibre;
-        assert_eq!(base_url(c, &json!({})).unwrap(), "https://api.mercadolibre.com");
+        let loopback = vec!["127.0.0.1".to_string()];
+        assert_eq!(base_url(c, &json!({}), &[]).unwrap(), "https://api.mercadolibre.com");
         assert_eq!(
-            base_url(c, &json!({"base_url": "http://127.0.0.1:9/"})).unwrap(),
+            base_url(c, &json!({"base_url": "http://127.0.0.1:9/"}), &loopback).unwrap(),
             "http://127.0.0.1:9"
         );
-        assert!(base_url(c, &json!({"base_url": "ftp://x"})).is_err());
-        assert!(base_url(c, &json!({"base_url": 5})).is_err());
-        assert!(base_url(c, &json!([1])).is_err());
+        assert!(base_url(c, &json!({"base_url": "ftp://x"}), &loopback).is_err());
+        assert!(base_url(c, &json!({"base_url": 5}), &loopback).is_err());
+        assert!(base_url(c, &json!([1]), &loopback).is_err());
+    }
+
+    #[test]
+    fn base_url_overrides_must_be_real_or_allowed_hosts() {
+        let c = &mercadolibre::MercadoLibre;
+        let url = |u: &str| json!({ "base_url": u });
+        // nothing listed: only MercadoLibre's own host
+        assert!(base_url(c, &url("https://api.mercadolibre.com"), &[]).is_ok());
+        for bad in [
+            "http://127.0.0.1:9",
+            "http://169.254.169.254/latest",
+            "http://localhost",
+            "https://api.mercadolibre.com.evil.example",
+            "https://api.mercadolibre.com@10.0.0.1/",
+            "http://10.0.0.1:80#api.mercadolibre.com",
+        ] {
+            let e = base_url(c, &url(bad), &[]).unwrap_err();
+            assert!(
+                e.contains("integ.allowed_hosts") || e.contains("not a valid URL"),
+                "{bad}: {e}"
+            );
+        }
+        // a listed host, with any port or the listed one only
+        assert!(base_url(c, &url("http://127.0.0.1:8700/mercadolibre"), &["127.0.0.1".into()]).is_ok());
+        assert!(base_url(c, &url("http://127.0.0.1:8700"), &["127.0.0.1:8700".into()]).is_ok());
+        assert!(base_url(c, &url("http://127.0.0.1:8701"), &["127.0.0.1:8700".into()]).is_err());
+        // each marketplace's own hosts
+        assert!(base_url(&shopify::Shopify, &url("https://acme.myshopify.com"), &[]).is_ok());
+        assert!(base_url(&shopify::Shopify, &url("https://myshopify.com.evil"), &[]).is_err());
+        assert!(base_url(&shein::Shein, &url("https://openapi.sheincorp.com"), &[]).is_ok());
+        assert!(base_url(&tiktok::TikTok, &url("https://open-api.tiktokglobalshop.com"), &[]).is_ok());
     }
 
     #[test]
