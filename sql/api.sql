@@ -256,6 +256,24 @@ BEGIN
 END
 $$;
 
+-- The operator has dealt with an alert.
+CREATE FUNCTION integ.acknowledge_alert(id bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    SELECT a.tenant_id INTO t FROM integ.alerts a WHERE a.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no alert %', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM integ.require_tenant(t);
+    UPDATE integ.alerts a SET acknowledged_at = now(), acknowledged_by = session_user
+     WHERE a.id = $1 AND a.acknowledged_at IS NULL;
+END
+$$;
+
 -- Internal: used by the SECURITY DEFINER functions above, never by the application directly.
 REVOKE EXECUTE ON FUNCTION integ.enqueue_stock(text, text, numeric) FROM PUBLIC;
 
@@ -300,9 +318,10 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT SELECT ON integ.status, integ.rate_limits, integ.credentials TO integ_operator, integ_application;
 GRANT SELECT ON integ.connections, integ.listings, integ.sync_jobs, integ.sync_log, integ.webhooks,
-                integ.order_lines, integ.conflicts, integ.tracked_tables
+                integ.order_lines, integ.conflicts, integ.tracked_tables, integ.alerts
     TO integ_operator, integ_application;
 GRANT UPDATE ON integ.connections, integ.listings, integ.conflicts TO integ_operator;
+GRANT EXECUTE ON FUNCTION integ.acknowledge_alert(bigint) TO integ_operator;
 
 -- Row-level security: the extension's owner (workers, SECURITY DEFINER functions) is not
 -- subject to it; every other role sees the tenants integ.tenant_visible allows.
@@ -311,7 +330,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['connections', 'credential_store', 'listings', 'sync_jobs', 'sync_log', 'webhooks',
-                             'order_lines', 'conflicts']
+                             'order_lines', 'conflicts', 'alerts']
     LOOP
         EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))

@@ -179,6 +179,20 @@ CREATE TABLE integ.conflicts (
 CREATE UNIQUE INDEX conflicts_one_open ON integ.conflicts (listing_id) WHERE status = 'open';
 CREATE INDEX conflicts_by_tenant ON integ.conflicts (tenant_id, status);
 
+-- What an operator must act on; also sent as NOTIFY integ_alerts (JSON) when raised.
+CREATE TABLE integ.alerts (
+    id              bigserial PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now(),
+    tenant_id       text NOT NULL,
+    marketplace     text NOT NULL,
+    connection_id   bigint,
+    kind            text NOT NULL,
+    message         text NOT NULL,
+    acknowledged_at timestamptz,
+    acknowledged_by text
+);
+CREATE INDEX alerts_open ON integ.alerts (at) WHERE acknowledged_at IS NULL;
+
 -- Inventory tables watched by integ.track_inventory.
 CREATE TABLE integ.tracked_tables (
     relid          oid PRIMARY KEY,

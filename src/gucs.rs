@@ -24,6 +24,7 @@ pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static REFRESH_AHEAD_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 
 /// Deliveries are kept at least this long: the window in which a duplicate is recognised.
@@ -223,6 +224,16 @@ fn define_runtime() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"integ.refresh_ahead",
+        c"How long before an access token expires the workers refresh it (0: only when a call needs it).",
+        c"",
+        &REFRESH_AHEAD_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"integ.reconcile_interval",
         c"How often workers reconcile each connection's listings with the marketplace (0: never).",
         c"Reads every mapped listing's remote stock within the rate limit and repairs drift through the connection's conflict_strategy; also polls MercadoLibre's missed notifications.",
@@ -246,6 +257,7 @@ pub struct Tuning {
     pub done_retention_s: i64,
     pub webhook_retention_s: i64,
     pub reconcile_interval_s: i64,
+    pub refresh_ahead_s: i64,
     pub circuit_failures: u32,
     pub circuit_cooldown_ns: i64,
 }
@@ -262,6 +274,7 @@ impl Tuning {
             done_retention_s: DONE_RETENTION_S.get().max(0) as i64,
             webhook_retention_s: WEBHOOK_RETENTION_S.get().max(MIN_WEBHOOK_RETENTION_S) as i64,
             reconcile_interval_s: RECONCILE_INTERVAL_S.get().max(0) as i64,
+            refresh_ahead_s: REFRESH_AHEAD_S.get().max(0) as i64,
             circuit_failures: CIRCUIT_FAILURES.get().max(1) as u32,
             circuit_cooldown_ns: CIRCUIT_COOLDOWN_MS.get().max(10) as i64 * 1_000_000,
         }

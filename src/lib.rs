@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+pub mod alerts;
 pub mod api;
 pub mod capture;
 pub mod credentials;

@@ -155,6 +155,7 @@ mod tests {
             done_retention_s: 0,
             webhook_retention_s: 86_400,
             reconcile_interval_s: 0,
+            refresh_ahead_s: 0,
             circuit_failures: 5,
             circuit_cooldown_ns: 1_000_000_000,
         }
@@ -251,8 +252,14 @@ mod tests {
             };
             prepare(&l, 4, "t".into(), Credentials::default(), idempotency_key(7, 4))
         };
-        let (_, req) = at("mercadolibre", &serde_json::json!({"base_url": "http://127.0.0.1:1"})).unwrap();
-        assert_eq!(req.base_url, "http://127.0.0.1:1");
+        let (_, req) = at(
+            "mercadolibre",
+            &serde_json::json!({"base_url": "https://api.mercadolibre.com/"}),
+        )
+        .unwrap();
+        assert_eq!(req.base_url, "https://api.mercadolibre.com");
+        // outside PostgreSQL no host is listed in integ.allowed_hosts
+        assert!(at("mercadolibre", &serde_json::json!({"base_url": "http://127.0.0.1:1"})).is_err());
         assert_eq!(req.idempotency_key, "integ-7-4");
         assert!(at("ebay", &Value::Null).is_err());
         assert!(at("mercadolibre", &serde_json::json!({"base_url": 1})).is_err());

@@ -114,14 +114,26 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             }
             Err(RefreshError::InvalidGrant(msg)) => {
                 let msg = format!("token refresh refused, re-authorization needed: {msg}");
-                Spi::run_with_args(
+                let newly = crate::spi_util::first::<i64>(
                     "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2,
-                            last_error_at = now(), updated_at = now() WHERE id = $1",
+                            last_error_at = now(), updated_at = now()
+                      WHERE id = $1 AND status <> 'needs_reauthorization' RETURNING id",
                     &[connection_id.into(), msg.as_str().into()],
-                )
-                .or_raise("marking the connection");
+                );
                 outbox::log(&target, "refresh", "failed", None, None, &attempt, Some(&msg));
-                pgrx::warning!("integration: connection {connection_id} ({tenant}/{market}) needs re-authorization");
+                if newly.is_some() {
+                    // once per loss of authorization, not per job that notices it
+                    crate::alerts::raise(&crate::alerts::Alert {
+                        tenant_id: &tenant,
+                        marketplace: &market,
+                        connection_id: Some(connection_id),
+                        kind: "needs_reauthorization",
+                        message: &msg,
+                    });
+                    pgrx::warning!(
+                        "integration: connection {connection_id} ({tenant}/{market}) needs re-authorization"
+                    );
+                }
                 TokenStatus::NeedsReauthorization(msg)
             }
             Err(RefreshError::Transient(msg)) => {
@@ -198,4 +210,42 @@ pub fn backend_token(connection_id: i64, stale_generation: Option<i64>, wait_ms:
             }
         }
     }
+}
+
+/// Connections whose access token expires within `ahead_s`: (connection id, generation).
+fn expiring(ahead_s: i64) -> Vec<(i64, i64)> {
+    Spi::connect(|c| {
+        c.select(
+            "SELECT k.connection_id, k.generation FROM integ.credential_store k
+               JOIN integ.connections c ON c.id = k.connection_id
+              WHERE c.status = 'active' AND k.access_expires_at < now() + make_interval(secs => $1)
+              ORDER BY k.access_expires_at LIMIT 100",
+            None,
+            &[(ahead_s as f64).into()],
+        )?
+        .map(|r| {
+            Ok((
+                r.get::<i64>(1)?.unwrap_or_default(),
+                r.get::<i64>(2)?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .or_raise("looking for expiring tokens")
+}
+
+/// Refreshes every token that expires within `ahead_s`, before any push needs it. Each refresh
+/// takes the connection's lock and is skipped if another process refreshed since we looked.
+/// Returns how many were refreshed.
+pub fn refresh_expiring(agent: &ureq::Agent, ahead_s: i64) -> usize {
+    let due = match worker_transaction(|| expiring(ahead_s)) {
+        Ok(d) => d,
+        Err(e) => {
+            pgrx::warning!("integration: looking for expiring tokens failed: {e}");
+            return 0;
+        }
+    };
+    due.into_iter()
+        .filter(|(id, generation)| matches!(refresh(agent, *id, *generation), TokenStatus::Ready { generation: g, .. } if g > *generation))
+        .count()
 }

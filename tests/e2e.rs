@@ -451,3 +451,71 @@ fn workers_survive_bad_jobs_reloads_and_crashes() {
     assert_ne!(pid, new_pid);
     env.assert_no_secrets();
 }
+
+/// Tokens are refreshed before they expire, with no push waiting; a grant that died raises one
+/// alert (a row and a NOTIFY) and the connection waits for re-authorization.
+#[test]
+fn tokens_are_refreshed_ahead_of_expiry_and_a_dead_grant_raises_one_alert() {
+    let env = Env::with_conf("ahead", "integ.refresh_ahead = 3600");
+    let ls = env.listings(1);
+    env.set_stock(&ls[0].0, 5);
+    env.wait_idle(10, "initial sync");
+    let generation = || env.scalar_i64("SELECT generation FROM integ.credentials");
+    let before = generation();
+    // the stored token now expires in 10 minutes: inside the hour refreshed ahead
+    env.db()
+        .batch_execute("UPDATE integ.credential_store SET access_expires_at = now() + interval '10 minutes'")
+        .unwrap();
+    env.wait_for(20, "a refresh ahead of expiry", || generation() > before);
+    assert_eq!(env.sim.counter("mercadolibre token refresh_token ok"), 1);
+    assert!(
+        env.scalar_i64("SELECT extract(epoch FROM access_expires_at - now())::bigint FROM integ.credentials") > 20_000,
+        "the new token lasts 6 hours"
+    );
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state <> 'done'"),
+        0,
+        "no push needed it"
+    );
+
+    let mut listener = env.pg.client();
+    listener.batch_execute("LISTEN integ_alerts").unwrap();
+    env.sim
+        .post(&format!("/mercadolibre/sellers/{SELLER}/revoke"), json!({}));
+    env.db()
+        .batch_execute("UPDATE integ.credential_store SET access_expires_at = now() + interval '10 minutes'")
+        .unwrap();
+    env.wait_for(20, "needs_reauthorization", || {
+        env.scalar_i64("SELECT count(*) FROM integ.connections WHERE status = 'needs_reauthorization'") == 1
+    });
+    let notes: Vec<String> = {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut n = listener.notifications();
+        let mut it = n.timeout_iter(std::time::Duration::from_secs(5));
+        std::iter::from_fn(|| it.next().ok().flatten().map(|n| n.payload().to_string()))
+            .take(2)
+            .collect()
+    };
+    let payload: serde_json::Value = serde_json::from_str(&notes[0]).expect("JSON payload");
+    assert_eq!(payload["kind"], "needs_reauthorization");
+    assert_eq!(payload["tenant_id"], TENANT);
+    assert!(
+        payload["message"].as_str().unwrap_or("").contains("invalid_grant")
+            || payload["message"].as_str().unwrap_or("").contains("refused")
+    );
+    // a change waits (no attempt burnt), and no second alert however many times it is noticed
+    env.set_stock(&ls[0].0, 6);
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.alerts"), 1, "one alert");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending' AND attempts = 0"),
+        1
+    );
+    let id = env.scalar_i64("SELECT id FROM integ.alerts");
+    env.db().execute("SELECT integ.acknowledge_alert($1)", &[&id]).unwrap();
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.alerts WHERE acknowledged_at IS NOT NULL"),
+        1
+    );
+    env.assert_no_secrets();
+}

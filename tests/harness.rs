@@ -296,7 +296,7 @@ impl Env {
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
              integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
              integ.circuit_cooldown = 200\n\
-             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.allowed_hosts = '127.0.0.1'\n{extra_conf}"
+             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.refresh_ahead = 0\ninteg.allowed_hosts = '127.0.0.1'\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();

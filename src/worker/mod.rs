@@ -96,6 +96,7 @@ struct Worker {
     last_purge: Instant,
     last_webhooks: Instant,
     reconciler: reconciling::Reconciler,
+    last_expiry_scan: Option<Instant>,
 }
 
 impl Worker {
@@ -117,6 +118,7 @@ impl Worker {
             last_purge: Instant::now(),
             last_webhooks: Instant::now(),
             reconciler: Default::default(),
+            last_expiry_scan: None,
         }
     }
 
@@ -149,6 +151,7 @@ impl Worker {
             }
             if self.slot == 0 {
                 self.reconciler.turn(&self.agent, self.tuning.reconcile_interval_s);
+                self.refresh_expiring();
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
             if (work_signalled || due_now) && self.calls_in_flight < self.pool.size {
@@ -240,6 +243,22 @@ impl Worker {
         self.last_webhooks = Instant::now();
         if let Err(e) = crate::inbound::apply_pending(&self.agent, 50, self.tuning.max_attempts) {
             self.trouble("applying webhooks", &e);
+        }
+    }
+
+    /// Tokens about to expire are refreshed before a push needs them (every 10 s).
+    fn refresh_expiring(&mut self) {
+        if self.tuning.refresh_ahead_s == 0
+            || self
+                .last_expiry_scan
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_expiry_scan = Some(Instant::now());
+        let n = tokens::refresh_expiring(&self.agent, self.tuning.refresh_ahead_s);
+        if n > 0 {
+            log!("integration worker {}: refreshed {n} tokens ahead of expiry", self.slot);
         }
     }
 
