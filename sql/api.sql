@@ -306,14 +306,15 @@ GRANT EXECUTE ON FUNCTION integ.verify_webhook(text, jsonb, bytea, jsonb), integ
 
 GRANT EXECUTE ON FUNCTION
     integ.sync_product(text, text, text), integ.remote_stock(text, text, text),
-    integ.receive_webhook(text, jsonb, bytea), integ.reconcile(text, text)
+    integ.receive_webhook(text, jsonb, bytea), integ.reconcile(text, text),
+    integ.authorize_url(text, text, text, jsonb), integ.complete_authorization(text, jsonb)
     TO integ_operator, integ_application;
 GRANT EXECUTE ON FUNCTION
     integ.connect(text, text, jsonb, jsonb), integ.disconnect(text, text),
     integ.map_product(text, text, text, text, jsonb),
     integ.track_inventory(regclass, name, name, name), integ.untrack_inventory(regclass),
     integ.retry_dead(text, text), integ.pause(text, text), integ.resume(text, text),
-    integ.resolve_conflict(bigint, text), integ.limiter_usage()
+    integ.resolve_conflict(bigint, text), integ.limiter_usage(), integ.register_app(text, jsonb, jsonb)
     TO integ_operator;
 
 GRANT SELECT ON integ.status, integ.rate_limits, integ.credentials TO integ_operator, integ_application;
@@ -330,7 +331,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['connections', 'credential_store', 'listings', 'sync_jobs', 'sync_log', 'webhooks',
-                             'order_lines', 'conflicts', 'alerts']
+                             'order_lines', 'conflicts', 'alerts', 'authorizations']
     LOOP
         EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))

@@ -179,6 +179,33 @@ CREATE TABLE integ.conflicts (
 CREATE UNIQUE INDEX conflicts_one_open ON integ.conflicts (listing_id) WHERE status = 'open';
 CREATE INDEX conflicts_by_tenant ON integ.conflicts (tenant_id, status);
 
+-- This installation's marketplace apps (one per marketplace), for the authorization flows:
+-- the app's id readable, its secret encrypted like the credentials.
+CREATE TABLE integ.apps (
+    marketplace text PRIMARY KEY CHECK (marketplace IN ('mercadolibre', 'shopify', 'tiktok', 'shein')),
+    identifiers jsonb NOT NULL DEFAULT '{}',
+    secrets     bytea NOT NULL,
+    key_version integer NOT NULL DEFAULT 1,
+    settings    jsonb NOT NULL DEFAULT '{}',
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Authorizations in progress (integ.authorize_url -> integ.complete_authorization). The state
+-- is kept only as its SHA-256; it works once and for 10 minutes. The PKCE verifier is
+-- encrypted.
+CREATE TABLE integ.authorizations (
+    state_sha256  text PRIMARY KEY,
+    tenant_id     text NOT NULL,
+    marketplace   text NOT NULL,
+    redirect_uri  text NOT NULL,
+    options       jsonb NOT NULL DEFAULT '{}',
+    code_verifier bytea,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    used_at       timestamptz,
+    connection_id bigint
+);
+
 -- What an operator must act on; also sent as NOTIFY integ_alerts (JSON) when raised.
 CREATE TABLE integ.alerts (
     id              bigserial PRIMARY KEY,

@@ -96,7 +96,7 @@ pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
         })
 }
 
-fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
+pub fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
     let key = master_key();
     let sql = format!(
         "SELECT convert_from({}.pgp_sym_decrypt_bytea($1, $2), 'UTF8')",

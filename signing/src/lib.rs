@@ -41,6 +41,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 // ---- Shopify ---------------------------------------------------------------------------------
 
+/// Standard base64 (with padding).
+pub fn base64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+/// PKCE (RFC 7636) S256: base64url, unpadded, of SHA-256 of the code verifier.
+pub fn pkce_challenge(verifier: &str) -> String {
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
 /// `X-Shopify-Hmac-Sha256`: base64 of HMAC-SHA256(app secret, raw body).
 pub fn shopify_webhook(secret: &str, body: &[u8]) -> String {
     B64.encode(hmac_sha256(secret.as_bytes(), &[body]))
@@ -222,5 +233,13 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn pkce_rfc7636_example() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 }

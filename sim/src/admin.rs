@@ -21,6 +21,7 @@ pub fn router() -> Router<Arc<State>> {
         .nest("/shopify", crate::shopify::admin_router())
         .nest("/tiktok", crate::tiktok::admin_router())
         .nest("/webhooks", crate::webhooks::admin_router())
+        .nest("/authorize", crate::authorize::admin_router())
         .route("/stats", get(stats))
         .route("/faults", post(set_faults).delete(clear_faults).get(get_faults))
         .route("/mercadolibre/apps", post(meli_app))

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod authorize;
 mod faults;
 mod mercadolibre;
 mod mercadolibre_notifications;

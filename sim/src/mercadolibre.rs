@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Form, Json, Router};
+use marketplace_signing as signing;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub struct Meli {
     /// refresh token -> (seller, client id); removed on first use
     refresh: HashMap<String, (u64, String)>,
     codes: HashMap<String, (u64, String)>,
+    /// code -> (redirect_uri, PKCE challenge) it was issued for, checked at the exchange
+    code_checks: HashMap<String, (Option<String>, Option<String>)>,
     pub items: HashMap<String, Item>,
     pub user_products: HashMap<String, UserProduct>,
     pub token_lifetime: Duration,
@@ -45,6 +48,7 @@ impl Default for Meli {
             access: HashMap::new(),
             refresh: HashMap::new(),
             codes: HashMap::new(),
+            code_checks: HashMap::new(),
             items: HashMap::new(),
             user_products: HashMap::new(),
             token_lifetime: Duration::from_secs(21_600),
@@ -104,6 +108,21 @@ impl Meli {
         code
     }
 
+    /// The seller approves the app on the authorization page: a code bound to the redirect URI
+    /// and PKCE challenge the page was opened with.
+    pub fn approve(
+        &mut self,
+        seller: u64,
+        client_id: &str,
+        redirect_uri: Option<String>,
+        challenge: Option<String>,
+    ) -> String {
+        self.sellers.insert(seller, client_id.to_string());
+        let code = self.new_code(seller, client_id);
+        self.code_checks.insert(code.clone(), (redirect_uri, challenge));
+        code
+    }
+
     pub fn expire_access_tokens(&mut self, seller: Option<u64>) -> usize {
         let now = Instant::now();
         let mut n = 0;
@@ -148,6 +167,8 @@ pub fn router() -> Router<Arc<State>> {
 
 #[derive(Deserialize)]
 struct TokenForm {
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -174,7 +195,18 @@ async fn token(AxState(state): AxState<Arc<State>>, Form(f): Form<TokenForm>) ->
         );
     }
     let used = match kind.as_str() {
-        "authorization_code" => f.code.and_then(|c| m.codes.remove(&c)),
+        "authorization_code" => {
+            let code = f.code.clone().unwrap_or_default();
+            let (redirect, challenge) = m.code_checks.remove(&code).unwrap_or((None, None));
+            let redirect_ok = redirect.is_none() || redirect == f.redirect_uri;
+            let pkce_ok = challenge.is_none_or(|c| {
+                f.code_verifier
+                    .as_deref()
+                    .is_some_and(|v| signing::pkce_challenge(v) == c)
+            });
+            let found = m.codes.remove(&code);
+            found.filter(|_| redirect_ok && pkce_ok)
+        }
         "refresh_token" => f.refresh_token.and_then(|r| m.refresh.remove(&r)),
         _ => {
             return error(
@@ -559,6 +591,8 @@ mod tests {
             client_secret: Some("secret".into()),
             code: None,
             refresh_token: Some(token.into()),
+            redirect_uri: None,
+            code_verifier: None,
         })
     }
 

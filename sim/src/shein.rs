@@ -263,6 +263,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/skus", post(admin_sku))
         .route("/skus/{code}", get(admin_get_sku))
         .route("/config", post(admin_config))
+        .route("/issued_tokens", get(admin_issued))
         .merge(crate::shein_orders::admin_router())
 }
 
@@ -337,6 +338,10 @@ async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>)
         m.throttle_with_code = t;
     }
     Json(json!({"ok": true})).into_response()
+}
+
+async fn admin_issued(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(json!(state.shein.lock().issued)).into_response()
 }
 
 #[cfg(test)]

@@ -579,27 +579,44 @@ async fn admin_authorize(AxState(state): AxState<Arc<State>>, Json(b): Json<Valu
     let (Some(shop), Some(id)) = (text(&b, "shop"), text(&b, "client_id")) else {
         return bad("shop and client_id are required");
     };
-    let mut m = state.shopify.lock();
-    let Some(secret) = m.apps.get(id).cloned() else {
-        return bad("unknown client_id");
-    };
-    let code = random_token("");
-    m.codes
-        .insert(code.clone(), (shop.to_string(), id.to_string(), Instant::now()));
-    m.issued.push(code.clone());
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut q: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    q.insert("code".into(), code);
-    q.insert("host".into(), "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvc2FuZGJveA".into());
-    q.insert("shop".into(), shop.to_string());
-    q.insert("state".into(), text(&b, "state").unwrap_or("").to_string());
-    q.insert("timestamp".into(), timestamp.to_string());
-    let hmac = marketplace_signing::shopify_oauth(&secret, &q);
-    q.insert("hmac".into(), hmac);
-    Json(json!(q)).into_response()
+    match state
+        .shopify
+        .lock()
+        .install_callback(shop, id, text(&b, "state").unwrap_or(""))
+    {
+        Ok(q) => Json(json!(q)).into_response(),
+        Err(e) => bad(&e),
+    }
+}
+
+impl Shopify {
+    /// The merchant approves the install: the callback's query (`code, hmac, host, shop, state,
+    /// timestamp`), signed with the app secret as Shopify does; the code works once, 10 minutes.
+    pub fn install_callback(
+        &mut self,
+        shop: &str,
+        client_id: &str,
+        st: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let secret = self.apps.get(client_id).cloned().ok_or("unknown client_id")?;
+        let code = random_token("");
+        self.codes
+            .insert(code.clone(), (shop.to_string(), client_id.to_string(), Instant::now()));
+        self.issued.push(code.clone());
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut q = std::collections::BTreeMap::new();
+        q.insert("code".to_string(), code);
+        q.insert("host".into(), "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvc2FuZGJveA".into());
+        q.insert("shop".into(), shop.to_string());
+        q.insert("state".into(), st.to_string());
+        q.insert("timestamp".into(), timestamp.to_string());
+        let hmac = marketplace_signing::shopify_oauth(&secret, &q);
+        q.insert("hmac".into(), hmac);
+        Ok(q)
+    }
 }
 
 /// `{"shop", "inventory_item_id", "location_id", "available"?}`

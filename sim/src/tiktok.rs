@@ -105,6 +105,17 @@ pub fn router() -> Router<Arc<State>> {
         .route("/product/202309/products/{id}/inventory/update", post(inventory_update))
         .route("/product/202309/inventory/search", post(inventory_search))
         .merge(crate::tiktok_orders::router())
+        .route("/authorization/202309/shops", get(authorized_shops))
+}
+
+/// The shops the token was granted for (the app learns `shop_cipher` here).
+async fn authorized_shops(AxState(state): AxState<Arc<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let shop = match verify_call(&state, &uri, &headers, &body, false) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let id = state.tiktok.lock().shop_ids.get(&shop).cloned().unwrap_or_default();
+    ok(json!({"shops": [{"id": id, "cipher": shop, "name": "Sandbox shop", "region": "MX", "seller_type": "LOCAL"}]}))
 }
 
 /// Query parameters, percent-decoded.
@@ -194,6 +205,17 @@ async fn token_refresh(AxState(state): AxState<Arc<State>>, RawQuery(q): RawQuer
 /// Checks app_key, timestamp, sign, the access token, shop_cipher and the shop's rate limit;
 /// the shop_cipher.
 pub fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
+    verify_call(state, uri, headers, body, true)
+}
+
+/// The same checks; `shop_scoped` calls must also name the token's shop_cipher.
+fn verify_call(
+    state: &State,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    shop_scoped: bool,
+) -> Result<String, Response> {
     let q = parse_query(uri.query());
     let mut m = state.tiktok.lock();
     let Some(secret) = q.get("app_key").and_then(|k| m.apps.get(k)) else {
@@ -248,7 +270,7 @@ pub fn verify(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Res
             Value::Null,
         ));
     }
-    if q.get("shop_cipher") != Some(shop) {
+    if shop_scoped && q.get("shop_cipher") != Some(shop) {
         return Err(envelope(StatusCode::OK, 106011, "shop_cipher is invalid.", Value::Null));
     }
     let shop = shop.clone();

@@ -3,6 +3,7 @@
 //! `sql/api.sql`.
 
 pub mod access;
+pub mod authorize;
 pub mod connections;
 pub mod limits;
 pub mod listings;

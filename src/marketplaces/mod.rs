@@ -1,6 +1,7 @@
 //! Marketplace connectors: plain Rust, no pgrx. They build requests from plain data and parse
 //! responses into plain data, so they run on HTTP threads and are unit-tested without Postgres.
 
+pub mod authorize;
 pub mod events;
 pub mod http;
 pub mod mercadolibre;

@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub struct TikTok;
 
-const DEFAULT_BASE: &str = "https://open-api.tiktokglobalshop.com";
-const AUTH_BASE: &str = "https://auth.tiktok-shops.com";
+pub const DEFAULT_BASE: &str = "https://open-api.tiktokglobalshop.com";
+pub const AUTH_BASE: &str = "https://auth.tiktok-shops.com";
 /// The API takes 0 <= quantity < 99,999.
 pub const MAX_QUANTITY: i64 = 99_998;
 
@@ -51,10 +51,10 @@ fn signed(
     let mut query = BTreeMap::new();
     query.insert("app_key".to_string(), creds.identifier("app_key").unwrap_or_default());
     query.insert("timestamp".to_string(), unix_now().to_string());
-    query.insert(
-        "shop_cipher".to_string(),
-        creds.identifier("shop_cipher").unwrap_or_default(),
-    );
+    // every shop call names its shop; the app-level ones (authorized shops) have none yet
+    if let Some(cipher) = creds.identifier("shop_cipher").filter(|c| !c.is_empty()) {
+        query.insert("shop_cipher".to_string(), cipher);
+    }
     for (k, v) in extra {
         query.insert(k.to_string(), v.to_string());
     }
@@ -350,6 +350,47 @@ impl Connector for TikTok {
                 .map(|at| (at - unix_now()).max(0)),
         })
     }
+}
+
+/// The shop a new token was granted for: (shop_cipher, shop_id), from the authorized shops.
+pub fn authorized_shop(agent: &ureq::Agent, api_base: &str, creds: &Value) -> Result<(String, String), String> {
+    // no shop_cipher yet, so not a connection's credentials: just what signing needs
+    let mut split = Credentials::default();
+    for (k, into_secrets) in [("app_key", false), ("app_secret", true)] {
+        if let Some(v) = creds.get(k).cloned() {
+            if into_secrets {
+                &mut split.secrets
+            } else {
+                &mut split.identifiers
+            }
+            .insert(k.to_string(), v);
+        }
+    }
+    let req = PushRequest {
+        base_url: api_base.to_string(),
+        external_id: String::new(),
+        listing_settings: Value::Null,
+        quantity: 0,
+        access_token: creds
+            .get("access_token")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        credentials: split,
+        idempotency_key: String::new(),
+        last_known: None,
+        connection_settings: Value::Null,
+    };
+    let reply = signed(agent, &req, "/authorization/202309/shops", &[], None)?;
+    if let Some(error) = classify(&reply).error() {
+        return Err(error.to_string());
+    }
+    let v = reply.json().unwrap_or(Value::Null);
+    let shop = v
+        .pointer("/data/shops/0")
+        .ok_or("TikTok Shop authorized no shop for this token")?;
+    let cipher = super::webhooks::id_text(shop.get("cipher")).ok_or("the authorized shop has no cipher")?;
+    Ok((cipher, super::webhooks::id_text(shop.get("id")).unwrap_or_default()))
 }
 
 /// A TikTok Shop order: every line item is one unit.
