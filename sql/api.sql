@@ -314,7 +314,8 @@ GRANT EXECUTE ON FUNCTION
     integ.map_product(text, text, text, text, jsonb),
     integ.track_inventory(regclass, name, name, name), integ.untrack_inventory(regclass),
     integ.retry_dead(text, text), integ.pause(text, text), integ.resume(text, text),
-    integ.resolve_conflict(bigint, text), integ.limiter_usage(), integ.register_app(text, jsonb, jsonb)
+    integ.resolve_conflict(bigint, text), integ.limiter_usage(), integ.register_app(text, jsonb, jsonb),
+    integ.rotate_webhook_secret(text, text, text, interval)
     TO integ_operator;
 
 GRANT SELECT ON integ.status, integ.rate_limits, integ.credentials TO integ_operator, integ_application;

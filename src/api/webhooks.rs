@@ -100,10 +100,20 @@ fn secrets_for(m: Marketplace, connection_id: i64, settings: &Value) -> Option<V
     let c = &loaded.creds;
     Some(match m {
         Marketplace::Shopify => {
-            let list: Vec<&str> = ["webhook_secret", "previous_webhook_secret", "client_secret"]
-                .iter()
-                .filter_map(|k| c.secret(k))
-                .collect();
+            // a webhook secret of its own, else the app secret; the previous one while its
+            // rotation window lasts (no end recorded: until it is removed)
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let window_open = c
+                .identifiers
+                .get("previous_webhook_secret_until")
+                .and_then(Value::as_i64)
+                .is_none_or(|until| now < until);
+            let current = c.secret("webhook_secret").or(c.secret("client_secret"));
+            let previous = c.secret("previous_webhook_secret").filter(|_| window_open);
+            let list: Vec<&str> = current.into_iter().chain(previous).collect();
             if list.is_empty() {
                 return None;
             }
@@ -191,4 +201,64 @@ fn receive_webhook(marketplace: &str, headers: JsonB, body: &[u8]) -> JsonB {
             d.answer("duplicate", 200, None, id)
         }
     }
+}
+
+/// Rotates a Shopify connection's webhook secret: the new one verifies from now on, the one it
+/// replaces (its own, or the app secret) for `overlap` more (Shopify may keep signing with the
+/// old secret for up to an hour).
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn rotate_webhook_secret(
+    tenant_id: &str,
+    marketplace: &str,
+    new_secret: &str,
+    overlap: default!(pgrx::datum::Interval, "'1 hour'"),
+) {
+    super::check_tenant(tenant_id);
+    super::access::require_operator("integ.rotate_webhook_secret");
+    let (m, _) = super::connector_for(marketplace);
+    if m != Marketplace::Shopify {
+        invalid(format!(
+            "{m} signs its webhooks with the app's own secret: change it with integ.connect (and integ.register_app)"
+        ));
+    }
+    if new_secret.len() < 8 {
+        invalid("new_secret must be at least 8 characters");
+    }
+    let Some(id) = crate::spi_util::first::<i64>(
+        "SELECT id FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2",
+        &[tenant_id.into(), m.as_str().into()],
+    ) else {
+        crate::spi_util::not_found(format!("tenant \"{}\" has no {m} connection", super::shown(tenant_id)));
+    };
+    let overlap_s = crate::spi_util::first::<f64>("SELECT extract(epoch FROM $1::interval)::float8", &[overlap.into()])
+        .unwrap_or(3_600.0)
+        .max(0.0);
+    let Some(loaded) = credentials::load(id) else {
+        crate::spi_util::not_found("the connection has no credentials");
+    };
+    let mut creds = loaded.creds;
+    // the token's expiry stays what it was
+    creds.expires_in = loaded.expires_in_s.map(|s| s.floor() as i64);
+    if let Some(old) = creds
+        .secret("webhook_secret")
+        .or(creds.secret("client_secret"))
+        .map(str::to_string)
+    {
+        creds
+            .secrets
+            .insert("previous_webhook_secret".into(), Value::String(old));
+    }
+    creds
+        .secrets
+        .insert("webhook_secret".into(), Value::String(new_secret.to_string()));
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+        + overlap_s.ceil() as i64;
+    creds
+        .identifiers
+        .insert("previous_webhook_secret_until".into(), json!(until));
+    credentials::store(id, tenant_id, m.as_str(), &creds);
 }
