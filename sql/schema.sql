@@ -179,6 +179,15 @@ CREATE TABLE integ.conflicts (
 CREATE UNIQUE INDEX conflicts_one_open ON integ.conflicts (listing_id) WHERE status = 'open';
 CREATE INDEX conflicts_by_tenant ON integ.conflicts (tenant_id, status);
 
+-- Master key versions after the first (which is integ.key_file): where each key's file is and a
+-- fingerprint to recognise it. Never the key.
+CREATE TABLE integ.master_keys (
+    version     integer PRIMARY KEY CHECK (version > 1),
+    key_file    text NOT NULL,
+    fingerprint text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- This installation's marketplace apps (one per marketplace), for the authorization flows:
 -- the app's id readable, its secret encrypted like the credentials.
 CREATE TABLE integ.apps (

@@ -1,5 +1,6 @@
 //! Credentials at rest: one pgcrypto-encrypted JSON document of secrets per connection, under a
-//! master key read from `integ.key_file` at server start. The key reaches pgcrypto only as a
+//! master key (version 1 read from `integ.key_file` at server start; later versions from
+//! `integ.rotate_key`, see `keys`). The key reaches pgcrypto only as a
 //! bound SPI parameter; decrypted credentials are cached per process by generation.
 
 use crate::marketplaces::Credentials;
@@ -51,10 +52,11 @@ pub fn load_master_key_at_startup() {
 
 /// Raises the clear "no master key" error now, before anything is written.
 pub fn require_master_key() {
-    let _ = master_key();
+    let _ = crate::keys::key(crate::keys::current_version());
 }
 
-fn master_key() -> &'static str {
+/// The version-1 master key, from `integ.key_file`.
+pub fn startup_key() -> &'static str {
     if let Some(k) = MASTER_KEY.get() {
         return k.as_str();
     }
@@ -79,35 +81,42 @@ fn pgcrypto_schema() -> String {
     })
 }
 
-pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
-    let key = master_key();
+/// Encrypts under the current master key version; the blob says which.
+pub fn encrypt_bytes(plain: &[u8]) -> Vec<u8> {
+    let version = crate::keys::current_version();
+    let key = crate::keys::key(version);
     let sql = format!(
-        "SELECT {}.pgp_sym_encrypt_bytea(convert_to($1, 'UTF8'), $2, 'cipher-algo=aes256, compress-algo=0')",
+        "SELECT {}.pgp_sym_encrypt_bytea($1, $2, 'cipher-algo=aes256, compress-algo=0')",
         pgcrypto_schema()
     );
-    let plain = Value::Object(secrets.clone()).to_string();
-    Spi::get_one_with_args::<Vec<u8>>(&sql, &[plain.into(), key.into()])
-        .or_raise("encrypting credentials")
+    let message = Spi::get_one_with_args::<Vec<u8>>(&sql, &[plain.to_vec().into(), key.into()])
+        .or_raise("encrypting secrets")
         .unwrap_or_else(|| {
             fail(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "encrypting credentials returned nothing",
+                "encrypting secrets returned nothing",
             )
-        })
+        });
+    crate::keys::seal(version, message)
+}
+
+/// Decrypts with the master key version the blob names. A wrong key is pgcrypto's clear
+/// "Wrong key or corrupt data" (its integrity check), never garbage.
+pub fn decrypt_bytes(blob: &[u8]) -> Vec<u8> {
+    let (version, message) = crate::keys::split(blob);
+    let key = crate::keys::key(version);
+    let sql = format!("SELECT {}.pgp_sym_decrypt_bytea($1, $2)", pgcrypto_schema());
+    Spi::get_one_with_args::<Vec<u8>>(&sql, &[message.to_vec().into(), key.into()])
+        .or_raise(&format!("decrypting secrets with master key version {version}"))
+        .unwrap_or_default()
+}
+
+pub fn encrypt(secrets: &Map<String, Value>) -> Vec<u8> {
+    encrypt_bytes(Value::Object(secrets.clone()).to_string().as_bytes())
 }
 
 pub fn decrypt(cipher: Vec<u8>) -> Map<String, Value> {
-    let key = master_key();
-    let sql = format!(
-        "SELECT convert_from({}.pgp_sym_decrypt_bytea($1, $2), 'UTF8')",
-        pgcrypto_schema()
-    );
-    // pgcrypto's own error for a wrong key is "Wrong key or corrupt data": clear enough, and
-    // it carries neither the key nor the data.
-    let text = Spi::get_one_with_args::<String>(&sql, &[cipher.into(), key.into()])
-        .or_raise("decrypting credentials")
-        .unwrap_or_default();
-    match serde_json::from_str::<Value>(&text) {
+    match serde_json::from_slice::<Value>(&decrypt_bytes(&cipher)) {
         Ok(Value::Object(m)) => m,
         _ => fail(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -121,19 +130,21 @@ pub fn store(connection_id: i64, tenant: &str, marketplace: &str, creds: &Creden
     let cipher = encrypt(&creds.secrets);
     let identifiers = pgrx::JsonB(Value::Object(creds.identifiers.clone()));
     Spi::run_with_args(
-        "INSERT INTO integ.credential_store AS c (connection_id, tenant_id, marketplace, identifiers, secrets, access_expires_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now())
+        "INSERT INTO integ.credential_store AS c (connection_id, tenant_id, marketplace, identifiers, secrets, access_expires_at,
+                                                  updated_at, key_version)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), now(), $7)
          ON CONFLICT (connection_id) DO UPDATE
             SET identifiers = EXCLUDED.identifiers, secrets = EXCLUDED.secrets,
                 access_expires_at = EXCLUDED.access_expires_at, generation = c.generation + 1,
-                updated_at = now()",
+                updated_at = now(), key_version = EXCLUDED.key_version",
         &[
             connection_id.into(),
             tenant.into(),
             marketplace.into(),
             identifiers.into(),
-            cipher.into(),
+            cipher.clone().into(),
             creds.expires_in.map(|s| s as f64).into(),
+            (crate::keys::split(&cipher).0 as i32).into(),
         ],
     )
     .or_raise("storing credentials");
@@ -250,12 +261,13 @@ pub fn store_refreshed(
     Spi::run_with_args(
         "UPDATE integ.credential_store
             SET secrets = $2, access_expires_at = now() + make_interval(secs => $3),
-                generation = generation + 1, refreshed_at = now(), updated_at = now()
+                generation = generation + 1, refreshed_at = now(), updated_at = now(), key_version = $4
           WHERE connection_id = $1",
         &[
             connection_id.into(),
-            cipher.into(),
+            cipher.clone().into(),
             grant.expires_in.map(|s| s as f64).into(),
+            (crate::keys::split(&cipher).0 as i32).into(),
         ],
     )
     .or_raise("storing refreshed credentials");

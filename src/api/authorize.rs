@@ -52,15 +52,16 @@ fn register_app(marketplace: &str, credentials: JsonB, settings: default!(JsonB,
     credentials::require_master_key();
     let sealed = credentials::encrypt(&secret_map);
     Spi::run_with_args(
-        "INSERT INTO integ.apps AS a (marketplace, identifiers, secrets, settings) VALUES ($1, $2, $3, $4)
+        "INSERT INTO integ.apps AS a (marketplace, identifiers, secrets, settings, key_version) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (marketplace) DO UPDATE
             SET identifiers = EXCLUDED.identifiers, secrets = EXCLUDED.secrets, settings = EXCLUDED.settings,
-                updated_at = now()",
+                key_version = EXCLUDED.key_version, updated_at = now()",
         &[
             m.as_str().into(),
             JsonB(Value::Object(identifiers)).into(),
-            sealed.into(),
+            sealed.clone().into(),
             settings.into(),
+            (crate::keys::split(&sealed).0 as i32).into(),
         ],
     )
     .or_raise("storing the app");
