@@ -223,22 +223,50 @@ fn hostile_arguments_do_nothing_and_base_urls_stay_on_allowed_hosts() {
         "'; SELECT pg_sleep(10); --",
         "$1; DELETE FROM integ.listings",
         "../../../etc/passwd",
+        "%s%s%s%n",
     ];
-    for h in hostile {
-        for sql in [
-            "SELECT * FROM integ.sync_product($1, $1)",
-            "SELECT * FROM integ.remote_stock('acme', $1)",
-            "SELECT integ.reconcile($1)",
-            "SELECT integ.retry_dead($1)",
-            "SELECT integ.pause($1, 'mercadolibre')",
-            "SELECT integ.map_product('acme', 'mercadolibre', 'p', $1)",
-            "SELECT integ.receive_webhook($1, '{}', 'x')",
-            "SELECT integ.connect($1, 'mercadolibre', '{}', '{}')",
-        ] {
-            // an error or an empty answer, never an effect
-            let _ = env.db().query(sql, &[&h]);
+    // every function of the extension, each text argument in turn hostile (the others benign)
+    let functions: Vec<(String, Vec<String>)> = env
+        .db()
+        .query(
+            "SELECT p.proname::text, array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t)
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'integ' AND p.prokind = 'f' AND p.prorettype <> 'trigger'::regtype
+                AND p.proname NOT IN ('rotate_key', 'track_inventory', 'untrack_inventory')",
+            &[],
+        )
+        .expect("functions")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut calls = 0;
+    for (name, types) in &functions {
+        for (i, t) in types.iter().enumerate() {
+            if t != "text" {
+                continue;
+            }
+            let args: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(j, t)| match (j == i, t.as_str()) {
+                    (true, _) => "$1".to_string(),
+                    (_, "text") => "'acme'".into(),
+                    (_, "jsonb") => "'{}'::jsonb".into(),
+                    (_, "bytea") => "'x'::bytea".into(),
+                    (_, "bigint" | "integer" | "numeric") => "1".into(),
+                    (_, "interval") => "'1 second'::interval".into(),
+                    (_, other) => format!("NULL::{other}"),
+                })
+                .collect();
+            let sql = format!("SELECT * FROM integ.{name}({})", args.join(", "));
+            for h in hostile {
+                // an error or an answer, never an effect
+                let _ = env.db().query(&sql, &[&h]);
+                calls += 1;
+            }
         }
     }
+    assert!(calls > 100, "{calls} hostile calls");
     let after =
         env.scalar_i64("SELECT count(*) FROM integ.listings") + env.scalar_i64("SELECT count(*) FROM inventory");
     assert_eq!(before, after, "nothing was created, changed or dropped");
