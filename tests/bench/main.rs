@@ -26,6 +26,7 @@ fn main() {
     for name in chosen {
         match name {
             "trigger" => trigger_overhead(),
+            "trigger-message" => trigger_message_overhead(),
             "throughput" => throughput(),
             "latency" => latency(),
             "memory" => memory(),
@@ -487,4 +488,52 @@ fn webhooks() {
         );
         drop(env);
     }
+}
+
+/// The capture the trigger goal needs (issue 3), measured before it is built: the same pgbench
+/// UPDATEs, untracked versus a trigger that only emits a transactional logical-decoding message
+/// (`pg_logical_emit_message`, read back later from a slot), with `wal_level = logical` for both.
+/// PL/pgSQL here; a Rust trigger calling `LogLogicalMessage` would cost less.
+fn trigger_message_overhead() {
+    let env = Env::with_conf(
+        "bench-trigger-message",
+        "wal_level = logical\nmax_replication_slots = 4",
+    );
+    let n = 10_000;
+    env.db()
+        .batch_execute(&format!(
+            "CREATE TABLE plain_inventory (LIKE inventory INCLUDING ALL);
+             CREATE TABLE message_inventory (LIKE inventory INCLUDING ALL);
+             INSERT INTO plain_inventory SELECT 'acme', 'p' || i, 0 FROM generate_series(1, {n}) i;
+             INSERT INTO message_inventory SELECT * FROM plain_inventory;
+             CREATE FUNCTION emit_stock() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM pg_logical_emit_message(true, 'integ', NEW.tenant_id || E'\\t' || NEW.sku || E'\\t' || NEW.qty);
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER emit AFTER UPDATE OF qty ON message_inventory FOR EACH ROW EXECUTE FUNCTION emit_stock();"
+        ))
+        .expect("setup");
+    env.db()
+        .batch_execute("SELECT pg_create_logical_replication_slot('integ_bench', 'test_decoding')")
+        .expect("slot");
+    env.db().batch_execute("VACUUM ANALYZE").expect("vacuum");
+    let script = |table: &str| {
+        format!("\\set id random(1, {n})\nUPDATE {table} SET qty = qty + 1 WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n")
+    };
+    let (mut base, mut emitted) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        base.push(pgbench(&env, &script("plain_inventory"), 10, 4));
+        emitted.push(pgbench(&env, &script("message_inventory"), 10, 4));
+    }
+    let messages = env.scalar_i64(
+        "SELECT count(*) FROM pg_logical_slot_get_changes('integ_bench', NULL, NULL) WHERE data LIKE 'message:%'",
+    );
+    let b = base.iter().sum::<f64>() / base.len() as f64;
+    let t = emitted.iter().sum::<f64>() / emitted.len() as f64;
+    println!(
+        "BENCH trigger-message: untracked {b:.0} tps, message-emitting trigger {t:.0} tps, ratio {:.1}% \
+         ({messages} messages decoded back)",
+        t / b * 100.0
+    );
 }
