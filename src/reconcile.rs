@@ -162,13 +162,9 @@ pub fn page<S: Side>(
         report.error(listings.len() as i64, &format!("the connection is {}", conn.status));
         return (report, None);
     }
-    let (token, creds) = match side.token(connection_id) {
-        TokenStatus::Ready {
-            access_token,
-            credentials,
-            ..
-        } => (access_token, credentials),
-        TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
+    let (token, creds) = match side.token(connection_id).ready_or_error() {
+        Ok(t) => t,
+        Err(e) => {
             report.error(listings.len() as i64, &e);
             return (report, None);
         }
@@ -249,13 +245,9 @@ pub fn missed_notifications<S: Side>(side: &S, connection_id: i64, report: &mut 
     if conn.marketplace != Marketplace::MercadoLibre.as_str() || conn.status != "active" {
         return;
     }
-    let (token, creds) = match side.token(connection_id) {
-        TokenStatus::Ready {
-            access_token,
-            credentials,
-            ..
-        } => (access_token, credentials),
-        TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => {
+    let (token, creds) = match side.token(connection_id).ready_or_error() {
+        Ok(t) => t,
+        Err(e) => {
             report.error(1, &format!("missed notifications: {e}"));
             return;
         }

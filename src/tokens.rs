@@ -27,6 +27,20 @@ pub enum TokenStatus {
     Unavailable(String),
 }
 
+impl TokenStatus {
+    /// The token and credentials, or why there are none.
+    pub fn ready_or_error(self) -> Result<(String, crate::marketplaces::Credentials), String> {
+        match self {
+            TokenStatus::Ready {
+                access_token,
+                credentials,
+                ..
+            } => Ok((access_token, credentials)),
+            TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => Err(e),
+        }
+    }
+}
+
 /// The loaded token, when usable and not the one a 401 was seen with.
 fn usable(l: &Loaded, stale_generation: Option<i64>) -> Option<TokenStatus> {
     if stale_generation == Some(l.generation) {

@@ -4,7 +4,7 @@
 use super::sync::{agent, mapped_listings, take_budget};
 use crate::gucs::Tuning;
 use crate::push::{self, ListingRef};
-use crate::tokens::{self, TokenStatus};
+use crate::tokens;
 use pgrx::prelude::*;
 
 #[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
@@ -32,13 +32,9 @@ fn remote_stock(
             let row = |remote: Option<i64>, error: Option<String>| {
                 (l.marketplace.clone(), l.external_id.clone(), remote, l.desired, error)
             };
-            let (token, credentials) = match tokens::backend_token(l.connection_id, None, wait_ms) {
-                TokenStatus::Ready {
-                    access_token,
-                    credentials,
-                    ..
-                } => (access_token, credentials),
-                TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => return row(None, Some(e)),
+            let (token, credentials) = match tokens::backend_token(l.connection_id, None, wait_ms).ready_or_error() {
+                Ok(t) => t,
+                Err(e) => return row(None, Some(e)),
             };
             let listing = ListingRef {
                 marketplace: &l.marketplace,

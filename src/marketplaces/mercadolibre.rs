@@ -177,13 +177,7 @@ impl Connector for MercadoLibre {
             ListingKind::UserProduct => format!("/user-products/{}/stock", req.external_id),
             _ => format!("/items/{}", req.external_id),
         };
-        let reply = get(agent, req, &path).map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
-        if !ok(&reply) {
-            return Err(http::error_text(&reply));
-        }
-        let v = reply
-            .json()
-            .ok_or("MercadoLibre answered with a body that is not JSON")?;
+        let v = get_json(agent, req, &path)?;
         Ok(match kind {
             ListingKind::Item => v.get("available_quantity").and_then(Value::as_i64),
             ListingKind::Variation(id) => v
@@ -207,15 +201,7 @@ impl Connector for MercadoLibre {
         if !valid_id(order_id) {
             return Err("invalid order id".into());
         }
-        let reply = get(agent, req, &format!("/orders/{order_id}"))
-            .map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
-        if !ok(&reply) {
-            return Err(http::error_text(&reply));
-        }
-        let v = reply
-            .json()
-            .ok_or("MercadoLibre answered with a body that is not JSON")?;
-        order_from_json(&v)
+        order_from_json(&get_json(agent, req, &format!("/orders/{order_id}"))?)
     }
 
     fn missed_notifications(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Vec<Value>, String> {
@@ -223,14 +209,7 @@ impl Connector for MercadoLibre {
         if !valid_id(&app) {
             return Err("invalid client_id".into());
         }
-        let reply = get(agent, req, &format!("/missed_feeds?app_id={app}"))
-            .map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
-        if !ok(&reply) {
-            return Err(http::error_text(&reply));
-        }
-        let v = reply
-            .json()
-            .ok_or("MercadoLibre answered with a body that is not JSON")?;
+        let v = get_json(agent, req, &format!("/missed_feeds?app_id={app}"))?;
         Ok(v.get("messages").and_then(Value::as_array).cloned().unwrap_or_default())
     }
 
@@ -292,6 +271,17 @@ fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
 }
 
 type Step = (PushKind, Option<u16>);
+
+/// A GET answered with JSON, or the error in MercadoLibre's words.
+fn get_json(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Value, String> {
+    let reply = get(agent, req, path).map_err(|(k, _)| k.error().unwrap_or("no reply").to_string())?;
+    if !ok(&reply) {
+        return Err(http::error_text(&reply));
+    }
+    reply
+        .json()
+        .ok_or_else(|| "MercadoLibre answered with a body that is not JSON".to_string())
+}
 
 fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, Step> {
     http::read(
