@@ -150,3 +150,131 @@ fn a_rotated_shopify_secret_verifies_with_either_during_the_window() {
         .extend(["newest-webhook-secret".to_string(), "new-webhook-secret".to_string()]);
     env.assert_no_secrets();
 }
+
+#[test]
+fn tiktok_and_mercadolibre_deliveries() {
+    let mut env = Env::new("hooks-tiktok");
+    env.db()
+        .batch_execute("UPDATE integ.credential_store SET identifiers = identifiers || '{\"client_id\": \"7001\"}'")
+        .unwrap();
+    env.add_tiktok_tenant("tt", "CIPHER-H", json!({}));
+    // the connection learns its shop id (as the authorization flow will record it)
+    env.db()
+        .batch_execute("UPDATE integ.credential_store SET identifiers = identifiers || '{\"shop_id\": \"7494726673780148744\"}' WHERE marketplace = 'tiktok'")
+        .unwrap();
+    let body = br#"{"type":1,"shop_id":"7494726673780148744","timestamp":1664095733,"tts_notification_id":"n-1","data":{"order_id":"576684019603311365","order_status":"AWAITING_SHIPMENT","update_time":1664095610}}"#;
+    let auth = signing::tiktok_webhook(TIKTOK_APP_KEY, TIKTOK_APP_SECRET, body);
+    let a = receive(&env, "tiktok", &json!({"Authorization": auth}), body);
+    assert_eq!(
+        (a["status"].clone(), a["tenant_id"].clone(), a["event_id"].clone()),
+        (json!("accepted"), json!("tt"), json!("n-1"))
+    );
+    let forged = receive(&env, "tiktok", &json!({"Authorization": "00".repeat(32)}), body);
+    assert_eq!(forged["http_status"], 401);
+
+    // MercadoLibre: unsigned; the application and the seller must match a connection
+    let note =
+        json!({"_id": "f9f08571-1f65-4c46-9e0a-c0f43faac1c5", "resource": "/orders/2195160686", "user_id": SELLER,
+                      "topic": "orders_v2", "application_id": 7001, "attempts": 1})
+        .to_string();
+    let a = receive(&env, "mercadolibre", &json!({}), note.as_bytes());
+    assert_eq!(
+        (a["status"].clone(), a["tenant_id"].clone()),
+        (json!("accepted"), json!(TENANT)),
+        "{a}"
+    );
+    let other_app = note.replace("7001", "9999");
+    assert_eq!(
+        receive(&env, "mercadolibre", &json!({}), other_app.as_bytes())["http_status"],
+        404
+    );
+    let verified: bool = env
+        .db()
+        .query_one(
+            "SELECT verified FROM integ.webhooks WHERE marketplace = 'mercadolibre' AND status = 'accepted'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!verified, "an unsigned notification is accepted but not verified");
+
+    // the pure check
+    let ok: bool = env
+        .db()
+        .query_one(
+            "SELECT integ.verify_webhook('tiktok', $1, $2, $3)",
+            &[
+                &json!({"authorization": signing::tiktok_webhook("k", "s", b"x")}),
+                &b"x".as_slice(),
+                &json!({"app_key": "k", "app_secret": "s"}),
+            ],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ok);
+}
+
+fn inventory_qty(env: &Env, tenant: &str, sku: &str) -> i64 {
+    env.db()
+        .query_one(
+            "SELECT qty::bigint FROM inventory WHERE tenant_id = $1 AND sku = $2",
+            &[&tenant, &sku],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// A Shopify order takes EGDC stock once per line (even delivered twice), the new stock reaches
+/// the other channels, and a cancellation gives it back once.
+#[test]
+fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
+    let mut env = Env::new("hooks-orders");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.add_shopify_tenant(TENANT, SHOP, json!({}));
+    env.shopify_listing(TENANT, SHOP, &sku, 4242);
+    env.set_stock(&sku, 10);
+    env.wait_for(10, "10 everywhere", || {
+        env.sim.item_quantity(&item) == Some(10) && env.shopify_available(4242) == Some(10)
+    });
+    let order = json!({"id": 450789469, "line_items": [{"id": 466157049, "sku": sku, "quantity": 3},
+                                                       {"id": 466157050, "sku": "", "quantity": 1}]})
+    .to_string();
+    let send = |topic: &str, delivery: &str| {
+        let mut h = shopify_headers(SHOPIFY_CLIENT_SECRET, order.as_bytes(), delivery, SHOP);
+        h["X-Shopify-Topic"] = json!(topic);
+        let a = receive(&env, "shopify", &h, order.as_bytes());
+        assert_eq!(a["status"], "accepted", "{a}");
+    };
+    send("orders/create", "d-1");
+    env.wait_for(10, "the order to take 3", || inventory_qty(&env, TENANT, &sku) == 7);
+    env.wait_for(10, "7 on MercadoLibre and Shopify", || {
+        env.sim.item_quantity(&item) == Some(7) && env.shopify_available(4242) == Some(7)
+    });
+    // the same order again, as another delivery: nothing more is taken
+    send("orders/create", "d-2");
+    env.wait_for(10, "the second delivery to be applied", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 2
+    });
+    assert_eq!(inventory_qty(&env, TENANT, &sku), 7);
+    // cancelled (twice): given back once
+    send("orders/cancelled", "d-3");
+    send("orders/cancelled", "d-4");
+    env.wait_for(10, "the cancellations to be applied", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 4
+    });
+    assert_eq!(inventory_qty(&env, TENANT, &sku), 10);
+    env.wait_for(10, "10 again on MercadoLibre", || {
+        env.sim.item_quantity(&item) == Some(10)
+    });
+    let note: String = env
+        .db()
+        .query_one("SELECT error FROM integ.webhooks WHERE event_id = 'd-1'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(note, "line 466157050: no listing matches (no sku)");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.order_lines WHERE cancelled_at IS NOT NULL"),
+        1
+    );
+}
