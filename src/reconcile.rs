@@ -5,7 +5,7 @@
 //! first worker every `integ.reconcile_interval`, page by page within the rate limit.
 
 use crate::inbound::drift::{self, Resolution};
-use crate::marketplaces::Marketplace;
+use crate::marketplaces::{Marketplace, PushRequest};
 use crate::push::{self, ListingRef};
 use crate::shmem::limiter;
 use crate::spi_util::{first, worker_transaction, OrRaise};
@@ -105,6 +105,9 @@ struct Conn {
 /// (listing id, external id, listing settings)
 type Page = Vec<(i64, String, Value)>;
 
+/// A listing's read request and its connector, or why there is none.
+type Prepared = Result<(&'static dyn crate::marketplaces::Connector, PushRequest), String>;
+
 fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
     let c = first::<JsonB>(
         "SELECT jsonb_build_array(c.marketplace, c.status, c.settings) FROM integ.connections c WHERE c.id = $1",
@@ -172,21 +175,48 @@ pub fn page<S: Side>(
     let quota = push::quota_for(&conn.marketplace, &conn.settings);
     let mut read: Vec<(i64, Result<Option<i64>, String>)> = Vec::new();
     let mut stopped_at = None;
-    for (id, external_id, settings) in &listings {
-        if !wait_for_budget(connection_id, quota, budget_wait_ns) {
-            stopped_at = Some(read.last().map_or(after, |r| r.0));
-            break;
+    // each listing's request (or why there is none), then reads in the connector's batches
+    let prepared: Vec<(i64, Prepared)> = listings
+        .iter()
+        .map(|(id, external_id, settings)| {
+            let l = ListingRef {
+                marketplace: &conn.marketplace,
+                connection_settings: &conn.settings,
+                external_id,
+                listing_settings: settings,
+                last_known: None,
+            };
+            (*id, push::prepare(&l, 0, token.clone(), creds.clone(), String::new()))
+        })
+        .collect();
+    let batch = prepared
+        .iter()
+        .find_map(|(_, p)| p.as_ref().ok().map(|(c, _)| c.max_read_batch()))
+        .unwrap_or(1)
+        .max(1);
+    'chunks: for chunk in prepared.chunks(batch) {
+        let mut ids = Vec::new();
+        let mut reqs = Vec::new();
+        let mut connector = None;
+        for (id, p) in chunk {
+            match p {
+                Ok((c, req)) => {
+                    connector = Some(*c);
+                    ids.push(*id);
+                    reqs.push(req.clone());
+                }
+                Err(e) => read.push((*id, Err(e.clone()))),
+            }
         }
-        let l = ListingRef {
-            marketplace: &conn.marketplace,
-            connection_settings: &conn.settings,
-            external_id,
-            listing_settings: settings,
-            last_known: None,
-        };
-        let result = push::prepare(&l, 0, token.clone(), creds.clone(), String::new())
-            .and_then(|(connector, req)| connector.read_stock(side.agent(), &req));
-        read.push((*id, result));
+        let Some(connector) = connector else { continue };
+        for _ in 0..connector.read_calls(&reqs) {
+            if !wait_for_budget(connection_id, quota, budget_wait_ns) {
+                stopped_at = Some(chunk.first().map_or(after, |c| c.0) - 1);
+                break 'chunks;
+            }
+        }
+        let results = connector.read_stocks(side.agent(), &reqs);
+        read.extend(ids.into_iter().zip(results));
     }
     let applied = side.db(|| {
         let mut r = Report::default();

@@ -295,11 +295,17 @@ fn reconciliation_repairs_drift_and_recovers_missed_notifications() {
     assert_eq!(report["errors"], 0, "{report}");
     env.wait_for(10, "the missed order applied", || egdc(&env, TENANT, &mine[1].0) == 7);
     env.wait_for(10, "7 pushed", || env.sim.item_quantity(&mine[1].1) == Some(7));
+    let multigets = env.sim.counter("mercadolibre GET /items?ids");
     let report: Value = env
         .db()
         .query_one("SELECT integ.reconcile($1)", &[&TENANT])
         .expect("reconcile")
         .get(0);
+    assert_eq!(
+        env.sim.counter("mercadolibre GET /items?ids"),
+        multigets + 1,
+        "both listings read in one multiget"
+    );
     assert_eq!(report["repaired"], 1, "{report}");
     assert_eq!(report["in_sync"], 1, "{report}");
     assert_eq!(report["missed_notifications"], 0, "already received: {report}");

@@ -178,23 +178,72 @@ impl Connector for MercadoLibre {
             _ => format!("/items/{}", req.external_id),
         };
         let v = get_json(agent, req, &path)?;
-        Ok(match kind {
-            ListingKind::Item => v.get("available_quantity").and_then(Value::as_i64),
-            ListingKind::Variation(id) => v
-                .get("variations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|x| x.get("id").and_then(Value::as_i64) == Some(id))
-                .and_then(|x| x.get("available_quantity").and_then(Value::as_i64)),
-            ListingKind::UserProduct => v
-                .get("locations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|l| l.get("type").and_then(Value::as_str) == Some("selling_address"))
-                .and_then(|l| l.get("quantity").and_then(Value::as_i64)),
-        })
+        Ok(quantity_of(kind, &v))
+    }
+
+    /// Items and variations are read 20 at a time (`GET /items?ids=`); user products one by one.
+    fn max_read_batch(&self) -> usize {
+        MULTIGET_MAX
+    }
+
+    fn read_calls(&self, reqs: &[PushRequest]) -> usize {
+        let user_products = reqs
+            .iter()
+            .filter(|r| {
+                matches!(
+                    listing_kind(&r.external_id, &r.listing_settings),
+                    Ok(ListingKind::UserProduct)
+                )
+            })
+            .count();
+        user_products + usize::from(user_products < reqs.len())
+    }
+
+    fn read_stocks(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<Option<i64>, String>> {
+        let kinds: Vec<Result<ListingKind, String>> = reqs
+            .iter()
+            .map(|r| listing_kind(&r.external_id, &r.listing_settings))
+            .collect();
+        let mut ids: Vec<&str> = reqs
+            .iter()
+            .zip(&kinds)
+            .filter(|(r, k)| matches!(k, Ok(ListingKind::Item | ListingKind::Variation(_))) && valid_id(&r.external_id))
+            .map(|(r, _)| r.external_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // one multiget for every item of the batch: id -> (code, body)
+        let items: Result<std::collections::HashMap<String, (i64, Value)>, String> = match (ids.first(), reqs.first()) {
+            (Some(_), Some(first)) => get_json(agent, first, &format!("/items?ids={}", ids.join(","))).map(|v| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        let body = e.get("body")?.clone();
+                        let id = body.get("id").and_then(Value::as_str).map(str::to_string)?;
+                        Some((id, (e.get("code").and_then(Value::as_i64).unwrap_or(0), body)))
+                    })
+                    .collect()
+            }),
+            _ => Ok(Default::default()),
+        };
+        reqs.iter()
+            .zip(kinds)
+            .map(|(r, kind)| match kind? {
+                ListingKind::UserProduct => self.read_stock(agent, r),
+                k => {
+                    let items = items.as_ref().map_err(Clone::clone)?;
+                    match items.get(&r.external_id) {
+                        Some((200, item)) => Ok(quantity_of(k, item)),
+                        Some((_, body)) => Err(http::truncate(
+                            body.get("message").and_then(Value::as_str).unwrap_or("refused"),
+                            300,
+                        )),
+                        None => Err(format!("MercadoLibre does not know item {}", r.external_id)),
+                    }
+                }
+            })
+            .collect()
     }
 
     fn read_order(&self, agent: &ureq::Agent, req: &PushRequest, order_id: &str) -> Result<Order, String> {
@@ -271,6 +320,30 @@ fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
 }
 
 type Step = (PushKind, Option<u16>);
+
+/// Items a multiget takes.
+const MULTIGET_MAX: usize = 20;
+
+/// The quantity a listing has in an item (or user-product stock) document.
+fn quantity_of(kind: ListingKind, v: &Value) -> Option<i64> {
+    match kind {
+        ListingKind::Item => v.get("available_quantity").and_then(Value::as_i64),
+        ListingKind::Variation(id) => v
+            .get("variations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|x| x.get("id").and_then(Value::as_i64) == Some(id))
+            .and_then(|x| x.get("available_quantity").and_then(Value::as_i64)),
+        ListingKind::UserProduct => v
+            .get("locations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|l| l.get("type").and_then(Value::as_str) == Some("selling_address"))
+            .and_then(|l| l.get("quantity").and_then(Value::as_i64)),
+    }
+}
 
 /// A GET answered with JSON, or the error in MercadoLibre's words.
 fn get_json(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Value, String> {

@@ -198,6 +198,19 @@ pub trait Connector: Send + Sync {
             self.marketplace()
         ))
     }
+    /// Listings of one connection whose stock one call reads (1: no multi-get).
+    fn max_read_batch(&self) -> usize {
+        1
+    }
+    /// The calls `read_stocks` makes for these requests (what the rate limit must allow).
+    fn read_calls(&self, reqs: &[PushRequest]) -> usize {
+        reqs.len()
+    }
+    /// What the marketplace holds for several listings of one connection (at most
+    /// `max_read_batch`), one answer per request, in order.
+    fn read_stocks(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<Option<i64>, String>> {
+        reqs.iter().map(|r| self.read_stock(http, r)).collect()
+    }
     /// An order the marketplace only pointed at (`order_id`), read with the connection's
     /// token (`req` carries the connection; its listing fields are unused).
     fn read_order(&self, _http: &ureq::Agent, _req: &PushRequest, _order_id: &str) -> Result<events::Order, String> {
