@@ -171,6 +171,27 @@ fn tiktok_and_mercadolibre_deliveries() {
     );
     let forged = receive(&env, "tiktok", &json!({"Authorization": "00".repeat(32)}), body);
     assert_eq!(forged["http_status"], 401);
+    // authorization expiring (type 7) and the seller deauthorizing the app (type 6): alerts, and
+    // the connection waits for re-authorization
+    for (n, t) in [(7, "n-7"), (6, "n-6")] {
+        let b = format!(
+            r#"{{"type":{n},"shop_id":"7494726673780148744","timestamp":1664095733,"tts_notification_id":"{t}","data":{{"expire_time":1700000000}}}}"#
+        );
+        let auth = signing::tiktok_webhook(TIKTOK_APP_KEY, TIKTOK_APP_SECRET, b.as_bytes());
+        let a = receive(&env, "tiktok", &json!({"Authorization": auth}), b.as_bytes());
+        assert_eq!(a["status"], "accepted", "{a}");
+    }
+    env.wait_for(10, "two alerts", || {
+        env.scalar_i64("SELECT count(*) FROM integ.alerts") == 2
+    });
+    assert_eq!(
+        env.scalar_text("SELECT string_agg(kind, ',' ORDER BY kind) FROM integ.alerts"),
+        "authorization_expiring,needs_reauthorization"
+    );
+    assert_eq!(
+        env.scalar_text("SELECT status FROM integ.connections WHERE tenant_id = 'tt'"),
+        "needs_reauthorization"
+    );
 
     // MercadoLibre: unsigned; the application and the seller must match a connection
     let note =

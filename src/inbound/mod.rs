@@ -272,6 +272,30 @@ fn apply(d: &Delivery, conn: &Connection, event: &Event) -> bool {
             Some(l) => drift::resolve(&l, *quantity, changed_at.as_deref(), "webhook").note(),
             None => Some(format!("no listing for {} {external_id}", d.marketplace)),
         },
+        Event::Alert {
+            kind,
+            message,
+            deauthorized,
+        } => {
+            let newly = !*deauthorized
+                || first::<i64>(
+                    "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2, last_error_at = now(),
+                            updated_at = now()
+                      WHERE id = $1 AND status <> 'needs_reauthorization' RETURNING id",
+                    &[conn.id.into(), message.as_str().into()],
+                )
+                .is_some();
+            if newly {
+                crate::alerts::raise(&crate::alerts::Alert {
+                    tenant_id: &conn.tenant,
+                    marketplace: d.marketplace.as_str(),
+                    connection_id: Some(conn.id),
+                    kind,
+                    message,
+                });
+            }
+            Some(format!("alert: {kind}"))
+        }
         Event::Ignored(why) => Some(why.clone()),
         Event::FetchOrder(_) | Event::FetchStock(_) | Event::ForSupplier(..) => Some("not followed".into()),
     };

@@ -43,6 +43,13 @@ pub enum Event {
     },
     /// The delivery names a listing: read its stock now.
     FetchStock(String),
+    /// Something an operator must act on (an `integ.alerts` row); `deauthorized`: the seller
+    /// revoked the app, so the connection needs re-authorization.
+    Alert {
+        kind: &'static str,
+        message: String,
+        deauthorized: bool,
+    },
     /// A topic we do not act on (kept as done, with this note).
     Ignored(String),
     /// Which supplier's event this is (SHEIN notifies per app; the event names the supplier),
@@ -73,6 +80,21 @@ pub fn parse(m: Marketplace, topic: Option<&str>, body: &[u8], creds: &Credentia
                     let id = id_text(v.pointer("/data/order_id")).ok_or("the order status event has no order_id")?;
                     Ok(Event::FetchOrder(id))
                 }
+                Some(6) => Ok(Event::Alert {
+                    kind: "needs_reauthorization",
+                    message: "TikTok Shop: the seller deauthorized the app".into(),
+                    deauthorized: true,
+                }),
+                Some(7) => Ok(Event::Alert {
+                    kind: "authorization_expiring",
+                    message: format!(
+                        "TikTok Shop: the shop's authorization expires soon ({}); the seller must authorize again",
+                        v.get("data")
+                            .map(|d| super::http::truncate(&d.to_string(), 200))
+                            .unwrap_or_default()
+                    ),
+                    deauthorized: false,
+                }),
                 t => Ok(Event::Ignored(format!(
                     "TikTok event type {} is not applied",
                     t.map_or("?".into(), |t| t.to_string())
@@ -276,11 +298,30 @@ mod tests {
             parse(
                 Marketplace::TikTok,
                 None,
-                br#"{"type":6,"shop_id":"1"}"#,
+                br#"{"type":5,"shop_id":"1"}"#,
                 &Credentials::default()
             ),
             Ok(Event::Ignored(_))
         ));
+        assert!(matches!(
+            parse(
+                Marketplace::TikTok,
+                None,
+                br#"{"type":6,"shop_id":"1"}"#,
+                &Credentials::default()
+            ),
+            Ok(Event::Alert { deauthorized: true, .. })
+        ));
+        let e = parse(
+            Marketplace::TikTok,
+            None,
+            br#"{"type":7,"shop_id":"1","data":{"expire_time":1700000000}}"#,
+            &Credentials::default(),
+        );
+        assert!(
+            matches!(&e, Ok(Event::Alert { kind: "authorization_expiring", message, deauthorized: false }) if message.contains("1700000000")),
+            "{e:?}"
+        );
     }
 
     #[test]
