@@ -608,6 +608,64 @@ mod tests {
         assert_eq!(v["error"], "invalid_grant");
     }
 
+    /// An authorization code is bound to the redirect_uri and PKCE challenge it was issued for,
+    /// and works once.
+    #[tokio::test]
+    async fn codes_need_their_redirect_uri_and_pkce_verifier() {
+        let (state, _, _) = setup();
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let code_form = |code: &str, redirect: &str, verifier: &str| {
+            Form(TokenForm {
+                grant_type: Some("authorization_code".into()),
+                client_id: Some("app".into()),
+                client_secret: Some("secret".into()),
+                code: Some(code.into()),
+                refresh_token: None,
+                redirect_uri: Some(redirect.into()),
+                code_verifier: Some(verifier.into()),
+            })
+        };
+        let approve = || {
+            state.meli.lock().approve(
+                11,
+                "app",
+                Some("https://app.example/cb".into()),
+                Some(signing::pkce_challenge(verifier)),
+            )
+        };
+        let code = approve();
+        let wrong = token(
+            AxState(state.clone()),
+            code_form(&code, "https://app.example/cb", "another-verifier"),
+        )
+        .await;
+        assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+        // a refused attempt burns the code, as MercadoLibre does
+        let again = token(
+            AxState(state.clone()),
+            code_form(&code, "https://app.example/cb", verifier),
+        )
+        .await;
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+        let code = approve();
+        let elsewhere = token(
+            AxState(state.clone()),
+            code_form(&code, "https://evil.example/", verifier),
+        )
+        .await;
+        assert_eq!(elsewhere.status(), StatusCode::BAD_REQUEST);
+        let code = approve();
+        let ok = token(
+            AxState(state.clone()),
+            code_form(&code, "https://app.example/cb", verifier),
+        )
+        .await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(ok.into_body(), 10_000).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["user_id"], 11);
+    }
+
     #[tokio::test]
     async fn variations_left_out_are_deleted() {
         let (state, access, _) = setup();
