@@ -37,3 +37,27 @@ pub fn raise(a: &Alert) -> i64 {
     Spi::run_with_args("SELECT pg_notify('integ_alerts', $1)", &[text.into()]).or_raise("notifying integ_alerts");
     id
 }
+
+/// The connection lost its authorization: `needs_reauthorization` (its jobs wait without
+/// burning attempts) and one alert, only on the transition, however many processes or
+/// deliveries notice it. Returns whether this call made the transition.
+pub fn needs_reauthorization(connection_id: i64, tenant_id: &str, marketplace: &str, message: &str) -> bool {
+    let newly = first::<i64>(
+        "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2,
+                last_error_at = now(), updated_at = now()
+          WHERE id = $1 AND status <> 'needs_reauthorization' RETURNING id",
+        &[connection_id.into(), message.into()],
+    )
+    .is_some();
+    if newly {
+        raise(&Alert {
+            tenant_id,
+            marketplace,
+            connection_id: Some(connection_id),
+            kind: "needs_reauthorization",
+            message,
+        });
+        pgrx::warning!("integration: connection {connection_id} ({tenant_id}/{marketplace}) needs re-authorization");
+    }
+    newly
+}

@@ -108,17 +108,21 @@ type Page = Vec<(i64, String, Value)>;
 /// A listing's read request and its connector, or why there is none.
 type Prepared = Result<(&'static dyn crate::marketplaces::Connector, PushRequest), String>;
 
-fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
+fn connection(connection_id: i64) -> Option<Conn> {
     let c = first::<JsonB>(
         "SELECT jsonb_build_array(c.marketplace, c.status, c.settings) FROM integ.connections c WHERE c.id = $1",
         &[connection_id.into()],
     )?;
-    let a = c.0.as_array()?.clone();
-    let conn = Conn {
+    let a = c.0.as_array()?;
+    Some(Conn {
         marketplace: a.first()?.as_str()?.to_string(),
         status: a.get(1)?.as_str()?.to_string(),
         settings: a.get(2).cloned().unwrap_or(Value::Null),
-    };
+    })
+}
+
+fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
+    let conn = connection(connection_id)?;
     let page = Spi::connect(|c| {
         let rows = c.select(
             "SELECT l.id, l.external_id, l.settings FROM integ.listings l
@@ -268,8 +272,8 @@ fn wait_for_budget(connection_id: i64, quota: crate::limits::Quota, max_wait_ns:
 /// MercadoLibre keeps the notifications it could not deliver: receive them again (duplicates
 /// of what did arrive are recognised); the workers apply the rest. Returns how many were new.
 pub fn missed_notifications<S: Side>(side: &S, connection_id: i64, report: &mut Report) {
-    let conn = match side.db(|| load(connection_id, i64::MAX, 0)) {
-        Ok(Some((c, _))) => c,
+    let conn = match side.db(|| connection(connection_id)) {
+        Ok(Some(c)) => c,
         _ => return,
     };
     if conn.marketplace != Marketplace::MercadoLibre.as_str() || conn.status != "active" {

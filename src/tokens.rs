@@ -128,26 +128,8 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             }
             Err(RefreshError::InvalidGrant(msg)) => {
                 let msg = format!("token refresh refused, re-authorization needed: {msg}");
-                let newly = crate::spi_util::first::<i64>(
-                    "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2,
-                            last_error_at = now(), updated_at = now()
-                      WHERE id = $1 AND status <> 'needs_reauthorization' RETURNING id",
-                    &[connection_id.into(), msg.as_str().into()],
-                );
                 outbox::log(&target, "refresh", "failed", None, None, &attempt, Some(&msg));
-                if newly.is_some() {
-                    // once per loss of authorization, not per job that notices it
-                    crate::alerts::raise(&crate::alerts::Alert {
-                        tenant_id: &tenant,
-                        marketplace: &market,
-                        connection_id: Some(connection_id),
-                        kind: "needs_reauthorization",
-                        message: &msg,
-                    });
-                    pgrx::warning!(
-                        "integration: connection {connection_id} ({tenant}/{market}) needs re-authorization"
-                    );
-                }
+                crate::alerts::needs_reauthorization(connection_id, &tenant, &market, &msg);
                 TokenStatus::NeedsReauthorization(msg)
             }
             Err(RefreshError::Transient(msg)) => {

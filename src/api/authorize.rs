@@ -227,11 +227,8 @@ fn complete_authorization(marketplace: &str, callback: JsonB) -> i64 {
         code_verifier: verifier.as_deref(),
     };
     if m == Marketplace::Shopify {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        authorize::verify_shopify_callback(&app, &pending, &query, now).unwrap_or_else(|e| refuse(&e));
+        authorize::verify_shopify_callback(&app, &pending, &query, marketplaces::unix_now())
+            .unwrap_or_else(|e| refuse(&e));
     }
     // the connection's settings: what authorize_url was given, else the app's API base
     let mut settings = options

@@ -100,21 +100,14 @@ fn resolve_conflict(id: i64, resolution: &str) -> JsonB {
     let Some(l) = drift::by_id(listing_id) else {
         not_found(format!("the listing of conflict {id} is gone"));
     };
-    let set_remote = |v: i64| {
-        Spi::run_with_args(
-            "UPDATE integ.listings SET remote_stock = $2 WHERE id = $1",
-            &[listing_id.into(), (v as i32).into()],
-        )
-        .or_raise("recording the marketplace's stock");
-    };
     let done = match resolution {
         "egdc_wins" => {
-            set_remote(remote);
+            drift::set_remote(listing_id, remote as i32);
             drift::enqueue_push(listing_id);
             json!({"pushed": l.published()})
         }
         "marketplace_wins" => {
-            set_remote(remote);
+            drift::set_remote(listing_id, remote as i32);
             drift::take_remote_change(&l, remote - known);
             json!({"egdc_change": remote - known})
         }

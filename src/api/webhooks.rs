@@ -102,10 +102,7 @@ fn secrets_for(m: Marketplace, connection_id: i64, settings: &Value) -> Option<V
         Marketplace::Shopify => {
             // a webhook secret of its own, else the app secret; the previous one while its
             // rotation window lasts (no end recorded: until it is removed)
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let now = crate::marketplaces::unix_now();
             let window_open = c
                 .identifiers
                 .get("previous_webhook_secret_until")
@@ -252,11 +249,7 @@ fn rotate_webhook_secret(
     creds
         .secrets
         .insert("webhook_secret".into(), Value::String(new_secret.to_string()));
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-        + overlap_s.ceil() as i64;
+    let until = crate::marketplaces::unix_now() + overlap_s.ceil() as i64;
     creds
         .identifiers
         .insert("previous_webhook_secret_until".into(), json!(until));

@@ -203,7 +203,8 @@ pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str)
     }
 }
 
-fn set_remote(listing_id: i64, remote: i32) {
+/// Records what the marketplace holds for the listing.
+pub fn set_remote(listing_id: i64, remote: i32) {
     Spi::run_with_args(
         "UPDATE integ.listings SET remote_stock = $2 WHERE id = $1",
         &[listing_id.into(), remote.into()],
@@ -213,12 +214,7 @@ fn set_remote(listing_id: i64, remote: i32) {
 
 /// EGDC's stock moves by the marketplace's change; its trigger sends the result everywhere.
 pub fn take_remote_change(l: &Listing, delta: i64) {
-    let applied = first::<bool>(
-        "SELECT integ.adjust_stock($1, $2, $3::numeric)",
-        &[l.tenant_id.as_str().into(), l.product_id.as_str().into(), delta.into()],
-    )
-    .unwrap_or(false);
-    if !applied {
+    if !super::adjust_egdc_stock(&l.tenant_id, &l.product_id, delta) {
         pgrx::warning!(
             "integration: product {} of tenant {} is in no tracked table; the marketplace's change was not applied",
             l.product_id,

@@ -7,6 +7,16 @@
 pub mod drift;
 pub mod orders;
 
+/// Moves EGDC's stock of a product by `delta` in the tracked table that has it (its trigger
+/// then sends the new stock to every channel); false when no tracked table has the product.
+pub fn adjust_egdc_stock(tenant: &str, product: &str, delta: i64) -> bool {
+    first::<bool>(
+        "SELECT integ.adjust_stock($1, $2, $3::numeric)",
+        &[tenant.into(), product.into(), delta.into()],
+    )
+    .unwrap_or(false)
+}
+
 use crate::credentials;
 use crate::marketplaces::events::{self, Event};
 use crate::marketplaces::{Credentials, Marketplace};
@@ -277,18 +287,13 @@ fn apply(d: &Delivery, conn: &Connection, event: &Event) -> bool {
             message,
             deauthorized,
         } => {
-            let newly = !*deauthorized
-                || first::<i64>(
-                    "UPDATE integ.connections SET status = 'needs_reauthorization', last_error = $2, last_error_at = now(),
-                            updated_at = now()
-                      WHERE id = $1 AND status <> 'needs_reauthorization' RETURNING id",
-                    &[conn.id.into(), message.as_str().into()],
-                )
-                .is_some();
-            if newly {
+            let market = d.marketplace.as_str();
+            if *deauthorized {
+                crate::alerts::needs_reauthorization(conn.id, &conn.tenant, market, message);
+            } else {
                 crate::alerts::raise(&crate::alerts::Alert {
                     tenant_id: &conn.tenant,
-                    marketplace: d.marketplace.as_str(),
+                    marketplace: market,
                     connection_id: Some(conn.id),
                     kind,
                     message,

@@ -5,8 +5,7 @@
 //! (the channel that sold too: its own count may since have been overwritten by a push).
 
 use crate::marketplaces::events::{Order, OrderLine};
-use crate::spi_util::{first, OrRaise};
-use pgrx::prelude::*;
+use crate::spi_util::first;
 
 pub struct Target<'a> {
     pub connection_id: i64,
@@ -43,11 +42,7 @@ pub fn apply(t: &Target, order: &Order) -> Vec<String> {
         if delta == 0 {
             continue;
         }
-        let applied = first::<bool>(
-            "SELECT integ.adjust_stock($1, $2, $3::numeric)",
-            &[t.tenant.into(), product.as_str().into(), delta.into()],
-        )
-        .unwrap_or(false);
+        let applied = super::adjust_egdc_stock(t.tenant, &product, delta);
         if !applied {
             notes.push(format!("product {product} is in no tracked table"));
         }
@@ -76,11 +71,11 @@ fn product_of(t: &Target, line: &OrderLine) -> Option<String> {
     line.sku.clone()
 }
 
-/// Records the line as taken; the stock delta (0 when it was already taken or cancelled).
-fn take_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32) -> i64 {
-    let taken = first::<i64>(
-        "INSERT INTO integ.order_lines (marketplace, tenant_id, order_id, line_id, product_id, quantity, webhook_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING 1::bigint",
+/// Records the line in the ledger (cancelled from the start, or taken); whether it was new.
+fn record_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32, cancelled: bool) -> bool {
+    first::<i64>(
+        "INSERT INTO integ.order_lines (marketplace, tenant_id, order_id, line_id, product_id, quantity, webhook_id, cancelled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END) ON CONFLICT DO NOTHING RETURNING 1::bigint",
         &[
             t.marketplace.into(),
             t.tenant.into(),
@@ -89,9 +84,15 @@ fn take_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32)
             product.into(),
             qty.into(),
             t.webhook_id.into(),
+            cancelled.into(),
         ],
-    );
-    if taken.is_some() {
+    )
+    .is_some()
+}
+
+/// Records the line as taken; the stock delta (0 when it was already taken or cancelled).
+fn take_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i32) -> i64 {
+    if record_line(t, order, line, product, qty, false) {
         -(qty as i64)
     } else {
         0
@@ -115,19 +116,6 @@ fn cancel_line(t: &Target, order: &str, line: &OrderLine, product: &str, qty: i3
     if let Some(q) = given_back {
         return q as i64;
     }
-    Spi::run_with_args(
-        "INSERT INTO integ.order_lines (marketplace, tenant_id, order_id, line_id, product_id, quantity, webhook_id, cancelled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) ON CONFLICT DO NOTHING",
-        &[
-            t.marketplace.into(),
-            t.tenant.into(),
-            order.into(),
-            line.line_id.as_str().into(),
-            product.into(),
-            qty.into(),
-            t.webhook_id.into(),
-        ],
-    )
-    .or_raise("recording a cancelled order line");
+    record_line(t, order, line, product, qty, true);
     0
 }

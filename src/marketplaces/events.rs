@@ -120,28 +120,17 @@ fn shopify(topic: &str, body: &[u8]) -> Result<Event, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "the body is not JSON")?;
     match topic {
         "orders/create" | "orders/paid" | "orders/updated" | "orders/cancelled" => {
-            let id = id_text(v.get("id")).ok_or("the order has no id")?;
             let cancelled = topic == "orders/cancelled" || v.get("cancelled_at").is_some_and(|c| !c.is_null());
-            let lines = v
-                .get("line_items")
-                .and_then(Value::as_array)
-                .ok_or("the order has no line_items")?
-                .iter()
-                .map(|l| {
-                    Ok(OrderLine {
-                        line_id: id_text(l.get("id")).ok_or("an order line has no id")?,
-                        external_id: None,
-                        variation_id: None,
-                        sku: l
-                            .get("sku")
-                            .and_then(Value::as_str)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string),
-                        quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
-                    })
+            order(&v, "id", cancelled, "line_items", |l| {
+                Ok(OrderLine {
+                    line_id: id_text(l.get("id")).ok_or("an order line has no id")?,
+                    external_id: None,
+                    variation_id: None,
+                    sku: text(l, "/sku"),
+                    quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
                 })
-                .collect::<Result<Vec<_>, String>>()?;
-            Ok(Event::Order(Order { id, cancelled, lines }))
+            })
+            .map(Event::Order)
         }
         "inventory_levels/update" => Ok(Event::StockEdit {
             external_id: id_text(v.get("inventory_item_id")).ok_or("the level has no inventory_item_id")?,
@@ -173,25 +162,46 @@ fn shein(event: &Value) -> Result<Event, String> {
     if code != "ORDER_STATUS" {
         return Ok(Event::Ignored(format!("SHEIN event {code} is not applied")));
     }
-    let id = id_text(event.get("orderNo")).ok_or("the order event has no orderNo")?;
     let cancelled = event.get("orderStatus").and_then(Value::as_str) == Some("CANCELLED");
-    let lines = event
-        .get("orderGoodsInfoList")
-        .and_then(Value::as_array)
-        .ok_or("the order event has no orderGoodsInfoList")?
-        .iter()
-        .map(|l| {
-            let sku = l.get("skuCode").and_then(Value::as_str).map(str::to_string);
-            Ok(OrderLine {
-                line_id: id_text(l.get("orderGoodsId")).ok_or("an order line has no orderGoodsId")?,
-                external_id: sku.clone(),
-                variation_id: None,
-                sku,
-                quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(1),
-            })
+    order(event, "orderNo", cancelled, "orderGoodsInfoList", |l| {
+        let sku = text(l, "/skuCode");
+        Ok(OrderLine {
+            line_id: id_text(l.get("orderGoodsId")).ok_or("an order line has no orderGoodsId")?,
+            external_id: sku.clone(),
+            variation_id: None,
+            sku,
+            quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(1),
         })
+    })
+    .map(Event::Order)
+}
+
+/// An order from a marketplace's JSON: its id is at `id_key`, its lines (each read by `line`)
+/// in the array at `lines_key`.
+pub fn order(
+    v: &Value,
+    id_key: &str,
+    cancelled: bool,
+    lines_key: &str,
+    line: impl Fn(&Value) -> Result<OrderLine, String>,
+) -> Result<Order, String> {
+    let id = id_text(v.get(id_key)).ok_or_else(|| format!("the order has no {id_key}"))?;
+    let lines = v
+        .get(lines_key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("the order has no {lines_key}"))?
+        .iter()
+        .map(line)
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Event::Order(Order { id, cancelled, lines }))
+    Ok(Order { id, cancelled, lines })
+}
+
+/// The non-empty text at `pointer`.
+pub fn text(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// Decodes application/x-www-form-urlencoded text (`+` is a space, `%XX` a byte).

@@ -528,29 +528,18 @@ fn push_user_product(agent: &ureq::Agent, req: &PushRequest) -> Step {
 
 /// A MercadoLibre order (`GET /orders/{id}`): one line per item and variation.
 pub fn order_from_json(v: &Value) -> Result<Order, String> {
-    let id = super::webhooks::id_text(v.get("id")).ok_or("the order has no id")?;
     let cancelled = v.get("status").and_then(Value::as_str) == Some("cancelled");
-    let lines = v
-        .get("order_items")
-        .and_then(Value::as_array)
-        .ok_or("the order has no order_items")?
-        .iter()
-        .map(|l| {
-            let item = super::webhooks::id_text(l.pointer("/item/id")).ok_or("an order item has no item id")?;
-            let variation = super::webhooks::id_text(l.pointer("/item/variation_id"));
-            Ok(OrderLine {
-                line_id: format!("{item}-{}", variation.as_deref().unwrap_or("0")),
-                external_id: Some(item),
-                variation_id: variation,
-                sku: l
-                    .pointer("/item/seller_sku")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
-            })
+    super::events::order(v, "id", cancelled, "order_items", |l| {
+        let item = super::webhooks::id_text(l.pointer("/item/id")).ok_or("an order item has no item id")?;
+        let variation = super::webhooks::id_text(l.pointer("/item/variation_id"));
+        Ok(OrderLine {
+            line_id: format!("{item}-{}", variation.as_deref().unwrap_or("0")),
+            external_id: Some(item),
+            variation_id: variation,
+            sku: super::events::text(l, "/item/seller_sku"),
+            quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Order { id, cancelled, lines })
+    })
 }
 
 #[cfg(test)]

@@ -302,6 +302,14 @@ pub fn base_url(connector: &dyn Connector, settings: &Value, allowed: &[String])
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Object keys must come from `allowed`; names the first that does not.
 pub fn check_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {

@@ -7,13 +7,14 @@
 
 use super::events::{Order, OrderLine};
 use super::http::{self, elapsed_ms, Reply};
+use super::unix_now;
 use super::{
     check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
 };
 use marketplace_signing as signing;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 pub struct TikTok;
 
@@ -21,13 +22,6 @@ pub const DEFAULT_BASE: &str = "https://open-api.tiktokglobalshop.com";
 pub const AUTH_BASE: &str = "https://auth.tiktok-shops.com";
 /// The API takes 0 <= quantity < 99,999.
 pub const MAX_QUANTITY: i64 = 99_998;
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn setting<'a>(settings: &'a Value, key: &str) -> Option<&'a str> {
     settings.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
@@ -395,28 +389,16 @@ pub fn authorized_shop(agent: &ureq::Agent, api_base: &str, creds: &Value) -> Re
 
 /// A TikTok Shop order: every line item is one unit.
 pub fn order_from_json(o: &Value) -> Result<Order, String> {
-    let id = super::webhooks::id_text(o.get("id")).ok_or("the order has no id")?;
     let cancelled = o.get("status").and_then(Value::as_str) == Some("CANCELLED");
-    let lines = o
-        .get("line_items")
-        .and_then(Value::as_array)
-        .ok_or("the order has no line_items")?
-        .iter()
-        .map(|l| {
-            Ok(OrderLine {
-                line_id: super::webhooks::id_text(l.get("id")).ok_or("a line item has no id")?,
-                external_id: super::webhooks::id_text(l.get("sku_id")),
-                variation_id: None,
-                sku: l
-                    .get("seller_sku")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
-                quantity: 1,
-            })
+    super::events::order(o, "id", cancelled, "line_items", |l| {
+        Ok(OrderLine {
+            line_id: super::webhooks::id_text(l.get("id")).ok_or("a line item has no id")?,
+            external_id: super::webhooks::id_text(l.get("sku_id")),
+            variation_id: None,
+            sku: super::events::text(l, "/seller_sku"),
+            quantity: 1,
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Order { id, cancelled, lines })
+    })
 }
 
 #[cfg(test)]
