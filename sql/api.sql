@@ -274,6 +274,20 @@ BEGIN
 END
 $$;
 
+-- How stock changes are captured now: 'message' (the trigger emits a logical-decoding message,
+-- the capture worker applies it from slot integ_capture) or 'table' (the trigger writes the
+-- outbox itself). unread_bytes: WAL the capture worker has not read yet; retained_bytes: WAL the
+-- slot keeps on disk.
+CREATE VIEW integ.capture AS
+SELECT CASE WHEN c.by_message THEN 'message' ELSE 'table' END AS mode,
+       pg_catalog.current_setting('wal_level') AS wal_level,
+       s.slot_name, s.wal_status,
+       (pg_catalog.pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint AS unread_bytes,
+       (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint AS retained_bytes,
+       c.messages_applied
+  FROM integ.capture_counters() c
+  LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = 'integ_capture';
+
 -- Internal: used by the SECURITY DEFINER functions above, never by the application directly.
 REVOKE EXECUTE ON FUNCTION integ.enqueue_stock(text, text, numeric) FROM PUBLIC;
 
@@ -324,6 +338,8 @@ GRANT SELECT ON integ.connections, integ.listings, integ.sync_jobs, integ.sync_l
     TO integ_operator, integ_application;
 GRANT UPDATE ON integ.connections, integ.listings, integ.conflicts TO integ_operator;
 GRANT EXECUTE ON FUNCTION integ.acknowledge_alert(bigint) TO integ_operator;
+GRANT SELECT ON integ.capture TO integ_operator;
+GRANT EXECUTE ON FUNCTION integ.capture_counters() TO integ_operator;
 
 -- Row-level security: the extension's owner (workers, SECURITY DEFINER functions) is not
 -- subject to it; every other role sees the tenants integ.tenant_visible allows.

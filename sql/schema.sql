@@ -46,13 +46,16 @@ CREATE TABLE integ.listings (
     -- EGDC's latest stock: the value every push sends (never an older one)
     desired_stock     integer,
     desired_at        timestamptz,
+    -- WAL position the desired stock dates from (commit of a captured message, or where the
+    -- trigger's table path wrote it): a change read back later only applies if newer
+    desired_lsn       bigint,
     last_pushed_stock integer,
     last_pushed_at    timestamptz,
     -- what the marketplace said it holds after our last push
     remote_stock      integer,
     created_at        timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, marketplace, product_id)
-);
+) WITH (fillfactor = 50);  -- room on each page so desired-stock updates are HOT (no index writes)
 CREATE INDEX listings_by_product ON integ.listings (tenant_id, product_id);
 CREATE INDEX listings_by_connection ON integ.listings (connection_id, external_id);
 

@@ -26,6 +26,7 @@ pub static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CStr
 pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static REFRESH_AHEAD_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+pub static LOGICAL_CAPTURE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Deliveries are kept at least this long: the window in which a duplicate is recognised.
 pub const MIN_WEBHOOK_RETENTION_S: i32 = 86_400;
@@ -232,6 +233,14 @@ fn define_runtime() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"integ.logical_capture",
+        c"Capture stock changes as logical-decoding messages read back from a replication slot (needs wal_level = logical).",
+        c"The trigger then writes nothing in the application's transaction; the capture worker turns the messages into outbox jobs. Off, or with wal_level below logical: the trigger writes the outbox itself.",
+        &LOGICAL_CAPTURE,
+        GucContext::Sighup,
+        GucFlags::empty(),
     );
     GucRegistry::define_int_guc(
         c"integ.reconcile_interval",

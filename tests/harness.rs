@@ -296,7 +296,7 @@ impl Env {
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
              integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
              integ.circuit_cooldown = 200\n\
-             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.refresh_ahead = 0\ninteg.allowed_hosts = '127.0.0.1'\n{extra_conf}"
+             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.refresh_ahead = 0\ninteg.allowed_hosts = '127.0.0.1'\nwal_level = logical\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();
@@ -608,11 +608,22 @@ impl Env {
         *self.db.borrow_mut() = self.pg.client();
     }
 
-    /// Waits until no job is pending or in flight.
+    /// Waits until every change committed so far has been captured (read from the capture
+    /// slot, when stock changes are captured by message) and no job is pending or in flight.
     pub fn wait_idle(&self, secs: u64, what: &str) {
+        self.wait_captured(secs, what);
         self.wait_for(secs, what, || {
             self.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending', 'in_flight')") == 0
         });
+    }
+
+    /// Waits until the capture worker has read every change committed so far.
+    pub fn wait_captured(&self, secs: u64, what: &str) {
+        let now = self.scalar_text("SELECT pg_current_wal_lsn()::text");
+        let unread = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'integ_capture' AND confirmed_flush_lsn < '{now}'"
+        );
+        self.wait_for(secs, what, || self.scalar_i64(&unread) == 0);
     }
 
     pub fn scalar_i64(&self, sql: &str) -> i64 {
@@ -675,7 +686,7 @@ pub fn worker_cpu_seconds(env: &Env) -> f64 {
     let pids: Vec<i32> = env
         .db()
         .query(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker'",
+            "SELECT pid FROM pg_stat_activity WHERE backend_type IN ('integration worker', 'integration capture')",
             &[],
         )
         .unwrap()

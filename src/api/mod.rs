@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod authorize;
+pub mod capture;
 pub mod connections;
 pub mod limits;
 pub mod listings;

@@ -6,7 +6,7 @@ pub mod limiter;
 use crate::gucs::MAX_WORKERS;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PgAtomic};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 /// Address of each running worker's `MyLatch` (PGPROC latches live in shared memory, mapped at
 /// the same address in every process), 0 when the slot is empty.
@@ -18,6 +18,7 @@ static SHMEM_READY: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     pg_shmem_init!(WORKER_LATCHES);
     pg_shmem_init!(REFRESH_REQUESTS = std::array::from_fn(|_| RefreshSlot::default()));
+    pg_shmem_init!(CAPTURE);
     limiter::init(crate::gucs::MAX_LIMITERS.get().max(16) as usize);
     SHMEM_READY.store(true, Ordering::Relaxed);
 }
@@ -59,32 +60,104 @@ pub fn wake_workers() {
     }
 }
 
+// ---- capture by logical message --------------------------------------------------------------
+
+/// The capture worker's latch, and whether stock changes are captured as logical-decoding
+/// messages (set only while the capture slot exists, so no message is emitted unread).
+#[derive(Default)]
+#[repr(C)]
+pub struct CaptureShared {
+    latch: AtomicUsize,
+    by_message: AtomicBool,
+    messages_applied: AtomicU64,
+}
+
+unsafe impl pgrx::PGRXSharedMemory for CaptureShared {}
+
+static CAPTURE: PgAtomic<CaptureShared> = unsafe { PgAtomic::new(c"integ_capture") };
+
+fn capture() -> Option<&'static CaptureShared> {
+    SHMEM_READY.load(Ordering::Relaxed).then(|| CAPTURE.get())
+}
+
+/// True when triggers should emit messages rather than write the outbox themselves.
+pub fn capture_by_message() -> bool {
+    capture().is_some_and(|c| c.by_message.load(Ordering::Acquire))
+}
+
+pub fn set_capture_by_message(on: bool) {
+    if let Some(c) = capture() {
+        c.by_message.store(on, Ordering::Release);
+    }
+}
+
+pub fn publish_capture_latch(on: bool) {
+    if let Some(c) = capture() {
+        let latch = if on { (unsafe { pg_sys::MyLatch }) as usize } else { 0 };
+        c.latch.store(latch, Ordering::Release);
+    }
+}
+
+pub fn count_messages_applied(n: u64) {
+    if let Some(c) = capture() {
+        c.messages_applied.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub fn messages_applied() -> u64 {
+    capture().map_or(0, |c| c.messages_applied.load(Ordering::Relaxed))
+}
+
+fn wake_capture() {
+    if let Some(c) = capture() {
+        let p = c.latch.load(Ordering::Acquire);
+        if p != 0 {
+            unsafe { pg_sys::SetLatch(p as *mut pg_sys::Latch) };
+        }
+    }
+}
+
 // ---- wake at commit ------------------------------------------------------------------------
 
 static WAKE_AT_COMMIT: AtomicBool = AtomicBool::new(false);
+static WAKE_CAPTURE_AT_COMMIT: AtomicBool = AtomicBool::new(false);
 static CALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-            if WAKE_AT_COMMIT.swap(false, Ordering::Relaxed) =>
-        {
-            wake_workers();
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            if WAKE_AT_COMMIT.swap(false, Ordering::Relaxed) {
+                wake_workers();
+            }
+            if WAKE_CAPTURE_AT_COMMIT.swap(false, Ordering::Relaxed) {
+                wake_capture();
+            }
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             WAKE_AT_COMMIT.store(false, Ordering::Relaxed);
+            WAKE_CAPTURE_AT_COMMIT.store(false, Ordering::Relaxed);
         }
         _ => {}
     }
 }
 
-/// Ask for the workers to be woken when (and only if) the current transaction commits.
-pub fn wake_workers_at_commit() {
+fn register_xact_callback() {
     if !CALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
         unsafe { pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut()) };
     }
+}
+
+/// Ask for the workers to be woken when (and only if) the current transaction commits.
+pub fn wake_workers_at_commit() {
+    register_xact_callback();
     WAKE_AT_COMMIT.store(true, Ordering::Relaxed);
+}
+
+/// Ask for the capture worker to be woken when the current transaction commits.
+pub fn wake_capture_at_commit() {
+    register_xact_callback();
+    WAKE_CAPTURE_AT_COMMIT.store(true, Ordering::Relaxed);
 }
 
 // ---- token refresh requests ----------------------------------------------------------------

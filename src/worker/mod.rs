@@ -1,6 +1,7 @@
 //! Background workers: claim due jobs, push them on HTTP threads, record the results on the
 //! main thread. Woken at commit through their latch; `integ.poll_interval` is the fallback.
 
+mod capturing;
 mod pool;
 mod reconciling;
 
@@ -32,6 +33,9 @@ pub fn register_workers() {
             .set_start_time(pgrx::bgworkers::BgWorkerStartTime::RecoveryFinished)
             .set_restart_time(Some(Duration::from_secs(5)))
             .load();
+    }
+    if gucs::WORKERS.get() > 0 {
+        capturing::register();
     }
 }
 

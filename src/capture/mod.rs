@@ -2,21 +2,32 @@
 //! `integ.track_inventory` installs, and `integ.enqueue_stock` for set-based callers.
 //!
 //! The trigger runs inside every stock-changing transaction of the application, so its cost is
-//! the application's: it reads three columns straight from the tuples, runs one kept plan, and
-//! wakes the workers at commit only when it created a job (a pending job is already known).
+//! the application's. Two paths, one outcome:
+//! - by message (while the capture slot exists): the trigger only emits a transactional
+//!   logical-decoding message; the capture worker reads it back after commit and applies it
+//!   with `apply_changes`. Nothing is written in the application's transaction.
+//! - by table (no slot, `wal_level` below logical, or a background worker's own change): the
+//!   trigger runs one kept plan that writes the listings and their jobs.
+//!
+//! Both stamp `listings.desired_lsn`, so a message read late never overwrites a newer change.
+
+pub mod message;
 
 use crate::shmem;
 use crate::spi_util::{fail, run_kept, OrRaise};
+use message::StockChange;
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgSqlErrorCode};
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
 /// Records the new stock on every listing of (tenant, product) and makes sure each has one
-/// pending job. Every name is qualified: this runs under the application's search_path.
+/// pending job. Every name is qualified: this runs under the application's search_path. The
+/// stamp is the WAL insert position now: any message committed before it is older.
 const ENQUEUE: &str = "WITH l AS (
         UPDATE integ.listings
-           SET desired_stock = $3, desired_at = pg_catalog.clock_timestamp()
+           SET desired_stock = $3, desired_at = pg_catalog.clock_timestamp(),
+               desired_lsn = (pg_catalog.pg_current_wal_insert_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8
          WHERE tenant_id OPERATOR(pg_catalog.=) $1 AND product_id OPERATOR(pg_catalog.=) $2
      RETURNING id, connection_id, tenant_id, marketplace),
      j AS (
@@ -25,6 +36,58 @@ const ENQUEUE: &str = "WITH l AS (
         ON CONFLICT (listing_id) WHERE state OPERATOR(pg_catalog.=) 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT pg_catalog.count(*) FROM l), (SELECT pg_catalog.count(*) FROM j)";
+
+/// The capture worker's form of ENQUEUE: many changes at once, each applied only where the
+/// listing holds an older one.
+const APPLY: &str = "WITH m AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::int8[])
+                   AS m(tenant_id, product_id, stock, lsn, commit_us)),
+     l AS (
+        UPDATE integ.listings l
+           SET desired_stock = m.stock, desired_lsn = m.lsn,
+               desired_at = '2000-01-01 00:00:00+00'::timestamptz + m.commit_us * interval '1 microsecond'
+          FROM m
+         WHERE l.tenant_id = m.tenant_id AND l.product_id = m.product_id
+           AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
+     RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
+     j AS (
+        INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+        SELECT id, connection_id, tenant_id, marketplace FROM l
+        ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+     RETURNING 1)
+     SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";
+
+/// Applies changes read from the capture slot (latest per product); returns (listings
+/// updated, jobs created). Raises on failure: the caller's transaction then rolls back and the
+/// slot is not advanced, so the changes are read again.
+pub fn apply_changes(changes: &[StockChange]) -> (i64, i64) {
+    let mut totals = (0, 0);
+    for chunk in changes.chunks(10_000) {
+        let tenants: Vec<&str> = chunk.iter().map(|c| c.tenant.as_str()).collect();
+        let products: Vec<&str> = chunk.iter().map(|c| c.product.as_str()).collect();
+        let stocks: Vec<i32> = chunk.iter().map(|c| c.stock).collect();
+        let lsns: Vec<i64> = chunk.iter().map(|c| c.commit_lsn.min(i64::MAX as u64) as i64).collect();
+        let times: Vec<i64> = chunk.iter().map(|c| c.commit_time_us).collect();
+        let (l, j) = run_kept(
+            APPLY,
+            &[
+                tenants.into(),
+                products.into(),
+                stocks.into(),
+                lsns.into(),
+                times.into(),
+            ],
+            |t| {
+                let row = t.first();
+                Ok((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0)))
+            },
+        )
+        .or_raise("applying captured stock changes");
+        totals.0 += l;
+        totals.1 += j;
+    }
+    totals
+}
 
 /// Sets EGDC's stock of (tenant, product) on its listings and enqueues them; returns how many
 /// listings the product has. Runs with the caller's privileges.
@@ -193,20 +256,62 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
             _ => return Ok(None),
         }
     };
-    let _as_owner = UserSwitch::to_owner();
+    let mut changes: Vec<(&str, &str, i32)> = Vec::with_capacity(2);
     if let Some((Some(tenant), Some(product), _)) = &old {
         let moved = match &new {
             None => true,
             Some((t, p, _)) => t.as_deref() != Some(tenant.as_str()) || p.as_deref() != Some(product.as_str()),
         };
         if moved {
-            enqueue(tenant, product, 0);
+            changes.push((tenant, product, 0));
         }
     }
     if let Some((Some(tenant), Some(product), stock)) = &new {
-        enqueue(tenant, product, normalize_stock(stock.as_deref()));
+        changes.push((tenant, product, normalize_stock(stock.as_deref())));
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    if by_message() {
+        for (tenant, product, stock) in changes {
+            emit(tenant, product, stock);
+        }
+        shmem::wake_capture_at_commit();
+        return Ok(None);
+    }
+    let _as_owner = UserSwitch::to_owner();
+    for (tenant, product, stock) in changes {
+        enqueue(tenant, product, stock);
     }
     Ok(None)
+}
+
+unsafe extern "C-unwind" {
+    /// replication/message.h (PostgreSQL 15's four-argument form); called through
+    /// `pg_guard_ffi_boundary` so an ERROR it raises unwinds as a Rust panic.
+    fn LogLogicalMessage(prefix: *const c_char, message: *const c_char, size: usize, transactional: bool) -> u64;
+}
+
+/// Whether this change goes by message. The transaction's id is assigned before the flag is
+/// read: the capture worker, retiring the slot, clears the flag and then waits for every
+/// transaction id assigned before, so a transaction that saw the flag set is always read.
+/// Background workers (orders applied by our own workers) keep the table path: their change
+/// is visible in the listings the moment they commit.
+fn by_message() -> bool {
+    if !shmem::capture_by_message() || unsafe { pg_sys::IsBackgroundWorker } {
+        return false;
+    }
+    unsafe { pg_sys::GetCurrentTransactionId() };
+    shmem::capture_by_message()
+}
+
+fn emit(tenant: &str, product: &str, stock: i32) {
+    let payload = message::encode(tenant, product, stock);
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            LogLogicalMessage(message::PREFIX.as_ptr(), payload.as_ptr().cast(), payload.len(), true)
+        });
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,180 @@
+//! Capture by logical message: the application's transaction writes nothing but a WAL message,
+//! the capture worker turns it into outbox work, and neither switching capture paths nor a
+//! crash loses a change or lets an older one overwrite a newer one.
+
+use e2e::*;
+use postgres::Client;
+use std::time::Duration;
+
+fn mode(env: &Env) -> String {
+    env.scalar_text("SELECT mode FROM integ.capture")
+}
+
+fn applied(env: &Env) -> i64 {
+    env.scalar_i64("SELECT messages_applied FROM integ.capture")
+}
+
+fn slots(env: &Env) -> i64 {
+    env.scalar_i64("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'integ_capture'")
+}
+
+fn desired(env: &Env, sku: &str) -> i64 {
+    env.scalar_i64(&format!(
+        "SELECT coalesce(desired_stock, -1)::bigint FROM integ.listings WHERE product_id = '{sku}'"
+    ))
+}
+
+fn session(env: &Env) -> Client {
+    env.pg.client()
+}
+
+#[test]
+fn the_application_transaction_writes_only_a_message_and_the_change_arrives() {
+    let env = Env::new("capture_message");
+    let ls = env.listings(2);
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    env.wait_idle(20, "initial sync");
+    let before = applied(&env);
+    let jobs_before = env.scalar_i64("SELECT count(*) FROM integ.sync_jobs");
+    let (sku, item) = ls[0].clone();
+    {
+        let mut db = env.db();
+        let mut tx = db.transaction().unwrap();
+        tx.execute("UPDATE inventory SET qty = 11 WHERE sku = $1", &[&sku])
+            .unwrap();
+        // inside the application's transaction: no listing written, no job created
+        let jobs: i64 = tx
+            .query_one("SELECT count(*) FROM integ.sync_jobs", &[])
+            .unwrap()
+            .get(0);
+        let desired: Option<i32> = tx
+            .query_one(
+                "SELECT desired_stock FROM integ.listings WHERE product_id = $1",
+                &[&sku],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            jobs, jobs_before,
+            "the trigger created a job in the application's transaction"
+        );
+        assert_ne!(
+            desired,
+            Some(11),
+            "the trigger wrote the listing in the application's transaction"
+        );
+        tx.commit().unwrap();
+    }
+    env.wait_for(10, "the captured change to reach the sandbox", || {
+        env.sim.item_quantity(&item) == Some(11)
+    });
+    assert_eq!(applied(&env) - before, 1, "one message for one update");
+    // a rolled-back change is never applied
+    {
+        let mut db = env.db();
+        let mut tx = db.transaction().unwrap();
+        tx.execute("UPDATE inventory SET qty = 99 WHERE sku = $1", &[&sku])
+            .unwrap();
+        tx.rollback().unwrap();
+    }
+    env.set_stock(&ls[1].0, 12);
+    env.wait_for(10, "the next change to arrive", || {
+        env.sim.item_quantity(&ls[1].1) == Some(12)
+    });
+    env.wait_idle(10, "the queue to drain");
+    assert_eq!(env.sim.item_quantity(&item), Some(11));
+    assert_eq!(desired(&env, &sku), 11);
+    // the slot keeps little: the worker logs running-transaction records so it can move on
+    let retained = env.scalar_i64("SELECT retained_bytes FROM integ.capture");
+    println!("CAPTURE retained WAL after the test: {retained} bytes");
+
+    // DROP EXTENSION takes the slot with it
+    env.db().batch_execute("DROP EXTENSION integration CASCADE").unwrap();
+    env.wait_for(10, "the slot to be dropped with the extension", || slots(&env) == 0);
+}
+
+#[test]
+fn switching_paths_drains_the_slot_and_an_older_message_never_overwrites_a_newer_change() {
+    let env = Env::new("capture_switch");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    env.wait_idle(20, "initial sync");
+
+    // A emits a message (5) and stays open; H is an older transaction that also stays open.
+    let mut a = session(&env);
+    let mut h = session(&env);
+    a.batch_execute("BEGIN").unwrap();
+    a.execute("UPDATE inventory SET qty = 5 WHERE sku = $1", &[&sku])
+        .unwrap();
+    h.batch_execute("BEGIN; SELECT pg_current_xact_id()").unwrap();
+    env.db()
+        .batch_execute("ALTER SYSTEM SET integ.logical_capture = off")
+        .unwrap();
+    env.db().batch_execute("SELECT pg_reload_conf()").unwrap();
+    env.wait_for(10, "the trigger to go back to the table path", || mode(&env) == "table");
+    let before = applied(&env);
+    a.batch_execute("COMMIT").unwrap();
+    // a newer change by the table path: written in its own transaction, synchronously
+    env.set_stock(&sku, 7);
+    assert_eq!(desired(&env, &sku), 7);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        slots(&env),
+        1,
+        "the slot was dropped while an older transaction was still open"
+    );
+    h.batch_execute("COMMIT").unwrap();
+    env.wait_for(10, "the slot to be drained and dropped", || slots(&env) == 0);
+    assert_eq!(
+        applied(&env) - before,
+        1,
+        "A's message was not read before the slot was dropped"
+    );
+    env.wait_idle(20, "the queue to drain");
+    assert_eq!(desired(&env, &sku), 7, "an older message overwrote a newer change");
+    env.wait_for(10, "the sandbox to hold the newest stock", || {
+        env.sim.item_quantity(&item) == Some(7)
+    });
+
+    // and back: a new slot, changes by message again
+    env.db()
+        .batch_execute("ALTER SYSTEM RESET integ.logical_capture")
+        .unwrap();
+    env.db().batch_execute("SELECT pg_reload_conf()").unwrap();
+    env.wait_for(10, "capture by message to resume", || {
+        mode(&env) == "message" && slots(&env) == 1
+    });
+    env.set_stock(&sku, 8);
+    env.wait_for(10, "a change by message after the switch back", || {
+        env.sim.item_quantity(&item) == Some(8)
+    });
+}
+
+#[test]
+fn killing_the_capture_worker_loses_no_change() {
+    let env = Env::new("capture_crash");
+    let ls = env.listings(20);
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    env.wait_idle(20, "initial sync");
+    let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
+    for (i, (sku, _)) in ls.iter().enumerate() {
+        env.set_stock(sku, 500 + i as i32);
+        if i == 9 {
+            // SIGKILL: the postmaster resets every process; unread messages stay in the slot
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            std::thread::sleep(Duration::from_secs(1));
+            env.reconnect();
+        }
+    }
+    // the changes made before the kill may or may not have been read; all must arrive
+    for (i, (_, item)) in ls.iter().enumerate() {
+        env.wait_for(60, "every change to arrive after the capture worker was killed", || {
+            env.sim.item_quantity(item) == Some(500 + i as i64)
+        });
+    }
+    env.wait_idle(20, "the queue to drain");
+    assert_eq!(mode(&env), "message");
+}
