@@ -274,15 +274,16 @@ BEGIN
 END
 $$;
 
--- How stock changes are captured now: 'message' (the trigger emits a logical-decoding message,
--- the capture worker applies it from slot integ_capture) or 'table' (the trigger writes the
--- outbox itself). unread_bytes: WAL the capture worker has not read yet; retained_bytes: WAL the
--- slot keeps on disk.
+-- How stock changes are captured now: 'message' (the trigger emits a WAL message, the capture
+-- worker applies it) or 'table' (the trigger writes the outbox itself). applied_upto: every
+-- change committed before this WAL position has been applied; unread_bytes: WAL written since;
+-- retained_bytes: WAL the slot integ_capture keeps on disk for messages not yet decided.
 CREATE VIEW integ.capture AS
 SELECT CASE WHEN c.by_message THEN 'message' ELSE 'table' END AS mode,
-       pg_catalog.current_setting('wal_level') AS wal_level,
        s.slot_name, s.wal_status,
-       (pg_catalog.pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint AS unread_bytes,
+       CASE WHEN c.applied_upto > 0 THEN '0/0'::pg_lsn + c.applied_upto END AS applied_upto,
+       CASE WHEN c.applied_upto > 0 THEN (pg_catalog.pg_current_wal_lsn() - ('0/0'::pg_lsn + c.applied_upto))::bigint END
+           AS unread_bytes,
        (pg_catalog.pg_current_wal_lsn() - s.restart_lsn)::bigint AS retained_bytes,
        c.messages_applied
   FROM integ.capture_counters() c

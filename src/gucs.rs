@@ -236,8 +236,8 @@ fn define_runtime() {
     );
     GucRegistry::define_bool_guc(
         c"integ.logical_capture",
-        c"Capture stock changes as logical-decoding messages read back from a replication slot (needs wal_level = logical).",
-        c"The trigger then writes nothing in the application's transaction; the capture worker turns the messages into outbox jobs. Off, or with wal_level below logical: the trigger writes the outbox itself.",
+        c"Capture stock changes as WAL messages that the capture worker applies after commit.",
+        c"The trigger then writes nothing in the application's transaction but one WAL record. Off: the trigger writes the outbox itself. Uses the physical replication slot integ_capture (wal_level replica or above).",
         &LOGICAL_CAPTURE,
         GucContext::Sighup,
         GucFlags::empty(),

@@ -60,7 +60,7 @@ pub fn worker_transaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
     result
 }
 
-fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
+pub(crate) fn caught_message(e: &pg_sys::panic::CaughtError) -> String {
     use pg_sys::panic::CaughtError;
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),

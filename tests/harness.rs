@@ -296,7 +296,7 @@ impl Env {
              integ.rate_limit_mercadolibre = '100000/s:1000'\ninteg.rate_limit_shein = '100000/s:1000'\n\
              integ.rate_limit_tiktok = '100000/s:1000'\ninteg.rate_limit_shopify = '100000/s:1000'\n\
              integ.circuit_cooldown = 200\n\
-             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.refresh_ahead = 0\ninteg.allowed_hosts = '127.0.0.1'\nwal_level = logical\n{extra_conf}"
+             integ.max_attempts = 50\ninteg.reconcile_interval = 0\ninteg.refresh_ahead = 0\ninteg.allowed_hosts = '127.0.0.1'\n{extra_conf}"
         );
         let pg = Cluster::start(name, &conf, true);
         let mut db = pg.client();
@@ -620,9 +620,7 @@ impl Env {
     /// Waits until the capture worker has read every change committed so far.
     pub fn wait_captured(&self, secs: u64, what: &str) {
         let now = self.scalar_text("SELECT pg_current_wal_lsn()::text");
-        let unread = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'integ_capture' AND confirmed_flush_lsn < '{now}'"
-        );
+        let unread = format!("SELECT count(*) FROM integ.capture WHERE mode = 'message' AND applied_upto < '{now}'");
         self.wait_for(secs, what, || self.scalar_i64(&unread) == 0);
     }
 

@@ -1,8 +1,7 @@
-//! The logical-decoding form of a stock change: what the trigger emits, and how the capture
-//! worker reads it back out of `pgoutput`'s binary protocol (version 1, `messages 'true'`).
+//! The WAL form of a stock change: what the trigger emits (a transactional logical message),
+//! and how the capture worker pairs messages with the commit or abort that decides them.
 
-/// Prefix of our messages; other prefixes in the slot (anyone's `pg_logical_emit_message`)
-/// are skipped.
+/// Prefix of our messages; other prefixes (anyone's `pg_logical_emit_message`) are skipped.
 pub const PREFIX: &std::ffi::CStr = c"integ.stock";
 
 /// `tenant NUL product NUL stock`: text columns cannot hold NUL, so the split is unambiguous.
@@ -36,113 +35,70 @@ pub struct StockChange {
     pub tenant: String,
     pub product: String,
     pub stock: i32,
-    /// LSN of the commit record: orders changes from the slot and from the trigger's
+    /// LSN of the commit record: orders changes read from WAL and those of the trigger's
     /// table path (`listings.desired_lsn`) on one axis.
     pub commit_lsn: u64,
     /// Microseconds since 2000-01-01 (PostgreSQL's epoch).
     pub commit_time_us: i64,
 }
 
-/// What one peek of the slot held.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// In commit order.
-    pub changes: Vec<StockChange>,
-    /// End of the last complete transaction seen: the slot may be advanced this far.
-    pub last_commit_end: Option<u64>,
-    /// Messages that were ours but unreadable (logged, skipped).
+/// Messages of transactions still in progress, by transaction id (a subtransaction's
+/// messages carry its own id), until the commit or abort record decides them.
+#[derive(Default)]
+pub struct Collector {
+    pending: std::collections::HashMap<u32, Vec<(u64, Vec<u8>)>>,
     pub malformed: Vec<String>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-}
+impl Collector {
+    pub fn message(&mut self, xid: u32, lsn: u64, content: &[u8]) {
+        self.pending.entry(xid).or_default().push((lsn, content.to_vec()));
+    }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.buf.len() < n {
-            return Err("pgoutput record is truncated".into());
+    /// A commit (or COMMIT PREPARED) of `xid` and its committed subtransactions: their messages,
+    /// in WAL order, stamped with the commit.
+    pub fn commit(&mut self, xid: u32, subxids: &[u32], commit_lsn: u64, commit_time_us: i64) -> Vec<StockChange> {
+        let mut messages: Vec<(u64, Vec<u8>)> = Vec::new();
+        for x in std::iter::once(&xid).chain(subxids) {
+            if let Some(m) = self.pending.remove(x) {
+                messages.extend(m);
+            }
         }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
+        messages.sort_by_key(|(lsn, _)| *lsn);
+        let mut out = Vec::with_capacity(messages.len());
+        for (_, content) in messages {
+            match decode(&content) {
+                Ok((tenant, product, stock)) => out.push(StockChange {
+                    tenant,
+                    product,
+                    stock,
+                    commit_lsn,
+                    commit_time_us,
+                }),
+                Err(e) => self.malformed.push(e),
+            }
+        }
+        out
     }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_be_bytes(a))
-    }
-    fn cstr(&mut self) -> Result<&'a [u8], String> {
-        let end = self
-            .buf
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or("pgoutput string is not terminated")?;
-        let s = self.take(end)?;
-        self.take(1)?;
-        Ok(s)
-    }
-}
 
-/// Folds pgoutput records (one per row of `pg_logical_slot_peek_binary_changes`) into a batch.
-/// Only BEGIN, MESSAGE and COMMIT carry anything for us; other records are skipped.
-pub fn read_batch<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Result<Batch, String> {
-    let mut batch = Batch::default();
-    let mut open: Option<(u64, i64)> = None;
-    let mut pending: Vec<StockChange> = Vec::new();
-    for record in records {
-        let mut r = Reader { buf: record };
-        match r.u8()? {
-            b'B' => {
-                let final_lsn = r.u64()?;
-                let time = r.u64()? as i64;
-                open = Some((final_lsn, time));
-                pending.clear();
-            }
-            b'M' => {
-                let flags = r.u8()?;
-                let _lsn = r.u64()?;
-                let prefix = r.cstr()?;
-                let len = r.u32()? as usize;
-                let content = r.take(len)?;
-                if prefix != PREFIX.to_bytes() {
-                    continue;
-                }
-                let Some((commit_lsn, commit_time_us)) = open.filter(|_| flags & 1 == 1) else {
-                    batch.malformed.push("a stock message outside a transaction".into());
-                    continue;
-                };
-                match decode(content) {
-                    Ok((tenant, product, stock)) => pending.push(StockChange {
-                        tenant,
-                        product,
-                        stock,
-                        commit_lsn,
-                        commit_time_us,
-                    }),
-                    Err(e) => batch.malformed.push(e),
-                }
-            }
-            b'C' => {
-                let _flags = r.u8()?;
-                let _commit_lsn = r.u64()?;
-                let end_lsn = r.u64()?;
-                batch.changes.append(&mut pending);
-                batch.last_commit_end = Some(end_lsn);
-                open = None;
-            }
-            _ => {}
+    /// An abort (of a transaction, a subtransaction, or ROLLBACK PREPARED): its messages go.
+    pub fn abort(&mut self, xid: u32, subxids: &[u32]) {
+        for x in std::iter::once(&xid).chain(subxids) {
+            self.pending.remove(x);
         }
     }
-    Ok(batch)
+
+    /// Where reading must start again to see every message still undecided.
+    pub fn oldest_pending(&self) -> Option<u64> {
+        self.pending
+            .values()
+            .filter_map(|m| m.first().map(|(lsn, _)| *lsn))
+            .min()
+    }
+
+    pub fn pending_transactions(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 /// The latest change of each (tenant, product), in commit order: applying them is the same as
@@ -162,32 +118,6 @@ pub fn latest_per_product(changes: Vec<StockChange>) -> Vec<StockChange> {
 mod tests {
     use super::*;
 
-    const P: &str = "integ.stock";
-
-    fn begin(lsn: u64, time: i64) -> Vec<u8> {
-        let mut v = vec![b'B'];
-        v.extend_from_slice(&lsn.to_be_bytes());
-        v.extend_from_slice(&time.to_be_bytes());
-        v.extend_from_slice(&7u32.to_be_bytes());
-        v
-    }
-    fn message(prefix: &str, content: &[u8]) -> Vec<u8> {
-        let mut v = vec![b'M', 1];
-        v.extend_from_slice(&5u64.to_be_bytes());
-        v.extend_from_slice(prefix.as_bytes());
-        v.push(0);
-        v.extend_from_slice(&(content.len() as u32).to_be_bytes());
-        v.extend_from_slice(content);
-        v
-    }
-    fn commit(lsn: u64, end: u64) -> Vec<u8> {
-        let mut v = vec![b'C', 0];
-        v.extend_from_slice(&lsn.to_be_bytes());
-        v.extend_from_slice(&end.to_be_bytes());
-        v.extend_from_slice(&0u64.to_be_bytes());
-        v
-    }
-
     #[test]
     fn payloads_round_trip_and_bad_ones_are_refused() {
         let e = encode("acme", "sku\t1", 42);
@@ -199,46 +129,38 @@ mod tests {
     }
 
     #[test]
-    fn messages_take_their_transactions_commit_and_others_are_skipped() {
-        let records = [
-            begin(100, 11),
-            message(P, &encode("t", "p1", 3)),
-            message("someone.else", b"x"),
-            message(P, &encode("t", "p2", 4)),
-            commit(100, 120),
-            begin(200, 22),
-            message(P, &encode("t", "p1", 9)),
-            commit(200, 230),
-            // a transaction cut off mid-way is not taken, nor is the slot moved past it
-            begin(300, 33),
-            message(P, &encode("t", "p1", 1)),
-        ];
-        let batch = read_batch(records.iter().map(Vec::as_slice)).unwrap();
-        let got: Vec<(&str, i32, u64, i64)> = batch
-            .changes
+    fn commits_take_their_subtransactions_and_aborts_drop_theirs() {
+        let mut c = Collector::default();
+        c.message(10, 100, &encode("t", "p1", 1));
+        c.message(11, 110, &encode("t", "p2", 2)); // subtransaction of 10, committed
+        c.message(12, 120, &encode("t", "p3", 3)); // subtransaction of 10, rolled back
+        c.message(20, 105, &encode("t", "p1", 9)); // another transaction, still open
+        c.message(10, 130, b"junk");
+        c.abort(12, &[]);
+        assert_eq!(c.oldest_pending(), Some(100));
+        let got = c.commit(10, &[11], 200, 7);
+        let got: Vec<(&str, i32, u64, i64)> = got
             .iter()
-            .map(|c| (c.product.as_str(), c.stock, c.commit_lsn, c.commit_time_us))
+            .map(|x| (x.product.as_str(), x.stock, x.commit_lsn, x.commit_time_us))
             .collect();
-        assert_eq!(got, vec![("p1", 3, 100, 11), ("p2", 4, 100, 11), ("p1", 9, 200, 22)]);
-        assert_eq!(batch.last_commit_end, Some(230));
-        let latest = latest_per_product(batch.changes);
-        let got: Vec<(&str, i32)> = latest.iter().map(|c| (c.product.as_str(), c.stock)).collect();
-        assert_eq!(got, vec![("p2", 4), ("p1", 9)]);
+        assert_eq!(got, vec![("p1", 1, 200, 7), ("p2", 2, 200, 7)]);
+        assert_eq!(c.malformed.len(), 1);
+        assert_eq!(c.oldest_pending(), Some(105));
+        // a prepared transaction is decided by COMMIT PREPARED / ROLLBACK PREPARED, by its xid
+        c.abort(20, &[]);
+        assert_eq!(c.oldest_pending(), None);
+        assert_eq!(c.pending_transactions(), 0);
+        assert!(c.commit(30, &[], 300, 0).is_empty());
     }
 
     #[test]
-    fn truncated_records_are_errors_not_panics() {
-        let mut m = message(P, &encode("t", "p", 1));
-        m.truncate(m.len() - 2);
-        assert!(read_batch([begin(1, 1).as_slice(), m.as_slice()]).is_err());
-        assert!(read_batch([&b"B\0\0"[..]]).is_err());
-        let malformed = read_batch([
-            begin(1, 1).as_slice(),
-            message(P, b"junk").as_slice(),
-            commit(1, 2).as_slice(),
-        ])
-        .unwrap();
-        assert_eq!(malformed.changes.len(), 0);
-        assert_eq!(malformed.malformed.len(), 1);
+    fn the_latest_change_of_each_product_wins() {
+        let mut c = Collector::default();
+        c.message(1, 10, &encode("t", "p1", 3));
+        c.message(1, 11, &encode("t", "p2", 4));
+        c.message(1, 12, &encode("t", "p1", 9));
+        let latest = latest_per_product(c.commit(1, &[], 20, 0));
+        let got: Vec<(&str, i32)> = latest.iter().map(|c| (c.product.as_str(), c.stock)).collect();
+        assert_eq!(got, vec![("p2", 4), ("p1", 9)]);
     }
 }

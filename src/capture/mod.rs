@@ -12,6 +12,7 @@
 //! Both stamp `listings.desired_lsn`, so a message read late never overwrites a newer change.
 
 pub mod message;
+pub mod wal;
 
 use crate::shmem;
 use crate::spi_util::{fail, run_kept, OrRaise};

@@ -70,6 +70,8 @@ pub struct CaptureShared {
     latch: AtomicUsize,
     by_message: AtomicBool,
     messages_applied: AtomicU64,
+    /// WAL position up to which every committed message has been applied.
+    position: AtomicU64,
 }
 
 unsafe impl pgrx::PGRXSharedMemory for CaptureShared {}
@@ -102,6 +104,16 @@ pub fn count_messages_applied(n: u64) {
     if let Some(c) = capture() {
         c.messages_applied.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+pub fn set_capture_position(lsn: u64) {
+    if let Some(c) = capture() {
+        c.position.store(lsn, Ordering::Release);
+    }
+}
+
+pub fn capture_position() -> u64 {
+    capture().map_or(0, |c| c.position.load(Ordering::Acquire))
 }
 
 pub fn messages_applied() -> u64 {
