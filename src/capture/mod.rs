@@ -211,6 +211,29 @@ unsafe fn column_text(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc
     Some(s)
 }
 
+unsafe extern "C-unwind" {
+    // utils/datum.h
+    fn datumIsEqual(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: std::ffi::c_int) -> bool;
+}
+
+/// True when a column holds the same bytes in both tuples (false may still mean equal, e.g.
+/// a value stored compressed in one: the caller then compares the texts).
+unsafe fn same_value(
+    a: *mut pg_sys::HeapTupleData,
+    b: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnum: i32,
+) -> bool {
+    let (mut a_null, mut b_null) = (false, false);
+    let va = pg_sys::SPI_getbinval(a, desc, attnum, &mut a_null);
+    let vb = pg_sys::SPI_getbinval(b, desc, attnum, &mut b_null);
+    if a_null || b_null {
+        return a_null && b_null;
+    }
+    let attr = &(*desc).attrs.as_slice((*desc).natts as usize)[(attnum - 1) as usize];
+    pg_sys::ffi::pg_guard_ffi_boundary(|| datumIsEqual(va, vb, attr.attbyval, attr.attlen as std::ffi::c_int))
+}
+
 /// (tenant, product, stock text) of a tuple.
 type Key = (Option<String>, Option<String>, Option<String>);
 
@@ -250,10 +273,15 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
         match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
             pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols))),
             pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols)), None),
-            pg_sys::TRIGGER_EVENT_UPDATE => (
-                Some(key_of(data.tg_trigtuple, desc, &cols)),
-                Some(key_of(data.tg_newtuple, desc, &cols)),
-            ),
+            pg_sys::TRIGGER_EVENT_UPDATE => {
+                // the usual update changes only the stock: the old key is then not needed
+                let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
+                let same_key = same_value(old, new, desc, cols[0]) && same_value(old, new, desc, cols[1]);
+                (
+                    (!same_key).then(|| key_of(old, desc, &cols)),
+                    Some(key_of(new, desc, &cols)),
+                )
+            }
             _ => return Ok(None),
         }
     };
