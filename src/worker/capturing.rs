@@ -18,8 +18,10 @@ use pgrx::prelude::*;
 use std::time::{Duration, Instant};
 
 pub const SLOT: &str = "integ_capture";
-/// Changes applied per transaction at most; a longer backlog is read in several.
+/// Changes read at once at most; a longer backlog is read in several turns.
 const READ_CHANGES: usize = 50_000;
+/// Changes applied per transaction.
+const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
 /// rather than one transaction per commit. The gap grows with the time a read takes (`DUTY`):
 /// under heavy write load the worker takes at most a share of a core and batches grow instead.
@@ -186,12 +188,18 @@ impl Capturer {
             warning!("integration capture: skipped a stock message: {m}");
         }
         let applied = read.changes.len();
-        let mut jobs = 0;
         if !read.changes.is_empty() {
             self.last_read = Some(started);
             let latest = message::latest_per_product(read.changes);
-            jobs = worker_transaction(|| capture::apply_changes(&latest).1)
-                .map_err(|e| format!("applying captured stock changes: {e}"))?;
+            // in several transactions, each waking the push workers, so a large change starts
+            // pushing while the rest is still being applied
+            for chunk in latest.chunks(APPLY_CHUNK) {
+                let jobs = worker_transaction(|| capture::apply_changes(chunk).1)
+                    .map_err(|e| format!("applying captured stock changes: {e}"))?;
+                if jobs > 0 {
+                    shmem::wake_workers();
+                }
+            }
         }
         // the slot keeps the WAL from the oldest message still undecided
         let restart = self.collector.oldest_pending().unwrap_or(position).min(position) as i64;
@@ -201,9 +209,6 @@ impl Capturer {
         }
         shmem::set_capture_position(position);
         shmem::count_messages_applied(applied as u64);
-        if jobs > 0 {
-            shmem::wake_workers();
-        }
         if applied > 0 {
             self.last_read_took = started.elapsed();
         }
