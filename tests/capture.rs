@@ -178,3 +178,79 @@ fn killing_the_capture_worker_loses_no_change() {
     env.wait_idle(20, "the queue to drain");
     assert_eq!(mode(&env), "message");
 }
+
+#[test]
+fn subtransactions_aborts_and_prepared_transactions_are_followed() {
+    let env = Env::with_conf("capture_xacts", "max_prepared_transactions = 5");
+    let ls = env.listings(3);
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    env.wait_idle(20, "initial sync");
+    let qty = |i: usize| env.sim.item_quantity(&ls[i].1);
+    let sku = |i: usize| ls[i].0.clone();
+    let mut db = session(&env);
+    // a released savepoint commits with its parent; a rolled-back one does not; more than 64
+    // subtransactions (PostgreSQL then logs their assignment separately) are all followed
+    let mut script = format!(
+        "BEGIN; UPDATE inventory SET qty = 1 WHERE sku = '{0}';
+         SAVEPOINT a; UPDATE inventory SET qty = 2 WHERE sku = '{1}'; RELEASE a;
+         SAVEPOINT b; UPDATE inventory SET qty = 3 WHERE sku = '{0}'; ROLLBACK TO b;",
+        sku(0),
+        sku(1)
+    );
+    for i in 0..70 {
+        script.push_str(&format!(
+            "SAVEPOINT s{i}; UPDATE inventory SET qty = {} WHERE sku = '{}';",
+            100 + i,
+            sku(2)
+        ));
+    }
+    script.push_str("COMMIT;");
+    db.batch_execute(&script).unwrap();
+    env.wait_for(10, "the committed subtransactions to arrive", || {
+        qty(0) == Some(1) && qty(1) == Some(2) && qty(2) == Some(169)
+    });
+    // an aborted transaction changes nothing
+    db.batch_execute(&format!(
+        "BEGIN; UPDATE inventory SET qty = 50 WHERE sku = '{}'; ROLLBACK",
+        sku(0)
+    ))
+    .unwrap();
+    // prepared transactions count when (and only if) COMMIT PREPARED comes
+    db.batch_execute(&format!("BEGIN; UPDATE inventory SET qty = 7 WHERE sku = '{}'", sku(0)))
+        .unwrap();
+    // p1's message is already in the WAL, before this position
+    let after_message: String = db
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    db.batch_execute("PREPARE TRANSACTION 'p1'").unwrap();
+    db.batch_execute(&format!(
+        "BEGIN; UPDATE inventory SET qty = 8 WHERE sku = '{}'; PREPARE TRANSACTION 'p2'",
+        sku(1)
+    ))
+    .unwrap();
+    env.wait_idle(20, "the capture to read past the prepared transactions");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (qty(0), qty(1)),
+        (Some(1), Some(2)),
+        "a prepared transaction was applied before its commit"
+    );
+    assert_eq!(
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'integ_capture' AND restart_lsn < '{after_message}'"
+        )),
+        1,
+        "the slot moved past messages whose transaction is still prepared"
+    );
+    db.batch_execute("ROLLBACK PREPARED 'p2'").unwrap();
+    db.batch_execute("COMMIT PREPARED 'p1'").unwrap();
+    env.wait_for(10, "COMMIT PREPARED to arrive", || qty(0) == Some(7));
+    env.wait_idle(20, "the queue to drain");
+    assert_eq!((qty(0), qty(1), qty(2)), (Some(7), Some(2), Some(169)));
+    assert_eq!(
+        desired(&env, &sku(1)),
+        2,
+        "a rolled-back prepared transaction was applied"
+    );
+}
