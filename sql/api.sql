@@ -41,11 +41,11 @@ BEGIN
     EXECUTE format('CREATE TRIGGER integ_track_stock AFTER INSERT OR DELETE ON %s
                     FOR EACH ROW EXECUTE FUNCTION integ.track_stock(%L, %L, %L)',
                    inventory, tenant_column, product_column, stock_column);
-    -- WHEN keeps updates that do not touch stock, tenant or product from ever calling the trigger.
+    -- UPDATE OF keeps statements that set none of the three columns from calling the trigger;
+    -- the trigger itself skips rows whose three values did not change. (A WHEN clause would do
+    -- that too, but it is compiled again for every statement: ~5% of a one-row UPDATE.)
     EXECUTE format('CREATE TRIGGER integ_track_stock_update AFTER UPDATE OF %1$I, %2$I, %3$I ON %4$s
-                    FOR EACH ROW WHEN (OLD.%1$I IS DISTINCT FROM NEW.%1$I OR OLD.%2$I IS DISTINCT FROM NEW.%2$I
-                                       OR OLD.%3$I IS DISTINCT FROM NEW.%3$I)
-                    EXECUTE FUNCTION integ.track_stock(%1$L, %2$L, %3$L)',
+                    FOR EACH ROW EXECUTE FUNCTION integ.track_stock(%1$L, %2$L, %3$L)',
                    tenant_column, product_column, stock_column, inventory);
 
     INSERT INTO integ.tracked_tables (relid, table_name, tenant_column, product_column, stock_column)

@@ -277,6 +277,9 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
                 // the usual update changes only the stock: the old key is then not needed
                 let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
                 let same_key = same_value(old, new, desc, cols[0]) && same_value(old, new, desc, cols[1]);
+                if same_key && same_value(old, new, desc, cols[2]) {
+                    return Ok(None);
+                }
                 (
                     (!same_key).then(|| key_of(old, desc, &cols)),
                     Some(key_of(new, desc, &cols)),
