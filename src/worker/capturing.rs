@@ -24,11 +24,12 @@ const READ_CHANGES: usize = 50_000;
 const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
 /// rather than one transaction per commit. The gap grows with the time a read takes (`DUTY`):
-/// under heavy write load the worker takes at most a share of a core and batches grow instead.
+/// under heavy write load the worker takes at most a share of a core, and longer windows let
+/// repeated changes of one product collapse into one (at up to `MAX_GAP` more latency).
 const MIN_GAP: Duration = Duration::from_millis(10);
-const MAX_GAP: Duration = Duration::from_millis(250);
+const MAX_GAP: Duration = Duration::from_millis(1000);
 /// Time between reads per unit of time spent reading.
-const DUTY: u32 = 4;
+const DUTY: u32 = 8;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("integration capture")
