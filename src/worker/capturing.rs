@@ -30,6 +30,8 @@ const MIN_GAP: Duration = Duration::from_millis(10);
 const MAX_GAP: Duration = Duration::from_millis(1000);
 /// Time between reads per unit of time spent reading.
 const DUTY: u32 = 8;
+/// Changes in one read from which the next read waits (`gap`).
+const BATCHING_FROM: usize = 100;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("integration capture")
@@ -70,6 +72,7 @@ struct Capturer {
     /// When the last read started, and how long it took.
     last_read: Option<Instant>,
     last_read_took: Duration,
+    last_read_changes: usize,
     last_error: Option<String>,
     /// Open while capturing; dropped (and the pending messages with it) on any error, to be
     /// rebuilt from the slot's restart point.
@@ -80,7 +83,12 @@ struct Capturer {
 }
 
 impl Capturer {
+    /// No wait after a small read (a trickle of changes goes through at once); after a large
+    /// one, a wait in proportion to its cost.
     fn gap(&self) -> Duration {
+        if self.last_read_changes < BATCHING_FROM {
+            return Duration::ZERO;
+        }
         (self.last_read_took * DUTY).clamp(MIN_GAP, MAX_GAP)
     }
 
@@ -212,6 +220,7 @@ impl Capturer {
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
             self.last_read_took = started.elapsed();
+            self.last_read_changes = applied;
         }
         Ok(read.more)
     }
