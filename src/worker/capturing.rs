@@ -30,8 +30,8 @@ const MIN_GAP: Duration = Duration::from_millis(10);
 const MAX_GAP: Duration = Duration::from_millis(1000);
 /// Time between reads per unit of time spent reading.
 const DUTY: u32 = 8;
-/// Changes in one read from which the next read waits (`gap`).
-const BATCHING_FROM: usize = 100;
+/// Changes in one read from which the next read waits (`gap`): more than a trickle.
+const BATCHING_FROM: usize = 16;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("integration capture")
