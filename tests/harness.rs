@@ -620,7 +620,9 @@ impl Env {
     /// Waits until the capture worker has read every change committed so far.
     pub fn wait_captured(&self, secs: u64, what: &str) {
         let now = self.scalar_text("SELECT pg_current_wal_lsn()::text");
-        let unread = format!("SELECT count(*) FROM integ.capture WHERE mode = 'message' AND applied_upto < '{now}'");
+        let unread = format!(
+            "SELECT count(*) FROM integ.capture WHERE mode = 'message' AND coalesce(applied_upto, '0/0') < '{now}'"
+        );
         self.wait_for(secs, what, || self.scalar_i64(&unread) == 0);
     }
 

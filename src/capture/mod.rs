@@ -4,10 +4,10 @@
 //! The trigger runs inside every stock-changing transaction of the application, so its cost is
 //! the application's. Two paths, one outcome:
 //! - by message (while the capture slot exists): the trigger only emits a transactional
-//!   logical-decoding message; the capture worker reads it back after commit and applies it
-//!   with `apply_changes`. Nothing is written in the application's transaction.
-//! - by table (no slot, `wal_level` below logical, or a background worker's own change): the
-//!   trigger runs one kept plan that writes the listings and their jobs.
+//!   logical message into the WAL; the capture worker reads it back after commit and applies
+//!   it with `apply_changes`. Nothing is written in the application's transaction.
+//! - by table (`integ.logical_capture` off, no slot yet, or a background worker's own change):
+//!   the trigger runs one kept plan that writes the listings and their jobs.
 //!
 //! Both stamp `listings.desired_lsn`, so a message read late never overwrites a newer change.
 
@@ -58,36 +58,33 @@ const APPLY: &str = "WITH m AS (
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";
 
-/// Applies changes read from the capture slot (latest per product); returns (listings
-/// updated, jobs created). Raises on failure: the caller's transaction then rolls back and the
-/// slot is not advanced, so the changes are read again.
+/// Applies changes read back from the WAL (latest per product); returns (listings updated,
+/// jobs created). Raises on failure: the caller's transaction then rolls back and the slot is
+/// not moved, so the changes are read again.
 pub fn apply_changes(changes: &[StockChange]) -> (i64, i64) {
-    let mut totals = (0, 0);
-    for chunk in changes.chunks(10_000) {
-        let tenants: Vec<&str> = chunk.iter().map(|c| c.tenant.as_str()).collect();
-        let products: Vec<&str> = chunk.iter().map(|c| c.product.as_str()).collect();
-        let stocks: Vec<i32> = chunk.iter().map(|c| c.stock).collect();
-        let lsns: Vec<i64> = chunk.iter().map(|c| c.commit_lsn.min(i64::MAX as u64) as i64).collect();
-        let times: Vec<i64> = chunk.iter().map(|c| c.commit_time_us).collect();
-        let (l, j) = run_kept(
-            APPLY,
-            &[
-                tenants.into(),
-                products.into(),
-                stocks.into(),
-                lsns.into(),
-                times.into(),
-            ],
-            |t| {
-                let row = t.first();
-                Ok((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0)))
-            },
-        )
-        .or_raise("applying captured stock changes");
-        totals.0 += l;
-        totals.1 += j;
-    }
-    totals
+    let tenants: Vec<&str> = changes.iter().map(|c| c.tenant.as_str()).collect();
+    let products: Vec<&str> = changes.iter().map(|c| c.product.as_str()).collect();
+    let stocks: Vec<i32> = changes.iter().map(|c| c.stock).collect();
+    let lsns: Vec<i64> = changes
+        .iter()
+        .map(|c| c.commit_lsn.min(i64::MAX as u64) as i64)
+        .collect();
+    let times: Vec<i64> = changes.iter().map(|c| c.commit_time_us).collect();
+    run_kept(
+        APPLY,
+        &[
+            tenants.into(),
+            products.into(),
+            stocks.into(),
+            lsns.into(),
+            times.into(),
+        ],
+        |t| {
+            let row = t.first();
+            Ok((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0)))
+        },
+    )
+    .or_raise("applying captured stock changes")
 }
 
 /// Sets EGDC's stock of (tenant, product) on its listings and enqueues them; returns how many

@@ -69,10 +69,8 @@ struct SlotState {
 
 #[derive(Default)]
 struct Capturer {
-    /// When the last read started, and how long it took.
-    last_read: Option<Instant>,
-    last_read_took: Duration,
-    last_read_changes: usize,
+    /// Not before this may the next read start (see `gap`).
+    next_read_at: Option<Instant>,
     last_error: Option<String>,
     /// Open while capturing; dropped (and the pending messages with it) on any error, to be
     /// rebuilt from the slot's restart point.
@@ -83,15 +81,6 @@ struct Capturer {
 }
 
 impl Capturer {
-    /// No wait after a small read (a trickle of changes goes through at once); after a large
-    /// one, a wait in proportion to its cost.
-    fn gap(&self) -> Duration {
-        if self.last_read_changes < BATCHING_FROM {
-            return Duration::ZERO;
-        }
-        (self.last_read_took * DUTY).clamp(MIN_GAP, MAX_GAP)
-    }
-
     fn run(&mut self) {
         loop {
             if BackgroundWorker::sigterm_received() {
@@ -115,7 +104,7 @@ impl Capturer {
                 }
             }
             wait_latch(gucs::POLL_INTERVAL_MS.get().max(10) as u64);
-            if let Some(gap) = self.last_read.map(|t| self.gap().saturating_sub(t.elapsed())) {
+            if let Some(gap) = self.next_read_at.map(|t| t.saturating_duration_since(Instant::now())) {
                 if !gap.is_zero() {
                     std::thread::sleep(gap);
                 }
@@ -157,12 +146,7 @@ impl Capturer {
         if !wanted {
             return self.retire(slot.restart);
         }
-        if self.reader.is_none() {
-            // first read, or again after an error or a restart: from the slot's restart point
-            self.reader = Some(wal::WalReader::open(slot.restart as u64)?);
-            self.collector = Collector::default();
-            self.restart = slot.restart;
-        }
+        self.ensure_reader(slot.restart)?;
         if !shmem::capture_by_message() {
             shmem::set_capture_by_message(true);
             log!("integration capture: capturing stock changes by logical message (slot {SLOT})");
@@ -170,15 +154,23 @@ impl Capturer {
         self.read()
     }
 
+    /// The first read, or again after an error or a restart, starts at the slot's restart
+    /// point with nothing pending.
+    fn ensure_reader(&mut self, restart: i64) -> Result<(), String> {
+        if self.reader.is_none() {
+            self.reader = Some(wal::WalReader::open(restart as u64)?);
+            self.collector = Collector::default();
+            self.restart = restart;
+        }
+        Ok(())
+    }
+
     fn open(&mut self) -> Result<(), String> {
-        slot_transaction(|| {
-            select(
-                "SELECT 1 FROM pg_catalog.pg_create_physical_replication_slot($1, true)",
-                &[SLOT.into()],
-            )
-        })
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| format!("creating replication slot {SLOT}: {e}"))?;
+        slot_statement(
+            "creating replication slot",
+            "SELECT 1 FROM pg_catalog.pg_create_physical_replication_slot($1, true)",
+            &[SLOT.into()],
+        )?;
         log!("integration capture: created replication slot {SLOT}");
         Ok(())
     }
@@ -198,7 +190,6 @@ impl Capturer {
         }
         let applied = read.changes.len();
         if !read.changes.is_empty() {
-            self.last_read = Some(started);
             let latest = message::latest_per_product(read.changes);
             // in several transactions, each waking the push workers, so a large change starts
             // pushing while the rest is still being applied
@@ -219,8 +210,7 @@ impl Capturer {
         shmem::set_capture_position(position);
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
-            self.last_read_took = started.elapsed();
-            self.last_read_changes = applied;
+            self.next_read_at = Some(started + gap(applied, started.elapsed()));
         }
         Ok(read.more)
     }
@@ -230,11 +220,7 @@ impl Capturer {
     fn retire(&mut self, restart: i64) -> Result<bool, String> {
         shmem::set_capture_by_message(false);
         wait_for_older_transactions()?;
-        if self.reader.is_none() {
-            self.reader = Some(wal::WalReader::open(restart as u64)?);
-            self.collector = Collector::default();
-            self.restart = restart;
-        }
+        self.ensure_reader(restart)?;
         while self.read()? {}
         self.reader = None;
         drop_slot()?;
@@ -263,6 +249,15 @@ impl Capturer {
         );
         Ok(true)
     }
+}
+
+/// The least time from the start of a read to the next: none after a small read (a trickle of
+/// changes goes through at once); after a large one, in proportion to its cost.
+fn gap(changes: usize, took: Duration) -> Duration {
+    if changes < BATCHING_FROM {
+        return Duration::ZERO;
+    }
+    (took * DUTY).clamp(MIN_GAP, MAX_GAP)
 }
 
 /// A transaction that uses the slot. A failing slot function leaves the slot acquired by this
@@ -311,31 +306,28 @@ fn read_state() -> Result<State, String> {
 }
 
 fn advance(lsn: i64) -> Result<(), String> {
-    slot_transaction(|| {
-        select(
-            "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
-            &[SLOT.into(), lsn.into()],
-        )
-    })
-    .and_then(|r| r.map_err(|e| e.to_string()))
-    .map_err(|e| format!("advancing slot {SLOT}: {e}"))
-}
-
-/// Runs a statement through SPI's read-only path: pgrx's `Spi::run` assigns a transaction id
-/// first, which would write a commit record per call.
-fn select(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<(), pgrx::spi::SpiError> {
-    Spi::connect(|c| c.select(sql, None, args).map(|_| ()))
+    slot_statement(
+        "advancing slot",
+        "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
+        &[SLOT.into(), lsn.into()],
+    )
 }
 
 fn drop_slot() -> Result<(), String> {
-    slot_transaction(|| {
-        select(
-            "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[SLOT.into()],
-        )
-    })
-    .and_then(|r| r.map_err(|e| e.to_string()))
-    .map_err(|e| format!("dropping slot {SLOT}: {e}"))
+    slot_statement(
+        "dropping slot",
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[SLOT.into()],
+    )
+}
+
+/// One slot function in its own transaction, through SPI's read-only path: pgrx's `Spi::run`
+/// assigns a transaction id first, which slot creation refuses and which would write a commit
+/// record per call.
+fn slot_statement(what: &str, sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<(), String> {
+    slot_transaction(|| Spi::connect(|c| c.select(sql, None, args).map(|_| ())))
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("{what} {SLOT}: {e}"))
 }
 
 /// Waits until every transaction id assigned before now has finished. Triggers take their

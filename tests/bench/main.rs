@@ -186,7 +186,7 @@ fn throughput() {
         "bench-throughput",
         &format!(
             "integ.workers = 2\ninteg.http_concurrency = 128\nmax_connections = 200\n{}",
-            statements_conf()
+            bench_conf()
         ),
     );
     let tenants = 100;
@@ -248,7 +248,7 @@ fn throughput() {
 /// With BENCH_STATEMENTS=1, the benchmark cluster loads pg_stat_statements (nested statements
 /// too, so the workers' SPI shows) and the heaviest statements are printed at the end.
 /// BENCH_CONF adds settings (e.g. `integ.logical_capture = off` to measure the table path).
-fn statements_conf() -> String {
+fn bench_conf() -> String {
     let extra = std::env::var("BENCH_CONF").unwrap_or_default();
     if std::env::var_os("BENCH_STATEMENTS").is_some() {
         format!(
