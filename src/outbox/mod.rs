@@ -318,8 +318,11 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
               FROM l
          RETURNING 1),
          noted AS (
+            -- at most once a second per connection: every worker records into the same few
+            -- connection rows, and a write per batch made them wait on each other's row locks
             UPDATE integ.connections c SET last_success_at = now()
              WHERE c.id = ANY (ARRAY(SELECT DISTINCT connection_id FROM l))
+               AND (c.last_success_at IS NULL OR c.last_success_at < now() - interval '1 second')
          RETURNING 1)
          SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM done), (SELECT count(*) FROM logged),
                 (SELECT count(*) FROM noted)",

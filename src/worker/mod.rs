@@ -72,6 +72,12 @@ fn wait_latch(ms: u64) -> bool {
     rc & pg_sys::WL_LATCH_SET as i32 != 0
 }
 
+/// Finished pushes are recorded in batches of up to this many (one statement each)...
+const RECORD_BATCH: usize = 64;
+/// ...or once the first of them has waited this long. Recording is what the marketplace
+/// already shows; the wait only delays the log row and the job's `done`.
+const RECORD_WAIT: Duration = Duration::from_millis(10);
+
 struct InFlight {
     job: ClaimedJob,
     stock: i32,
@@ -89,6 +95,9 @@ struct Worker {
     agent: ureq::Agent,
     /// Jobs and calls out on HTTP threads (a call may carry many jobs).
     in_flight: usize,
+    /// Finished pushes not recorded yet (see `record_due`), and since when the first waits.
+    unrecorded: Vec<Done<InFlight>>,
+    unrecorded_since: Instant,
     calls_in_flight: usize,
     /// Claimed jobs that must wait for their connection's limits, and circuit transitions,
     /// written together after a dispatch round.
@@ -113,6 +122,8 @@ impl Worker {
             pool: Pool::new(tuning.http_concurrency, timeout),
             agent: http::agent(timeout, 4),
             in_flight: 0,
+            unrecorded: Vec::new(),
+            unrecorded_since: Instant::now(),
             calls_in_flight: 0,
             deferred: Vec::new(),
             transitions: Vec::new(),
@@ -165,14 +176,21 @@ impl Worker {
                 // when this round drained what was due
                 next_due = if more { None } else { self.next_due(&limited) };
             }
-            if self.in_flight > 0 {
-                let first = self.pool.recv_timeout(Duration::from_millis(5));
-                let mut done: Vec<Done<InFlight>> = first.into_iter().collect();
-                while let Some(d) = self.pool.try_recv() {
-                    done.push(d);
-                }
-                if !done.is_empty() {
+            if self.in_flight > 0 || !self.unrecorded.is_empty() {
+                if self.in_flight > 0 {
+                    let first = self.pool.recv_timeout(Duration::from_millis(5));
+                    let mut done: Vec<Done<InFlight>> = first.into_iter().collect();
+                    while let Some(d) = self.pool.try_recv() {
+                        done.push(d);
+                    }
                     self.finished(&done);
+                    if self.unrecorded.is_empty() && !done.is_empty() {
+                        self.unrecorded_since = Instant::now();
+                    }
+                    self.unrecorded.extend(done);
+                }
+                if self.record_due() {
+                    let done = std::mem::take(&mut self.unrecorded);
                     work_signalled |= self.record(done);
                 }
                 work_signalled |= wait_latch(0);
@@ -208,8 +226,22 @@ impl Worker {
         self.calls_in_flight = self.calls_in_flight.saturating_sub(calls);
     }
 
+    /// Whether the finished pushes waiting to be recorded should be recorded now: many of
+    /// them, the first has waited long enough, or nothing else is in flight (a trickle is
+    /// recorded at once).
+    fn record_due(&self) -> bool {
+        !self.unrecorded.is_empty()
+            && (self.in_flight == 0
+                || self.unrecorded.len() >= RECORD_BATCH
+                || self.unrecorded_since.elapsed() >= RECORD_WAIT)
+    }
+
     /// Waits for every push in flight and records it.
     fn drain(&mut self) {
+        let unrecorded = std::mem::take(&mut self.unrecorded);
+        if !unrecorded.is_empty() {
+            self.record(unrecorded);
+        }
         let deadline = Instant::now() + self.pool.timeout * 2;
         while self.in_flight > 0 && Instant::now() < deadline {
             if let Some(d) = self.pool.recv_timeout(Duration::from_millis(50)) {

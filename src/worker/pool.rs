@@ -14,6 +14,9 @@ pub struct Task<J> {
     pub requests: Vec<PushRequest>,
 }
 
+/// Idle connections each HTTP thread keeps (one per marketplace host it talks to, and a few).
+const PER_THREAD_IDLE: usize = 8;
+
 pub struct Done<J> {
     pub job: J,
     pub result: PushResult,
@@ -31,12 +34,13 @@ impl<J: Send + 'static> Pool<J> {
     pub fn new(size: usize, timeout: Duration) -> Self {
         let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task<J>>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done<J>>();
-        let agent = http::agent(timeout, size);
         let threads = (0..size)
             .filter_map(|i| {
                 let rx = task_rx.clone();
                 let tx = done_tx.clone();
-                let agent = agent.clone();
+                // one agent per thread: its few idle connections are its own (one shared pool
+                // of `size` connections is a lock every thread takes and a list each searches)
+                let agent = http::agent(timeout, PER_THREAD_IDLE);
                 std::thread::Builder::new()
                     .name(format!("integ-http-{i}"))
                     .stack_size(256 * 1024)

@@ -214,6 +214,7 @@ fn throughput() {
     let total = tenants * per;
     let before = env.sim.counter("mercadolibre stock writes");
     let logged_before = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'");
+    reset_statements(&env);
     let cpu_before = worker_cpu_seconds(&env);
     let start = Instant::now();
     env.db().batch_execute("UPDATE inventory SET qty = 3").unwrap();
@@ -257,6 +258,16 @@ fn bench_conf() -> String {
         )
     } else {
         extra
+    }
+}
+
+/// With BENCH_STATEMENTS=1: forget the statements run so far (setup), so the figures printed
+/// afterwards cover the measured phase only.
+fn reset_statements(env: &Env) {
+    if std::env::var_os("BENCH_STATEMENTS").is_some() {
+        env.db()
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+            .unwrap();
     }
 }
 
