@@ -56,7 +56,9 @@ CREATE TABLE integ.listings (
     created_at        timestamptz NOT NULL DEFAULT now(),
     UNIQUE (tenant_id, marketplace, product_id)
 ) WITH (fillfactor = 50);  -- room on each page so desired-stock updates are HOT (no index writes)
-CREATE INDEX listings_by_product ON integ.listings (tenant_id, product_id);
+-- pattern_ops: the same equality, compared bytewise rather than through the database's
+-- collation (strcoll) -- every stock change captured is one lookup here
+CREATE INDEX listings_by_product ON integ.listings (tenant_id text_pattern_ops, product_id text_pattern_ops);
 CREATE INDEX listings_by_connection ON integ.listings (connection_id, external_id);
 
 -- The outbox. A job means "this listing must be brought to its desired_stock"; the value is

@@ -183,8 +183,11 @@ static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None)
 /// Load (and decrypt, unless this process already holds that generation) a connection's
 /// credentials. None when the connection has none.
 pub fn load(connection_id: i64) -> Option<Loaded> {
+    // One statement for the generation and the secrets: read apart, a refresh committed in
+    // between (another backend's) left the second read empty.
     let row = crate::spi_util::run_kept(
-        "SELECT generation, extract(epoch FROM access_expires_at - now())::float8, marketplace
+        "SELECT generation, extract(epoch FROM access_expires_at - now())::float8, marketplace,
+                identifiers, secrets
            FROM integ.credential_store WHERE connection_id = $1",
         &[connection_id.into()],
         |t| {
@@ -192,36 +195,36 @@ pub fn load(connection_id: i64) -> Option<Loaded> {
                 return Ok(None);
             }
             let t = t.first();
-            Ok(Some((
-                t.get::<i64>(1)?.unwrap_or(0),
-                t.get::<f64>(2)?,
-                t.get::<String>(3)?.unwrap_or_default(),
-            )))
+            let generation = t.get::<i64>(1)?.unwrap_or(0);
+            let expires_in_s = t.get::<f64>(2)?;
+            let marketplace = t.get::<String>(3)?.unwrap_or_default();
+            let cached = CACHE
+                .lock()
+                .get_or_insert_with(HashMap::new)
+                .get(&connection_id)
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, c)| c.clone());
+            // the encrypted secrets are only copied out when this process must decrypt them
+            let sealed = match cached {
+                Some(c) => Ok(c),
+                None => Err((t.get::<pgrx::JsonB>(4)?, t.get::<Vec<u8>>(5)?)),
+            };
+            Ok(Some((generation, expires_in_s, marketplace, sealed)))
         },
     )
     .or_raise("reading credentials")?;
-    let (generation, expires_in_s, marketplace) = row;
-    if let Some((g, c)) = CACHE.lock().get_or_insert_with(HashMap::new).get(&connection_id) {
-        if *g == generation {
+    let (generation, expires_in_s, marketplace, sealed) = row;
+    let (identifiers, cipher) = match sealed {
+        Ok(creds) => {
             return Some(Loaded {
                 marketplace,
                 generation,
-                creds: c.clone(),
+                creds,
                 expires_in_s,
-            });
+            })
         }
-    }
-    let (identifiers, cipher) = Spi::connect(|client| {
-        let t = client
-            .select(
-                "SELECT identifiers, secrets FROM integ.credential_store WHERE connection_id = $1 AND generation = $2",
-                None,
-                &[connection_id.into(), generation.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::SpiError>((t.get::<pgrx::JsonB>(1)?, t.get::<Vec<u8>>(2)?))
-    })
-    .or_raise("reading credentials");
+        Err(sealed) => sealed,
+    };
     let identifiers = match identifiers.map(|j| j.0) {
         Some(Value::Object(m)) => m,
         _ => Map::new(),

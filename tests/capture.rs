@@ -254,3 +254,52 @@ fn subtransactions_aborts_and_prepared_transactions_are_followed() {
         "a rolled-back prepared transaction was applied"
     );
 }
+
+/// The capture's apply and a worker's claim of the listing's pending job run at once: the claim
+/// reads the listing before the apply commits, so the apply must see that the job is no longer
+/// pending and enqueue another. (A plain "no pending job exists" test in the apply's snapshot
+/// still saw the job being claimed, and the change was left without a job.)
+#[test]
+fn a_change_applied_while_its_job_is_being_claimed_gets_a_new_job() {
+    let env = Env::new("capture_claim_race");
+    let ls = env.listings(1);
+    let (sku, _item) = ls[0].clone();
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    env.wait_idle(20, "initial sync");
+    env.db()
+        .batch_execute(&format!("SELECT integ.pause('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    env.set_stock(&sku, 1);
+    env.wait_captured(10, "the first change");
+    let pending = |env: &Env| {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.sync_jobs j JOIN integ.listings l ON l.id = j.listing_id
+              WHERE l.product_id = '{sku}' AND j.state = 'pending'"
+        ))
+    };
+    assert_eq!(pending(&env), 1, "the first change waits in one pending job");
+    // a worker's claim, not committed yet
+    let mut claimer = session(&env);
+    let mut claim = claimer.transaction().unwrap();
+    claim
+        .execute(
+            "UPDATE integ.sync_jobs SET state = 'in_flight' WHERE state = 'pending'
+                AND listing_id = (SELECT id FROM integ.listings WHERE product_id = $1)",
+            &[&sku],
+        )
+        .unwrap();
+    env.set_stock(&sku, 2);
+    env.wait_for(10, "the capture's apply to wait for the claim", || {
+        env.scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
+        ) == 1
+    });
+    claim.commit().unwrap();
+    env.wait_captured(10, "the second change");
+    assert_eq!(desired(&env, &sku), 2);
+    assert_eq!(
+        pending(&env),
+        1,
+        "the second change has a pending job of its own once the first was claimed"
+    );
+}

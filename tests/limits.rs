@@ -234,6 +234,8 @@ fn a_big_backlog_does_not_delay_another_tenant() {
     env.db()
         .batch_execute("UPDATE inventory SET qty = 5 WHERE tenant_id = 'acme'")
         .unwrap();
+    // the backlog is in the outbox before tenant B's first change
+    env.wait_captured(30, "tenant A's changes to reach the outbox");
     let backlog = env.scalar_i64(
         "SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'acme' AND state IN ('pending', 'in_flight')",
     );

@@ -110,7 +110,8 @@ pub fn latest_per_product(changes: Vec<StockChange>) -> Vec<StockChange> {
         .rev()
         .filter(|c| seen.insert((c.tenant.clone(), c.product.clone())))
         .collect();
-    out.reverse();
+    // in key order: the apply then walks the listings index (and mostly the heap) in order
+    out.sort_unstable_by(|a, b| (&a.tenant, &a.product).cmp(&(&b.tenant, &b.product)));
     out
 }
 
@@ -161,6 +162,6 @@ mod tests {
         c.message(1, 12, &encode("t", "p1", 9));
         let latest = latest_per_product(c.commit(1, &[], 20, 0));
         let got: Vec<(&str, i32)> = latest.iter().map(|c| (c.product.as_str(), c.stock)).collect();
-        assert_eq!(got, vec![("p2", 4), ("p1", 9)]);
+        assert_eq!(got, vec![("p1", 9), ("p2", 4)]);
     }
 }

@@ -52,6 +52,10 @@ const APPLY: &str = "WITH m AS (
            AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
+        -- ON CONFLICT alone, no NOT EXISTS filter before it (which would save building the
+        -- job tuple): a snapshot still shows a pending job that a worker is claiming, and
+        -- that worker reads the listing before this update commits -- the change would have
+        -- no job. ON CONFLICT waits for the claim and then inserts.
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
         SELECT id, connection_id, tenant_id, marketplace FROM l
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING

@@ -71,6 +71,8 @@ struct SlotState {
 struct Capturer {
     /// Not before this may the next read start (see `gap`).
     next_read_at: Option<Instant>,
+    /// Changes the previous read found.
+    last_read: usize,
     last_error: Option<String>,
     /// Open while capturing; dropped (and the pending messages with it) on any error, to be
     /// rebuilt from the slot's restart point.
@@ -210,8 +212,9 @@ impl Capturer {
         shmem::set_capture_position(position);
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
-            self.next_read_at = Some(started + gap(applied, started.elapsed()));
+            self.next_read_at = Some(started + gap(applied, self.last_read, started.elapsed()));
         }
+        self.last_read = applied;
         Ok(read.more)
     }
 
@@ -252,9 +255,11 @@ impl Capturer {
 }
 
 /// The least time from the start of a read to the next: none after a small read (a trickle of
-/// changes goes through at once); after a large one, in proportion to its cost.
-fn gap(changes: usize, took: Duration) -> Duration {
-    if changes < BATCHING_FROM {
+/// changes goes through at once) or after the first large one (a single burst, e.g. one big
+/// UPDATE, must not hold back the changes that follow it); after consecutive large reads
+/// (sustained heavy writing), in proportion to the read's cost.
+fn gap(changes: usize, previous: usize, took: Duration) -> Duration {
+    if changes < BATCHING_FROM || previous < BATCHING_FROM {
         return Duration::ZERO;
     }
     (took * DUTY).clamp(MIN_GAP, MAX_GAP)
@@ -362,5 +367,23 @@ fn wait_for_older_transactions() -> Result<(), String> {
             );
         }
         wait_latch(50);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sustained_heavy_writing_waits_between_reads() {
+        let took = Duration::from_millis(20);
+        // a trickle, and the first large read (a burst), go straight on
+        assert_eq!(gap(3, 500, took), Duration::ZERO);
+        assert_eq!(gap(5_000, 0, took), Duration::ZERO);
+        assert_eq!(gap(5_000, BATCHING_FROM - 1, took), Duration::ZERO);
+        // consecutive large reads: DUTY times the read, within the bounds
+        assert_eq!(gap(5_000, 5_000, took), took * DUTY);
+        assert_eq!(gap(20, 20, Duration::from_micros(100)), MIN_GAP);
+        assert_eq!(gap(50_000, 50_000, Duration::from_secs(3)), MAX_GAP);
     }
 }
