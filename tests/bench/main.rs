@@ -86,7 +86,7 @@ fn trigger_overhead() {
     });
     let mode = env.scalar_text("SELECT mode FROM integ.capture");
     // alternating pairs (untracked, tracked) so drift in the machine hits both alike
-    let pairs = 5;
+    let pairs = 8;
     let (mut base, mut tracked) = (Vec::new(), Vec::new());
     let mut background_cpu = 0.0;
     let mut retained_max = 0;
