@@ -303,3 +303,46 @@ fn a_change_applied_while_its_job_is_being_claimed_gets_a_new_job() {
         "the second change has a pending job of its own once the first was claimed"
     );
 }
+
+/// A worker claims a listing's pending job and finds nothing to push (the marketplace holds the
+/// stock it reads) while a transaction that found that job pending, and so enqueued nothing,
+/// is still writing a new stock into the listing. The worker's "did the stock move?" check
+/// must wait for that transaction and enqueue the new stock. (Table path, so the test holds the
+/// writing transaction open; the capture's apply meets the same check.)
+#[test]
+fn a_stock_written_while_its_pending_job_is_skipped_is_pushed() {
+    let env = Env::with_conf("skip_race", "integ.logical_capture = off");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.set_stock(&sku, 5);
+    env.wait_for(10, "the first stock", || env.sim.item_quantity(&item) == Some(5));
+    env.wait_idle(10, "the first push to be recorded");
+    env.db()
+        .batch_execute(&format!(
+            "SELECT integ.pause('{TENANT}', 'mercadolibre');
+             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+             SELECT id, connection_id, tenant_id, marketplace FROM integ.listings WHERE product_id = '{sku}';"
+        ))
+        .unwrap();
+    // the application's transaction: the listing gets 7, the pending job above absorbs it
+    let mut app = session(&env);
+    let mut tx = app.transaction().unwrap();
+    tx.execute("UPDATE inventory SET qty = 7 WHERE sku = $1", &[&sku])
+        .unwrap();
+    let skips = || env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'skipped'");
+    let skipped_before = skips();
+    env.db()
+        .batch_execute(&format!("SELECT integ.resume('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    // the worker claims the job, reads 5 (the update is not committed), skips, and checks again
+    env.wait_for(10, "the worker to skip the job, or to wait for the open transaction", || {
+        skips() > skipped_before
+            || env.scalar_i64(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration worker' AND wait_event_type = 'Lock'",
+            ) > 0
+    });
+    tx.commit().unwrap();
+    env.wait_for(10, "the new stock to reach the marketplace", || {
+        env.sim.item_quantity(&item) == Some(7)
+    });
+}

@@ -231,7 +231,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             reschedule(job_id, t.listing_id, t.attempt.unwrap_or(1) - 1, *delay_ms, None, None);
         }
         Outcome::Pushed { .. } => {} // recorded above
-        Outcome::Dead { error, .. } => {
+        Outcome::Dead { error, stock } => {
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = 'dead', last_error = $2, last_http_status = $3,
                         lease_until = NULL, updated_at = now()
@@ -239,6 +239,8 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                 &[job_id.into(), error.as_str().into(), a.http_status.into()],
             )
             .or_raise("dead-lettering a job");
+            // a newer stock that found this job pending gets its own attempt
+            requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(Some(*stock)));
         }
     }
     requeued
@@ -383,12 +385,20 @@ fn reschedule(
     .or_raise("rescheduling a job");
 }
 
+/// After a job that pushed nothing: enqueues the listing again if EGDC's stock is no longer
+/// `stock`. The listing is read FOR SHARE, which waits for a transaction still writing a new
+/// stock into it (the application's, or the capture's apply): that writer found this job
+/// pending, so it enqueued nothing, and a plain read here would see the old stock and leave
+/// the new one without a job.
 fn requeue_if_moved(listing_id: i64, stock: Option<i32>) -> bool {
     Spi::get_one_with_args::<i64>(
-        "WITH r AS (
+        "WITH l AS (
+            SELECT id, connection_id, tenant_id, marketplace, desired_stock FROM integ.listings
+             WHERE id = $1 FOR SHARE),
+         r AS (
             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM integ.listings
-             WHERE id = $1 AND desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
+            SELECT id, connection_id, tenant_id, marketplace FROM l
+             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
             ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
          RETURNING 1)
          SELECT count(*) FROM r",
