@@ -215,7 +215,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                 &[job_id.into(), stock.into(), a.http_status.into(), error.into()],
             )
             .or_raise("completing a job");
-            requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(stock));
+            requeued |= recheck_later(t.listing_id, t.egdc_stock.or(stock));
         }
         Outcome::Retry {
             error, delay_ms, burn, ..
@@ -240,7 +240,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             )
             .or_raise("dead-lettering a job");
             // a newer stock that found this job pending gets its own attempt
-            requeued |= requeue_if_moved(t.listing_id, t.egdc_stock.or(Some(*stock)));
+            requeued |= recheck_later(t.listing_id, t.egdc_stock.or(Some(*stock)));
         }
     }
     requeued
@@ -385,23 +385,62 @@ fn reschedule(
     .or_raise("rescheduling a job");
 }
 
-/// After a job that pushed nothing: enqueues the listing again if EGDC's stock is no longer
-/// `stock`. The listing is read FOR SHARE, which waits for a transaction still writing a new
-/// stock into it (the application's, or the capture's apply): that writer found this job
-/// pending, so it enqueued nothing, and a plain read here would see the old stock and leave
-/// the new one without a job.
-fn requeue_if_moved(listing_id: i64, stock: Option<i32>) -> bool {
+thread_local! {
+    /// Listings whose job pushed nothing, to be checked again once the transaction that
+    /// recorded it has committed (see `recheck_moved`). Main thread of a worker only.
+    static RECHECKS: std::cell::RefCell<Vec<(i64, Option<i32>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// After a job that pushed nothing (skipped, dead): has EGDC's stock moved on from `stock`? A
+/// transaction still writing a new stock into the listing (the application's, or the
+/// capture's apply) found this job pending and so enqueued nothing; only a read that waits for
+/// it sees its stock. A worker waits in a transaction of its own, after the one that recorded
+/// the job (`recheck_moved`): waiting there, holding the job it just claimed or finished, while
+/// that writer waits for the job, deadlocks. A backend (`sync_product`) checks at once with a
+/// plain read. Returns true when work was enqueued now.
+fn recheck_later(listing_id: i64, stock: Option<i32>) -> bool {
+    if unsafe { pg_sys::IsBackgroundWorker } {
+        RECHECKS.with(|r| r.borrow_mut().push((listing_id, stock)));
+        return false;
+    }
+    requeue_if_moved(listing_id, stock, false)
+}
+
+/// The rechecks `record` deferred (`recheck_moved` runs them; `defer_rechecks` puts them
+/// back if that failed).
+pub fn take_rechecks() -> Vec<(i64, Option<i32>)> {
+    RECHECKS.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
+pub fn defer_rechecks(due: Vec<(i64, Option<i32>)>) {
+    RECHECKS.with(|r| r.borrow_mut().extend(due));
+}
+
+/// Runs deferred rechecks, each waiting for a writer still holding its listing. Call in a
+/// transaction of its own. Returns true when work was enqueued.
+pub fn recheck_moved(due: &[(i64, Option<i32>)]) -> bool {
+    let mut requeued = false;
+    for (listing_id, stock) in due {
+        requeued |= requeue_if_moved(*listing_id, *stock, true);
+    }
+    requeued
+}
+
+fn requeue_if_moved(listing_id: i64, stock: Option<i32>, wait_for_writers: bool) -> bool {
+    let lock = if wait_for_writers { "FOR SHARE" } else { "" };
     Spi::get_one_with_args::<i64>(
-        "WITH l AS (
+        &format!(
+            "WITH l AS (
             SELECT id, connection_id, tenant_id, marketplace, desired_stock FROM integ.listings
-             WHERE id = $1 FOR SHARE),
+             WHERE id = $1 {lock}),
          r AS (
             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
             SELECT id, connection_id, tenant_id, marketplace FROM l
              WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
             ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
          RETURNING 1)
-         SELECT count(*) FROM r",
+         SELECT count(*) FROM r"
+        ),
         &[listing_id.into(), stock.into()],
     )
     .or_raise("re-enqueueing")
