@@ -28,12 +28,18 @@ fn session(env: &Env) -> Client {
     env.pg.client()
 }
 
+/// `n` synced listings, with capture by message running.
+fn capturing(env: &Env, n: usize) -> Vec<(String, String)> {
+    let ls = env.listings(n);
+    env.wait_for(10, "capture by message to start", || mode(env) == "message");
+    env.wait_idle(20, "initial sync");
+    ls
+}
+
 #[test]
 fn the_application_transaction_writes_only_a_message_and_the_change_arrives() {
     let env = Env::new("capture_message");
-    let ls = env.listings(2);
-    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
-    env.wait_idle(20, "initial sync");
+    let ls = capturing(&env, 2);
     let before = applied(&env);
     let jobs_before = env.scalar_i64("SELECT count(*) FROM integ.sync_jobs");
     let (sku, item) = ls[0].clone();
@@ -96,10 +102,8 @@ fn the_application_transaction_writes_only_a_message_and_the_change_arrives() {
 #[test]
 fn switching_paths_drains_the_slot_and_an_older_message_never_overwrites_a_newer_change() {
     let env = Env::new("capture_switch");
-    let ls = env.listings(1);
+    let ls = capturing(&env, 1);
     let (sku, item) = ls[0].clone();
-    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
-    env.wait_idle(20, "initial sync");
 
     // A emits a message (5) and stays open; H is an older transaction that also stays open.
     let mut a = session(&env);
@@ -154,9 +158,7 @@ fn switching_paths_drains_the_slot_and_an_older_message_never_overwrites_a_newer
 #[test]
 fn killing_the_capture_worker_loses_no_change() {
     let env = Env::new("capture_crash");
-    let ls = env.listings(20);
-    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
-    env.wait_idle(20, "initial sync");
+    let ls = capturing(&env, 20);
     let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
     for (i, (sku, _)) in ls.iter().enumerate() {
         env.set_stock(sku, 500 + i as i32);
@@ -182,9 +184,7 @@ fn killing_the_capture_worker_loses_no_change() {
 #[test]
 fn subtransactions_aborts_and_prepared_transactions_are_followed() {
     let env = Env::with_conf("capture_xacts", "max_prepared_transactions = 5");
-    let ls = env.listings(3);
-    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
-    env.wait_idle(20, "initial sync");
+    let ls = capturing(&env, 3);
     let qty = |i: usize| env.sim.item_quantity(&ls[i].1);
     let sku = |i: usize| ls[i].0.clone();
     let mut db = session(&env);
@@ -262,10 +262,8 @@ fn subtransactions_aborts_and_prepared_transactions_are_followed() {
 #[test]
 fn a_change_applied_while_its_job_is_being_claimed_gets_a_new_job() {
     let env = Env::new("capture_claim_race");
-    let ls = env.listings(1);
+    let ls = capturing(&env, 1);
     let (sku, _item) = ls[0].clone();
-    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
-    env.wait_idle(20, "initial sync");
     env.db()
         .batch_execute(&format!("SELECT integ.pause('{TENANT}', 'mercadolibre')"))
         .unwrap();
@@ -307,8 +305,9 @@ fn a_change_applied_while_its_job_is_being_claimed_gets_a_new_job() {
 /// A worker claims a listing's pending job and finds nothing to push (the marketplace holds the
 /// stock it reads) while a transaction that found that job pending, and so enqueued nothing,
 /// is still writing a new stock into the listing. The worker's "did the stock move?" check
-/// must wait for that transaction and enqueue the new stock. (Table path, so the test holds the
-/// writing transaction open; the capture's apply meets the same check.)
+/// must look again once that transaction has committed, and enqueue the new stock. (Table
+/// path, so the test holds the writing transaction open; the capture's apply meets the same
+/// check.)
 #[test]
 fn a_stock_written_while_its_pending_job_is_skipped_is_pushed() {
     let env = Env::with_conf("skip_race", "integ.logical_capture = off");

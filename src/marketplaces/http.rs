@@ -1,5 +1,5 @@
-//! HTTP plumbing shared by connectors: agents that reuse connections and resolved addresses, replies read into plain data,
-//! and the mapping of statuses to retry decisions.
+//! HTTP plumbing shared by connectors: agents that reuse connections and resolved addresses,
+//! replies read into plain data, and the mapping of statuses to retry decisions.
 
 use super::PushKind;
 use serde_json::Value;

@@ -385,67 +385,90 @@ fn reschedule(
     .or_raise("rescheduling a job");
 }
 
+/// A listing whose job pushed nothing, and EGDC's stock that job was computed from.
+pub type Recheck = (i64, Option<i32>);
+
 thread_local! {
-    /// Listings whose job pushed nothing, to be checked again once the transaction that
-    /// recorded it has committed (see `recheck_moved`). Main thread of a worker only.
-    static RECHECKS: std::cell::RefCell<Vec<(i64, Option<i32>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Rechecks waiting for the transaction that recorded their job to commit (see
+    /// `recheck_later`). Main thread of a worker only.
+    static RECHECKS: std::cell::RefCell<Vec<Recheck>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// Enqueues the listings whose EGDC stock is no longer the one given; returns how many were
+/// enqueued and, when `$lock` skips locked rows, the listings a writer still holds.
+macro_rules! requeue_moved {
+    ($lock:literal) => {
+        concat!(
+            "WITH c AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS c(id, stock)),
+                  l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, c.stock
+                          FROM c JOIN integ.listings l ON l.id = c.id ",
+            $lock,
+            "),
+                  r AS (
+                    INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+                    SELECT id, connection_id, tenant_id, marketplace FROM l
+                     WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
+                    ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM r),
+                    ARRAY(SELECT c.id FROM c WHERE c.id NOT IN (SELECT id FROM l)
+                             AND EXISTS (SELECT 1 FROM integ.listings x WHERE x.id = c.id))"
+        )
+    };
+}
+const REQUEUE_MOVED: &str = requeue_moved!("");
+const REQUEUE_MOVED_UNLESS_WRITTEN: &str = requeue_moved!("FOR SHARE OF l SKIP LOCKED");
 
 /// After a job that pushed nothing (skipped, dead): has EGDC's stock moved on from `stock`? A
 /// transaction still writing a new stock into the listing (the application's, or the
-/// capture's apply) found this job pending and so enqueued nothing; only a read that waits for
-/// it sees its stock. A worker waits in a transaction of its own, after the one that recorded
-/// the job (`recheck_moved`): waiting there, holding the job it just claimed or finished, while
-/// that writer waits for the job, deadlocks. A backend (`sync_product`) checks at once with a
-/// plain read. Returns true when work was enqueued now.
+/// capture's apply) found this job pending and so enqueued nothing, and a plain read does not
+/// see its stock yet. A worker therefore checks after the transaction that recorded the job
+/// (`recheck_moved`), skipping listings a writer still holds and checking those again on its
+/// next turn; it never waits for the writer (waiting while holding the job deadlocked with
+/// the writer's `ON CONFLICT`, and waiting while holding other listings' locks can too). A
+/// backend (`sync_product`) checks at once with a plain read. Returns true when work was
+/// enqueued now.
 fn recheck_later(listing_id: i64, stock: Option<i32>) -> bool {
     if unsafe { pg_sys::IsBackgroundWorker } {
         RECHECKS.with(|r| r.borrow_mut().push((listing_id, stock)));
         return false;
     }
-    requeue_if_moved(listing_id, stock, false)
+    requeue_moved(REQUEUE_MOVED, &[(listing_id, stock)]).0 > 0
 }
 
-/// The rechecks `record` deferred (`recheck_moved` runs them; `defer_rechecks` puts them
-/// back if that failed).
-pub fn take_rechecks() -> Vec<(i64, Option<i32>)> {
+/// The rechecks `record` left for after its transaction (`recheck_moved` runs them,
+/// `defer_rechecks` keeps those that must wait).
+pub fn take_rechecks() -> Vec<Recheck> {
     RECHECKS.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
-pub fn defer_rechecks(due: Vec<(i64, Option<i32>)>) {
+pub fn rechecks_pending() -> bool {
+    RECHECKS.with(|r| !r.borrow().is_empty())
+}
+
+pub fn defer_rechecks(due: Vec<Recheck>) {
     RECHECKS.with(|r| r.borrow_mut().extend(due));
 }
 
-/// Runs deferred rechecks, each waiting for a writer still holding its listing. Call in a
-/// transaction of its own. Returns true when work was enqueued.
-pub fn recheck_moved(due: &[(i64, Option<i32>)]) -> bool {
-    let mut requeued = false;
-    for (listing_id, stock) in due {
-        requeued |= requeue_if_moved(*listing_id, *stock, true);
-    }
-    requeued
+/// Runs rechecks in one statement; returns whether work was enqueued and the rechecks whose
+/// listing a writer still holds (to run again later). Call in a transaction of its own.
+pub fn recheck_moved(due: &[Recheck]) -> (bool, Vec<Recheck>) {
+    let (requeued, held) = requeue_moved(REQUEUE_MOVED_UNLESS_WRITTEN, due);
+    let held: Vec<Recheck> = due.iter().filter(|r| held.contains(&r.0)).copied().collect();
+    (requeued > 0, held)
 }
 
-fn requeue_if_moved(listing_id: i64, stock: Option<i32>, wait_for_writers: bool) -> bool {
-    let lock = if wait_for_writers { "FOR SHARE" } else { "" };
-    Spi::get_one_with_args::<i64>(
-        &format!(
-            "WITH l AS (
-            SELECT id, connection_id, tenant_id, marketplace, desired_stock FROM integ.listings
-             WHERE id = $1 {lock}),
-         r AS (
-            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM l
-             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
-            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-         RETURNING 1)
-         SELECT count(*) FROM r"
-        ),
-        &[listing_id.into(), stock.into()],
-    )
+fn requeue_moved(sql: &'static str, due: &[Recheck]) -> (i64, Vec<i64>) {
+    let ids: Vec<i64> = due.iter().map(|r| r.0).collect();
+    let stocks: Vec<Option<i32>> = due.iter().map(|r| r.1).collect();
+    run_kept(sql, &[ids.into(), stocks.into()], |t| {
+        let row = t.first();
+        Ok((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<Vec<i64>>(2)?.unwrap_or_default(),
+        ))
+    })
     .or_raise("re-enqueueing")
-    .unwrap_or(0)
-        > 0
 }
 
 /// Writes one sync-log row. `error` must already be secret-free.

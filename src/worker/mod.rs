@@ -249,7 +249,6 @@ impl Worker {
         if !unrecorded.is_empty() {
             self.record(unrecorded);
         }
-        let _ = self.run_rechecks();
         let deadline = Instant::now() + self.pool.timeout * 2;
         while self.in_flight > 0 && Instant::now() < deadline {
             if let Some(d) = self.pool.recv_timeout(Duration::from_millis(50)) {
@@ -257,18 +256,28 @@ impl Worker {
                 self.record(vec![d]);
             }
         }
-        let _ = self.run_rechecks();
+        // a recheck whose listing a writer still holds is tried until that writer finishes
+        while self.run_rechecks() || outbox::rechecks_pending() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Runs the rechecks recording left (see `outbox::recheck_moved`), in their own transaction;
-    /// true when work was enqueued. Kept for the next turn if that failed.
+    /// true when work was enqueued. Those whose listing a writer still holds, or all if that
+    /// failed, wait for the next turn.
     fn run_rechecks(&mut self) -> bool {
         let due = outbox::take_rechecks();
         if due.is_empty() {
             return false;
         }
         match worker_transaction(|| outbox::recheck_moved(&due)) {
-            Ok(requeued) => requeued,
+            Ok((requeued, held)) => {
+                outbox::defer_rechecks(held);
+                requeued
+            }
             Err(e) => {
                 self.trouble("checking listings whose job pushed nothing", &e);
                 outbox::defer_rechecks(due);
