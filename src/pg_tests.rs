@@ -106,6 +106,30 @@ fn tracked_updates_coalesce_into_one_pending_job() {
     assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 0);
 }
 
+/// The trigger reads text and integer columns from their datums and any other type through
+/// its text: each must publish what the value's text says.
+#[pg_test]
+fn tracked_columns_of_other_types_publish_the_same_stock() {
+    connect_demo();
+    Spi::run("CREATE TABLE inv5 (tenant varchar(20), sku bigint, qty bigint, small smallint)").unwrap();
+    Spi::run("INSERT INTO inv5 VALUES ('t1', 41, 1, 1), ('t1', 42, 2, 2)").unwrap();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', '41', 'MLM41')").unwrap();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', '42', 'MLM42')").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv5', 'tenant', 'sku', 'qty')").unwrap();
+    let desired = |p: &str| count(&format!("SELECT desired_stock FROM integ.listings WHERE product_id = '{p}'"));
+    for (qty, want) in [("3000000000", i32::MAX as i64), ("-5", 0), ("9", 9), ("NULL", 0), ("8", 8)] {
+        Spi::run(&format!("UPDATE inv5 SET qty = {qty} WHERE sku = 42")).unwrap();
+        assert_eq!(desired("42"), want, "qty {qty}");
+    }
+    // a row moved to another product: the old one goes to 0, the new one gets the stock
+    Spi::run("UPDATE inv5 SET sku = 41 WHERE sku = 42").unwrap();
+    assert_eq!((desired("42"), desired("41")), (0, 8));
+    // a smallint stock column
+    Spi::run("SELECT integ.track_inventory('inv5', 'tenant', 'sku', 'small')").unwrap();
+    Spi::run("UPDATE inv5 SET small = 300 WHERE qty = 1").unwrap();
+    assert_eq!(desired("41"), 300);
+}
+
 #[pg_test]
 fn map_product_seeds_stock_from_tracked_tables() {
     connect_demo();

@@ -255,51 +255,71 @@ fn subtransactions_aborts_and_prepared_transactions_are_followed() {
     );
 }
 
-/// The capture's apply and a worker's claim of the listing's pending job run at once: the claim
-/// reads the listing before the apply commits, so the apply must see that the job is no longer
-/// pending and enqueue another. (A plain "no pending job exists" test in the apply's snapshot
-/// still saw the job being claimed, and the change was left without a job.)
+/// The capture's apply and a worker's claim of the listing's pending job run at once: the apply
+/// sees the job pending (and so creates none), the worker claims it and reads the listing
+/// before the apply commits, and pushes the older stock. The newer one must still reach the
+/// marketplace: the worker's recording of the push waits for the apply's lock on the listing,
+/// sees the newer stock and enqueues it. The apply is held open by a second tenant's job that
+/// the test inserts and does not commit yet.
 #[test]
-fn a_change_applied_while_its_job_is_being_claimed_gets_a_new_job() {
-    let env = Env::new("capture_claim_race");
+fn a_change_applied_while_its_job_is_being_claimed_still_arrives() {
+    let mut env = Env::new("capture_claim_race");
     let ls = capturing(&env, 1);
-    let (sku, _item) = ls[0].clone();
+    let (sku, item) = ls[0].clone();
+    let blocker = "zz-blocker";
+    env.add_tenant(blocker, SELLER + 1, serde_json::json!({}));
+    let (blocked_sku, _) = env.listings_for(blocker, SELLER + 1, 200_000, 1)[0].clone();
+    env.wait_idle(20, "both listings synced");
     env.db()
-        .batch_execute(&format!("SELECT integ.pause('{TENANT}', 'mercadolibre')"))
+        .batch_execute(&format!(
+            "SELECT integ.pause('{TENANT}', 'mercadolibre'); SELECT integ.pause('{blocker}', 'mercadolibre')"
+        ))
         .unwrap();
     env.set_stock(&sku, 1);
     env.wait_captured(10, "the first change");
-    let pending = |env: &Env| {
-        env.scalar_i64(&format!(
-            "SELECT count(*) FROM integ.sync_jobs j JOIN integ.listings l ON l.id = j.listing_id
-              WHERE l.product_id = '{sku}' AND j.state = 'pending'"
-        ))
-    };
-    assert_eq!(pending(&env), 1, "the first change waits in one pending job");
-    // a worker's claim, not committed yet
-    let mut claimer = session(&env);
-    let mut claim = claimer.transaction().unwrap();
-    claim
+    let desired_here = format!(
+        "SELECT desired_stock::bigint FROM integ.listings WHERE tenant_id = '{TENANT}' AND product_id = '{sku}'"
+    );
+    assert_eq!(env.scalar_i64(&desired_here), 1);
+    // a job for the blocker's listing, not committed: the next apply, which must create one
+    // (none is pending), waits for it after it has updated every listing
+    let mut holder = session(&env);
+    let mut hold = holder.transaction().unwrap();
+    hold.execute(
+        "INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+         SELECT id, connection_id, tenant_id, marketplace FROM integ.listings WHERE tenant_id = $1",
+        &[&blocker],
+    )
+    .unwrap();
+    env.db()
         .execute(
-            "UPDATE integ.sync_jobs SET state = 'in_flight' WHERE state = 'pending'
-                AND listing_id = (SELECT id FROM integ.listings WHERE product_id = $1)",
-            &[&sku],
+            "UPDATE inventory SET qty = 2 WHERE (tenant_id = $1 AND sku = $2) OR (tenant_id = $3 AND sku = $4)",
+            &[&TENANT, &sku, &blocker, &blocked_sku],
         )
         .unwrap();
-    env.set_stock(&sku, 2);
-    env.wait_for(10, "the capture's apply to wait for the claim", || {
+    env.wait_for(10, "the capture's apply to wait for the blocker's job", || {
         env.scalar_i64(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
         ) == 1
     });
-    claim.commit().unwrap();
-    env.wait_captured(10, "the second change");
-    assert_eq!(desired(&env, &sku), 2);
-    assert_eq!(
-        pending(&env),
-        1,
-        "the second change has a pending job of its own once the first was claimed"
-    );
+    // the worker claims the pending job now and reads the listing before the apply commits
+    env.db()
+        .batch_execute(&format!("SELECT integ.resume('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    env.wait_for(10, "the older stock to be pushed", || {
+        env.sim.item_quantity(&item) == Some(1)
+    });
+    hold.commit().unwrap();
+    env.wait_for(10, "the newer stock to be pushed", || {
+        env.sim.item_quantity(&item) == Some(2)
+    });
+    env.wait_for(10, "the tenant's queue to settle", || {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = '{TENANT}' AND state <> 'done'"
+        )) == 0
+    });
+    assert_eq!(env.scalar_i64(&desired_here), 2);
+    assert_eq!(env.sim.item_quantity(&item), Some(2));
 }
 
 /// A worker claims a listing's pending job and finds nothing to push (the marketplace holds the

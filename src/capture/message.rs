@@ -5,11 +5,12 @@
 pub const PREFIX: &std::ffi::CStr = c"integ.stock";
 
 /// `tenant NUL product NUL stock`: text columns cannot hold NUL, so the split is unambiguous.
-pub fn encode(tenant: &str, product: &str, stock: i32) -> Vec<u8> {
+pub fn encode(tenant: impl AsRef<[u8]>, product: impl AsRef<[u8]>, stock: i32) -> Vec<u8> {
+    let (tenant, product) = (tenant.as_ref(), product.as_ref());
     let mut out = Vec::with_capacity(tenant.len() + product.len() + 12);
-    out.extend_from_slice(tenant.as_bytes());
+    out.extend_from_slice(tenant);
     out.push(0);
-    out.extend_from_slice(product.as_bytes());
+    out.extend_from_slice(product);
     out.push(0);
     out.extend_from_slice(stock.to_string().as_bytes());
     out

@@ -52,12 +52,12 @@ const APPLY: &str = "WITH m AS (
            AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
-        -- ON CONFLICT alone, no NOT EXISTS filter before it (which would save building the
-        -- job tuple): a snapshot still shows a pending job that a worker is claiming, and
-        -- that worker reads the listing before this update commits -- the change would have
-        -- no job. ON CONFLICT waits for the claim and then inserts.
+        -- a listing whose job is pending in this snapshot needs none: the job reads the
+        -- listing when claimed. A job claimed meanwhile read it before this commits, and the
+        -- worker checks the listing again after the push (see `outbox::record_pushed`).
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
         SELECT id, connection_id, tenant_id, marketplace FROM l
+         WHERE NOT EXISTS (SELECT 1 FROM integ.sync_jobs p WHERE p.listing_id = l.id AND p.state = 'pending')
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";
@@ -201,15 +201,57 @@ impl Drop for UserSwitch {
     }
 }
 
-/// One column of a tuple as text (its type's output function), None when NULL.
-unsafe fn column_text(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
+/// One column of a tuple as its type's output function prints it, None when NULL.
+unsafe fn column_output(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<Vec<u8>> {
     let p = pg_sys::SPI_getvalue(tuple, desc, attnum);
     if p.is_null() {
         return None;
     }
-    let s = CStr::from_ptr(p).to_string_lossy().into_owned();
+    let bytes = CStr::from_ptr(p).to_bytes().to_vec();
     pg_sys::pfree(p.cast());
-    Some(s)
+    Some(bytes)
+}
+
+unsafe fn column_type(desc: pg_sys::TupleDesc, attnum: i32) -> pg_sys::Oid {
+    (*desc).attrs.as_slice((*desc).natts as usize)[(attnum - 1) as usize].atttypid
+}
+
+/// A key column's bytes, None when NULL. text and varchar are read from the datum itself (the
+/// bytes their output function would copy); other types go through their output function.
+unsafe fn column_key(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<Vec<u8>> {
+    let typ = column_type(desc, attnum);
+    if typ != pg_sys::TEXTOID && typ != pg_sys::VARCHAROID {
+        return column_output(tuple, desc, attnum);
+    }
+    let mut null = false;
+    let datum = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
+    if null {
+        return None;
+    }
+    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+    let (data, len) = (pgrx::varlena::vardata_any(v), pgrx::varlena::varsize_any_exhdr(v));
+    Some(std::slice::from_raw_parts(data.cast::<u8>(), len).to_vec())
+}
+
+/// The stock column as the quantity to publish (`normalize_stock`); integers are read from the
+/// datum, other types through their text.
+unsafe fn column_stock(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> i32 {
+    let typ = column_type(desc, attnum);
+    if typ != pg_sys::INT2OID && typ != pg_sys::INT4OID && typ != pg_sys::INT8OID {
+        let text = column_output(tuple, desc, attnum);
+        return normalize_stock(text.as_deref().and_then(|b| std::str::from_utf8(b).ok()));
+    }
+    let mut null = false;
+    let datum = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
+    if null {
+        return 0;
+    }
+    let v = match typ {
+        pg_sys::INT2OID => datum.value() as i16 as i64,
+        pg_sys::INT4OID => datum.value() as i32 as i64,
+        _ => datum.value() as i64,
+    };
+    v.clamp(0, i32::MAX as i64) as i32
 }
 
 unsafe extern "C-unwind" {
@@ -235,14 +277,19 @@ unsafe fn same_value(
     pg_sys::ffi::pg_guard_ffi_boundary(|| datumIsEqual(va, vb, attr.attbyval, attr.attlen as std::ffi::c_int))
 }
 
-/// (tenant, product, stock text) of a tuple.
-type Key = (Option<String>, Option<String>, Option<String>);
+/// (tenant, product, stock) of a tuple; the stock only when asked for (an old tuple's is not
+/// needed).
+type Key = (Option<Vec<u8>>, Option<Vec<u8>>, i32);
 
-unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, cols: &[i32; 3]) -> Key {
+unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, cols: &[i32; 3], with_stock: bool) -> Key {
     (
-        column_text(tuple, desc, cols[0]),
-        column_text(tuple, desc, cols[1]),
-        column_text(tuple, desc, cols[2]),
+        column_key(tuple, desc, cols[0]),
+        column_key(tuple, desc, cols[1]),
+        if with_stock {
+            column_stock(tuple, desc, cols[2])
+        } else {
+            0
+        },
     )
 }
 
@@ -272,8 +319,8 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
             }
         }
         match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
-            pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols))),
-            pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols)), None),
+            pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols, true))),
+            pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols, false)), None),
             pg_sys::TRIGGER_EVENT_UPDATE => {
                 // the usual update changes only the stock: the old key is then not needed
                 let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
@@ -282,25 +329,25 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
                     return Ok(None);
                 }
                 (
-                    (!same_key).then(|| key_of(old, desc, &cols)),
-                    Some(key_of(new, desc, &cols)),
+                    (!same_key).then(|| key_of(old, desc, &cols, false)),
+                    Some(key_of(new, desc, &cols, true)),
                 )
             }
             _ => return Ok(None),
         }
     };
-    let mut changes: Vec<(&str, &str, i32)> = Vec::with_capacity(2);
+    let mut changes: Vec<(&[u8], &[u8], i32)> = Vec::with_capacity(2);
     if let Some((Some(tenant), Some(product), _)) = &old {
         let moved = match &new {
             None => true,
-            Some((t, p, _)) => t.as_deref() != Some(tenant.as_str()) || p.as_deref() != Some(product.as_str()),
+            Some((t, p, _)) => t.as_deref() != Some(tenant.as_slice()) || p.as_deref() != Some(product.as_slice()),
         };
         if moved {
             changes.push((tenant, product, 0));
         }
     }
     if let Some((Some(tenant), Some(product), stock)) = &new {
-        changes.push((tenant, product, normalize_stock(stock.as_deref())));
+        changes.push((tenant, product, *stock));
     }
     if changes.is_empty() {
         return Ok(None);
@@ -314,7 +361,11 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     }
     let _as_owner = UserSwitch::to_owner();
     for (tenant, product, stock) in changes {
-        enqueue(tenant, product, stock);
+        enqueue(
+            &String::from_utf8_lossy(tenant),
+            &String::from_utf8_lossy(product),
+            stock,
+        );
     }
     Ok(None)
 }
@@ -338,7 +389,7 @@ fn by_message() -> bool {
     shmem::capture_by_message()
 }
 
-fn emit(tenant: &str, product: &str, stock: i32) {
+fn emit(tenant: &[u8], product: &[u8], stock: i32) {
     let payload = message::encode(tenant, product, stock);
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
