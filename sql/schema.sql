@@ -79,8 +79,15 @@ CREATE TABLE integ.sync_jobs (
     last_http_status integer,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
-    updated_at       timestamptz NOT NULL DEFAULT now()
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- a job that pushed nothing (skipped, dead-lettered) still owes a look at its listing,
+    -- with the EGDC stock it was computed from: a transaction that found it pending may have
+    -- written a newer stock meanwhile. Kept here, not in a worker's memory, so a crash between
+    -- recording the job and that look loses nothing.
+    recheck          boolean NOT NULL DEFAULT false,
+    recheck_stock    integer
 );
+CREATE INDEX sync_jobs_recheck ON integ.sync_jobs (id) WHERE recheck;
 CREATE UNIQUE INDEX sync_jobs_one_pending ON integ.sync_jobs (listing_id) WHERE state = 'pending';
 CREATE UNIQUE INDEX sync_jobs_one_in_flight ON integ.sync_jobs (listing_id) WHERE state = 'in_flight';
 CREATE INDEX sync_jobs_due ON integ.sync_jobs (connection_id, next_attempt_at) WHERE state = 'pending';

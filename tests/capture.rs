@@ -365,3 +365,33 @@ fn a_stock_written_while_its_pending_job_is_skipped_is_pushed() {
         env.sim.item_quantity(&item) == Some(7)
     });
 }
+
+/// The look a skipped or dead-lettered job owes its listing is kept in the job row, not in the
+/// worker's memory: one left flagged by a worker that stopped before looking (made here by
+/// hand: a done job flagged with the stock it pushed, and a listing whose stock moved on with no
+/// job) is taken up by a running worker, and the newer stock is pushed.
+#[test]
+fn a_recheck_left_by_a_stopped_worker_is_still_made() {
+    let env = Env::with_conf("recheck_left", "integ.logical_capture = off");
+    let (sku, item) = env.listings(1)[0].clone();
+    env.set_stock(&sku, 5);
+    env.wait_for(10, "the first stock", || env.sim.item_quantity(&item) == Some(5));
+    env.wait_idle(10, "the first push to be recorded");
+    env.db()
+        .batch_execute(&format!(
+            "UPDATE integ.listings SET desired_stock = 9 WHERE product_id = '{sku}';
+             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace, state, pushed_stock,
+                                          recheck, recheck_stock)
+             SELECT id, connection_id, tenant_id, marketplace, 'done', 5, true, 5
+               FROM integ.listings WHERE product_id = '{sku}';"
+        ))
+        .unwrap();
+    env.wait_for(20, "the flagged job's listing to be looked at and pushed", || {
+        env.sim.item_quantity(&item) == Some(9)
+    });
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE recheck"),
+        0,
+        "the flag is cleared once looked at"
+    );
+}

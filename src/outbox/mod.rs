@@ -208,14 +208,22 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
     let Some(job_id) = t.job_id else { return requeued };
     match o {
         Outcome::Skipped { .. } => {
+            let check = t.egdc_stock.or(stock);
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = 'done', pushed_stock = $2, last_http_status = $3,
-                        last_error = $4, lease_until = NULL, updated_at = now()
+                        last_error = $4, lease_until = NULL, updated_at = now(), recheck = $5, recheck_stock = $6
                   WHERE id = $1",
-                &[job_id.into(), stock.into(), a.http_status.into(), error.into()],
+                &[
+                    job_id.into(),
+                    stock.into(),
+                    a.http_status.into(),
+                    error.into(),
+                    in_worker().into(),
+                    check.into(),
+                ],
             )
             .or_raise("completing a job");
-            requeued |= recheck_later(t.listing_id, t.egdc_stock.or(stock));
+            requeued |= recheck(t.listing_id, check);
         }
         Outcome::Retry {
             error, delay_ms, burn, ..
@@ -232,15 +240,22 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         }
         Outcome::Pushed { .. } => {} // recorded above
         Outcome::Dead { error, stock } => {
+            let check = t.egdc_stock.or(Some(*stock));
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = 'dead', last_error = $2, last_http_status = $3,
-                        lease_until = NULL, updated_at = now()
+                        lease_until = NULL, updated_at = now(), recheck = $4, recheck_stock = $5
                   WHERE id = $1",
-                &[job_id.into(), error.as_str().into(), a.http_status.into()],
+                &[
+                    job_id.into(),
+                    error.as_str().into(),
+                    a.http_status.into(),
+                    in_worker().into(),
+                    check.into(),
+                ],
             )
             .or_raise("dead-lettering a job");
             // a newer stock that found this job pending gets its own attempt
-            requeued |= recheck_later(t.listing_id, t.egdc_stock.or(Some(*stock)));
+            requeued |= recheck(t.listing_id, check);
         }
     }
     requeued
@@ -385,88 +400,103 @@ fn reschedule(
     .or_raise("rescheduling a job");
 }
 
-/// A listing whose job pushed nothing, and EGDC's stock that job was computed from.
-pub type Recheck = (i64, Option<i32>);
-
 thread_local! {
-    /// Rechecks waiting for the transaction that recorded their job to commit (see
-    /// `recheck_later`). Main thread of a worker only.
-    static RECHECKS: std::cell::RefCell<Vec<Recheck>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Jobs flagged `recheck` may be waiting (see `recheck`). Starts true: a worker looks once
+    /// at start for flags a stopped or crashed worker left. Main thread of a worker only.
+    static RECHECKS_DUE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Enqueues the listings whose EGDC stock is no longer the one given; returns how many were
-/// enqueued and, when `$lock` skips locked rows, the listings a writer still holds.
-macro_rules! requeue_moved {
-    ($lock:literal) => {
-        concat!(
-            "WITH c AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS c(id, stock)),
-                  l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, c.stock
-                          FROM c JOIN integ.listings l ON l.id = c.id ",
-            $lock,
-            "),
-                  r AS (
-                    INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-                    SELECT id, connection_id, tenant_id, marketplace FROM l
-                     WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
-                    ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-                 RETURNING 1)
-             SELECT (SELECT count(*) FROM r),
-                    ARRAY(SELECT c.id FROM c WHERE c.id NOT IN (SELECT id FROM l)
-                             AND EXISTS (SELECT 1 FROM integ.listings x WHERE x.id = c.id))"
-        )
-    };
+fn in_worker() -> bool {
+    unsafe { pg_sys::IsBackgroundWorker }
 }
-const REQUEUE_MOVED: &str = requeue_moved!("");
-const REQUEUE_MOVED_UNLESS_WRITTEN: &str = requeue_moved!("FOR SHARE OF l SKIP LOCKED");
+
+/// Enqueues the listings whose EGDC stock is no longer the one given (a backend's check).
+const REQUEUE_MOVED: &str = "WITH c AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS c(id, stock)),
+          l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, c.stock
+                  FROM c JOIN integ.listings l ON l.id = c.id),
+          r AS (
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+            SELECT id, connection_id, tenant_id, marketplace FROM l
+             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1)
+     SELECT count(*) FROM r";
+
+/// The workers' form: the flagged jobs' listings, skipping those a writer still holds (their
+/// flag stays for the next turn); a flag is cleared in the transaction that looked.
+const RECHECK_FLAGGED: &str = "WITH f AS (
+            SELECT j.id, j.listing_id, j.recheck_stock AS stock FROM integ.sync_jobs j
+             WHERE j.recheck ORDER BY j.id LIMIT 1000 FOR UPDATE OF j SKIP LOCKED),
+          l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, f.stock
+                  FROM f JOIN integ.listings l ON l.id = f.listing_id FOR SHARE OF l SKIP LOCKED),
+          r AS (
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+            SELECT id, connection_id, tenant_id, marketplace FROM l
+             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1),
+          cleared AS (
+            UPDATE integ.sync_jobs s SET recheck = false, recheck_stock = NULL
+              FROM f
+             WHERE s.id = f.id
+               AND (f.listing_id IN (SELECT id FROM l)
+                    OR NOT EXISTS (SELECT 1 FROM integ.listings x WHERE x.id = f.listing_id))
+         RETURNING 1)
+     SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM f), (SELECT count(*) FROM cleared)";
 
 /// After a job that pushed nothing (skipped, dead): has EGDC's stock moved on from `stock`? A
 /// transaction still writing a new stock into the listing (the application's, or the
 /// capture's apply) found this job pending and so enqueued nothing, and a plain read does not
-/// see its stock yet. A worker therefore checks after the transaction that recorded the job
-/// (`recheck_moved`), skipping listings a writer still holds and checking those again on its
-/// next turn; it never waits for the writer (waiting while holding the job deadlocked with
-/// the writer's `ON CONFLICT`, and waiting while holding other listings' locks can too). A
-/// backend (`sync_product`) checks at once with a plain read. Returns true when work was
-/// enqueued now.
-fn recheck_later(listing_id: i64, stock: Option<i32>) -> bool {
-    if unsafe { pg_sys::IsBackgroundWorker } {
-        RECHECKS.with(|r| r.borrow_mut().push((listing_id, stock)));
+/// see its stock yet. In a worker the job was flagged `recheck` in the statement that recorded
+/// it; the worker looks after that transaction has committed (`recheck_flagged`), skipping
+/// listings a writer still holds (looked at again next turn). It never waits for the writer:
+/// waiting while holding the job deadlocked with the writer's `ON CONFLICT`, and waiting while
+/// holding other listings' locks can too. A backend (`sync_product`) checks at once with a
+/// plain read. Returns true when work was enqueued now.
+fn recheck(listing_id: i64, stock: Option<i32>) -> bool {
+    if in_worker() {
+        RECHECKS_DUE.with(|d| d.set(true));
         return false;
     }
-    requeue_moved(REQUEUE_MOVED, &[(listing_id, stock)]).0 > 0
+    requeue_moved(REQUEUE_MOVED, &[(listing_id, stock)]) > 0
 }
 
-/// The rechecks `record` left for after its transaction (`recheck_moved` runs them,
-/// `defer_rechecks` keeps those that must wait).
-pub fn take_rechecks() -> Vec<Recheck> {
-    RECHECKS.with(|r| std::mem::take(&mut *r.borrow_mut()))
-}
-
+/// Whether flagged jobs may be waiting for this worker's look.
 pub fn rechecks_pending() -> bool {
-    RECHECKS.with(|r| !r.borrow().is_empty())
+    RECHECKS_DUE.with(|d| d.get())
 }
 
-pub fn defer_rechecks(due: Vec<Recheck>) {
-    RECHECKS.with(|r| r.borrow_mut().extend(due));
+/// Asks for a look at the flagged jobs on the next turn (after a failure, or periodically for
+/// flags another worker left).
+pub fn rechecks_due() {
+    RECHECKS_DUE.with(|d| d.set(true));
 }
 
-/// Runs rechecks in one statement; returns whether work was enqueued and the rechecks whose
-/// listing a writer still holds (to run again later). Call in a transaction of its own.
-pub fn recheck_moved(due: &[Recheck]) -> (bool, Vec<Recheck>) {
-    let (requeued, held) = requeue_moved(REQUEUE_MOVED_UNLESS_WRITTEN, due);
-    let held: Vec<Recheck> = due.iter().filter(|r| held.contains(&r.0)).copied().collect();
-    (requeued > 0, held)
-}
-
-fn requeue_moved(sql: &'static str, due: &[Recheck]) -> (i64, Vec<i64>) {
-    let ids: Vec<i64> = due.iter().map(|r| r.0).collect();
-    let stocks: Vec<Option<i32>> = due.iter().map(|r| r.1).collect();
-    run_kept(sql, &[ids.into(), stocks.into()], |t| {
+/// Looks at flagged jobs' listings in one statement (call in a transaction of its own);
+/// returns whether work was enqueued. Flags left (listings still held, or more than one
+/// statement's worth) keep the look due.
+pub fn recheck_flagged() -> bool {
+    RECHECKS_DUE.with(|d| d.set(false));
+    let (requeued, looked, cleared) = run_kept(RECHECK_FLAGGED, &[], |t| {
         let row = t.first();
         Ok((
             row.get::<i64>(1)?.unwrap_or(0),
-            row.get::<Vec<i64>>(2)?.unwrap_or_default(),
+            row.get::<i64>(2)?.unwrap_or(0),
+            row.get::<i64>(3)?.unwrap_or(0),
         ))
+    })
+    .or_raise("checking listings whose job pushed nothing");
+    if cleared < looked || looked >= 1000 {
+        rechecks_due();
+    }
+    requeued > 0
+}
+
+fn requeue_moved(sql: &'static str, due: &[(i64, Option<i32>)]) -> i64 {
+    let ids: Vec<i64> = due.iter().map(|r| r.0).collect();
+    let stocks: Vec<Option<i32>> = due.iter().map(|r| r.1).collect();
+    run_kept(sql, &[ids.into(), stocks.into()], |t| {
+        Ok(t.first().get::<i64>(1)?.unwrap_or(0))
     })
     .or_raise("re-enqueueing")
 }
@@ -564,7 +594,7 @@ pub fn purge_done(retention_s: i64) -> i64 {
         "WITH d AS (
             DELETE FROM integ.sync_jobs WHERE id IN (
                 SELECT id FROM integ.sync_jobs
-                 WHERE state = 'done' AND updated_at < now() - make_interval(secs => $1)
+                 WHERE state = 'done' AND NOT recheck AND updated_at < now() - make_interval(secs => $1)
                  LIMIT 10000)
          RETURNING 1)
          SELECT count(*) FROM d",

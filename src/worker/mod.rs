@@ -265,22 +265,17 @@ impl Worker {
         }
     }
 
-    /// Runs the rechecks recording left (see `outbox::recheck_moved`), in their own transaction;
-    /// true when work was enqueued. Those whose listing a writer still holds, or all if that
-    /// failed, wait for the next turn.
+    /// Looks at the listings of jobs recording flagged (see `outbox::recheck_flagged`), in their
+    /// own transaction; true when work was enqueued. Flags left stay due for the next turn.
     fn run_rechecks(&mut self) -> bool {
-        let due = outbox::take_rechecks();
-        if due.is_empty() {
+        if !outbox::rechecks_pending() {
             return false;
         }
-        match worker_transaction(|| outbox::recheck_moved(&due)) {
-            Ok((requeued, held)) => {
-                outbox::defer_rechecks(held);
-                requeued
-            }
+        match worker_transaction(outbox::recheck_flagged) {
+            Ok(requeued) => requeued,
             Err(e) => {
                 self.trouble("checking listings whose job pushed nothing", &e);
-                outbox::defer_rechecks(due);
+                outbox::rechecks_due();
                 false
             }
         }
@@ -288,6 +283,8 @@ impl Worker {
 
     fn maintenance(&mut self) {
         if self.last_reclaim.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            // flags another worker left when it stopped between recording and looking
+            outbox::rechecks_due();
             match worker_transaction(outbox::reclaim_abandoned) {
                 Ok(n) if n > 0 => log!("integration worker {}: reclaimed {n} abandoned jobs", self.slot),
                 Ok(_) => {}
