@@ -207,22 +207,28 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
     let mut requeued = false;
     let Some(job_id) = t.job_id else { return requeued };
     match o {
-        Outcome::Skipped { .. } => {
+        Outcome::Skipped { .. } | Outcome::Dead { .. } => {
+            // pushed nothing: a newer stock that found this job pending gets its own attempt
+            let (state, pushed) = match o {
+                Outcome::Skipped { .. } => ("done", stock),
+                _ => ("dead", None),
+            };
             let check = t.egdc_stock.or(stock);
             Spi::run_with_args(
-                "UPDATE integ.sync_jobs SET state = 'done', pushed_stock = $2, last_http_status = $3,
-                        last_error = $4, lease_until = NULL, updated_at = now(), recheck = $5, recheck_stock = $6
+                "UPDATE integ.sync_jobs SET state = $2, pushed_stock = coalesce($3, pushed_stock), last_http_status = $4,
+                        last_error = $5, lease_until = NULL, updated_at = now(), recheck = $6, recheck_stock = $7
                   WHERE id = $1",
                 &[
                     job_id.into(),
-                    stock.into(),
+                    state.into(),
+                    pushed.into(),
                     a.http_status.into(),
                     error.into(),
                     in_worker().into(),
                     check.into(),
                 ],
             )
-            .or_raise("completing a job");
+            .or_raise("recording a job that pushed nothing");
             requeued |= recheck(t.listing_id, check);
         }
         Outcome::Retry {
@@ -239,24 +245,6 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             reschedule(job_id, t.listing_id, t.attempt.unwrap_or(1) - 1, *delay_ms, None, None);
         }
         Outcome::Pushed { .. } => {} // recorded above
-        Outcome::Dead { error, stock } => {
-            let check = t.egdc_stock.or(Some(*stock));
-            Spi::run_with_args(
-                "UPDATE integ.sync_jobs SET state = 'dead', last_error = $2, last_http_status = $3,
-                        lease_until = NULL, updated_at = now(), recheck = $4, recheck_stock = $5
-                  WHERE id = $1",
-                &[
-                    job_id.into(),
-                    error.as_str().into(),
-                    a.http_status.into(),
-                    in_worker().into(),
-                    check.into(),
-                ],
-            )
-            .or_raise("dead-lettering a job");
-            // a newer stock that found this job pending gets its own attempt
-            requeued |= recheck(t.listing_id, check);
-        }
     }
     requeued
 }
@@ -410,23 +398,15 @@ fn in_worker() -> bool {
     unsafe { pg_sys::IsBackgroundWorker }
 }
 
-/// Enqueues the listings whose EGDC stock is no longer the one given (a backend's check).
-const REQUEUE_MOVED: &str = "WITH c AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS c(id, stock)),
-          l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, c.stock
-                  FROM c JOIN integ.listings l ON l.id = c.id),
-          r AS (
-            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM l
-             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
-            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-         RETURNING 1)
-     SELECT count(*) FROM r";
+/// Flagged jobs looked at per statement.
+const RECHECK_BATCH: i64 = 1000;
 
-/// The workers' form: the flagged jobs' listings, skipping those a writer still holds (their
-/// flag stays for the next turn); a flag is cleared in the transaction that looked.
+/// The flagged jobs' listings, enqueued where EGDC's stock moved on from the job's; listings a
+/// writer still holds are skipped (their flag stays for the next turn); a flag is cleared in the
+/// transaction that looked.
 const RECHECK_FLAGGED: &str = "WITH f AS (
             SELECT j.id, j.listing_id, j.recheck_stock AS stock FROM integ.sync_jobs j
-             WHERE j.recheck ORDER BY j.id LIMIT 1000 FOR UPDATE OF j SKIP LOCKED),
+             WHERE j.recheck ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED),
           l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, f.stock
                   FROM f JOIN integ.listings l ON l.id = f.listing_id FOR SHARE OF l SKIP LOCKED),
           r AS (
@@ -455,10 +435,22 @@ const RECHECK_FLAGGED: &str = "WITH f AS (
 /// plain read. Returns true when work was enqueued now.
 fn recheck(listing_id: i64, stock: Option<i32>) -> bool {
     if in_worker() {
-        RECHECKS_DUE.with(|d| d.set(true));
+        rechecks_due();
         return false;
     }
-    requeue_moved(REQUEUE_MOVED, &[(listing_id, stock)]) > 0
+    Spi::get_one_with_args::<i64>(
+        "WITH r AS (
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+            SELECT id, connection_id, tenant_id, marketplace FROM integ.listings
+             WHERE id = $1 AND desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM $2
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1)
+         SELECT count(*) FROM r",
+        &[listing_id.into(), stock.into()],
+    )
+    .or_raise("re-enqueueing")
+    .unwrap_or(0)
+        > 0
 }
 
 /// Whether flagged jobs may be waiting for this worker's look.
@@ -477,7 +469,7 @@ pub fn rechecks_due() {
 /// statement's worth) keep the look due.
 pub fn recheck_flagged() -> bool {
     RECHECKS_DUE.with(|d| d.set(false));
-    let (requeued, looked, cleared) = run_kept(RECHECK_FLAGGED, &[], |t| {
+    let (requeued, looked, cleared) = run_kept(RECHECK_FLAGGED, &[RECHECK_BATCH.into()], |t| {
         let row = t.first();
         Ok((
             row.get::<i64>(1)?.unwrap_or(0),
@@ -486,19 +478,10 @@ pub fn recheck_flagged() -> bool {
         ))
     })
     .or_raise("checking listings whose job pushed nothing");
-    if cleared < looked || looked >= 1000 {
+    if cleared < looked || looked >= RECHECK_BATCH {
         rechecks_due();
     }
     requeued > 0
-}
-
-fn requeue_moved(sql: &'static str, due: &[(i64, Option<i32>)]) -> i64 {
-    let ids: Vec<i64> = due.iter().map(|r| r.0).collect();
-    let stocks: Vec<Option<i32>> = due.iter().map(|r| r.1).collect();
-    run_kept(sql, &[ids.into(), stocks.into()], |t| {
-        Ok(t.first().get::<i64>(1)?.unwrap_or(0))
-    })
-    .or_raise("re-enqueueing")
 }
 
 /// Writes one sync-log row. `error` must already be secret-free.
