@@ -395,3 +395,33 @@ fn a_recheck_left_by_a_stopped_worker_is_still_made() {
         "the flag is cleared once looked at"
     );
 }
+
+#[test]
+fn the_capture_workers_writes_reach_the_statistics_autovacuum_reads() {
+    let env = Env::new("capture_stats");
+    let ls = capturing(&env, 5);
+    env.db()
+        .batch_execute(&format!("SELECT integ.pause('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    // this session's own writes to the listings (the mapping) are counted when it ends
+    env.reconnect();
+    let updates = || {
+        env.scalar_i64("SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = 'integ' AND relname = 'listings'")
+    };
+    let before = updates();
+    let rounds = 4;
+    for round in 1..=rounds {
+        for (sku, _) in &ls {
+            env.set_stock(sku, 100 + round);
+        }
+        env.wait_for(10, "the changes to be captured", || {
+            ls.iter().all(|(sku, _)| desired(&env, sku) == 100 + round as i64)
+        });
+    }
+    // the capture worker updated each listing once per round; nothing else writes them while
+    // the connection is paused, and this session changed only the inventory
+    let made = (rounds as usize * ls.len()) as i64;
+    env.wait_for(15, "the capture worker's updates to be counted", || {
+        updates() - before >= made
+    });
+}

@@ -91,6 +91,9 @@ impl Capturer {
             if BackgroundWorker::sighup_received() {
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             }
+            // this worker's writes (listing updates, new jobs) reach the statistics autovacuum
+            // plans from only when reported; at most once a second, between transactions
+            unsafe { pg_sys::pgstat_report_stat(false) };
             match self.turn() {
                 Ok(true) => continue,
                 Ok(false) => self.last_error = None,
