@@ -116,3 +116,27 @@ pub fn run_kept<R>(
         read(table)
     })
 }
+
+/// `run_kept` through SPI's read-only path, which assigns no transaction id: for the capture
+/// worker's slot function, called after every read.
+pub fn select_kept<R>(
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Result<R, pgrx::spi::SpiError>,
+) -> Result<R, pgrx::spi::SpiError> {
+    Spi::connect(|client| {
+        let kept = KEPT_PLANS.with(|p| p.borrow().get(sql).copied());
+        let plan = match kept {
+            Some(p) => p,
+            None => {
+                let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
+                let p: &'static pgrx::spi::OwnedPreparedStatement =
+                    Box::leak(Box::new(client.prepare(sql, &types)?.keep()));
+                KEPT_PLANS.with(|m| m.borrow_mut().insert(sql, p));
+                p
+            }
+        };
+        let table = client.select(plan, None, args)?;
+        read(table)
+    })
+}

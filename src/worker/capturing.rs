@@ -12,9 +12,10 @@ use crate::capture::message::{self, Collector};
 use crate::capture::{self, wal};
 use crate::gucs;
 use crate::shmem;
-use crate::spi_util::worker_transaction;
+use crate::spi_util::{select_kept, worker_transaction};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub const SLOT: &str = "integ_capture";
@@ -32,6 +33,16 @@ const MAX_GAP: Duration = Duration::from_millis(1000);
 const DUTY: u32 = 8;
 /// Changes in one read from which the next read waits (`gap`): more than a trickle.
 const BATCHING_FROM: usize = 16;
+/// Least time between two reads that found changes: a read applies in a transaction of its
+/// own, so an application committing thousands of times a second would otherwise be followed
+/// commit by commit, at ~100 µs of fixed cost each. A lone change is read at once.
+const TRICKLE_GAP: Duration = Duration::from_millis(5);
+/// While capturing, the catalog (extension, slot) is looked at again after this long, or at
+/// once after an error or a configuration reload; in between every turn only reads the WAL.
+const STATE_EVERY: Duration = Duration::from_secs(1);
+/// Slot moves waiting for their applying commits to be flushed, at most; beyond, the capture
+/// flushes them itself.
+const UNFLUSHED_MAX: usize = 64;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("integration capture")
@@ -50,6 +61,14 @@ pub extern "C-unwind" fn integ_capture_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
     let _ = worker_transaction(|| Spi::run("SET jit = off"));
+    // The applying transactions do not wait for their WAL flush: what they write is derived
+    // from messages the slot keeps until it is durable (see `Capturer::move_slot`). With
+    // durable commits an application writing thousands of changes a second would otherwise
+    // share its WAL flushes with a capture commit every few milliseconds.
+    let _ = worker_transaction(|| Spi::run("SET synchronous_commit = off"));
+    // Its statements are planned once: with the arrays' sizes known, PostgreSQL would
+    // otherwise keep planning the apply for every small read (a custom plan looks cheaper).
+    let _ = worker_transaction(|| Spi::run("SET plan_cache_mode = force_generic_plan"));
     shmem::publish_capture_latch(true);
     Capturer::default().run();
     shmem::publish_capture_latch(false);
@@ -80,6 +99,11 @@ struct Capturer {
     collector: Collector,
     /// Where the slot was last moved to.
     restart: i64,
+    /// Until when the last look at the catalog holds (`STATE_EVERY`).
+    state_valid_until: Option<Instant>,
+    /// Where the slot may move once the WAL is flushed up to the given position (the end of
+    /// the commit that applied everything before it), oldest first.
+    unflushed: VecDeque<(i64, u64)>,
 }
 
 impl Capturer {
@@ -90,6 +114,7 @@ impl Capturer {
             }
             if BackgroundWorker::sighup_received() {
                 unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+                self.state_valid_until = None;
             }
             // this worker's writes (listing updates, new jobs) reach the statistics autovacuum
             // plans from only when reported; at most once a second, between transactions
@@ -101,6 +126,8 @@ impl Capturer {
                     // start again from the slot: nothing read since it last moved is lost
                     self.reader = None;
                     self.collector = Collector::default();
+                    self.state_valid_until = None;
+                    self.unflushed.clear();
                     if self.last_error.as_deref() != Some(e.as_str()) {
                         warning!("integration capture: {e}");
                         self.last_error = Some(e);
@@ -119,6 +146,10 @@ impl Capturer {
 
     /// One step; true when more is waiting to be read at once.
     fn turn(&mut self) -> Result<bool, String> {
+        if self.reader.is_some() && self.state_valid_until.is_some_and(|t| Instant::now() < t) {
+            return self.read();
+        }
+        self.state_valid_until = None;
         let state = read_state()?;
         let wanted = state.extension && gucs::LOGICAL_CAPTURE.get();
         let Some(slot) = state.slot.as_ref().filter(|s| s.ours) else {
@@ -156,6 +187,7 @@ impl Capturer {
             shmem::set_capture_by_message(true);
             log!("integration capture: capturing stock changes by logical message (slot {SLOT})");
         }
+        self.state_valid_until = Some(Instant::now() + STATE_EVERY);
         self.read()
     }
 
@@ -166,6 +198,7 @@ impl Capturer {
             self.reader = Some(wal::WalReader::open(restart as u64)?);
             self.collector = Collector::default();
             self.restart = restart;
+            self.unflushed.clear();
         }
         Ok(())
     }
@@ -194,6 +227,7 @@ impl Capturer {
             warning!("integration capture: skipped a stock message: {m}");
         }
         let applied = read.changes.len();
+        let mut committed_end = self.unflushed.back().map_or(0, |u| u.1);
         if !read.changes.is_empty() {
             let latest = message::latest_per_product(read.changes);
             // in several transactions, each waking the push workers, so a large change starts
@@ -201,6 +235,7 @@ impl Capturer {
             for chunk in latest.chunks(APPLY_CHUNK) {
                 let jobs = worker_transaction(|| capture::apply_changes(chunk).1)
                     .map_err(|e| format!("applying captured stock changes: {e}"))?;
+                committed_end = committed_end.max(unsafe { pg_sys::XactLastCommitEnd });
                 if jobs > 0 {
                     shmem::wake_workers();
                 }
@@ -208,10 +243,7 @@ impl Capturer {
         }
         // the slot keeps the WAL from the oldest message still undecided
         let restart = self.collector.oldest_pending().unwrap_or(position).min(position) as i64;
-        if restart > self.restart {
-            advance(restart)?;
-            self.restart = restart;
-        }
+        self.move_slot(restart, committed_end)?;
         shmem::set_capture_position(position);
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
@@ -221,6 +253,34 @@ impl Capturer {
         Ok(read.more)
     }
 
+    /// Moves the slot to `restart` once the commits that applied the messages before it
+    /// (ending at `committed_end`) are flushed: they commit without waiting for their flush,
+    /// and a crash in between must find those messages still kept. An application's own
+    /// commits flush them, or the WAL writer within `wal_writer_delay`.
+    fn move_slot(&mut self, restart: i64, committed_end: u64) -> Result<(), String> {
+        match self.unflushed.back_mut() {
+            Some(last) if last.1 == committed_end => last.0 = last.0.max(restart),
+            _ => self.unflushed.push_back((restart, committed_end)),
+        }
+        if self.unflushed.len() > UNFLUSHED_MAX {
+            unsafe { pg_sys::XLogFlush(committed_end) };
+        }
+        let flushed = unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) };
+        let mut target = self.restart;
+        while let Some(&(at, end)) = self.unflushed.front() {
+            if end > flushed {
+                break;
+            }
+            target = target.max(at);
+            self.unflushed.pop_front();
+        }
+        if target > self.restart {
+            advance(target)?;
+            self.restart = target;
+        }
+        Ok(())
+    }
+
     /// Stops capturing by message: the trigger goes back to the table path, every transaction
     /// that may still emit finishes, what they emitted is applied, then the slot goes.
     fn retire(&mut self, restart: i64) -> Result<bool, String> {
@@ -228,7 +288,10 @@ impl Capturer {
         wait_for_older_transactions()?;
         self.ensure_reader(restart)?;
         while self.read()? {}
+        // the slot goes: what it kept must be applied durably first
+        unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
         self.reader = None;
+        self.unflushed.clear();
         drop_slot()?;
         log!("integration capture: back to the trigger's table path; slot {SLOT} dropped");
         Ok(false)
@@ -257,13 +320,13 @@ impl Capturer {
     }
 }
 
-/// The least time from the start of a read to the next: none after a small read (a trickle of
-/// changes goes through at once) or after the first large one (a single burst, e.g. one big
+/// The least time from the start of a read that found changes to the next: `TRICKLE_GAP`
+/// after a small read (a trickle) or after the first large one (a single burst, e.g. one big
 /// UPDATE, must not hold back the changes that follow it); after consecutive large reads
 /// (sustained heavy writing), in proportion to the read's cost.
 fn gap(changes: usize, previous: usize, took: Duration) -> Duration {
     if changes < BATCHING_FROM || previous < BATCHING_FROM {
-        return Duration::ZERO;
+        return TRICKLE_GAP;
     }
     (took * DUTY).clamp(MIN_GAP, MAX_GAP)
 }
@@ -314,11 +377,15 @@ fn read_state() -> Result<State, String> {
 }
 
 fn advance(lsn: i64) -> Result<(), String> {
-    slot_statement(
-        "advancing slot",
-        "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
-        &[SLOT.into(), lsn.into()],
-    )
+    slot_transaction(|| {
+        select_kept(
+            "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
+            &[SLOT.into(), lsn.into()],
+            |_| Ok(()),
+        )
+    })
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .map_err(|e| format!("advancing slot {SLOT}: {e}"))
 }
 
 fn drop_slot() -> Result<(), String> {
@@ -380,10 +447,10 @@ mod tests {
     #[test]
     fn only_sustained_heavy_writing_waits_between_reads() {
         let took = Duration::from_millis(20);
-        // a trickle, and the first large read (a burst), go straight on
-        assert_eq!(gap(3, 500, took), Duration::ZERO);
-        assert_eq!(gap(5_000, 0, took), Duration::ZERO);
-        assert_eq!(gap(5_000, BATCHING_FROM - 1, took), Duration::ZERO);
+        // a trickle, and the first large read (a burst), wait only the least gap
+        assert_eq!(gap(3, 500, took), TRICKLE_GAP);
+        assert_eq!(gap(5_000, 0, took), TRICKLE_GAP);
+        assert_eq!(gap(5_000, BATCHING_FROM - 1, took), TRICKLE_GAP);
         // consecutive large reads: DUTY times the read, within the bounds
         assert_eq!(gap(5_000, 5_000, took), took * DUTY);
         assert_eq!(gap(20, 20, Duration::from_micros(100)), MIN_GAP);

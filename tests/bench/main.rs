@@ -11,6 +11,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let all = [
         "trigger",
+        "trigger-durable",
         "throughput",
         "latency",
         "fairness",
@@ -25,7 +26,13 @@ fn main() {
     };
     for name in chosen {
         match name {
-            "trigger" => trigger_overhead(),
+            "trigger" => trigger_overhead("bench-trigger", "fsync off", "", true),
+            "trigger-durable" => trigger_overhead(
+                "bench-trigger-durable",
+                "fsync on",
+                "fsync = on\nsynchronous_commit = on",
+                false,
+            ),
             "trigger-message" => trigger_message_overhead(),
             "throughput" => throughput(),
             "latency" => latency(),
@@ -65,8 +72,11 @@ fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
 /// Benchmark 1, trigger overhead: pgbench UPDATEs of stock on 10,000 mapped products, tracked versus an
 /// identical untracked table, alternating rounds. The connection is paused so the number is
 /// the cost of the trigger and the outbox write alone, not of workers competing for the CPU.
-fn trigger_overhead() {
-    let env = Env::new("bench-trigger");
+/// `held`: also the rounds with the capture worker stopped (the application's side alone).
+/// Run with fsync off (as every benchmark here: the CPU cost shows undiluted) and, as
+/// `trigger-durable`, with PostgreSQL's durable defaults, where every commit waits for a WAL flush.
+fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
+    let env = Env::with_conf(name, conf);
     let n = 10_000;
     env.db()
         .batch_execute(&format!(
@@ -117,7 +127,7 @@ fn trigger_overhead() {
     let b = base.iter().sum::<f64>() / base.len() as f64;
     let t = tracked.iter().sum::<f64>() / tracked.len() as f64;
     println!(
-        "BENCH trigger ({mode} capture): untracked {b:.0} tps, tracked {t:.0} tps, ratio of means {:.1}%, median pair {:.1}% (goal >= 90%)",
+        "BENCH trigger ({mode} capture, {label}): untracked {b:.0} tps, tracked {t:.0} tps, ratio of means {:.1}%, median pair {:.1}% (goal >= 90%)",
         t / b * 100.0,
         ratios[ratios.len() / 2]
     );
@@ -129,6 +139,9 @@ fn trigger_overhead() {
         background_cpu / (pairs as f64 * 8.0) * 100.0
     );
 
+    if !held {
+        return;
+    }
     // The application's side alone: the same rounds while the capture worker is stopped
     // (SIGSTOP, taken between two reads, so it holds no snapshot back); it catches up after
     // SIGCONT, and how long that takes is shown.
