@@ -66,9 +66,6 @@ pub extern "C-unwind" fn integ_capture_main(_arg: pg_sys::Datum) {
     // durable commits an application writing thousands of changes a second would otherwise
     // share its WAL flushes with a capture commit every few milliseconds.
     let _ = worker_transaction(|| Spi::run("SET synchronous_commit = off"));
-    // Its statements are planned once: with the arrays' sizes known, PostgreSQL would
-    // otherwise keep planning the apply for every small read (a custom plan looks cheaper).
-    let _ = worker_transaction(|| Spi::run("SET plan_cache_mode = force_generic_plan"));
     shmem::publish_capture_latch(true);
     Capturer::default().run();
     shmem::publish_capture_latch(false);
@@ -146,10 +143,18 @@ impl Capturer {
 
     /// One step; true when more is waiting to be read at once.
     fn turn(&mut self) -> Result<bool, String> {
-        if self.reader.is_some() && self.state_valid_until.is_some_and(|t| Instant::now() < t) {
-            return self.read();
+        if self.reader.is_some() && self.state_valid_until.is_some() {
+            let more = self.read()?;
+            if self.state_valid_until.is_some_and(|t| Instant::now() >= t) {
+                // looked at after the read, so that no change waits for it
+                let state = read_state()?;
+                let steady = state.extension
+                    && gucs::LOGICAL_CAPTURE.get()
+                    && state.slot.as_ref().is_some_and(|s| s.ours && !s.lost);
+                self.state_valid_until = steady.then(|| Instant::now() + STATE_EVERY);
+            }
+            return Ok(more);
         }
-        self.state_valid_until = None;
         let state = read_state()?;
         let wanted = state.extension && gucs::LOGICAL_CAPTURE.get();
         let Some(slot) = state.slot.as_ref().filter(|s| s.ours) else {
