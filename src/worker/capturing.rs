@@ -98,9 +98,8 @@ struct Capturer {
     restart: i64,
     /// Until when the last look at the catalog holds (`STATE_EVERY`).
     state_valid_until: Option<Instant>,
-    /// Where the slot may move once the WAL is flushed up to the given position (the end of
-    /// the commit that applied everything before it), oldest first.
-    unflushed: VecDeque<(i64, u64)>,
+    /// Slot moves waiting for the commits that applied what they pass over to be flushed.
+    unflushed: UnflushedMoves,
 }
 
 impl Capturer {
@@ -232,7 +231,7 @@ impl Capturer {
             warning!("integration capture: skipped a stock message: {m}");
         }
         let applied = read.changes.len();
-        let mut committed_end = self.unflushed.back().map_or(0, |u| u.1);
+        let mut committed_end = self.unflushed.last_commit_end();
         if !read.changes.is_empty() {
             let latest = message::latest_per_product(read.changes);
             // in several transactions, each waking the push workers, so a large change starts
@@ -263,23 +262,12 @@ impl Capturer {
     /// and a crash in between must find those messages still kept. An application's own
     /// commits flush them, or the WAL writer within `wal_writer_delay`.
     fn move_slot(&mut self, restart: i64, committed_end: u64) -> Result<(), String> {
-        match self.unflushed.back_mut() {
-            Some(last) if last.1 == committed_end => last.0 = last.0.max(restart),
-            _ => self.unflushed.push_back((restart, committed_end)),
-        }
+        self.unflushed.push(restart, committed_end);
         if self.unflushed.len() > UNFLUSHED_MAX {
             unsafe { pg_sys::XLogFlush(committed_end) };
         }
         let flushed = unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) };
-        let mut target = self.restart;
-        while let Some(&(at, end)) = self.unflushed.front() {
-            if end > flushed {
-                break;
-            }
-            target = target.max(at);
-            self.unflushed.pop_front();
-        }
-        if target > self.restart {
+        if let Some(target) = self.unflushed.take_flushed(flushed).filter(|t| *t > self.restart) {
             advance(target)?;
             self.restart = target;
         }
@@ -322,6 +310,45 @@ impl Capturer {
             "integration capture: replication slot {SLOT} was invalidated (max_slot_wal_keep_size); the stock of {seeded} products was read again from the tracked tables"
         );
         Ok(true)
+    }
+}
+
+/// Slot positions, each allowed once the WAL is flushed up to the end of the commit that
+/// applied the messages before it. Oldest first; both increase.
+#[derive(Default)]
+struct UnflushedMoves(VecDeque<(i64, u64)>);
+
+impl UnflushedMoves {
+    fn push(&mut self, restart: i64, commit_end: u64) {
+        match self.0.back_mut() {
+            Some(last) if last.1 == commit_end => last.0 = last.0.max(restart),
+            _ => self.0.push_back((restart, commit_end)),
+        }
+    }
+
+    fn last_commit_end(&self) -> u64 {
+        self.0.back().map_or(0, |m| m.1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear()
+    }
+
+    /// The furthest position whose commit is flushed, if any; it and those before it go.
+    fn take_flushed(&mut self, flushed: u64) -> Option<i64> {
+        let mut target = None;
+        while let Some(&(at, end)) = self.0.front() {
+            if end > flushed {
+                break;
+            }
+            target = Some(target.map_or(at, |t: i64| t.max(at)));
+            self.0.pop_front();
+        }
+        target
     }
 }
 
@@ -448,6 +475,23 @@ fn wait_for_older_transactions() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slot_passes_only_messages_whose_applying_commit_is_flushed() {
+        let mut moves = UnflushedMoves::default();
+        // nothing applied yet: a move waits for nothing
+        moves.push(100, 0);
+        assert_eq!(moves.take_flushed(0), Some(100));
+        moves.push(200, 1_000);
+        moves.push(300, 2_000);
+        moves.push(350, 2_000); // a read that applied nothing new waits for the same commit
+        assert_eq!(moves.len(), 2);
+        assert_eq!(moves.take_flushed(999), None, "no commit flushed yet");
+        assert_eq!(moves.take_flushed(1_500), Some(200));
+        assert_eq!(moves.last_commit_end(), 2_000);
+        assert_eq!(moves.take_flushed(2_000), Some(350));
+        assert_eq!(moves.take_flushed(u64::MAX), None, "all taken");
+    }
 
     #[test]
     fn only_sustained_heavy_writing_waits_between_reads() {
