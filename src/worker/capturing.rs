@@ -306,6 +306,8 @@ impl Capturer {
         .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| format!("re-reading EGDC's stock after the slot was lost: {e}"))?
         .unwrap_or(0);
+        // committed without waiting for the flush, like every apply: nothing keeps these
+        unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
         warning!(
             "integration capture: replication slot {SLOT} was invalidated (max_slot_wal_keep_size); the stock of {seeded} products was read again from the tracked tables"
         );
