@@ -101,42 +101,37 @@ pub fn run_kept<R>(
     read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Result<R, pgrx::spi::SpiError>,
 ) -> Result<R, pgrx::spi::SpiError> {
     Spi::connect_mut(|client| {
-        let kept = KEPT_PLANS.with(|p| p.borrow().get(sql).copied());
-        let plan = match kept {
-            Some(p) => p,
-            None => {
-                let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
-                let p: &'static pgrx::spi::OwnedPreparedStatement =
-                    Box::leak(Box::new(client.prepare_mut(sql, &types)?.keep()));
-                KEPT_PLANS.with(|m| m.borrow_mut().insert(sql, p));
-                p
-            }
-        };
+        let plan = kept_plan(sql, args, |types| Ok(client.prepare_mut(sql, types)?.keep()))?;
         let table = client.update(plan, None, args)?;
         read(table)
     })
 }
 
 /// `run_kept` through SPI's read-only path, which assigns no transaction id: for the capture
-/// worker's slot function, called after every read.
+/// worker's slot functions, one called after every read.
 pub fn select_kept<R>(
     sql: &'static str,
     args: &[pgrx::datum::DatumWithOid],
     read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Result<R, pgrx::spi::SpiError>,
 ) -> Result<R, pgrx::spi::SpiError> {
     Spi::connect(|client| {
-        let kept = KEPT_PLANS.with(|p| p.borrow().get(sql).copied());
-        let plan = match kept {
-            Some(p) => p,
-            None => {
-                let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
-                let p: &'static pgrx::spi::OwnedPreparedStatement =
-                    Box::leak(Box::new(client.prepare(sql, &types)?.keep()));
-                KEPT_PLANS.with(|m| m.borrow_mut().insert(sql, p));
-                p
-            }
-        };
+        let plan = kept_plan(sql, args, |types| Ok(client.prepare(sql, types)?.keep()))?;
         let table = client.select(plan, None, args)?;
         read(table)
     })
+}
+
+/// The kept plan of `sql`, prepared by `prepare` (given the argument types of `args`) on first use.
+fn kept_plan(
+    sql: &'static str,
+    args: &[pgrx::datum::DatumWithOid],
+    prepare: impl FnOnce(&[pgrx::PgOid]) -> Result<pgrx::spi::OwnedPreparedStatement, pgrx::spi::SpiError>,
+) -> Result<&'static pgrx::spi::OwnedPreparedStatement, pgrx::spi::SpiError> {
+    if let Some(p) = KEPT_PLANS.with(|p| p.borrow().get(sql).copied()) {
+        return Ok(p);
+    }
+    let types: Vec<pgrx::PgOid> = args.iter().map(|a| pgrx::PgOid::from(a.oid())).collect();
+    let p: &'static pgrx::spi::OwnedPreparedStatement = Box::leak(Box::new(prepare(&types)?));
+    KEPT_PLANS.with(|m| m.borrow_mut().insert(sql, p));
+    Ok(p)
 }

@@ -60,12 +60,11 @@ pub fn register() {
 pub extern "C-unwind" fn integ_capture_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&gucs::database()), None);
-    let _ = worker_transaction(|| Spi::run("SET jit = off"));
     // The applying transactions do not wait for their WAL flush: what they write is derived
     // from messages the slot keeps until it is durable (see `Capturer::move_slot`). With
     // durable commits an application writing thousands of changes a second would otherwise
     // share its WAL flushes with a capture commit every few milliseconds.
-    let _ = worker_transaction(|| Spi::run("SET synchronous_commit = off"));
+    let _ = worker_transaction(|| Spi::run("SET jit = off; SET synchronous_commit = off"));
     shmem::publish_capture_latch(true);
     Capturer::default().run();
     shmem::publish_capture_latch(false);
@@ -282,7 +281,7 @@ impl Capturer {
         self.ensure_reader(restart)?;
         while self.read()? {}
         // the slot goes: what it kept must be applied durably first
-        unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
+        flush_own_commits();
         self.reader = None;
         self.unflushed.clear();
         drop_slot()?;
@@ -306,13 +305,18 @@ impl Capturer {
         .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| format!("re-reading EGDC's stock after the slot was lost: {e}"))?
         .unwrap_or(0);
-        // committed without waiting for the flush, like every apply: nothing keeps these
-        unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
+        // nothing keeps these but their own commit
+        flush_own_commits();
         warning!(
             "integration capture: replication slot {SLOT} was invalidated (max_slot_wal_keep_size); the stock of {seeded} products was read again from the tracked tables"
         );
         Ok(true)
     }
+}
+
+/// Makes this worker's commits so far durable (they do not wait for their flush).
+fn flush_own_commits() {
+    unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
 }
 
 /// Slot positions, each allowed once the WAL is flushed up to the end of the commit that
@@ -411,15 +415,11 @@ fn read_state() -> Result<State, String> {
 }
 
 fn advance(lsn: i64) -> Result<(), String> {
-    slot_transaction(|| {
-        select_kept(
-            "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
-            &[SLOT.into(), lsn.into()],
-            |_| Ok(()),
-        )
-    })
-    .and_then(|r| r.map_err(|e| e.to_string()))
-    .map_err(|e| format!("advancing slot {SLOT}: {e}"))
+    slot_statement(
+        "advancing slot",
+        "SELECT 1 FROM pg_catalog.pg_replication_slot_advance($1, '0/0'::pg_lsn + $2::numeric)",
+        &[SLOT.into(), lsn.into()],
+    )
 }
 
 fn drop_slot() -> Result<(), String> {
@@ -433,8 +433,9 @@ fn drop_slot() -> Result<(), String> {
 /// One slot function in its own transaction, through SPI's read-only path: pgrx's `Spi::run`
 /// assigns a transaction id first, which slot creation refuses and which would write a commit
 /// record per call.
-fn slot_statement(what: &str, sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<(), String> {
-    slot_transaction(|| Spi::connect(|c| c.select(sql, None, args).map(|_| ())))
+/// Kept plans: the slot is moved after every read.
+fn slot_statement(what: &str, sql: &'static str, args: &[pgrx::datum::DatumWithOid]) -> Result<(), String> {
+    slot_transaction(|| select_kept(sql, args, |_| Ok(())))
         .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| format!("{what} {SLOT}: {e}"))
 }
