@@ -27,6 +27,8 @@ pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_
 pub static REFRESH_AHEAD_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static LOGICAL_CAPTURE: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static CAPTURE_CPU_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static CAPTURE_MAX_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 
 /// Deliveries are kept at least this long: the window in which a duplicate is recognised.
 pub const MIN_WEBHOOK_RETENTION_S: i32 = 86_400;
@@ -241,6 +243,26 @@ fn define_runtime() {
         &LOGICAL_CAPTURE,
         GucContext::Sighup,
         GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.capture_cpu_percent",
+        c"Share of one core the capture worker takes at most while it keeps up with a sustained stream of stock changes.",
+        c"Reads are spaced so that reading and applying take at most this share; a busier stream waits longer between reads (up to integ.capture_max_delay) and its repeated changes of one product are applied once. A backlog of more than 50,000 changes is read without pause.",
+        &CAPTURE_CPU_PERCENT,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.capture_max_delay",
+        c"Longest wait between two reads of the capture worker under a sustained stream of stock changes.",
+        c"Bounds how long integ.capture_cpu_percent may hold a change back; a lone change is read at once.",
+        &CAPTURE_MAX_DELAY_MS,
+        10,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"integ.reconcile_interval",

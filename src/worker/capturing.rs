@@ -24,13 +24,11 @@ const READ_CHANGES: usize = 50_000;
 /// Changes applied per transaction.
 const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
-/// rather than one transaction per commit. The gap grows with the time a read takes (`DUTY`):
+/// rather than one transaction per commit. The gap grows with the time a read takes (`Pacing`):
 /// under heavy write load the worker takes at most a share of a core, and longer windows let
-/// repeated changes of one product collapse into one (at up to `MAX_GAP` more latency).
+/// repeated changes of one product collapse into one (at up to `integ.capture_max_delay` more
+/// latency).
 const MIN_GAP: Duration = Duration::from_millis(10);
-const MAX_GAP: Duration = Duration::from_millis(1000);
-/// Time between reads per unit of time spent reading.
-const DUTY: u32 = 8;
 /// Changes in one read from which the next read waits (`gap`): more than a trickle.
 const BATCHING_FROM: usize = 16;
 /// Least time between two reads that found changes: a read applies in a transaction of its
@@ -250,7 +248,8 @@ impl Capturer {
         shmem::set_capture_position(position);
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
-            self.next_read_at = Some(started + gap(applied, self.last_read, started.elapsed()));
+            let pacing = Pacing::configured();
+            self.next_read_at = Some(started + gap(applied, self.last_read, started.elapsed(), pacing));
         }
         self.last_read = applied;
         Ok(read.more)
@@ -362,11 +361,29 @@ impl UnflushedMoves {
 /// after a small read (a trickle) or after the first large one (a single burst, e.g. one big
 /// UPDATE, must not hold back the changes that follow it); after consecutive large reads
 /// (sustained heavy writing), in proportion to the read's cost.
-fn gap(changes: usize, previous: usize, took: Duration) -> Duration {
+fn gap(changes: usize, previous: usize, took: Duration, pacing: Pacing) -> Duration {
     if changes < BATCHING_FROM || previous < BATCHING_FROM {
         return TRICKLE_GAP;
     }
-    (took * DUTY).clamp(MIN_GAP, MAX_GAP)
+    let percent = pacing.cpu_percent.clamp(1, 100);
+    (took * 100 / percent).clamp(MIN_GAP, pacing.max_gap.max(MIN_GAP))
+}
+
+/// How a sustained stream of changes is read: at most `cpu_percent` of one core (reading and
+/// applying included, as wall time), at least once per `max_gap`.
+#[derive(Clone, Copy)]
+struct Pacing {
+    cpu_percent: u32,
+    max_gap: Duration,
+}
+
+impl Pacing {
+    fn configured() -> Self {
+        Pacing {
+            cpu_percent: gucs::CAPTURE_CPU_PERCENT.get().clamp(1, 100) as u32,
+            max_gap: Duration::from_millis(gucs::CAPTURE_MAX_DELAY_MS.get().max(10) as u64),
+        }
+    }
 }
 
 /// A transaction that uses the slot. A failing slot function leaves the slot acquired by this
@@ -499,13 +516,28 @@ mod tests {
     #[test]
     fn only_sustained_heavy_writing_waits_between_reads() {
         let took = Duration::from_millis(20);
+        let pacing = Pacing {
+            cpu_percent: 5,
+            max_gap: Duration::from_secs(5),
+        };
         // a trickle, and the first large read (a burst), wait only the least gap
-        assert_eq!(gap(3, 500, took), TRICKLE_GAP);
-        assert_eq!(gap(5_000, 0, took), TRICKLE_GAP);
-        assert_eq!(gap(5_000, BATCHING_FROM - 1, took), TRICKLE_GAP);
-        // consecutive large reads: DUTY times the read, within the bounds
-        assert_eq!(gap(5_000, 5_000, took), took * DUTY);
-        assert_eq!(gap(20, 20, Duration::from_micros(100)), MIN_GAP);
-        assert_eq!(gap(50_000, 50_000, Duration::from_secs(3)), MAX_GAP);
+        assert_eq!(gap(3, 500, took, pacing), TRICKLE_GAP);
+        assert_eq!(gap(5_000, 0, took, pacing), TRICKLE_GAP);
+        assert_eq!(gap(5_000, BATCHING_FROM - 1, took, pacing), TRICKLE_GAP);
+        // consecutive large reads: the read takes 5% of the time from one read to the next
+        assert_eq!(gap(5_000, 5_000, took, pacing), took * 20);
+        let half = Pacing {
+            cpu_percent: 50,
+            ..pacing
+        };
+        assert_eq!(gap(5_000, 5_000, took, half), took * 2);
+        // within the bounds
+        assert_eq!(gap(20, 20, Duration::from_micros(100), pacing), MIN_GAP);
+        assert_eq!(gap(50_000, 50_000, Duration::from_secs(3), pacing), pacing.max_gap);
+        let short = Pacing {
+            max_gap: Duration::from_millis(1),
+            ..pacing
+        };
+        assert_eq!(gap(5_000, 5_000, took, short), MIN_GAP, "never below the least gap");
     }
 }
