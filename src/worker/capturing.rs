@@ -221,6 +221,7 @@ impl Capturer {
             return Ok(false);
         };
         let started = Instant::now();
+        let cpu_started = cpu_time();
         let read = reader.read(&mut self.collector, READ_CHANGES)?;
         let position = reader.position();
         let malformed = std::mem::take(&mut self.collector.malformed);
@@ -249,7 +250,8 @@ impl Capturer {
         shmem::count_messages_applied(applied as u64);
         if applied > 0 {
             let pacing = Pacing::configured();
-            self.next_read_at = Some(started + gap(applied, self.last_read, started.elapsed(), pacing));
+            let cpu = cpu_time().saturating_sub(cpu_started);
+            self.next_read_at = Some(started + gap(applied, self.last_read, cpu, pacing));
         }
         self.last_read = applied;
         Ok(read.more)
@@ -361,6 +363,18 @@ impl UnflushedMoves {
 /// after a small read (a trickle) or after the first large one (a single burst, e.g. one big
 /// UPDATE, must not hold back the changes that follow it); after consecutive large reads
 /// (sustained heavy writing), in proportion to the read's cost.
+/// CPU time this process has used. The pace counts CPU, not wall time: a read slowed by
+/// other processes competing for the cores (push workers, the application) would otherwise
+/// make the capture wait longer the busier the machine is, and keep waiting after the load
+/// is gone.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// The wait before the next read, from the changes this read and the previous one found and
+/// the CPU time this read took.
 fn gap(changes: usize, previous: usize, took: Duration, pacing: Pacing) -> Duration {
     if changes < BATCHING_FROM || previous < BATCHING_FROM {
         return TRICKLE_GAP;
@@ -370,7 +384,7 @@ fn gap(changes: usize, previous: usize, took: Duration, pacing: Pacing) -> Durat
 }
 
 /// How a sustained stream of changes is read: at most `cpu_percent` of one core (reading and
-/// applying included, as wall time), at least once per `max_gap`.
+/// applying included), at least once per `max_gap`.
 #[derive(Clone, Copy)]
 struct Pacing {
     cpu_percent: u32,
