@@ -246,8 +246,8 @@ fn define_runtime() {
     );
     GucRegistry::define_int_guc(
         c"integ.capture_cpu_percent",
-        c"Share of one core the capture worker takes at most while it keeps up with a sustained stream of stock changes.",
-        c"Reads are spaced so that reading and applying take at most this share; a busier stream waits longer between reads (up to integ.capture_max_delay) and its repeated changes of one product are applied once. A backlog of more than 50,000 changes is read without pause.",
+        c"Share of one core the capture worker takes at most under heavy sustained writing (consecutive reads of 16 or more changes).",
+        c"Reads are spaced so that reading and applying (CPU time) take at most this share; a busier stream waits longer between reads (up to integ.capture_max_delay) and its repeated changes of one product are applied once. A lighter stream is read every 5 ms; a backlog of more than 100,000 changes is read without pause.",
         &CAPTURE_CPU_PERCENT,
         1,
         100,
@@ -256,7 +256,7 @@ fn define_runtime() {
     );
     GucRegistry::define_int_guc(
         c"integ.capture_max_delay",
-        c"Longest wait between two reads of the capture worker under a sustained stream of stock changes.",
+        c"Longest wait between two reads of the capture worker under heavy sustained writing.",
         c"Bounds how long integ.capture_cpu_percent may hold a change back; a lone change is read at once.",
         &CAPTURE_MAX_DELAY_MS,
         10,

@@ -39,17 +39,26 @@ const ENQUEUE: &str = "WITH l AS (
      SELECT (SELECT pg_catalog.count(*) FROM l), (SELECT pg_catalog.count(*) FROM j)";
 
 /// The capture worker's form of ENQUEUE: many changes at once, each applied only where the
-/// listing holds an older one.
+/// listing holds an older one. Every join is driven by index probes (a LATERAL that is not
+/// flattened, `id = ANY`, a scalar subquery) so that whichever plan PostgreSQL caches stays
+/// fast: a generic plan made while the tables were small once hash-joined a seq scan of the
+/// listings and scanned every pending job for each change (0.5 s per 1,000 changes).
 const APPLY: &str = "WITH m AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::int8[])
                    AS m(tenant_id, product_id, stock, lsn, commit_us)),
+     t AS (
+        SELECT x.id, m.stock, m.lsn, m.commit_us
+          FROM m CROSS JOIN LATERAL (
+                SELECT x.id FROM integ.listings x
+                 WHERE x.tenant_id = m.tenant_id AND x.product_id = m.product_id
+                OFFSET 0) x),  -- OFFSET 0: kept a per-change index probe, never flattened
      l AS (
         UPDATE integ.listings l
-           SET desired_stock = m.stock, desired_lsn = m.lsn,
-               desired_at = '2000-01-01 00:00:00+00'::timestamptz + m.commit_us * interval '1 microsecond'
-          FROM m
-         WHERE l.tenant_id = m.tenant_id AND l.product_id = m.product_id
-           AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
+           SET desired_stock = t.stock, desired_lsn = t.lsn,
+               desired_at = '2000-01-01 00:00:00+00'::timestamptz + t.commit_us * interval '1 microsecond'
+          FROM t
+         WHERE l.id = ANY (ARRAY(SELECT id FROM t)) AND l.id = t.id
+           AND (l.desired_lsn IS NULL OR l.desired_lsn < t.lsn)
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
         -- a listing whose job is pending in this snapshot needs none: the job reads the
@@ -57,7 +66,8 @@ const APPLY: &str = "WITH m AS (
         -- worker checks the listing again after the push (see `outbox::record_pushed`).
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
         SELECT id, connection_id, tenant_id, marketplace FROM l
-         WHERE NOT EXISTS (SELECT 1 FROM integ.sync_jobs p WHERE p.listing_id = l.id AND p.state = 'pending')
+         WHERE (SELECT p.id FROM integ.sync_jobs p
+                 WHERE p.listing_id = l.id AND p.state = 'pending' LIMIT 1) IS NULL
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 pub const SLOT: &str = "integ_capture";
 /// Changes read at once at most; a longer backlog is read in several turns.
-const READ_CHANGES: usize = 50_000;
+const READ_CHANGES: usize = 100_000;
 /// Changes applied per transaction.
 const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
@@ -35,6 +35,8 @@ const BATCHING_FROM: usize = 16;
 /// own, so an application committing thousands of times a second would otherwise be followed
 /// commit by commit, at ~100 µs of fixed cost each. A lone change is read at once.
 const TRICKLE_GAP: Duration = Duration::from_millis(5);
+/// A slice of a wait between reads without any commit to capture: the stream has paused.
+const QUIET: Duration = Duration::from_millis(25);
 /// While capturing, the catalog (extension, slot) is looked at again after this long, or at
 /// once after an error or a configuration reload; in between every turn only reads the WAL.
 const STATE_EVERY: Duration = Duration::from_secs(1);
@@ -129,11 +131,27 @@ impl Capturer {
                 }
             }
             wait_latch(gucs::POLL_INTERVAL_MS.get().max(10) as u64);
-            if let Some(gap) = self.next_read_at.map(|t| t.saturating_duration_since(Instant::now())) {
-                if !gap.is_zero() {
-                    std::thread::sleep(gap);
-                }
+            self.sit_out_gap();
+        }
+    }
+
+    /// Waits until `next_read_at` in slices of `QUIET`, without being woken by every commit. A
+    /// slice in which no commit set the latch means the stream has paused: the wait ends, and
+    /// the next change is read as soon as it commits (a gap earned by a stream must not hold
+    /// back a change that comes after it, e.g. an order after an import).
+    fn sit_out_gap(&mut self) {
+        while let Some(at) = self.next_read_at {
+            let remaining = at.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || BackgroundWorker::sigterm_received() {
+                return;
             }
+            std::thread::sleep(remaining.min(QUIET));
+            let woken = unsafe { (*pg_sys::MyLatch).is_set != 0 };
+            if !woken {
+                self.next_read_at = None;
+                return;
+            }
+            unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         }
     }
 
@@ -253,7 +271,9 @@ impl Capturer {
             let cpu = cpu_time().saturating_sub(cpu_started);
             self.next_read_at = Some(started + gap(applied, self.last_read, cpu, pacing));
         }
-        self.last_read = applied;
+        // a read that stopped at READ_CHANGES is a backlog (a huge UPDATE, a restart), not a
+        // stream: the read that finishes it must not hold the next change back
+        self.last_read = if read.more { 0 } else { applied };
         Ok(read.more)
     }
 
@@ -359,10 +379,6 @@ impl UnflushedMoves {
     }
 }
 
-/// The least time from the start of a read that found changes to the next: `TRICKLE_GAP`
-/// after a small read (a trickle) or after the first large one (a single burst, e.g. one big
-/// UPDATE, must not hold back the changes that follow it); after consecutive large reads
-/// (sustained heavy writing), in proportion to the read's cost.
 /// CPU time this process has used. The pace counts CPU, not wall time: a read slowed by
 /// other processes competing for the cores (push workers, the application) would otherwise
 /// make the capture wait longer the busier the machine is, and keep waiting after the load
@@ -373,8 +389,11 @@ fn cpu_time() -> Duration {
     Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
-/// The wait before the next read, from the changes this read and the previous one found and
-/// the CPU time this read took.
+/// The least time from the start of a read that found changes to the next: `TRICKLE_GAP`
+/// after a small read (a trickle) or after the first large one (a single burst, e.g. one big
+/// UPDATE, must not hold back the changes that follow it); after consecutive large reads
+/// (sustained heavy writing), the read's CPU time scaled so that reading takes at most the
+/// configured share of a core.
 fn gap(changes: usize, previous: usize, took: Duration, pacing: Pacing) -> Duration {
     if changes < BATCHING_FROM || previous < BATCHING_FROM {
         return TRICKLE_GAP;
