@@ -425,3 +425,42 @@ fn the_capture_workers_writes_reach_the_statistics_autovacuum_reads() {
         updates() - before >= made
     });
 }
+
+/// A heavy stream earns the capture a wait between reads (`integ.capture_cpu_percent`, here 1%
+/// of a core so that the wait is seconds long); once the stream pauses the wait ends, and a
+/// change committed after it is applied at once instead of waiting the wait out.
+#[test]
+fn a_change_after_a_heavy_stream_is_not_held_back_by_its_pace() {
+    let env = Env::with_conf(
+        "capture_pace",
+        "integ.capture_cpu_percent = 1\ninteg.capture_max_delay = '60s'",
+    );
+    env.wait_for(10, "capture by message to start", || mode(&env) == "message");
+    let n = 10_000;
+    env.db()
+        .batch_execute(&format!(
+            "INSERT INTO inventory SELECT '{TENANT}', 'p' || i, 0 FROM generate_series(1, {n}) i;
+             SELECT integ.map_product('{TENANT}', 'mercadolibre', 'p' || i, 'MLM' || i) FROM generate_series(1, {n}) i;
+             SELECT integ.pause('{TENANT}', 'mercadolibre');"
+        ))
+        .expect("setup");
+    env.wait_captured(120, "the setup to be captured");
+    // consecutive reads of 10,000 changes each: each costs tens of milliseconds, and the
+    // next read waits a hundred times that
+    for _ in 0..4 {
+        env.db()
+            .batch_execute("UPDATE inventory SET qty = qty + 1")
+            .expect("update");
+    }
+    env.wait_captured(180, "the stream to be captured");
+    assert_eq!(desired(&env, "p1"), 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let committed = std::time::Instant::now();
+    env.set_stock("p1", 777);
+    env.wait_for(60, "the change after the stream", || desired(&env, "p1") == 777);
+    let took = committed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the change after the stream waited {took:?} (the stream's pace would hold it for seconds)"
+    );
+}
