@@ -39,31 +39,25 @@ const ENQUEUE: &str = "WITH l AS (
      SELECT (SELECT pg_catalog.count(*) FROM l), (SELECT pg_catalog.count(*) FROM j)";
 
 /// The capture worker's form of ENQUEUE: many changes at once, each applied only where the
-/// listing holds an older one. Every join is driven by index probes (a LATERAL that is not
-/// flattened, `id = ANY`, a scalar subquery) so that whichever plan PostgreSQL caches stays
-/// fast: a generic plan made while the tables were small once hash-joined a seq scan of the
-/// listings and scanned every pending job for each change (0.5 s per 1,000 changes).
+/// listing holds an older one. Planned under `probes_only`: whichever plan PostgreSQL caches is
+/// a per-change index probe (a generic plan made while the tables were small once hash-joined a
+/// seq scan of the listings and scanned every pending job for each change: 0.5 s per 1,000).
 const APPLY: &str = "WITH m AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int8[], $5::int8[])
                    AS m(tenant_id, product_id, stock, lsn, commit_us)),
-     t AS (
-        SELECT x.id, m.stock, m.lsn, m.commit_us
-          FROM m CROSS JOIN LATERAL (
-                SELECT x.id FROM integ.listings x
-                 WHERE x.tenant_id = m.tenant_id AND x.product_id = m.product_id
-                OFFSET 0) x),  -- OFFSET 0: kept a per-change index probe, never flattened
      l AS (
         UPDATE integ.listings l
-           SET desired_stock = t.stock, desired_lsn = t.lsn,
-               desired_at = '2000-01-01 00:00:00+00'::timestamptz + t.commit_us * interval '1 microsecond'
-          FROM t
-         WHERE l.id = ANY (ARRAY(SELECT id FROM t)) AND l.id = t.id
-           AND (l.desired_lsn IS NULL OR l.desired_lsn < t.lsn)
+           SET desired_stock = m.stock, desired_lsn = m.lsn,
+               desired_at = '2000-01-01 00:00:00+00'::timestamptz + m.commit_us * interval '1 microsecond'
+          FROM m
+         WHERE l.tenant_id = m.tenant_id AND l.product_id = m.product_id
+           AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
         -- a listing whose job is pending in this snapshot needs none: the job reads the
         -- listing when claimed. A job claimed meanwhile read it before this commits, and the
         -- worker checks the listing again after the push (see `outbox::record_pushed`).
+        -- A scalar subquery, not NOT EXISTS: it stays a probe of the listing's pending job.
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
         SELECT id, connection_id, tenant_id, marketplace FROM l
          WHERE (SELECT p.id FROM integ.sync_jobs p
@@ -71,6 +65,31 @@ const APPLY: &str = "WITH m AS (
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";
+
+/// For the rest of the current transaction (SET LOCAL), plans made are index probes: every
+/// join of APPLY is one per change, and estimates from tables that were small when the plan
+/// was made must not turn them into scans of every listing or every pending job.
+fn probes_only() {
+    for name in [
+        c"enable_seqscan",
+        c"enable_hashjoin",
+        c"enable_mergejoin",
+        c"enable_bitmapscan",
+    ] {
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pgrx::PgLogLevel::ERROR as i32,
+                false,
+            );
+        }
+    }
+}
 
 /// Applies changes read back from the WAL (latest per product); returns (listings updated,
 /// jobs created). Raises on failure: the caller's transaction then rolls back and the slot is
@@ -84,6 +103,7 @@ pub fn apply_changes(changes: &[StockChange]) -> (i64, i64) {
         .map(|c| c.commit_lsn.min(i64::MAX as u64) as i64)
         .collect();
     let times: Vec<i64> = changes.iter().map(|c| c.commit_time_us).collect();
+    probes_only();
     run_kept(
         APPLY,
         &[
