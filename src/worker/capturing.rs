@@ -24,7 +24,7 @@ const READ_CHANGES: usize = 100_000;
 /// Changes applied per transaction.
 const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
-/// rather than one transaction per commit. The gap grows with the time a read takes (`Pacing`):
+/// rather than one transaction per commit. The gap grows with the CPU time a read takes (`gap`):
 /// under heavy write load the worker takes at most a share of a core, and longer windows let
 /// repeated changes of one product collapse into one (at up to `integ.capture_max_delay` more
 /// latency).
@@ -411,10 +411,11 @@ struct Pacing {
 }
 
 impl Pacing {
+    /// The settings as they are (their bounds are the GUCs'; `gap` guards the arithmetic).
     fn configured() -> Self {
         Pacing {
-            cpu_percent: gucs::CAPTURE_CPU_PERCENT.get().clamp(1, 100) as u32,
-            max_gap: Duration::from_millis(gucs::CAPTURE_MAX_DELAY_MS.get().max(10) as u64),
+            cpu_percent: gucs::CAPTURE_CPU_PERCENT.get().max(0) as u32,
+            max_gap: Duration::from_millis(gucs::CAPTURE_MAX_DELAY_MS.get().max(0) as u64),
         }
     }
 }
@@ -482,8 +483,7 @@ fn drop_slot() -> Result<(), String> {
 
 /// One slot function in its own transaction, through SPI's read-only path: pgrx's `Spi::run`
 /// assigns a transaction id first, which slot creation refuses and which would write a commit
-/// record per call.
-/// Kept plans: the slot is moved after every read.
+/// record per call. Kept plans: the slot is moved after every read.
 fn slot_statement(what: &str, sql: &'static str, args: &[pgrx::datum::DatumWithOid]) -> Result<(), String> {
     slot_transaction(|| select_kept(sql, args, |_| Ok(())))
         .and_then(|r| r.map_err(|e| e.to_string()))
