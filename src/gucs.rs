@@ -75,7 +75,7 @@ fn define_postmaster() {
     GucRegistry::define_int_guc(
         c"integ.max_limiters",
         c"Rate limiters (one per connection) the shared table holds.",
-        c"Connections beyond it are not limited locally; see README.",
+        c"Connections beyond it are not limited locally; see docs/settings.md.",
         &MAX_LIMITERS,
         16,
         1_000_000,

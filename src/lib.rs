@@ -22,6 +22,7 @@ pub mod shmem;
 pub use marketplace_signing as signing;
 pub mod spi_util;
 pub mod tokens;
+pub mod version;
 pub mod worker;
 
 pgrx::pg_module_magic!();

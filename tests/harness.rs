@@ -1,6 +1,7 @@
 //! End-to-end harness: a real PostgreSQL 15 cluster with the extension preloaded, and the
 //! marketplace sandbox on loopback, both started per test and torn down after it.
 
+pub mod installs;
 mod receiver;
 pub use receiver::Receiver;
 
@@ -545,6 +546,17 @@ impl Env {
             out.push((sku, item));
         }
         out
+    }
+
+    /// EGDC's stock of a product in the `inventory` table (-1 when the row is missing).
+    pub fn egdc_stock(&self, tenant: &str, sku: &str) -> i64 {
+        self.db()
+            .query_one(
+                "SELECT qty::bigint FROM inventory WHERE tenant_id = $1 AND sku = $2",
+                &[&tenant, &sku],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(-1)
     }
 
     pub fn set_stock(&self, sku: &str, qty: i32) {

@@ -9,16 +9,6 @@ use std::time::Duration;
 
 const SHOP: &str = "sales-mx.myshopify.com";
 
-fn egdc(env: &Env, tenant: &str, sku: &str) -> i64 {
-    env.db()
-        .query_one(
-            "SELECT qty::bigint FROM inventory WHERE tenant_id = $1 AND sku = $2",
-            &[&tenant, &sku],
-        )
-        .map(|r| r.get(0))
-        .unwrap_or(-1)
-}
-
 fn hooks(env: &Env, r: &Receiver, marketplace: &str, delays: &[u64]) {
     env.sim.post(
         "/webhooks",
@@ -47,7 +37,7 @@ fn four(name: &str) -> (Env, Receiver, String, String) {
 }
 
 fn everywhere(env: &Env, sku: &str, item: &str, q: i64) {
-    env.wait_for(15, &format!("EGDC at {q}"), || egdc(env, TENANT, sku) == q);
+    env.wait_for(15, &format!("EGDC at {q}"), || env.egdc_stock(TENANT, sku) == q);
     env.wait_for(15, "MercadoLibre", || env.sim.item_quantity(item) == Some(q));
     env.wait_for(15, "SHEIN", || env.shein_quantity("SH-1") == Some(q));
     env.wait_for(15, "TikTok Shop", || env.tiktok_quantity("SKU-1") == Some(q));
@@ -145,7 +135,7 @@ fn the_same_delivery_five_times_at_once_changes_stock_once() {
         statuses,
         vec!["accepted", "duplicate", "duplicate", "duplicate", "duplicate"]
     );
-    env.wait_for(10, "the order applied", || egdc(&env, TENANT, "P1") == 6);
+    env.wait_for(10, "the order applied", || env.egdc_stock(TENANT, "P1") == 6);
     // MercadoLibre delivering one notification five times over: also once
     let r = Receiver::start(env.pg.port);
     hooks(&env, &r, "mercadolibre", &[100]);
@@ -160,16 +150,16 @@ fn the_same_delivery_five_times_at_once_changes_stock_once() {
     env.wait_for(10, "five deliveries", || {
         r.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 5
     });
-    env.wait_for(10, "the ML order applied", || egdc(&env, TENANT, &ls[0].0) == 8);
+    env.wait_for(10, "the ML order applied", || env.egdc_stock(TENANT, &ls[0].0) == 8);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(egdc(&env, TENANT, &ls[0].0), 8, "taken once");
+    assert_eq!(env.egdc_stock(TENANT, &ls[0].0), 8, "taken once");
     assert_eq!(
         env.scalar_i64(
             "SELECT count(*) FROM integ.webhooks WHERE marketplace = 'mercadolibre' AND status = 'duplicate'"
         ),
         4
     );
-    assert_eq!(egdc(&env, TENANT, "P1"), 6);
+    assert_eq!(env.egdc_stock(TENANT, "P1"), 6);
 }
 
 /// One Shopify shop per strategy; the merchant edits the level in Shopify's admin.
@@ -192,17 +182,19 @@ fn the_four_conflict_strategies() {
     }
     // egdc_wins: 10 goes back to Shopify
     env.wait_for(10, "egdc_wins pushes back", || env.shopify_available(2001) == Some(10));
-    assert_eq!(egdc(&env, "t-egdc_wins", "P1"), 10);
+    assert_eq!(env.egdc_stock("t-egdc_wins", "P1"), 10);
     // marketplace_wins: EGDC takes the change
-    env.wait_for(10, "marketplace_wins", || egdc(&env, "t-marketplace_wins", "P1") == 7);
+    env.wait_for(10, "marketplace_wins", || {
+        env.egdc_stock("t-marketplace_wins", "P1") == 7
+    });
     // most_recent: the merchant's edit is newer than EGDC's last change
-    env.wait_for(10, "most_recent", || egdc(&env, "t-most_recent", "P1") == 7);
+    env.wait_for(10, "most_recent", || env.egdc_stock("t-most_recent", "P1") == 7);
     // manual: a conflict to review, nothing changed
     env.wait_for(10, "a conflict", || {
         env.scalar_i64("SELECT count(*) FROM integ.conflicts WHERE status = 'open'") == 1
     });
     env.wait_idle(10, "settled");
-    assert_eq!(egdc(&env, "t-manual", "P1"), 10);
+    assert_eq!(env.egdc_stock("t-manual", "P1"), 10);
     assert_eq!(env.shopify_available(2004), Some(7));
     assert_eq!(env.shopify_available(2002), Some(7));
     let c = env
@@ -251,7 +243,7 @@ fn the_four_conflict_strategies() {
     env.wait_for(10, "stale edit applied", || {
         env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state IN ('pending', 'failed')") == 0
     });
-    assert_eq!(egdc(&env, "t-most_recent", "P1"), 9, "EGDC's later change wins");
+    assert_eq!(env.egdc_stock("t-most_recent", "P1"), 9, "EGDC's later change wins");
     assert_eq!(env.shopify_available(2003), Some(9));
     let bad = env.db().query_one("SELECT integ.resolve_conflict($1, 'both')", &[&id]);
     assert!(format!("{:?}", bad.err()).contains("unknown resolution"));
@@ -293,7 +285,9 @@ fn reconciliation_repairs_drift_and_recovers_missed_notifications() {
     assert_eq!(report["missed_notifications"], 1, "{report}");
     assert_eq!(report["skipped"], 2, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
-    env.wait_for(10, "the missed order applied", || egdc(&env, TENANT, &mine[1].0) == 7);
+    env.wait_for(10, "the missed order applied", || {
+        env.egdc_stock(TENANT, &mine[1].0) == 7
+    });
     env.wait_for(10, "7 pushed", || env.sim.item_quantity(&mine[1].1) == Some(7));
     let multigets = env.sim.counter("mercadolibre GET /items?ids");
     let report: Value = env
@@ -319,7 +313,7 @@ fn reconciliation_repairs_drift_and_recovers_missed_notifications() {
         .get(0);
     assert_eq!(report["repaired"], 1, "{report}");
     assert_eq!(
-        egdc(&env, "t-market", &theirs[0].0),
+        env.egdc_stock("t-market", &theirs[0].0),
         6,
         "marketplace_wins takes the drift"
     );
@@ -376,9 +370,9 @@ fn deliveries_made_while_postgres_is_down_are_recovered() {
     );
     env.pg.pg_ctl_start();
     env.reconnect();
-    env.wait_for(30, "the Shopify order, by retry", || egdc(&env, TENANT, "P1") == 8);
+    env.wait_for(30, "the Shopify order, by retry", || env.egdc_stock(TENANT, "P1") == 8);
     env.wait_for(30, "the MercadoLibre order, by reconciliation", || {
-        egdc(&env, TENANT, &ls[0].0) == 5
+        env.egdc_stock(TENANT, &ls[0].0) == 5
     });
     env.wait_for(10, "pushed back out", || {
         env.shopify_available(1001) == Some(8) && env.sim.item_quantity(&ls[0].1) == Some(5)
@@ -415,9 +409,9 @@ fn a_mercadolibre_items_notification_is_read_back_and_resolved() {
         env.sim.item_quantity(&mine[0].1) == Some(10)
     });
     env.wait_for(10, "marketplace_wins takes 4", || {
-        egdc(&env, "t-market", &theirs[0].0) == 4
+        env.egdc_stock("t-market", &theirs[0].0) == 4
     });
-    assert_eq!(egdc(&env, TENANT, &mine[0].0), 10);
+    assert_eq!(env.egdc_stock(TENANT, &mine[0].0), 10);
     assert_eq!(
         env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE topic = 'items' AND state = 'done' AND NOT verified"),
         2,

@@ -235,16 +235,6 @@ fn tiktok_and_mercadolibre_deliveries() {
     assert!(ok);
 }
 
-fn inventory_qty(env: &Env, tenant: &str, sku: &str) -> i64 {
-    env.db()
-        .query_one(
-            "SELECT qty::bigint FROM inventory WHERE tenant_id = $1 AND sku = $2",
-            &[&tenant, &sku],
-        )
-        .unwrap()
-        .get(0)
-}
-
 /// A Shopify order takes EGDC stock once per line (even delivered twice), the new stock reaches
 /// the other channels, and a cancellation gives it back once.
 #[test]
@@ -268,7 +258,7 @@ fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
         assert_eq!(a["status"], "accepted", "{a}");
     };
     send("orders/create", "d-1");
-    env.wait_for(10, "the order to take 3", || inventory_qty(&env, TENANT, &sku) == 7);
+    env.wait_for(10, "the order to take 3", || env.egdc_stock(TENANT, &sku) == 7);
     env.wait_for(10, "7 on MercadoLibre and Shopify", || {
         env.sim.item_quantity(&item) == Some(7) && env.shopify_available(4242) == Some(7)
     });
@@ -277,14 +267,14 @@ fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
     env.wait_for(10, "the second delivery to be applied", || {
         env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 2
     });
-    assert_eq!(inventory_qty(&env, TENANT, &sku), 7);
+    assert_eq!(env.egdc_stock(TENANT, &sku), 7);
     // cancelled (twice): given back once
     send("orders/cancelled", "d-3");
     send("orders/cancelled", "d-4");
     env.wait_for(10, "the cancellations to be applied", || {
         env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'done'") == 4
     });
-    assert_eq!(inventory_qty(&env, TENANT, &sku), 10);
+    assert_eq!(env.egdc_stock(TENANT, &sku), 10);
     env.wait_for(10, "10 again on MercadoLibre", || {
         env.sim.item_quantity(&item) == Some(10)
     });

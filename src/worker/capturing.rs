@@ -73,6 +73,8 @@ pub extern "C-unwind" fn integ_capture_main(_arg: pg_sys::Datum) {
 /// What one look at the catalog says.
 struct State {
     extension: bool,
+    /// Installed at a version other than the library's: wait for `ALTER EXTENSION ... UPDATE`.
+    other_version: bool,
     slot: Option<SlotState>,
 }
 
@@ -163,6 +165,7 @@ impl Capturer {
                 // looked at after the read, so that no change waits for it
                 let state = read_state()?;
                 let steady = state.extension
+                    && !state.other_version
                     && gucs::LOGICAL_CAPTURE.get()
                     && state.slot.as_ref().is_some_and(|s| s.ours && !s.lost);
                 self.state_valid_until = steady.then(|| Instant::now() + STATE_EVERY);
@@ -170,6 +173,15 @@ impl Capturer {
             return Ok(more);
         }
         let state = read_state()?;
+        if state.extension && state.other_version {
+            // A new library before ALTER EXTENSION ... UPDATE (worker 0 says so): read nothing,
+            // the slot keeps every message, and changes take the trigger's table path.
+            shmem::set_capture_by_message(false);
+            self.reader = None;
+            self.collector = Collector::default();
+            self.unflushed.clear();
+            return Ok(false);
+        }
         let wanted = state.extension && gucs::LOGICAL_CAPTURE.get();
         let Some(slot) = state.slot.as_ref().filter(|s| s.ours) else {
             shmem::set_capture_by_message(false);
@@ -444,15 +456,17 @@ fn read_state() -> Result<State, String> {
                         s.slot_name IS NOT NULL,
                         coalesce(s.slot_type = 'physical', false),
                         coalesce(s.wal_status = 'lost', false),
-                        coalesce((s.restart_lsn - '0/0')::int8, 0)
+                        coalesce((s.restart_lsn - '0/0')::int8, 0),
+                        coalesce((SELECT extversion <> $2 FROM pg_catalog.pg_extension WHERE extname = 'integration'), false)
                    FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
                 None,
-                &[SLOT.into()],
+                &[SLOT.into(), crate::version::LIBRARY.into()],
             )?;
             let r = t.first();
             let exists = r.get::<bool>(2)?.unwrap_or(false);
             Ok::<_, pgrx::spi::SpiError>(State {
                 extension: r.get::<bool>(1)?.unwrap_or(false),
+                other_version: r.get::<bool>(6)?.unwrap_or(false),
                 slot: exists.then_some(SlotState {
                     ours: r.get::<bool>(3)?.unwrap_or(false),
                     lost: r.get::<bool>(4)?.unwrap_or(false),

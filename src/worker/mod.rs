@@ -14,6 +14,7 @@ use crate::push::{self, ListingRef};
 use crate::shmem::{self, limiter};
 use crate::spi_util::worker_transaction;
 use crate::tokens::{self, TokenStatus};
+use crate::version::{self, Installed};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pool::{Done, Pool, Task};
@@ -110,6 +111,8 @@ struct Worker {
     deferred: Vec<(ClaimedJob, i64)>,
     transitions: Vec<(i64, String, String, Circuit)>,
     extension_ready: bool,
+    /// The extension's version while it differs from the library's (see `crate::version`).
+    waiting_for_update: Option<String>,
     rng: StdRng,
     last_reclaim: Option<Instant>,
     last_purge: Instant,
@@ -134,6 +137,7 @@ impl Worker {
             deferred: Vec::new(),
             transitions: Vec::new(),
             extension_ready: false,
+            waiting_for_update: None,
             rng: StdRng::from_entropy(),
             last_reclaim: None,
             last_purge: Instant::now(),
@@ -154,7 +158,7 @@ impl Worker {
                 self.reload();
             }
             if !self.extension_ready {
-                self.extension_ready = extension_installed();
+                self.extension_ready = self.extension_current();
                 if !self.extension_ready {
                     wait_latch(self.tuning.poll_interval_ms);
                     continue;
@@ -330,9 +334,34 @@ impl Worker {
         }
     }
 
+    /// Whether the extension is installed at this library's version. Worker 0 says once what
+    /// the DBA must do when it is installed at another one (a new build before `ALTER
+    /// EXTENSION integration UPDATE`), and again when the update is seen.
+    fn extension_current(&mut self) -> bool {
+        match extension_state() {
+            Installed::Current => {
+                if self.waiting_for_update.take().is_some() && self.slot == 0 {
+                    log!(
+                        "integration: the extension is at version {}: syncing again",
+                        version::LIBRARY
+                    );
+                }
+                true
+            }
+            Installed::Absent => false,
+            Installed::Other(v) => {
+                if self.slot == 0 && self.waiting_for_update.as_deref() != Some(v.as_str()) {
+                    warning!("{}", version::update_needed_message(&gucs::database(), &v));
+                }
+                self.waiting_for_update = Some(v);
+                false
+            }
+        }
+    }
+
     fn trouble(&mut self, what: &str, e: &str) {
         warning!("integration worker {}: {what} failed: {e}", self.slot);
-        if !extension_installed() {
+        if !self.extension_current() {
             self.extension_ready = false;
         }
     }
@@ -752,12 +781,9 @@ fn batch_size(marketplace: &str) -> usize {
         .map_or(1, |c| c.max_batch().max(1))
 }
 
-fn extension_installed() -> bool {
-    worker_transaction(|| {
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'integration')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    })
-    .unwrap_or(false)
+fn extension_state() -> Installed {
+    worker_transaction(version::installed)
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(Installed::Absent)
 }
