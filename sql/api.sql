@@ -78,9 +78,10 @@ END
 $$;
 
 -- EGDC's current stock of one product, from the first tracked table that has it; enqueues it.
-CREATE FUNCTION integ.seed_listing_stock(p_tenant text, p_product text)
-RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- EGDC's stock of a product as the first tracked table that has it holds it now (NULL: none).
+CREATE FUNCTION integ.tracked_stock(p_tenant text, p_product text)
+RETURNS numeric
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
@@ -93,11 +94,25 @@ BEGIN
            INTO v USING p_tenant, p_product;
         GET DIAGNOSTICS n = ROW_COUNT;  -- EXECUTE does not set FOUND
         IF n > 0 THEN
-            PERFORM integ.enqueue_stock(p_tenant, p_product, v);
-            RETURN true;
+            RETURN coalesce(v, 0);
         END IF;
     END LOOP;
-    RETURN false;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION integ.seed_listing_stock(p_tenant text, p_product text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v numeric := integ.tracked_stock(p_tenant, p_product);
+BEGIN
+    IF v IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM integ.enqueue_stock(p_tenant, p_product, v);
+    RETURN true;
 END
 $$;
 
@@ -339,7 +354,7 @@ GRANT SELECT ON integ.connections, integ.listings, integ.sync_jobs, integ.sync_l
     TO integ_operator, integ_application;
 GRANT UPDATE ON integ.connections, integ.listings, integ.conflicts TO integ_operator;
 GRANT EXECUTE ON FUNCTION integ.acknowledge_alert(bigint) TO integ_operator;
-GRANT SELECT ON integ.capture TO integ_operator;
+GRANT SELECT ON integ.capture, integ.capture_state TO integ_operator;
 GRANT EXECUTE ON FUNCTION integ.capture_counters() TO integ_operator;
 
 -- Row-level security: the extension's owner (workers, SECURITY DEFINER functions) is not

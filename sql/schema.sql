@@ -251,6 +251,19 @@ CREATE TABLE integ.tracked_tables (
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 
+-- Whether stock changes were being captured by WAL message, and the slot position the capture
+-- worker last moved to (written before each move). Unlike the replication slot, this row
+-- replicates and is restored with the data: a capture worker that finds no slot, or one that
+-- does not reach back to this position (a promoted standby, a restored backup, pg_upgrade, a slot
+-- dropped by hand), knows that messages may be lost and reads EGDC's stock again.
+CREATE TABLE integ.capture_state (
+    id           boolean PRIMARY KEY DEFAULT true CHECK (id),
+    by_message   boolean NOT NULL DEFAULT false,
+    slot_restart pg_lsn,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO integ.capture_state DEFAULT VALUES;
+
 -- integ.enqueue_stock and the trigger function integ.track_stock are written in Rust
 -- (src/capture.rs): they run inside the application's stock-changing transactions.
 

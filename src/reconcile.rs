@@ -224,6 +224,8 @@ pub fn page<S: Side>(
     }
     let applied = side.db(|| {
         let mut r = Report::default();
+        let ids: Vec<i64> = read.iter().map(|(id, _)| *id).collect();
+        refresh_from_tables(&ids);
         for (id, result) in &read {
             r.checked += 1;
             let q = match result {
@@ -253,6 +255,53 @@ pub fn page<S: Side>(
     }
     let next = stopped_at.or_else(|| (listings.len() as i64 >= limit).then(|| listings.last().map_or(after, |l| l.0)));
     (report, next)
+}
+
+/// Brings listings whose EGDC stock (`desired_stock`) differs from what the tracked tables hold
+/// now back to the tables' value, with a job: a change the capture lost, or a listing written
+/// by hand, is repaired like any drift. The listing's position (`desired_lsn`) stays, so a
+/// captured change newer than this read still wins over it.
+fn refresh_from_tables(listing_ids: &[i64]) {
+    let products: Vec<(String, String, String)> = Spi::connect(|c| {
+        c.select(
+            "SELECT p.tenant_id, p.product_id, s.stock::text
+               FROM (SELECT DISTINCT tenant_id, product_id FROM integ.listings WHERE id = ANY($1)) p,
+                    LATERAL integ.tracked_stock(p.tenant_id, p.product_id) s(stock)
+              WHERE s.stock IS NOT NULL",
+            None,
+            &[listing_ids.to_vec().into()],
+        )?
+        .map(|r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .or_raise("reading EGDC's stock to reconcile");
+    let mut jobs = 0;
+    for (tenant, product, stock) in products {
+        let stock = crate::capture::normalize_stock(Some(&stock));
+        jobs += first::<i64>(
+            "WITH l AS (
+                UPDATE integ.listings SET desired_stock = $3, desired_at = clock_timestamp()
+                 WHERE tenant_id = $1 AND product_id = $2 AND desired_stock IS DISTINCT FROM $3
+             RETURNING id, connection_id, tenant_id, marketplace),
+                  j AS (
+                INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+                SELECT id, connection_id, tenant_id, marketplace FROM l
+                ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+             RETURNING 1)
+             SELECT count(*) FROM j",
+            &[tenant.as_str().into(), product.as_str().into(), stock.into()],
+        )
+        .unwrap_or(0);
+    }
+    if jobs > 0 {
+        crate::shmem::wake_workers_at_commit();
+    }
 }
 
 /// Takes one request from the connection's limiter, waiting up to `max_wait_ns` at a time.

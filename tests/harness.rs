@@ -44,6 +44,22 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A new, empty directory for a cluster, owned by postgres when we are root.
+fn cluster_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("integ-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create cluster dir");
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "chown cluster dir");
+    }
+    dir
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
@@ -52,17 +68,7 @@ pub struct Cluster {
 impl Cluster {
     /// initdb + start, with `integration` preloaded and `extra` appended to postgresql.conf.
     pub fn start(name: &str, extra: &str, with_key: bool) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("integ-e2e-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create cluster dir");
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .map(|s| s.success());
-            assert_eq!(ok.ok(), Some(true), "chown cluster dir");
-        }
+        let dir = cluster_dir(name);
         let data = dir.join("data");
         let out = pg_command("initdb")
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
@@ -96,6 +102,76 @@ impl Cluster {
         let c = Cluster { dir, port };
         c.pg_ctl_start();
         c
+    }
+
+    /// A base backup of `primary` (`pg_basebackup -X stream`, with `-R` for a streaming
+    /// standby), set up on its own port and key file but not started.
+    pub fn base_backup_of(primary: &Cluster, name: &str, standby: bool) -> Cluster {
+        let dir = cluster_dir(name);
+        std::fs::copy(primary.dir.join("master.key"), dir.join("master.key")).expect("copy key");
+        let data = dir.join("data");
+        let port = primary.port.to_string();
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-D",
+        ];
+        if standby {
+            args.insert(0, "-R");
+        }
+        let out = pg_command("pg_basebackup")
+            .args(&args)
+            .arg(&data)
+            .output()
+            .expect("pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let conf = format!(
+            "\nport = {port}\nunix_socket_directories = '{}'\ninteg.key_file = '{}'\n",
+            dir.display(),
+            dir.join("master.key").display()
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("conf");
+        std::io::Write::write_all(&mut f, conf.as_bytes()).expect("write conf");
+        Cluster { dir, port }
+    }
+
+    /// The postmaster's pid.
+    pub fn postmaster_pid(&self) -> i32 {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+            .expect("postmaster.pid")
+    }
+
+    pub fn promote(&self) {
+        let out = pg_command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(self.data())
+            .arg("promote")
+            .output()
+            .expect("pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     pub fn data(&self) -> PathBuf {
@@ -728,4 +804,13 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to a process.
+pub fn signal(pid: i32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .map(|s| s.success());
+    assert_eq!(ok.ok(), Some(true), "kill -{signal} {pid}");
 }

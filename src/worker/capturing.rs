@@ -7,6 +7,7 @@
 //! emits only while the slot exists, and the slot is dropped only after every transaction that
 //! could have seen it has finished and its messages are applied.
 
+use super::capture_state;
 use super::wait_latch;
 use crate::capture::message::{self, Collector};
 use crate::capture::{self, wal};
@@ -40,6 +41,8 @@ const QUIET: Duration = Duration::from_millis(25);
 /// While capturing, the catalog (extension, slot) is looked at again after this long, or at
 /// once after an error or a configuration reload; in between every turn only reads the WAL.
 const STATE_EVERY: Duration = Duration::from_secs(1);
+/// The slot moves at most this often: each move first records its position in a transaction.
+const MOVE_EVERY: Duration = Duration::from_secs(1);
 /// Slot moves waiting for their applying commits to be flushed, at most; beyond, the capture
 /// flushes them itself.
 const UNFLUSHED_MAX: usize = 64;
@@ -101,6 +104,11 @@ struct Capturer {
     state_valid_until: Option<Instant>,
     /// Slot moves waiting for the commits that applied what they pass over to be flushed.
     unflushed: UnflushedMoves,
+    /// The furthest flushed position the slot may move to, when it next moves.
+    movable: i64,
+    last_move: Option<Instant>,
+    /// End of the commit that last recorded a slot position.
+    recorded_end: u64,
 }
 
 impl Capturer {
@@ -193,6 +201,9 @@ impl Capturer {
                 }
                 return Ok(false);
             }
+            if state.extension && capture_state::read()?.lost_by(None) {
+                return self.recover_lost(&format!("replication slot {SLOT} is missing"));
+            }
             if wanted {
                 self.open()?;
                 return Ok(true);
@@ -200,7 +211,9 @@ impl Capturer {
             return Ok(false);
         };
         if slot.lost {
-            return self.recover_lost();
+            return self.recover_lost(&format!(
+                "replication slot {SLOT} was invalidated (max_slot_wal_keep_size)"
+            ));
         }
         if !state.extension {
             // DROP EXTENSION: nothing to apply the messages to any more
@@ -210,11 +223,18 @@ impl Capturer {
             log!("integration capture: extension dropped, slot {SLOT} dropped");
             return Ok(false);
         }
+        if self.reader.is_none() && capture_state::read()?.lost_by(Some(slot.restart)) {
+            return self.recover_lost(&format!(
+                "replication slot {SLOT} starts after the position the capture last moved it to"
+            ));
+        }
         if !wanted {
             return self.retire(slot.restart);
         }
         self.ensure_reader(slot.restart)?;
         if !shmem::capture_by_message() {
+            // recorded before any message is emitted: from here a missing slot means a loss
+            capture_state::capturing(self.restart)?;
             shmem::set_capture_by_message(true);
             log!("integration capture: capturing stock changes by logical message (slot {SLOT})");
         }
@@ -229,6 +249,7 @@ impl Capturer {
             self.reader = Some(wal::WalReader::open(restart as u64)?);
             self.collector = Collector::default();
             self.restart = restart;
+            self.movable = restart;
             self.unflushed.clear();
         }
         Ok(())
@@ -299,9 +320,19 @@ impl Capturer {
             unsafe { pg_sys::XLogFlush(committed_end) };
         }
         let flushed = unsafe { pg_sys::GetFlushRecPtr(std::ptr::null_mut()) };
-        if let Some(target) = self.unflushed.take_flushed(flushed).filter(|t| *t > self.restart) {
-            advance(target)?;
-            self.restart = target;
+        if let Some(target) = self.unflushed.take_flushed(flushed) {
+            self.movable = self.movable.max(target);
+        }
+        // The position is recorded (integ.capture_state) before the slot moves there, so a
+        // slot found beyond the record was not ours. At most once per MOVE_EVERY, and not for
+        // the WAL of the record itself.
+        let due = self.last_move.is_none_or(|t| t.elapsed() >= MOVE_EVERY);
+        if due && self.movable > self.restart && self.movable as u64 > self.recorded_end {
+            capture_state::capturing(self.movable)?;
+            self.recorded_end = unsafe { pg_sys::XactLastCommitEnd };
+            advance(self.movable)?;
+            self.restart = self.movable;
+            self.last_move = Some(Instant::now());
         }
         Ok(())
     }
@@ -318,31 +349,24 @@ impl Capturer {
         self.reader = None;
         self.unflushed.clear();
         drop_slot()?;
+        capture_state::stopped()?;
         log!("integration capture: back to the trigger's table path; slot {SLOT} dropped");
         Ok(false)
     }
 
-    /// The slot was invalidated (it fell behind `max_slot_wal_keep_size`): its messages are
-    /// gone. Start again and bring every mapped listing back to EGDC's current stock.
-    fn recover_lost(&mut self) -> Result<bool, String> {
+    /// The slot's messages may be gone (`why`: invalidated, missing, or newer than where it
+    /// was last moved): start again and bring every mapped listing back to EGDC's current
+    /// stock. Meanwhile changes take the trigger's table path; the next turn creates a slot.
+    fn recover_lost(&mut self, why: &str) -> Result<bool, String> {
         shmem::set_capture_by_message(false);
         self.reader = None;
+        self.collector = Collector::default();
+        self.unflushed.clear();
         wait_for_older_transactions()?;
         drop_slot()?;
-        let seeded = worker_transaction(|| {
-            Spi::get_one::<i64>(
-                "SELECT count(*) FILTER (WHERE integ.seed_listing_stock(tenant_id, product_id))
-                   FROM (SELECT DISTINCT tenant_id, product_id FROM integ.listings) p",
-            )
-        })
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| format!("re-reading EGDC's stock after the slot was lost: {e}"))?
-        .unwrap_or(0);
+        capture_state::resync(why)?;
         // nothing keeps these but their own commit
         flush_own_commits();
-        warning!(
-            "integration capture: replication slot {SLOT} was invalidated (max_slot_wal_keep_size); the stock of {seeded} products was read again from the tracked tables"
-        );
         Ok(true)
     }
 }

@@ -1,6 +1,7 @@
 //! Background workers: claim due jobs, push them on HTTP threads, record the results on the
 //! main thread. Woken at commit through their latch; `integ.poll_interval` is the fallback.
 
+mod capture_state;
 mod capturing;
 mod pool;
 mod reconciling;
