@@ -178,11 +178,18 @@ impl Loaded {
     }
 }
 
+/// Decrypted credentials by connection id, with their generation; both repeat across
+/// installations, so `crate::installation::check` empties this when the installation changes.
 static CACHE: Mutex<Option<HashMap<i64, (i64, Credentials)>>> = Mutex::new(None);
+
+pub fn forget_cached() {
+    *CACHE.lock() = None;
+}
 
 /// Load (and decrypt, unless this process already holds that generation) a connection's
 /// credentials. None when the connection has none.
 pub fn load(connection_id: i64) -> Option<Loaded> {
+    crate::installation::check();
     // One statement for the generation and the secrets: read apart, a refresh committed in
     // between (another backend's) left the second read empty.
     let row = crate::spi_util::run_kept(

@@ -14,7 +14,13 @@ use std::collections::HashMap;
 const MAGIC: &[u8] = b"IKv";
 pub const MIN_KEY_LEN: usize = 16;
 
+/// Keys of versions 2 and later by version, as `integ.master_keys` named them; a re-created
+/// extension numbers its versions again (see `crate::installation`).
 static LOADED: Mutex<Option<HashMap<u32, String>>> = Mutex::new(None);
+
+pub fn forget_loaded() {
+    *LOADED.lock() = None;
+}
 
 /// What a fingerprint is made of: not the key, and not a plain hash of it either.
 pub fn fingerprint(key: &str) -> String {
@@ -63,6 +69,7 @@ pub fn key(version: u32) -> String {
     if version <= 1 {
         return crate::credentials::startup_key().to_string();
     }
+    crate::installation::check();
     if let Some(k) = LOADED.lock().get_or_insert_with(HashMap::new).get(&version) {
         return k.clone();
     }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod credentials;
 pub mod gucs;
 pub mod inbound;
+pub mod installation;
 pub mod keys;
 pub mod limits;
 pub mod marketplaces;

@@ -42,8 +42,11 @@ fn limiter_state() -> TableIterator<
             })
             .unwrap_or_default()
     });
+    crate::installation::check();
+    let installation = crate::installation::id();
     let rows: Vec<_> = limiter::snapshot()
         .into_iter()
+        .filter(|s| s.installation == installation)
         .filter(|s| visible.as_ref().is_none_or(|v| v.contains(&s.connection_id)))
         .map(|s| {
             let q = s.effective_quota(now);

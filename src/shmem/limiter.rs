@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
 pub struct Slot {
+    /// The installation the connection id belongs to (`crate::installation`): ids start again
+    /// at 1 in a re-created extension, whose connections must not inherit these slots.
+    pub installation: u32,
     pub connection_id: i64,
     pub emission_ns: i64,
     pub burst: i64,
@@ -140,22 +143,34 @@ pub fn now_ns() -> i64 {
     ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
 }
 
-/// Runs `f` on the slot of `connection_id` (created on first use) under the lock. None when
-/// shared memory is absent (library not preloaded) or the table is full.
+fn probe_start(connection_id: i64, capacity: usize) -> usize {
+    (connection_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize % capacity
+}
+
+/// Runs `f` on the slot of `connection_id` of the current installation (created on first use)
+/// under the lock. None when shared memory is absent (library not preloaded) or the table is
+/// full.
 fn with_slot<R>(connection_id: i64, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
     if !READY.load(Ordering::Acquire) || connection_id == 0 {
         return None;
     }
+    // a backend may not have looked at the installation yet; a worker looks every round
+    if unsafe { pg_sys::IsTransactionState() } {
+        crate::installation::check();
+    }
+    let installation = crate::installation::id();
     unsafe {
         let cap = (*HEADER).capacity as usize;
         pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let start = (connection_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize % cap;
+        let start = probe_start(connection_id, cap);
         let mut result = None;
         for i in 0..cap {
             let slot = &mut *SLOTS.add((start + i) % cap);
-            if slot.connection_id == connection_id || slot.connection_id == 0 {
+            let ours = slot.connection_id == connection_id && slot.installation == installation;
+            if ours || slot.connection_id == 0 {
                 if slot.connection_id == 0 {
                     *slot = Slot {
+                        installation,
                         connection_id,
                         ..Default::default()
                     };
@@ -169,6 +184,36 @@ fn with_slot<R>(connection_id: i64, f: impl FnOnce(&mut Slot) -> R) -> Option<R>
         }
         pg_sys::LWLockRelease(LOCK);
         result
+    }
+}
+
+/// Drops the slots of every installation but `installation` (a dropped extension's), and puts
+/// the rest back where a lookup finds them.
+pub fn forget_other_installations(installation: u32) {
+    if !READY.load(Ordering::Acquire) {
+        return;
+    }
+    unsafe {
+        let cap = (*HEADER).capacity as usize;
+        pg_sys::LWLockAcquire(LOCK, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut kept = Vec::new();
+        for i in 0..cap {
+            let slot = &mut *SLOTS.add(i);
+            if slot.connection_id != 0 && slot.installation == installation {
+                kept.push(*slot);
+            }
+            *slot = Slot::default();
+        }
+        for s in kept {
+            let start = probe_start(s.connection_id, cap);
+            if let Some(free) = (0..cap)
+                .map(|i| &mut *SLOTS.add((start + i) % cap))
+                .find(|slot| slot.connection_id == 0)
+            {
+                *free = s;
+            }
+        }
+        pg_sys::LWLockRelease(LOCK);
     }
 }
 
@@ -281,7 +326,7 @@ pub fn cancel_probe(connection_id: i64) {
     with_slot(connection_id, |s| s.probe_in_flight = false);
 }
 
-/// A copy of every used slot.
+/// A copy of every used slot (of every installation: see `Slot::installation`).
 pub fn snapshot() -> Vec<Slot> {
     if !READY.load(Ordering::Acquire) {
         return Vec::new();

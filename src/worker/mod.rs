@@ -8,6 +8,7 @@ mod reconciling;
 
 use crate::credentials;
 use crate::gucs::{self, Tuning};
+use crate::installation;
 use crate::limits::{Admit, Circuit};
 use crate::marketplaces::{self, http, Credentials, PushKind};
 use crate::outbox::{self, Attempt, ClaimedJob, Outcome, Target};
@@ -93,6 +94,9 @@ struct InFlight {
     /// The first job of its call: only its result feeds the limiter and the circuit, which
     /// count calls, not the listings a batch carries.
     lead: bool,
+    /// The installation the job belongs to: a push still out when the extension is dropped
+    /// and created again is not recorded into the new installation's tables.
+    installation: u32,
 }
 
 struct Worker {
@@ -360,6 +364,19 @@ impl Worker {
         }
     }
 
+    /// The extension was dropped and created again: what this worker holds of the previous
+    /// installation goes (the process-wide caches went in `installation::check`).
+    fn forget_installation(&mut self) {
+        log!(
+            "integration worker {}: the extension was created again; state of the previous installation dropped",
+            self.slot
+        );
+        self.unrecorded.clear();
+        self.deferred.clear();
+        self.transitions.clear();
+        self.reconciler = Default::default();
+    }
+
     fn trouble(&mut self, what: &str, e: &str) {
         warning!("integration worker {}: {what} failed: {e}", self.slot);
         if !self.extension_current() {
@@ -395,6 +412,7 @@ impl Worker {
         let lease_ms = (self.tuning.http_timeout_ms * 6 + 30_000) as i64;
         let cooldown = self.tuning.circuit_cooldown_ns;
         let claimed = worker_transaction(|| {
+            installation::check();
             let conns = outbox::connections_with_due_work();
             let share = (capacity / conns.len().max(1) as i64).max(1);
             let mut caps = Vec::new();
@@ -455,6 +473,9 @@ impl Worker {
                 return (false, Vec::new());
             }
         };
+        if installation::take_change() {
+            self.forget_installation();
+        }
         let mut by_connection: HashMap<i64, Vec<ClaimedJob>> = HashMap::new();
         for j in jobs {
             by_connection.entry(j.connection_id).or_default().push(j);
@@ -530,6 +551,7 @@ impl Worker {
                         stock,
                         generation,
                         lead,
+                        installation: installation::id(),
                     });
                     requests.push(request);
                 }
@@ -618,7 +640,8 @@ impl Worker {
 
     /// Records finished pushes in one transaction (falling back to one per job if that
     /// fails), then refreshes tokens that were refused. Returns true if work was re-enqueued.
-    fn record(&mut self, done: Vec<Done<InFlight>>) -> bool {
+    fn record(&mut self, mut done: Vec<Done<InFlight>>) -> bool {
+        done.retain(|d| d.job.installation == installation::id());
         let tuning = self.tuning;
         let mut unauthorized: HashMap<i64, i64> = HashMap::new();
         let mut transitions = Vec::new();
