@@ -56,3 +56,33 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION integ.tracked_stock(text, text) FROM PUBLIC;
+
+-- Order lines never wrap or clamp EGDC's stock: a change that would leave the stock column's
+-- range is refused with a clear reason (the delivery is dead, not retried).
+CREATE OR REPLACE FUNCTION integ.adjust_stock(p_tenant text, p_product text, p_delta numeric)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    n bigint;
+BEGIN
+    FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        BEGIN
+            EXECUTE format('UPDATE %s SET %I = %I + $3 WHERE %I::text = $1 AND %I::text = $2',
+                           t.relid::regclass, t.stock_column, t.stock_column, t.tenant_column, t.product_column)
+              USING p_tenant, p_product, p_delta;
+        EXCEPTION WHEN numeric_value_out_of_range THEN
+            -- never wrapped or clamped: the order is refused whole (src/inbound/orders.rs)
+            RAISE EXCEPTION 'changing the stock of % by % would leave the range of %.%',
+                            left(p_product, 80), p_delta, t.relid::regclass, quote_ident(t.stock_column)
+                  USING ERRCODE = 'numeric_value_out_of_range';
+        END;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;

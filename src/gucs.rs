@@ -8,6 +8,7 @@ pub static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static MAX_ORDER_QUANTITY: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -91,6 +92,16 @@ fn define_runtime() {
         c"Roles that are not integ_operator members see and change only this tenant's rows.",
         &TENANT_ID,
         GucContext::Userset,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.max_order_quantity",
+        c"Most units one order line may take; a delivery with a larger line is dead, nothing of it applied.",
+        c"",
+        &MAX_ORDER_QUANTITY,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
         GucFlags::empty(),
     );
     GucRegistry::define_int_guc(

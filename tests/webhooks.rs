@@ -289,3 +289,123 @@ fn an_order_takes_stock_exactly_once_and_a_cancellation_gives_it_back() {
         1
     );
 }
+
+/// A signed order is still checked: a line whose quantity is not a positive whole number of at
+/// most integ.max_order_quantity, or that would take EGDC's stock out of its column's range,
+/// makes the whole delivery dead at once (not retried), naming the line, and nothing of the
+/// order is applied.
+#[test]
+fn implausible_order_quantities_are_dead_and_apply_nothing() {
+    let mut env = Env::new("hooks-quantities");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.add_shopify_tenant(TENANT, SHOP, json!({}));
+    env.set_stock(&sku, 10);
+    env.wait_for(10, "10 on MercadoLibre", || env.sim.item_quantity(&item) == Some(10));
+    let mut orders = 0;
+    let mut send = |second_line: Value| -> String {
+        orders += 1;
+        let body =
+            json!({"id": 7000 + orders, "line_items": [{"id": 1, "sku": sku, "quantity": 1}, second_line]}).to_string();
+        let delivery = format!("q-{orders}");
+        let a = receive(
+            &env,
+            "shopify",
+            &shopify_headers(SHOPIFY_CLIENT_SECRET, body.as_bytes(), &delivery, SHOP),
+            body.as_bytes(),
+        );
+        assert_eq!(a["status"], "accepted", "{a}");
+        delivery
+    };
+    let bad = [
+        (
+            json!({"id": 2, "sku": sku, "quantity": 1_000_000_000_000i64}),
+            "quantity 1000000000000 is more than integ.max_order_quantity (10000)",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": 10_001}),
+            "quantity 10001 is more than integ.max_order_quantity",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": 0}),
+            "quantity 0 is not positive",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": -3}),
+            "quantity -3 is not positive",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": 1.5}),
+            "quantity 1.5 is not a whole number",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": 2.0}),
+            "quantity 2.0 is not a whole number",
+        ),
+        (
+            json!({"id": 2, "sku": sku, "quantity": "2"}),
+            "quantity \"2\" is not a number",
+        ),
+        (json!({"id": 2, "sku": sku}), "quantity is missing"),
+    ];
+    let sent: Vec<(String, &str)> = bad.iter().map(|(line, why)| (send(line.clone()), *why)).collect();
+    env.wait_for(15, "every implausible delivery dead", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE state = 'dead'") == sent.len() as i64
+    });
+    for (delivery, why) in &sent {
+        let (error, attempts): (String, i32) = {
+            let r = env
+                .db()
+                .query_one(
+                    "SELECT error, attempts FROM integ.webhooks WHERE event_id = $1",
+                    &[delivery],
+                )
+                .expect("delivery");
+            (r.get(0), r.get(1))
+        };
+        assert!(
+            error.starts_with("line 2: ") && error.contains(why),
+            "{delivery}: {error}"
+        );
+        assert_eq!(attempts, 1, "{delivery} was retried");
+    }
+    assert_eq!(env.egdc_stock(TENANT, &sku), 10, "a line of a dead order was applied");
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.order_lines"), 0);
+
+    // stock arithmetic never wraps: an order taking EGDC's stock below the column's range
+    env.set_stock(&sku, i32::MIN + 5);
+    let delivery = send(json!({"id": 2, "sku": sku, "quantity": 9}));
+    env.wait_for(15, "the out-of-range order dead", || {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.webhooks WHERE event_id = '{delivery}' AND state = 'dead'"
+        )) == 1
+    });
+    let error = env.scalar_text(&format!(
+        "SELECT error FROM integ.webhooks WHERE event_id = '{delivery}'"
+    ));
+    assert!(
+        error.contains("would leave the range of public.inventory.qty"),
+        "{error}"
+    );
+    assert_eq!(env.egdc_stock(TENANT, &sku), i32::MIN as i64 + 5);
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.order_lines"),
+        0,
+        "a ledger row of a dead order"
+    );
+
+    // the limit is a reload setting: 10,001 units apply once it allows them
+    env.set_stock(&sku, 20_000);
+    env.db()
+        .batch_execute("ALTER SYSTEM SET integ.max_order_quantity = 20000")
+        .expect("alter system");
+    env.db().batch_execute("SELECT pg_reload_conf()").expect("reload");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let delivery = send(json!({"id": 2, "sku": sku, "quantity": 10_001}));
+    env.wait_for(15, "the larger order applied", || {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.webhooks WHERE event_id = '{delivery}' AND state = 'done'"
+        )) == 1
+    });
+    assert_eq!(env.egdc_stock(TENANT, &sku), 20_000 - 10_002);
+}

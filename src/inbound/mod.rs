@@ -178,7 +178,17 @@ fn process(agent: &ureq::Agent, d: &Delivery) -> Result<bool, Failure> {
         event = *inner;
     }
     let event = follow(agent, d.marketplace, &conn, event)?;
-    worker_transaction(|| apply(d, &conn, &event)).map_err(Failure::Retry)
+    if let Event::Order(o) = &event {
+        orders::check_quantities(o, crate::gucs::MAX_ORDER_QUANTITY.get().into()).map_err(Failure::Permanent)?;
+    }
+    worker_transaction(|| apply(d, &conn, &event)).map_err(|e| {
+        // the same arithmetic fails the same way every time
+        if e.contains(orders::STOCK_OUT_OF_RANGE) {
+            Failure::Permanent(e)
+        } else {
+            Failure::Retry(e)
+        }
+    })
 }
 
 /// Reads what a pointer points at, with the connection's token and within its rate limit.

@@ -14,6 +14,21 @@ pub struct Target<'a> {
     pub webhook_id: Option<i64>,
 }
 
+/// What `integ.adjust_stock` says when a change would leave the stock column's range.
+pub const STOCK_OUT_OF_RANGE: &str = "would leave the range of";
+
+/// A signature proves who sent an order, not that its numbers make sense: a line of more than
+/// `max` units makes the whole delivery dead (nothing of it is applied), naming the line.
+pub fn check_quantities(order: &Order, max: i64) -> Result<(), String> {
+    match order.lines.iter().find(|l| l.quantity > max) {
+        Some(l) => Err(format!(
+            "line {}: quantity {} is more than integ.max_order_quantity ({max}); nothing of order {} was applied",
+            l.line_id, l.quantity, order.id
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Applies an order (or its cancellation); returns notes on lines that could not be applied.
 pub fn apply(t: &Target, order: &Order) -> Vec<String> {
     let mut notes = Vec::new();
@@ -29,11 +44,8 @@ pub fn apply(t: &Target, order: &Order) -> Vec<String> {
             ));
             continue;
         };
-        let qty = line.quantity.clamp(0, i32::MAX as i64) as i32;
-        if qty == 0 {
-            notes.push(format!("line {} has no quantity", line.line_id));
-            continue;
-        }
+        // positive and at most integ.max_order_quantity (checked before): it fits
+        let qty = line.quantity.clamp(1, i32::MAX as i64) as i32;
         let delta = if order.cancelled {
             cancel_line(t, &order.id, line, &product, qty)
         } else {

@@ -122,12 +122,13 @@ fn shopify(topic: &str, body: &[u8]) -> Result<Event, String> {
         "orders/create" | "orders/paid" | "orders/updated" | "orders/cancelled" => {
             let cancelled = topic == "orders/cancelled" || v.get("cancelled_at").is_some_and(|c| !c.is_null());
             order(&v, "id", cancelled, "line_items", |l| {
+                let line_id = id_text(l.get("id")).ok_or("an order line has no id")?;
                 Ok(OrderLine {
-                    line_id: id_text(l.get("id")).ok_or("an order line has no id")?,
+                    quantity: line_quantity(l, "quantity", &line_id)?,
+                    line_id,
                     external_id: None,
                     variation_id: None,
                     sku: text(l, "/sku"),
-                    quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
                 })
             })
             .map(Event::Order)
@@ -165,12 +166,13 @@ fn shein(event: &Value) -> Result<Event, String> {
     let cancelled = event.get("orderStatus").and_then(Value::as_str) == Some("CANCELLED");
     order(event, "orderNo", cancelled, "orderGoodsInfoList", |l| {
         let sku = text(l, "/skuCode");
+        let line_id = id_text(l.get("orderGoodsId")).ok_or("an order line has no orderGoodsId")?;
         Ok(OrderLine {
-            line_id: id_text(l.get("orderGoodsId")).ok_or("an order line has no orderGoodsId")?,
+            quantity: line_quantity(l, "quantity", &line_id)?,
+            line_id,
             external_id: sku.clone(),
             variation_id: None,
             sku,
-            quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(1),
         })
     })
     .map(Event::Order)
@@ -194,6 +196,23 @@ pub fn order(
         .map(line)
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Order { id, cancelled, lines })
+}
+
+/// An order line's quantity as the marketplace wrote it at `key`: a positive whole JSON number
+/// (not a string, not a float, not missing), or why not, naming the line and the value. How many
+/// units a delivery may take at most is a setting the caller checks (`integ.max_order_quantity`).
+pub fn line_quantity(line: &Value, key: &str, line_id: &str) -> Result<i64, String> {
+    let shown = |v: &Value| crate::marketplaces::http::truncate(&v.to_string(), 40);
+    match line.get(key) {
+        None | Some(Value::Null) => Err(format!("line {line_id}: {key} is missing")),
+        Some(v @ Value::Number(n)) => match n.as_i64() {
+            Some(q) if q > 0 => Ok(q),
+            Some(_) => Err(format!("line {line_id}: {key} {} is not positive", shown(v))),
+            None if n.is_u64() => Err(format!("line {line_id}: {key} {} is too large", shown(v))),
+            None => Err(format!("line {line_id}: {key} {} is not a whole number", shown(v))),
+        },
+        Some(v) => Err(format!("line {line_id}: {key} {} is not a number", shown(v))),
+    }
 }
 
 /// The non-empty text at `pointer`.
@@ -232,6 +251,31 @@ pub fn form_unescape(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_line_quantity_is_a_positive_whole_number() {
+        let q = |v: Value| line_quantity(&json!({"quantity": v}), "quantity", "L1");
+        assert_eq!(q(json!(3)), Ok(3));
+        assert_eq!(q(json!(1_000_000_000_000i64)), Ok(1_000_000_000_000));
+        for (bad, why) in [
+            (json!(0), "0 is not positive"),
+            (json!(-2), "-2 is not positive"),
+            (json!(1.5), "1.5 is not a whole number"),
+            (json!(3.0), "3.0 is not a whole number"),
+            (json!(1e300), "is not a whole number"),
+            (json!(u64::MAX), "18446744073709551615 is too large"),
+            (json!("3"), "\"3\" is not a number"),
+            (json!([3]), "[3] is not a number"),
+            (Value::Null, "quantity is missing"),
+        ] {
+            let e = q(bad).expect_err(why);
+            assert!(e.starts_with("line L1: ") && e.contains(why), "{e}");
+        }
+        assert_eq!(
+            line_quantity(&json!({}), "quantity", "L2"),
+            Err("line L2: quantity is missing".into())
+        );
+    }
 
     #[test]
     fn shopify_orders_and_levels() {

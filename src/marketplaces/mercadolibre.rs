@@ -532,12 +532,13 @@ pub fn order_from_json(v: &Value) -> Result<Order, String> {
     super::events::order(v, "id", cancelled, "order_items", |l| {
         let item = super::webhooks::id_text(l.pointer("/item/id")).ok_or("an order item has no item id")?;
         let variation = super::webhooks::id_text(l.pointer("/item/variation_id"));
+        let line_id = format!("{item}-{}", variation.as_deref().unwrap_or("0"));
         Ok(OrderLine {
-            line_id: format!("{item}-{}", variation.as_deref().unwrap_or("0")),
+            quantity: super::events::line_quantity(l, "quantity", &line_id)?,
+            line_id,
             external_id: Some(item),
             variation_id: variation,
             sku: super::events::text(l, "/item/seller_sku"),
-            quantity: l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
         })
     })
 }
