@@ -86,3 +86,421 @@ BEGIN
     RETURN false;
 END
 $$;
+
+-- Connection settings are checked from 0.2.0 on: integ.connect refuses unknown keys. Rows
+-- written before keep working (unknown keys were always ignored); they are reported once here.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.id, c.tenant_id, c.marketplace, string_agg(k, ', ' ORDER BY k) AS keys
+          FROM integ.connections c, jsonb_object_keys(c.settings) k
+         WHERE jsonb_typeof(c.settings) = 'object'
+           AND k NOT IN ('base_url', 'conflict_strategy', 'rate_limit', 'stock_rules')
+           AND NOT (c.marketplace = 'shopify' AND k = 'api_version')
+           AND NOT (c.marketplace = 'shein' AND k = 'webhook_path')
+         GROUP BY c.id, c.tenant_id, c.marketplace
+    LOOP
+        RAISE WARNING 'integration: connection % (tenant "%", %) has settings keys integ.connect now refuses: % (kept, and ignored as before)',
+                      r.id, left(r.tenant_id, 80), r.marketplace, left(r.keys, 200);
+    END LOOP;
+END
+$$;
+
+-- Catalog: imports of every marketplace's listings into integ.remote_listings, linked to EGDC
+-- products by SKU (issue "Catalog").
+-- One catalog import of a connection (integ.import_catalog); the workers page through the
+-- marketplace's catalog into integ.remote_listings, resuming from `cursor` after a restart.
+CREATE TABLE integ.catalog_imports (
+    id              bigserial PRIMARY KEY,
+    connection_id   bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    tenant_id       text NOT NULL,
+    marketplace     text NOT NULL,
+    state           text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+    -- the marketplace's cursor (scroll id, page token) where the current listing pass goes on
+    cursor          text,
+    -- listing passes started (one more each time an expired cursor restarts the pass)
+    passes          integer NOT NULL DEFAULT 1,
+    listings_seen   bigint NOT NULL DEFAULT 0,
+    -- the marketplace's own units (items, products) the current pass went through
+    discovered      bigint NOT NULL DEFAULT 0,
+    pages           bigint NOT NULL DEFAULT 0,
+    api_calls       bigint NOT NULL DEFAULT 0,
+    -- how many the marketplace says there are (its own unit: items, products), when it says
+    total           bigint,
+    -- consecutive failed pages (network, 5xx): the import fails after integ.max_attempts
+    failures        integer NOT NULL DEFAULT 0,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    error           text
+);
+CREATE UNIQUE INDEX catalog_imports_one_running ON integ.catalog_imports (connection_id) WHERE state = 'running';
+
+-- What the marketplaces hold: one row per listing unit integ.map_product can take, keyed as it
+-- takes them. Imports (and later webhooks and reconciliation reads) keep it current; a row not
+-- seen again by a finished import is `gone`.
+CREATE TABLE integ.remote_listings (
+    id            bigserial PRIMARY KEY,
+    connection_id bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    tenant_id     text NOT NULL,
+    marketplace   text NOT NULL,
+    external_id   text NOT NULL,
+    -- the variation where one external id has several units, else ''
+    variation     text NOT NULL DEFAULT '',
+    -- the listing settings integ.map_product takes for this unit
+    settings      jsonb NOT NULL DEFAULT '{}',
+    seller_sku    text,
+    title         text,
+    price         numeric CHECK (price >= 0),
+    currency      text,
+    remote_stock  bigint,
+    status        text,
+    url           text,
+    raw           jsonb,
+    seen_at       timestamptz NOT NULL DEFAULT now(),
+    gone_at       timestamptz,
+    UNIQUE (connection_id, external_id, variation)
+);
+CREATE INDEX remote_listings_by_sku ON integ.remote_listings (tenant_id, marketplace, seller_sku);
+
+-- ---- Catalog: imports, remote listings, linking by SKU -----------------------------------------
+
+-- The EGDC products of a tenant (every tenant: NULL) in the tracked tables, with their stock.
+CREATE FUNCTION integ.tracked_products(p_tenant text)
+RETURNS TABLE (tenant_id text, product_id text, stock numeric)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    -- callers see only the tenants they may (every tenant: operators)
+    IF NOT integ.tenant_visible(p_tenant) THEN
+        RETURN;
+    END IF;
+    FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        RETURN QUERY EXECUTE format('SELECT %I::text, %I::text, %I::numeric FROM %s WHERE $1 IS NULL OR %I::text = $1',
+                                    t.tenant_column, t.product_column, t.stock_column, t.relid::regclass, t.tenant_column)
+            USING p_tenant;
+    END LOOP;
+END
+$$;
+
+-- A seller SKU or product id as link_by_sku compares them (NULL: nothing to compare).
+CREATE FUNCTION integ.normalize_sku(sku text, how text[])
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text := sku;
+BEGIN
+    IF v IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF 'trim' = ANY (how) THEN
+        v := btrim(v);
+    END IF;
+    IF 'upper' = ANY (how) THEN
+        v := upper(v);
+    END IF;
+    IF 'strip_leading_zeros' = ANY (how) THEN
+        v := regexp_replace(v, '^0+(?=.)', '');
+    END IF;
+    RETURN nullif(v, '');
+END
+$$;
+
+-- link_by_sku's `adopt`: EGDC's stock of a product takes the marketplace's number, through the
+-- tracked table (its trigger then publishes it to the other channels), only where EGDC has no
+-- stock for it yet: NULL, or 0 while the product is listed nowhere.
+CREATE FUNCTION integ.adopt_stock(p_tenant text, p_product text, p_stock bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    n bigint;
+    unlisted boolean := NOT EXISTS (SELECT 1 FROM integ.listings l WHERE l.tenant_id = p_tenant AND l.product_id = p_product);
+BEGIN
+    IF p_stock IS NULL OR p_stock < 0 THEN
+        RETURN false;
+    END IF;
+    FOR t IN SELECT tt.* FROM integ.tracked_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        EXECUTE format('UPDATE %s SET %I = $3 WHERE %I::text = $1 AND %I::text = $2 AND (%I IS NULL OR (%I = 0 AND $4))',
+                       t.relid::regclass, t.stock_column, t.tenant_column, t.product_column, t.stock_column, t.stock_column)
+          USING p_tenant, p_product, p_stock, unlisted;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+
+-- Starts one catalog import per connection of the tenant (every one it has, or the
+-- marketplace's); an import already running is returned, not started again.
+CREATE FUNCTION integ.import_catalog(tenant_id text, marketplace text DEFAULT NULL)
+RETURNS bigint[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    -- marketplaces whose catalog the workers can read
+    supported text[] := ARRAY['mercadolibre'];
+    ids bigint[] := '{}';
+    c record;
+    seen boolean := false;
+    running bigint;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'tenant_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integ.require_tenant($1);
+    IF $2 IS NOT NULL AND $2 NOT IN ('mercadolibre', 'shopify', 'tiktok', 'shein') THEN
+        RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left($2, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR c IN SELECT x.id, x.tenant_id, x.marketplace, x.status FROM integ.connections x
+              WHERE x.tenant_id = $1 AND ($2 IS NULL OR x.marketplace = $2) ORDER BY x.id LOOP
+        seen := true;
+        IF c.marketplace <> ALL (supported) OR c.status <> 'active' THEN
+            IF $2 IS NULL THEN
+                CONTINUE;  -- every connection: those that can be imported
+            ELSIF c.status <> 'active' THEN
+                RAISE EXCEPTION 'the % connection of tenant "%" is %: its catalog cannot be imported now',
+                                c.marketplace, left(c.tenant_id, 80), c.status USING ERRCODE = 'object_not_in_prerequisite_state';
+            ELSE
+                RAISE EXCEPTION 'importing the % catalog is not supported yet', c.marketplace
+                    USING ERRCODE = 'feature_not_supported';
+            END IF;
+        END IF;
+        SELECT i.id INTO running FROM integ.catalog_imports i WHERE i.connection_id = c.id AND i.state = 'running';
+        IF running IS NULL THEN
+            INSERT INTO integ.catalog_imports (connection_id, tenant_id, marketplace)
+            VALUES (c.id, c.tenant_id, c.marketplace) RETURNING id INTO running;
+        END IF;
+        ids := ids || running;
+    END LOOP;
+    IF NOT seen THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection: call integ.connect first', left($1, 80), coalesce($2, 'marketplace')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF cardinality(ids) > 0 THEN
+        PERFORM integ.wake_workers_at_commit();
+    END IF;
+    RETURN ids;
+END
+$$;
+
+-- Stops a running import (the worker makes no further call for it); false when it had ended.
+CREATE FUNCTION integ.cancel_import(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    t text;
+BEGIN
+    SELECT i.tenant_id INTO t FROM integ.catalog_imports i WHERE i.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no catalog import %', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    PERFORM integ.require_tenant(t);
+    UPDATE integ.catalog_imports i SET state = 'cancelled', finished_at = now(), updated_at = now(), cursor = NULL
+     WHERE i.id = $1 AND i.state = 'running';
+    RETURN FOUND;
+END
+$$;
+
+-- Links the tenant's remote listings to its EGDC products whose product id is the listing's
+-- seller SKU (after `normalize`). Never links an ambiguous SKU. See docs/sql-api.md.
+CREATE FUNCTION integ.link_by_sku(tenant_id text, marketplace text DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p_tenant text := $1;
+    p_market text := $2;
+    how text[] := '{}';
+    dry boolean := false;
+    sync text := 'push';
+    k text;
+    r record;
+    counts jsonb;
+    samples jsonb;
+BEGIN
+    IF p_tenant IS NULL THEN
+        RAISE EXCEPTION 'tenant_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM integ.require_tenant(p_tenant);
+    IF p_market IS NOT NULL AND p_market NOT IN ('mercadolibre', 'shopify', 'tiktok', 'shein') THEN
+        RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left(p_market, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(options) LOOP
+        IF k NOT IN ('normalize', 'dry_run', 'initial_sync') THEN
+            RAISE EXCEPTION 'link_by_sku options: unknown key "%" (allowed: normalize, dry_run, initial_sync)', left(k, 64)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    CASE coalesce(jsonb_typeof(options -> 'normalize'), 'absent')
+        WHEN 'string' THEN how := ARRAY[options ->> 'normalize'];
+        WHEN 'array' THEN how := ARRAY(SELECT jsonb_array_elements_text(options -> 'normalize'));
+        WHEN 'absent' THEN how := '{}';
+        ELSE RAISE EXCEPTION 'options.normalize must be a string or an array of strings' USING ERRCODE = 'invalid_parameter_value';
+    END CASE;
+    SELECT n INTO k FROM unnest(how) n WHERE n IS NULL OR n NOT IN ('trim', 'upper', 'strip_leading_zeros') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'options.normalize: unknown "%" (allowed: trim, upper, strip_leading_zeros)', left(coalesce(k, 'null'), 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options ? 'dry_run' THEN
+        IF jsonb_typeof(options -> 'dry_run') <> 'boolean' THEN
+            RAISE EXCEPTION 'options.dry_run must be true or false' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        dry := (options ->> 'dry_run')::boolean;
+    END IF;
+    IF options ? 'initial_sync' THEN
+        sync := options ->> 'initial_sync';
+        IF sync IS NULL OR sync NOT IN ('push', 'adopt', 'none') THEN
+            RAISE EXCEPTION 'options.initial_sync must be "push", "adopt" or "none"' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM integ.connections c WHERE c.tenant_id = p_tenant AND (p_market IS NULL OR c.marketplace = p_market)) THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection: call integ.connect first', left(p_tenant, 80), coalesce(p_market, 'marketplace')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+
+    CREATE TEMP TABLE IF NOT EXISTS integ_link_verdicts (
+        id bigint, connection_id bigint, marketplace text, external_id text, variation text, settings jsonb,
+        seller_sku text, remote_stock bigint, product_id text, verdict text, products text[]
+    ) ON COMMIT DROP;
+    TRUNCATE integ_link_verdicts;
+    WITH p AS (
+        SELECT DISTINCT t.product_id, integ.normalize_sku(t.product_id, how) AS key
+          FROM integ.tracked_products(p_tenant) t),
+    pk AS (
+        SELECT key, count(*) AS n, min(product_id) AS product_id, array_agg(product_id ORDER BY product_id) AS ids
+          FROM p WHERE key IS NOT NULL GROUP BY key),
+    r AS (
+        SELECT rl.*, integ.normalize_sku(rl.seller_sku, how) AS key
+          FROM integ.remote_listings rl
+         WHERE rl.tenant_id = p_tenant AND (p_market IS NULL OR rl.marketplace = p_market) AND rl.gone_at IS NULL),
+    rk AS (
+        SELECT connection_id, key, count(*) AS n FROM r WHERE key IS NOT NULL GROUP BY connection_id, key)
+    INSERT INTO integ_link_verdicts
+    SELECT r.id, r.connection_id, r.marketplace, r.external_id, r.variation, r.settings, r.seller_sku, r.remote_stock,
+           pk.product_id,
+           CASE WHEN EXISTS (SELECT 1 FROM integ.listings l
+                              WHERE l.connection_id = r.connection_id AND l.external_id = r.external_id
+                                AND (r.variation = '' OR l.settings ->> 'variation_id' = r.variation)) THEN 'already_linked'
+                WHEN r.key IS NULL THEN 'without_sku'
+                WHEN rk.n > 1 OR pk.n > 1 THEN 'ambiguous'
+                WHEN pk.key IS NULL THEN 'listings_without_product'
+                WHEN EXISTS (SELECT 1 FROM integ.listings l
+                              WHERE l.tenant_id = p_tenant AND l.marketplace = r.marketplace AND l.product_id = pk.product_id)
+                     THEN 'product_linked_elsewhere'
+                ELSE 'linked' END,
+           pk.ids
+      FROM r
+      LEFT JOIN rk ON rk.connection_id = r.connection_id AND rk.key = r.key
+      LEFT JOIN pk ON pk.key = r.key;
+
+    IF NOT dry THEN
+        FOR r IN SELECT * FROM integ_link_verdicts WHERE verdict = 'linked' ORDER BY id LOOP
+            IF sync = 'adopt' THEN
+                PERFORM integ.adopt_stock(p_tenant, r.product_id, r.remote_stock);
+            END IF;
+            PERFORM integ.map_product(p_tenant, r.marketplace, r.product_id, r.external_id, r.settings);
+            -- what the marketplace holds: an equal first push is skipped
+            UPDATE integ.listings l SET remote_stock = least(r.remote_stock, 2147483647)::int
+             WHERE l.tenant_id = p_tenant AND l.marketplace = r.marketplace AND l.product_id = r.product_id;
+            IF sync = 'none' THEN
+                DELETE FROM integ.sync_jobs j USING integ.listings l
+                 WHERE j.listing_id = l.id AND j.state = 'pending'
+                   AND l.tenant_id = p_tenant AND l.marketplace = r.marketplace AND l.product_id = r.product_id;
+            END IF;
+        END LOOP;
+    END IF;
+
+    SELECT jsonb_object_agg(v, n) INTO counts FROM (
+        SELECT v, (SELECT count(*) FROM integ_link_verdicts x WHERE x.verdict = v) AS n
+          FROM unnest(ARRAY['linked', 'already_linked', 'ambiguous', 'listings_without_product', 'without_sku',
+                            'product_linked_elsewhere']) v) c;
+    SELECT jsonb_build_object(
+        'ambiguous', coalesce((SELECT jsonb_agg(s) FROM (
+            SELECT jsonb_build_object('seller_sku', x.seller_sku, 'marketplace', x.marketplace,
+                                      'external_ids', array_agg(x.external_id || CASE WHEN x.variation <> '' THEN '/' || x.variation ELSE '' END),
+                                      'products', min(x.products)) AS s
+              FROM integ_link_verdicts x WHERE x.verdict = 'ambiguous'
+             GROUP BY x.marketplace, x.seller_sku ORDER BY x.seller_sku LIMIT 10) a), '[]'),
+        'listings_without_product', coalesce((SELECT jsonb_agg(x.seller_sku ORDER BY x.seller_sku) FROM (
+            SELECT seller_sku FROM integ_link_verdicts WHERE verdict = 'listings_without_product' ORDER BY seller_sku LIMIT 10) x), '[]'),
+        'without_sku', coalesce((SELECT jsonb_agg(x.e ORDER BY x.e) FROM (
+            SELECT external_id || CASE WHEN variation <> '' THEN '/' || variation ELSE '' END AS e
+              FROM integ_link_verdicts WHERE verdict = 'without_sku' ORDER BY 1 LIMIT 10) x), '[]'))
+      INTO samples;
+    counts := counts || jsonb_build_object(
+        'dry_run', dry,
+        'products_without_listing', (
+            SELECT count(*) FROM (SELECT DISTINCT t.product_id FROM integ.tracked_products(p_tenant) t) p
+             WHERE NOT EXISTS (SELECT 1 FROM integ.listings l WHERE l.tenant_id = p_tenant AND l.product_id = p.product_id
+                                  AND (p_market IS NULL OR l.marketplace = p_market))
+               AND NOT (dry AND EXISTS (SELECT 1 FROM integ_link_verdicts x WHERE x.verdict = 'linked' AND x.product_id = p.product_id))),
+        'samples', samples);
+    DROP TABLE integ_link_verdicts;
+    RETURN counts;
+END
+$$;
+
+CREATE VIEW integ.imports AS
+SELECT i.id, i.tenant_id, i.marketplace, i.state, i.listings_seen, i.pages, i.api_calls, i.passes,
+       i.started_at, i.finished_at, i.error,
+       CASE WHEN i.state = 'done' THEN 100.0
+            WHEN i.total > 0 THEN least(99.9, round(100.0 * i.discovered / i.total, 1)) END AS progress
+  FROM integ.catalog_imports i
+ WHERE integ.tenant_visible(i.tenant_id);
+
+CREATE VIEW integ.unlinked AS
+SELECT r.tenant_id, r.marketplace, 'listing'::text AS kind, r.external_id, nullif(r.variation, '') AS variation,
+       r.seller_sku, NULL::text AS product_id,
+       CASE WHEN r.seller_sku IS NULL THEN 'the listing has no seller SKU'
+            ELSE 'not linked: no EGDC product has this SKU, or it is ambiguous (integ.link_by_sku says which)' END AS reason
+  FROM integ.remote_listings r
+ WHERE r.gone_at IS NULL AND integ.tenant_visible(r.tenant_id)
+   AND NOT EXISTS (SELECT 1 FROM integ.listings l
+                    WHERE l.connection_id = r.connection_id AND l.external_id = r.external_id
+                      AND (r.variation = '' OR l.settings ->> 'variation_id' = r.variation))
+UNION ALL
+SELECT c.tenant_id, c.marketplace, 'product', NULL, NULL, NULL, t.product_id,
+       'no listing on this connected marketplace'
+  FROM integ.connections c
+  JOIN LATERAL (SELECT DISTINCT tp.product_id FROM integ.tracked_products(c.tenant_id) tp) t ON true
+ WHERE integ.tenant_visible(c.tenant_id)
+   AND NOT EXISTS (SELECT 1 FROM integ.listings l
+                    WHERE l.tenant_id = c.tenant_id AND l.marketplace = c.marketplace AND l.product_id = t.product_id);
+
+REVOKE ALL ON integ.catalog_imports, integ.remote_listings, integ.imports, integ.unlinked FROM PUBLIC;
+REVOKE ALL ON FUNCTION integ.tracked_products(text), integ.normalize_sku(text, text[]), integ.adopt_stock(text, text, bigint),
+    integ.import_catalog(text, text), integ.cancel_import(bigint), integ.link_by_sku(text, text, jsonb) FROM PUBLIC;
+GRANT SELECT ON integ.imports, integ.unlinked, integ.remote_listings TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.import_catalog(text, text), integ.cancel_import(bigint),
+    integ.link_by_sku(text, text, jsonb), integ.tracked_products(text), integ.normalize_sku(text, text[])
+    TO integ_operator, integ_application;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['catalog_imports', 'remote_listings'] LOOP
+        EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))
+                            WITH CHECK (integ.tenant_visible(tenant_id))', t);
+    END LOOP;
+END
+$$;

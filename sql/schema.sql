@@ -264,6 +264,61 @@ CREATE TABLE integ.capture_state (
 );
 INSERT INTO integ.capture_state DEFAULT VALUES;
 
+-- One catalog import of a connection (integ.import_catalog); the workers page through the
+-- marketplace's catalog into integ.remote_listings, resuming from `cursor` after a restart.
+CREATE TABLE integ.catalog_imports (
+    id              bigserial PRIMARY KEY,
+    connection_id   bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    tenant_id       text NOT NULL,
+    marketplace     text NOT NULL,
+    state           text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+    -- the marketplace's cursor (scroll id, page token) where the current listing pass goes on
+    cursor          text,
+    -- listing passes started (one more each time an expired cursor restarts the pass)
+    passes          integer NOT NULL DEFAULT 1,
+    listings_seen   bigint NOT NULL DEFAULT 0,
+    -- the marketplace's own units (items, products) the current pass went through
+    discovered      bigint NOT NULL DEFAULT 0,
+    pages           bigint NOT NULL DEFAULT 0,
+    api_calls       bigint NOT NULL DEFAULT 0,
+    -- how many the marketplace says there are (its own unit: items, products), when it says
+    total           bigint,
+    -- consecutive failed pages (network, 5xx): the import fails after integ.max_attempts
+    failures        integer NOT NULL DEFAULT 0,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    error           text
+);
+CREATE UNIQUE INDEX catalog_imports_one_running ON integ.catalog_imports (connection_id) WHERE state = 'running';
+
+-- What the marketplaces hold: one row per listing unit integ.map_product can take, keyed as it
+-- takes them. Imports (and later webhooks and reconciliation reads) keep it current; a row not
+-- seen again by a finished import is `gone`.
+CREATE TABLE integ.remote_listings (
+    id            bigserial PRIMARY KEY,
+    connection_id bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    tenant_id     text NOT NULL,
+    marketplace   text NOT NULL,
+    external_id   text NOT NULL,
+    -- the variation where one external id has several units, else ''
+    variation     text NOT NULL DEFAULT '',
+    -- the listing settings integ.map_product takes for this unit
+    settings      jsonb NOT NULL DEFAULT '{}',
+    seller_sku    text,
+    title         text,
+    price         numeric CHECK (price >= 0),
+    currency      text,
+    remote_stock  bigint,
+    status        text,
+    url           text,
+    raw           jsonb,
+    seen_at       timestamptz NOT NULL DEFAULT now(),
+    gone_at       timestamptz,
+    UNIQUE (connection_id, external_id, variation)
+);
+CREATE INDEX remote_listings_by_sku ON integ.remote_listings (tenant_id, marketplace, seller_sku);
+
 -- integ.enqueue_stock and the trigger function integ.track_stock are written in Rust
 -- (src/capture.rs): they run inside the application's stock-changing transactions.
 

@@ -214,6 +214,28 @@ fn connect_rejects_unknown_conflict_strategies() {
     .unwrap();
 }
 
+#[pg_test(
+    error = "mercadolibre settings: unknown key \"conflict_stratgy\" (allowed: base_url, conflict_strategy, rate_limit, stock_rules)"
+)]
+fn connect_refuses_a_misspelt_settings_key() {
+    key();
+    Spi::run(
+        "SELECT integ.connect('acme', 'mercadolibre', '{\"client_id\": 1, \"client_secret\": \"s\", \"refresh_token\": \"x\"}',
+                              '{\"conflict_stratgy\": \"manual\", \"rate_limt\": \"50/min\"}')",
+    )
+    .unwrap();
+}
+
+#[pg_test(error = "authorize options: shopify settings: unknown key \"colour\" (allowed: base_url, conflict_strategy, rate_limit, stock_rules, api_version)")]
+fn authorize_url_refuses_unknown_connection_settings() {
+    key();
+    Spi::run(
+        "SELECT integ.authorize_url('acme', 'shopify', 'https://egdc.example/callback',
+                                    '{\"shop\": \"a.myshopify.com\", \"settings\": {\"colour\": \"red\"}}')",
+    )
+    .unwrap();
+}
+
 #[pg_test(error = "settings.base_url: host \"169.254.169.254\" is not mercadolibre's and not in integ.allowed_hosts")]
 fn connect_refuses_base_urls_outside_the_allowed_hosts() {
     key();

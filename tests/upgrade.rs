@@ -152,7 +152,8 @@ fn an_upgraded_database_keeps_everything_and_equals_a_fresh_install() {
         "INTEG_PREV_BUILD is not an earlier release"
     );
     let ls = env.listings(ITEMS);
-    let key_id = env.add_shein_tenant(TENANT, 910, json!({}));
+    // a settings key 0.1.0 stored and ignored (0.2.0 refuses it in integ.connect)
+    let key_id = env.add_shein_tenant(TENANT, 910, json!({"colour": "red"}));
     env.shein_listing(TENANT, &key_id, "sku-0", "SH-1");
     env.add_tiktok_tenant(TENANT, "CIPHER-U", json!({}));
     env.tiktok_listing(TENANT, "CIPHER-U", "sku-0", "P-1", "SKU-1");
@@ -324,6 +325,14 @@ fn an_upgraded_database_keeps_everything_and_equals_a_fresh_install() {
     let kept: BTreeMap<String, i64> = after.into_iter().filter(|(t, _)| before.contains_key(t)).collect();
     assert_eq!(before, kept, "the update lost or added rows (or dropped a table)");
     assert_eq!(extversion(&mut env.db()), e2e_library_version(&current));
+    let log = env.pg.log();
+    assert_eq!(
+        log.matches("has settings keys integ.connect now refuses: colour")
+            .count(),
+        1,
+        "the unknown settings key is reported once:\n{}",
+        tail(&log, 20)
+    );
 
     // pending and in-flight jobs drain, and the change made while waiting arrives
     for (i, (_, item)) in ls.iter().enumerate().skip(2) {

@@ -2,7 +2,8 @@
 //! counters. Never part of any real marketplace.
 
 use crate::faults::Fault;
-use crate::mercadolibre::{error, item_json, Item, UserProduct};
+use crate::mercadolibre::{error, item_json, Item, UserProduct, Variation};
+use crate::mercadolibre_catalog::{self as meli_catalog, ItemStatus, Price};
 use crate::state::State;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub fn router() -> Router<Arc<State>> {
     Router::new()
         .route("/reset", post(reset))
+        .merge(crate::mercadolibre_catalog::admin_router())
         .nest("/shein", crate::shein::admin_router())
         .nest("/shopify", crate::shopify::admin_router())
         .nest("/tiktok", crate::tiktok::admin_router())
@@ -156,6 +158,23 @@ struct NewItem {
     variations: Vec<NewVariation>,
     #[serde(default)]
     title: Option<String>,
+    /// decimal text ("199.90") or a number; default 100
+    #[serde(default)]
+    price: Option<Value>,
+    #[serde(default)]
+    currency_id: Option<String>,
+    /// active (default), paused, closed
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    permalink: Option<String>,
+    #[serde(default)]
+    user_product_id: Option<String>,
+    /// served as the SELLER_SKU attribute
+    #[serde(default)]
+    seller_sku: Option<String>,
+    #[serde(default)]
+    seller_custom_field: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +183,20 @@ struct NewVariation {
     id: i64,
     #[serde(default)]
     available_quantity: i64,
+    /// default: the item's price
+    #[serde(default)]
+    price: Option<Value>,
+    #[serde(default)]
+    seller_sku: Option<String>,
+    #[serde(default)]
+    seller_custom_field: Option<String>,
+}
+
+fn meli_price(v: Option<&Value>, default: Price, currency: &str) -> Result<Price, Response> {
+    let Some(v) = v else { return Ok(default) };
+    let p = Price::from_text_or_number(v).ok_or_else(|| bad("price must be decimal text such as \"199.90\""))?;
+    meli_catalog::check_price(&p, currency).map_err(bad)?;
+    Ok(p)
 }
 
 async fn meli_item(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>) -> Response {
@@ -171,13 +204,38 @@ async fn meli_item(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>)
         Ok(i) => i,
         Err(r) => return r,
     };
-    let it = Item {
-        seller: i.seller_id,
-        title: i.title.unwrap_or_else(|| format!("Item {}", i.id)),
-        available_quantity: i.available_quantity,
-        variations: i.variations.iter().map(|v| (v.id, v.available_quantity)).collect(),
-        writes: 0,
+    let mut it = Item::new(i.seller_id, i.title.unwrap_or_else(|| format!("Item {}", i.id)));
+    if let Some(c) = i.currency_id {
+        it.currency_id = c;
+    }
+    it.price = match meli_price(i.price.as_ref(), it.price, &it.currency_id) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
+    if let Some(s) = i.status {
+        match ItemStatus::parse(&s) {
+            Some(s) => it.status = s,
+            None => return bad("status must be active, paused or closed"),
+        }
+    }
+    it.available_quantity = i.available_quantity;
+    it.permalink = i.permalink;
+    it.user_product_id = i.user_product_id;
+    it.seller_sku = i.seller_sku;
+    it.seller_custom_field = i.seller_custom_field;
+    for v in i.variations {
+        let price = match meli_price(v.price.as_ref(), it.price, &it.currency_id) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        it.variations.push(Variation {
+            id: v.id,
+            available_quantity: v.available_quantity,
+            price,
+            seller_sku: v.seller_sku,
+            seller_custom_field: v.seller_custom_field,
+        });
+    }
     let out = item_json(&i.id, &it);
     state.meli.lock().items.insert(i.id, it);
     Json(out).into_response()
@@ -205,13 +263,7 @@ async fn meli_items_bulk(AxState(state): AxState<Arc<State>>, Json(body): Json<V
     let mut m = state.meli.lock();
     for n in b.from..b.from.saturating_add(b.count) {
         let id = format!("{}{n}", b.prefix);
-        let item = Item {
-            seller: b.seller_id,
-            title: format!("Item {id}"),
-            available_quantity: 0,
-            variations: Vec::new(),
-            writes: 0,
-        };
+        let item = Item::new(b.seller_id, format!("Item {id}"));
         m.items.insert(id, item);
     }
     Json(json!({"created": b.count})).into_response()
@@ -220,8 +272,10 @@ async fn meli_items_bulk(AxState(state): AxState<Arc<State>>, Json(body): Json<V
 async fn meli_get_item(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
     match state.meli.lock().items.get(&id) {
         Some(it) => {
-            let mut v = item_json(&id, it);
+            // everything, variations' attributes included
+            let mut v = meli_catalog::item_body(&id, it, true);
             v["writes"] = json!(it.writes);
+            v["price_writes"] = json!(it.price_writes);
             Json(v).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "not_found", "no such item"),

@@ -8,12 +8,16 @@ mod admin;
 mod authorize;
 mod faults;
 mod mercadolibre;
+mod mercadolibre_catalog;
 mod mercadolibre_notifications;
 mod shein;
+mod shein_catalog;
 mod shein_orders;
 mod shopify;
+mod shopify_catalog;
 mod state;
 mod tiktok;
+mod tiktok_catalog;
 mod tiktok_orders;
 mod webhooks;
 

@@ -1,7 +1,9 @@
 //! MercadoLibre: OAuth token endpoint (code grant, single-use rotating refresh tokens), items
-//! with variations, user-products stock with x-version, multiget, scan search, per-seller
-//! rate limit. Error bodies have MercadoLibre's shape: {message, error, status, cause}.
+//! with variations (stock and price writes), user-products stock with x-version, per-seller
+//! rate limit. The catalog (multiget, search, generator) is in `mercadolibre_catalog`. Error
+//! bodies have MercadoLibre's shape: {message, error, status, cause}.
 
+use crate::mercadolibre_catalog::{self as catalog, ItemStatus, Price};
 use crate::state::{random_token, State};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,6 +40,10 @@ pub struct Meli {
     /// Every token ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
     pub orders: HashMap<u64, crate::mercadolibre_notifications::Order>,
+    /// Outstanding scan scroll ids.
+    pub scrolls: HashMap<String, catalog::Scroll>,
+    /// How long a scroll id lives after it was issued (5 minutes).
+    pub scroll_ttl: Duration,
 }
 
 impl Default for Meli {
@@ -58,6 +64,8 @@ impl Default for Meli {
             next_variation_id: 900_000_000,
             issued: Vec::new(),
             orders: HashMap::new(),
+            scrolls: HashMap::new(),
+            scroll_ttl: catalog::SCROLL_TTL,
         }
     }
 }
@@ -66,9 +74,66 @@ impl Default for Meli {
 pub struct Item {
     pub seller: u64,
     pub title: String,
+    /// Items without variations; with variations it is their sum.
     pub available_quantity: i64,
-    pub variations: Vec<(i64, i64)>,
+    pub variations: Vec<Variation>,
+    /// Stock writes received.
     pub writes: u64,
+    /// Price writes received.
+    pub price_writes: u64,
+    pub price: Price,
+    pub currency_id: String,
+    pub status: ItemStatus,
+    /// None: built from the id and title.
+    pub permalink: Option<String>,
+    pub user_product_id: Option<String>,
+    /// The `SELLER_SKU` attribute (MercadoLibre has no top-level seller_sku on items).
+    pub seller_sku: Option<String>,
+    /// The older place for the seller's SKU.
+    pub seller_custom_field: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variation {
+    pub id: i64,
+    pub available_quantity: i64,
+    pub price: Price,
+    /// Served in the variation's `attributes[]` only with `include_attributes=all`.
+    pub seller_sku: Option<String>,
+    pub seller_custom_field: Option<String>,
+}
+
+impl Item {
+    /// An active item in MXN at 100, without SKU or variations.
+    pub fn new(seller: u64, title: String) -> Item {
+        Item {
+            seller,
+            title,
+            available_quantity: 0,
+            variations: Vec::new(),
+            writes: 0,
+            price_writes: 0,
+            price: Price::units(100),
+            currency_id: "MXN".into(),
+            status: ItemStatus::Active,
+            permalink: None,
+            user_product_id: None,
+            seller_sku: None,
+            seller_custom_field: None,
+        }
+    }
+}
+
+impl Variation {
+    pub fn new(id: i64, available_quantity: i64, price: Price) -> Variation {
+        Variation {
+            id,
+            available_quantity,
+            price,
+            seller_sku: None,
+            seller_custom_field: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -145,24 +210,19 @@ impl Meli {
     }
 }
 
+/// The item as `GET /items/{id}` serves it (variations without their attributes).
 pub fn item_json(id: &str, it: &Item) -> Value {
-    json!({
-        "id": id, "title": it.title, "seller_id": it.seller, "status": "active",
-        "available_quantity": if it.variations.is_empty() { it.available_quantity } else { it.variations.iter().map(|v| v.1).sum() },
-        "variations": it.variations.iter().map(|(vid, q)| json!({"id": vid, "available_quantity": q})).collect::<Vec<_>>(),
-        "permalink": format!("https://articulo.mercadolibre.com/{id}"),
-    })
+    catalog::item_body(id, it, false)
 }
 
 pub fn router() -> Router<Arc<State>> {
     Router::new()
         .route("/oauth/token", post(token))
         .route("/items/{id}", get(get_item).put(put_item))
-        .route("/items", get(multiget))
-        .route("/users/{id}/items/search", get(search))
         .route("/user-products/{id}/stock", get(get_up_stock))
         .route("/user-products/{id}/stock/type/selling_address", put(put_up_stock))
         .merge(crate::mercadolibre_notifications::router())
+        .merge(crate::mercadolibre_catalog::router())
 }
 
 #[derive(Deserialize)]
@@ -284,36 +344,66 @@ fn forbidden() -> Response {
     )
 }
 
-async fn get_item(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+/// `GET /items/{id}`, with `attributes=` and `include_attributes=all` as the multiget has them.
+async fn get_item(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     state.count("mercadolibre GET /items/{id}");
     let seller = match authorize(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let view = catalog::View::from_query(&q);
     let m = state.meli.lock();
     match m.items.get(&id) {
         None => not_found(&id),
         Some(it) if it.seller != seller => forbidden(),
-        Some(it) => Json(item_json(&id, it)).into_response(),
+        Some(it) => Json(view.render(&id, it)).into_response(),
     }
 }
 
 fn validation(message: &str) -> Response {
+    validation_cause("item.available_quantity.invalid", message)
+}
+
+/// 400 `validation_error` with one cause, as MercadoLibre refuses item edits.
+fn validation_cause(code: &str, message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(
             json!({"message": "Validation error", "error": "validation_error", "status": 400,
-                    "cause": [{"code": "item.available_quantity.invalid", "message": message}]}),
+                    "cause": [{"code": code, "type": "error", "message": message}]}),
         ),
     )
         .into_response()
+}
+
+/// A price in a PUT: a JSON number the item's currency can carry, on an active item.
+fn new_price(it: &Item, v: &Value) -> Result<Price, Response> {
+    if it.status != ItemStatus::Active {
+        return Err(validation_cause(
+            "item.price.not_modifiable",
+            &format!("The price of a {} item cannot be modified", it.status.as_str()),
+        ));
+    }
+    let Some(p) = Price::from_number(v) else {
+        return Err(validation_cause(
+            "item.price.invalid",
+            "price must be a positive number",
+        ));
+    };
+    catalog::check_price(&p, &it.currency_id).map_err(|e| validation_cause("item.price.invalid", &e))?;
+    Ok(p)
 }
 
 fn quantity(v: &Value) -> Option<i64> {
     v.as_i64().filter(|q| (0..=99_999_999).contains(q))
 }
 
-async fn put_item(
+pub async fn put_item(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -335,6 +425,8 @@ async fn put_item(
     if it.seller != seller {
         return forbidden();
     }
+    let before: Vec<(i64, i64)> = it.variations.iter().map(|v| (v.id, v.available_quantity)).collect();
+    let mut price_given = false;
     if let Some(q) = body.get("available_quantity") {
         if !it.variations.is_empty() {
             return validation("item has variations: set available_quantity on each variation");
@@ -344,126 +436,93 @@ async fn put_item(
         };
         it.available_quantity = q;
     }
+    if let Some(p) = body.get("price") {
+        if !it.variations.is_empty() {
+            return validation_cause(
+                "item.price.invalid",
+                "item has variations: send the same price on every variation",
+            );
+        }
+        it.price = match new_price(&it, p) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        price_given = true;
+    }
+    let mut quantity_given = body.get("available_quantity").is_some();
     if let Some(vs) = body.get("variations") {
         let Some(vs) = vs.as_array() else {
             return validation("variations must be an array");
         };
         let mut next = Vec::new();
         for v in vs {
+            quantity_given |= v.get("available_quantity").is_some();
+            let price = match v.get("price") {
+                None => None,
+                Some(p) => match new_price(&it, p) {
+                    Ok(p) => Some(p),
+                    Err(r) => return r,
+                },
+            };
+            price_given |= price.is_some();
             match v.get("id").and_then(Value::as_i64) {
                 // A variation sent without id is created anew.
                 None => {
                     let q = v.get("available_quantity").and_then(quantity).unwrap_or(0);
-                    next.push((m.next_variation(), q));
+                    next.push(Variation::new(m.next_variation(), q, price.unwrap_or(it.price)));
                 }
                 Some(vid) => {
-                    let Some(old) = it.variations.iter().find(|x| x.0 == vid) else {
+                    let Some(old) = it.variations.iter().find(|x| x.id == vid) else {
                         return validation(&format!("variation {vid} does not belong to item {id}"));
                     };
-                    let q = match v.get("available_quantity") {
-                        None => old.1,
-                        Some(q) => match quantity(q) {
-                            Some(q) => q,
+                    let mut new = old.clone();
+                    if let Some(q) = v.get("available_quantity") {
+                        match quantity(q) {
+                            Some(q) => new.available_quantity = q,
                             None => return validation("available_quantity must be an integer between 0 and 99999999"),
-                        },
-                    };
-                    next.push((vid, q));
+                        }
+                    }
+                    if let Some(p) = price {
+                        new.price = p;
+                    }
+                    next.push(new);
                 }
+            }
+        }
+        // Every variation of an item has the same price [doc].
+        if price_given {
+            let first = next.first().map(|v| v.price);
+            if next.iter().any(|v| Some(v.price) != first) {
+                return validation_cause(
+                    "item.variations.price.invalid",
+                    "all the variations of an item must have the same price: send it on every variation",
+                );
+            }
+            if let Some(p) = first {
+                it.price = p;
             }
         }
         // Variations left out are deleted, as MercadoLibre does.
         it.variations = next;
     }
-    it.writes += 1;
+    let after: Vec<(i64, i64)> = it.variations.iter().map(|v| (v.id, v.available_quantity)).collect();
+    // A price-only edit is no stock write; anything else counts as one, as before.
+    let stock_write = !(price_given && !quantity_given && before == after);
+    if stock_write {
+        it.writes += 1;
+    }
+    if price_given {
+        it.price_writes += 1;
+    }
     m.items.insert(id.clone(), it.clone());
     drop(guard);
-    state.count("mercadolibre stock writes");
+    if stock_write {
+        state.count("mercadolibre stock writes");
+    }
+    if price_given {
+        state.count("mercadolibre price writes");
+    }
     Json(item_json(&id, &it)).into_response()
-}
-
-#[derive(Deserialize)]
-struct Ids {
-    ids: Option<String>,
-}
-
-async fn multiget(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Query(q): Query<Ids>) -> Response {
-    state.count("mercadolibre GET /items?ids");
-    let seller = match authorize(&state, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let ids: Vec<String> = q
-        .ids
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if ids.is_empty() || ids.len() > 20 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "ids must list between 1 and 20 items",
-        );
-    }
-    let m = state.meli.lock();
-    let out: Vec<Value> = ids
-        .iter()
-        .map(|id| match m.items.get(id) {
-            Some(it) if it.seller == seller => json!({"code": 200, "body": item_json(id, it)}),
-            Some(_) => json!({"code": 403, "body": {"message": "caller.id does not match item owner", "error": "forbidden", "status": 403, "cause": []}}),
-            None => json!({"code": 404, "body": {"message": format!("Item with id {id} not found"), "error": "not_found", "status": 404, "cause": []}}),
-        })
-        .collect();
-    Json(out).into_response()
-}
-
-#[derive(Deserialize)]
-struct Scan {
-    search_type: Option<String>,
-    limit: Option<usize>,
-    scroll_id: Option<String>,
-}
-
-async fn search(
-    AxState(state): AxState<Arc<State>>,
-    headers: HeaderMap,
-    Path(user): Path<u64>,
-    Query(q): Query<Scan>,
-) -> Response {
-    state.count("mercadolibre GET /users/{id}/items/search");
-    let seller = match authorize(&state, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if seller != user {
-        return error(StatusCode::FORBIDDEN, "forbidden", "caller.id does not match user");
-    }
-    if q.search_type.as_deref() != Some("scan") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "only search_type=scan is emulated",
-        );
-    }
-    let limit = q.limit.unwrap_or(50).clamp(1, 100);
-    let offset: usize = q
-        .scroll_id
-        .as_deref()
-        .and_then(|s| s.strip_prefix("scroll-"))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let m = state.meli.lock();
-    let mut ids: Vec<&String> = m
-        .items
-        .iter()
-        .filter(|(_, it)| it.seller == seller)
-        .map(|(id, _)| id)
-        .collect();
-    ids.sort();
-    let page: Vec<&String> = ids.into_iter().skip(offset).take(limit).collect();
-    Json(json!({"scroll_id": format!("scroll-{}", offset + page.len()), "results": page, "paging": {"limit": limit}}))
-        .into_response()
 }
 
 async fn get_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -550,16 +609,12 @@ mod tests {
         let mut m = state.meli.lock();
         m.apps.insert("app".into(), "secret".into());
         let g = m.grant(9, "app");
-        m.items.insert(
-            "MLM1".into(),
-            Item {
-                seller: 9,
-                title: "t".into(),
-                available_quantity: 0,
-                variations: vec![(1, 1), (2, 2)],
-                writes: 0,
-            },
-        );
+        let mut item = Item::new(9, "t".into());
+        item.variations = vec![Variation::new(1, 1, item.price), Variation::new(2, 2, item.price)];
+        m.items.insert("MLM1".into(), item);
+        let mut plain = Item::new(9, "plain".into());
+        plain.price = Price::parse("10.50").unwrap_or(Price::units(10));
+        m.items.insert("MLM2".into(), plain);
         m.user_products.insert(
             "MLMU1".into(),
             UserProduct {
@@ -672,7 +727,12 @@ mod tests {
         let body = axum::body::Bytes::from(r#"{"variations":[{"id":2,"available_quantity":7}]}"#);
         let r = put_item(AxState(state.clone()), bearer(&access), Path("MLM1".into()), body).await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(state.meli.lock().items["MLM1"].variations, vec![(2, 7)]);
+        let vs: Vec<(i64, i64)> = state.meli.lock().items["MLM1"]
+            .variations
+            .iter()
+            .map(|v| (v.id, v.available_quantity))
+            .collect();
+        assert_eq!(vs, vec![(2, 7)]);
         let r = put_item(AxState(state.clone()), bearer("nope"), Path("MLM1".into()), "{}".into()).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
@@ -698,8 +758,70 @@ mod tests {
         let (state, access, _) = setup();
         state.meli.lock().rate.limit = Some(2);
         for expected in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
-            let r = get_item(AxState(state.clone()), bearer(&access), Path("MLM1".into())).await;
+            let r = get_item(
+                AxState(state.clone()),
+                bearer(&access),
+                Path("MLM1".into()),
+                Query(HashMap::new()),
+            )
+            .await;
             assert_eq!(r.status(), expected);
         }
+    }
+
+    async fn put(state: &Arc<State>, access: &str, id: &str, body: &'static str) -> (StatusCode, Value) {
+        let r = put_item(AxState(state.clone()), bearer(access), Path(id.into()), body.into()).await;
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 100_000).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// `{"price": n}` is a JSON number the currency can carry, on an active item; variations all
+    /// get the same price; a price-only edit is no stock write.
+    #[tokio::test]
+    async fn price_writes_are_exact_and_strict() {
+        let (state, access, _) = setup();
+        let (code, v) = put(&state, &access, "MLM2", r#"{"price": 1299.5}"#).await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(v["price"].to_string(), "1299.5");
+        assert_eq!(state.meli.lock().items["MLM2"].price.to_text(), "1299.5");
+        assert_eq!(state.meli.lock().items["MLM2"].writes, 0, "price only: no stock write");
+        for (body, code) in [
+            (r#"{"price": "10"}"#, "item.price.invalid"),
+            (r#"{"price": 10.555}"#, "item.price.invalid"),
+            (r#"{"price": 0}"#, "item.price.invalid"),
+        ] {
+            let (status, v) = put(&state, &access, "MLM2", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(v["cause"][0]["code"], code, "{body}");
+        }
+        // different prices on variations, or a top-level price on an item with variations
+        for body in [
+            r#"{"variations":[{"id":1,"price":69.99},{"id":2,"price":70}]}"#,
+            r#"{"variations":[{"id":1,"price":69.99},{"id":2}]}"#,
+            r#"{"price": 69.99}"#,
+        ] {
+            let (status, _) = put(&state, &access, "MLM1", body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        let (code, v) = put(
+            &state,
+            &access,
+            "MLM1",
+            r#"{"variations":[{"id":1,"price":69.99},{"id":2,"price":69.99}]}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{v}");
+        assert_eq!(v["price"].to_string(), "69.99");
+        assert_eq!(v["variations"][1]["price"].to_string(), "69.99");
+        assert_eq!(v["variations"][1]["available_quantity"], 2);
+        // a paused item's price cannot be modified
+        state.meli.lock().items.get_mut("MLM2").unwrap().status = ItemStatus::Paused;
+        let (code, v) = put(&state, &access, "MLM2", r#"{"price": 5}"#).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert_eq!(v["cause"][0]["code"], "item.price.not_modifiable");
+        let c = state.counters.lock();
+        assert_eq!(c["mercadolibre price writes"], 2);
+        assert!(!c.contains_key("mercadolibre stock writes"));
     }
 }

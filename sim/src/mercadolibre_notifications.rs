@@ -2,7 +2,8 @@
 //! unsigned pointer notifications (`orders_v2`, `items`) sent to the app's callback, retried for
 //! a while and kept in the missed feeds when never acknowledged.
 
-use crate::mercadolibre::{authorize, error};
+use crate::mercadolibre::{authorize, error, Meli};
+use crate::mercadolibre_catalog::Price;
 use crate::state::{rfc3339_now, uuid, State};
 use crate::webhooks::{self, Delivery};
 use axum::extract::{Path, Query, State as AxState};
@@ -17,11 +18,46 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Order {
     pub seller: u64,
-    /// (item id, variation id, quantity)
-    pub items: Vec<(String, Option<i64>, i64)>,
+    pub items: Vec<OrderLine>,
     pub cancelled: bool,
     pub created: String,
     pub updated: String,
+}
+
+/// One line of an order, with what the listing was at the time of the sale.
+#[derive(Clone, Debug)]
+pub struct OrderLine {
+    pub item: String,
+    pub variation: Option<i64>,
+    pub quantity: i64,
+    pub title: String,
+    /// The variation's or item's SELLER_SKU (else `seller_custom_field`), as the order shows it.
+    pub seller_sku: Option<String>,
+    pub unit_price: Price,
+    pub currency_id: String,
+}
+
+impl OrderLine {
+    fn new(m: &Meli, item: &str, variation: Option<i64>, quantity: i64) -> OrderLine {
+        let it = m.items.get(item);
+        let var = it.and_then(|it| variation.and_then(|v| it.variations.iter().find(|x| x.id == v)));
+        let seller_sku = match var {
+            Some(v) => v.seller_sku.clone().or_else(|| v.seller_custom_field.clone()),
+            None => it.and_then(|it| it.seller_sku.clone().or_else(|| it.seller_custom_field.clone())),
+        };
+        OrderLine {
+            item: item.to_string(),
+            variation,
+            quantity,
+            title: it.map_or_else(|| format!("Item {item}"), |it| it.title.clone()),
+            seller_sku,
+            unit_price: var
+                .map(|v| v.price)
+                .or(it.map(|it| it.price))
+                .unwrap_or(Price::units(100)),
+            currency_id: it.map_or_else(|| "MXN".to_string(), |it| it.currency_id.clone()),
+        }
+    }
 }
 
 pub fn router() -> Router<Arc<State>> {
@@ -40,9 +76,9 @@ pub fn admin_router() -> Router<Arc<State>> {
 fn order_json(id: u64, o: &Order) -> Value {
     json!({"id": id, "status": if o.cancelled { "cancelled" } else { "paid" },
            "date_created": o.created, "last_updated": o.updated,
-           "order_items": o.items.iter().map(|(item, var, q)| json!({
-               "item": {"id": item, "title": format!("Item {item}"), "variation_id": var, "seller_sku": Value::Null},
-               "quantity": q, "unit_price": 100})).collect::<Vec<_>>(),
+           "order_items": o.items.iter().map(|l| json!({
+               "item": {"id": l.item, "title": l.title, "variation_id": l.variation, "seller_sku": l.seller_sku},
+               "quantity": l.quantity, "unit_price": l.unit_price.to_json(), "currency_id": l.currency_id})).collect::<Vec<_>>(),
            "seller": {"id": o.seller}, "buyer": {"id": 1_000_001}})
 }
 
@@ -112,13 +148,13 @@ fn bad(msg: &str) -> Response {
 }
 
 /// Takes (or with `sign` -1, gives back) each line's quantity from its item or variation.
-fn move_stock(state: &State, items: &[(String, Option<i64>, i64)], sign: i64) {
+fn move_stock(state: &State, items: &[OrderLine], sign: i64) {
     let mut m = state.meli.lock();
-    for (item, var, q) in items {
-        if let Some(it) = m.items.get_mut(item) {
-            match var.and_then(|v| it.variations.iter_mut().find(|x| x.0 == v)) {
-                Some(v) => v.1 -= sign * q,
-                None => it.available_quantity -= sign * q,
+    for l in items {
+        if let Some(it) = m.items.get_mut(&l.item) {
+            match l.variation.and_then(|v| it.variations.iter_mut().find(|x| x.id == v)) {
+                Some(v) => v.available_quantity -= sign * l.quantity,
+                None => it.available_quantity -= sign * l.quantity,
             }
         }
     }
@@ -138,7 +174,8 @@ async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) 
         ) else {
             return bad("each item needs item_id and a positive quantity");
         };
-        items.push((item.to_string(), l.get("variation_id").and_then(Value::as_i64), q));
+        let variation = l.get("variation_id").and_then(Value::as_i64);
+        items.push(OrderLine::new(&state.meli.lock(), item, variation, q));
     }
     if items.is_empty() {
         return bad("an order needs items");
@@ -201,9 +238,9 @@ async fn admin_edit(AxState(state): AxState<Arc<State>>, Path(id): Path<String>,
         match b
             .get("variation_id")
             .and_then(Value::as_i64)
-            .and_then(|v| it.variations.iter_mut().find(|x| x.0 == v))
+            .and_then(|v| it.variations.iter_mut().find(|x| x.id == v))
         {
-            Some(v) => v.1 = q,
+            Some(v) => v.available_quantity = q,
             None => it.available_quantity = q,
         }
         it.seller

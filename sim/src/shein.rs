@@ -1,7 +1,8 @@
 //! SHEIN Open Platform: empower (`get-by-token` answering the AES-encrypted `secretKey`),
 //! `x-lt-*` request signatures (a wrong one is the real HTTP 200 `openapi00001`), inventory
 //! overwrite with per-item `idempotencyKey` and a per-SKU `failedList`, stock query, and a
-//! per-supplier rate limit answered as HTTP 429 or business code `832213`.
+//! per-supplier rate limit answered as HTTP 429 or business code `832213`. The catalog (SPU →
+//! SKC → SKU, `product/query`, `spu-info`) is in `shein_catalog.rs`.
 //! Envelope: `{"code": "<string>", "msg", "info", "traceId"}`, `"0"` is success.
 
 use crate::state::{random_token, State};
@@ -34,6 +35,8 @@ pub struct Shein {
     /// Everything secret ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
     pub orders: HashMap<String, crate::shein_orders::Order>,
+    /// SPU → SKC → SKU listings (`product/query`, `spu-info`).
+    pub catalog: crate::shein_catalog::Catalog,
 }
 
 pub struct Supplier {
@@ -49,9 +52,15 @@ pub struct Sku {
     pub quantity: i64,
     pub locked: i64,
     pub writes: u64,
+    /// Its place in the catalog (empty for SKUs made outside it, as in unit tests).
+    pub spu_name: String,
+    pub skc_name: String,
+    /// The seller's SKU (`supplierSku`); may be empty.
+    pub supplier_sku: String,
+    pub prices: Vec<crate::shein_catalog::PriceInfo>,
 }
 
-fn envelope(code: &str, msg: &str, info: Value) -> Response {
+pub(crate) fn envelope(code: &str, msg: &str, info: Value) -> Response {
     Json(json!({"code": code, "msg": msg, "info": info, "traceId": random_token("")})).into_response()
 }
 
@@ -82,6 +91,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/open-api/auth/get-by-token", post(get_by_token))
         .route("/open-api/stock/change-inventory/v2", post(change_inventory))
         .route("/open-api/stock/stock-query", post(stock_query))
+        .merge(crate::shein_catalog::router())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -90,7 +100,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Checks `x-lt-*` against the supplier's keys over this request's path, then the supplier's
 /// rate limit; the openKeyId.
-fn verify(state: &State, headers: &HeaderMap, path: &str) -> Result<String, Response> {
+pub(crate) fn verify(state: &State, headers: &HeaderMap, path: &str) -> Result<String, Response> {
     let bad = || {
         state.count("shein bad signature");
         envelope("openapi00001", "签名错误:生成的签名不正确", Value::Null)
@@ -162,7 +172,7 @@ async fn get_by_token(AxState(state): AxState<Arc<State>>, Json(body): Json<Valu
     )
 }
 
-async fn change_inventory(
+pub(crate) async fn change_inventory(
     AxState(state): AxState<Arc<State>>,
     uri: Uri,
     headers: HeaderMap,
@@ -224,7 +234,7 @@ async fn change_inventory(
     envelope("0", "OK", json!({"failedList": failed}))
 }
 
-async fn stock_query(
+pub(crate) async fn stock_query(
     AxState(state): AxState<Arc<State>>,
     uri: Uri,
     headers: HeaderMap,
@@ -265,6 +275,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::shein_orders::admin_router())
+        .merge(crate::shein_catalog::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -302,20 +313,30 @@ async fn admin_supplier(AxState(state): AxState<Arc<State>>, Json(b): Json<Value
     Json(out).into_response()
 }
 
-/// `{"open_key_id", "sku_code", "warehouse_code"?, "quantity"?}`
+/// `{"open_key_id", "sku_code", "warehouse_code"?, "quantity"?}` plus the catalog fields
+/// `spu_name`, `skc_name`, `supplier_sku`, `title`, `price`, `special_price`, `currency`, `site`
+/// (defaults in [`crate::shein_catalog::admin_sku_listing`]).
 async fn admin_sku(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(key_id), Some(code)) = (str_field(&b, "open_key_id"), str_field(&b, "sku_code")) else {
         return bad("open_key_id and sku_code are required");
+    };
+    let (supplier_sku, prices, place) = match crate::shein_catalog::admin_sku_listing(&b, code) {
+        Ok(l) => l,
+        Err(e) => return bad(&e),
     };
     let sku = Sku {
         open_key_id: key_id.to_string(),
         warehouse_code: str_field(&b, "warehouse_code").unwrap_or("WH-1").to_string(),
         quantity: b.get("quantity").and_then(Value::as_i64).unwrap_or(0),
-        locked: 0,
-        writes: 0,
+        supplier_sku,
+        prices,
+        ..Default::default()
     };
-    state.shein.lock().skus.insert(code.to_string(), sku);
-    Json(json!({"ok": true})).into_response()
+    let mut m = state.shein.lock();
+    match crate::shein_catalog::put_sku(&mut m, code, sku, place) {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => bad(&e),
+    }
 }
 
 async fn admin_get_sku(
@@ -324,7 +345,8 @@ async fn admin_get_sku(
 ) -> Response {
     match state.shein.lock().skus.get(&code) {
         Some(s) => Json(json!({"sku_code": code, "quantity": s.quantity, "writes": s.writes,
-                               "warehouse_code": s.warehouse_code}))
+                               "warehouse_code": s.warehouse_code, "spu_name": s.spu_name,
+                               "skc_name": s.skc_name, "supplier_sku": s.supplier_sku}))
         .into_response(),
         None => (axum::http::StatusCode::NOT_FOUND, Json(json!({"error": "no such sku"}))).into_response(),
     }

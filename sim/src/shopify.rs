@@ -2,7 +2,8 @@
 //! GraphQL `inventorySetQuantities` (`@idempotent(key:)`, compare-and-set with
 //! `changeFromQuantity` from 2026-04 and `compareQuantity` before, the real userError codes, the
 //! cost extension and HTTP 200 `THROTTLED`), an `inventoryItem` level query, and the legacy REST
-//! `inventory_levels/set.json` with `X-Shopify-Shop-Api-Call-Limit` and 429 `Retry-After`.
+//! `inventory_levels/set.json` with `X-Shopify-Shop-Api-Call-Limit` and 429 `Retry-After`. The
+//! catalog query (`productVariants`) is answered by shopify_catalog.rs.
 //! One server plays every shop: the access token says which.
 
 use crate::state::{random_token, State};
@@ -50,6 +51,8 @@ pub struct Shopify {
     pub webhook_secrets: HashMap<String, String>,
     /// order id -> order
     pub orders: HashMap<u64, Order>,
+    /// shop -> products and variants (`productVariants`; see shopify_catalog.rs)
+    pub catalog: crate::shopify_catalog::Catalog,
     next_id: u64,
 }
 
@@ -82,6 +85,7 @@ impl Default for Shopify {
             shop_apps: HashMap::new(),
             webhook_secrets: HashMap::new(),
             orders: HashMap::new(),
+            catalog: Default::default(),
             next_id: 450_789_469_000,
         }
     }
@@ -129,7 +133,7 @@ impl Shopify {
     }
 
     /// Takes `cost` points from the shop's bucket; Err(points available) when short.
-    fn spend(&mut self, shop: &str, cost: f64) -> Result<f64, f64> {
+    pub(crate) fn spend(&mut self, shop: &str, cost: f64) -> Result<f64, f64> {
         let (max, rate) = (self.bucket_max, self.restore_rate);
         let b = self.buckets.entry(shop.to_string()).or_insert((max, Instant::now()));
         let now = Instant::now();
@@ -140,6 +144,15 @@ impl Shopify {
         }
         b.0 -= cost;
         Ok(b.0)
+    }
+
+    /// Gives `points` back to the shop's bucket (a query that cost less than requested, as
+    /// Shopify refunds it); the points then available.
+    pub(crate) fn refund(&mut self, shop: &str, points: f64) -> f64 {
+        let max = self.bucket_max;
+        let b = self.buckets.entry(shop.to_string()).or_insert((max, Instant::now()));
+        b.0 = (b.0 + points.max(0.0)).min(max);
+        b.0
     }
 
     fn next_id(&mut self) -> u64 {
@@ -197,6 +210,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/admin/oauth/access_token", post(access_token))
         .route("/admin/api/{version}/graphql.json", post(graphql))
         .route("/admin/api/{version}/inventory_levels/set.json", post(rest_set))
+        .merge(crate::shopify_catalog::router())
 }
 
 fn rest_error(status: StatusCode, errors: Value) -> Response {
@@ -293,7 +307,7 @@ fn level_id(v: &Value) -> String {
     }
 }
 
-async fn graphql(
+pub(crate) async fn graphql(
     AxState(state): AxState<Arc<State>>,
     Path(version): Path<String>,
     headers: HeaderMap,
@@ -306,6 +320,10 @@ async fn graphql(
     let query = b.get("query").and_then(Value::as_str).unwrap_or("").to_string();
     let vars = b.get("variables").cloned().unwrap_or(Value::Null);
     let mut m = state.shopify.lock();
+    if crate::shopify_catalog::is_catalog_query(&query) {
+        // productVariants: its own cost, paging and limits
+        return Json(crate::shopify_catalog::answer(&state, &mut m, &shop, &query, &vars)).into_response();
+    }
     let mutation = query.contains("inventorySetQuantities");
     let cost = if mutation { MUTATION_COST } else { QUERY_COST };
     let available = match m.spend(&shop, cost) {
@@ -397,7 +415,10 @@ async fn graphql(
             ));
             continue;
         }
-        if !m.levels.keys().any(|(s, it, _)| *s == shop && *it == item) {
+        // (the exact level first: a generated catalog holds tens of thousands of levels)
+        if !m.levels.contains_key(&(shop.clone(), item.clone(), loc.clone()))
+            && !m.levels.keys().any(|(s, it, _)| *s == shop && *it == item)
+        {
             errors.push(user_error(
                 "INVALID_INVENTORY_ITEM",
                 field("inventoryItemId"),
@@ -541,6 +562,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/expire_tokens", post(admin_expire))
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
+        .merge(crate::shopify_catalog::admin_router())
 }
 
 fn bad(msg: &str) -> Response {

@@ -3,6 +3,7 @@
 //! `sign`/`access_token`, the path and the raw body, wrapped in the app secret; a bad one is the
 //! real 401 `106001`), `x-tts-access-token`, `shop_cipher`, inventory update per SKU and
 //! warehouse, inventory search. Envelope: `{"code", "message", "data", "request_id"}`.
+//! The catalog (products search and detail, the catalog generator) is in `tiktok_catalog`.
 
 use crate::state::{random_token, State};
 use axum::body::Bytes;
@@ -26,8 +27,10 @@ pub struct TikTok {
     refresh: HashMap<String, (String, String)>,
     /// auth code -> (app_key, shop_cipher)
     codes: HashMap<String, (String, String)>,
-    /// product id -> product
-    pub products: HashMap<String, Product>,
+    /// product id -> product; ordered by id (byte order), the order products/search pages in
+    pub products: Products,
+    /// products/search's total_count per (shop, filter fingerprint), as of a `products` version
+    pub search_counts: HashMap<(String, String), (u64, usize)>,
     pub token_lifetime_s: i64,
     pub rate: crate::state::RateLimit,
     pub issued: Vec<String>,
@@ -37,12 +40,106 @@ pub struct TikTok {
     pub orders: HashMap<String, crate::tiktok_orders::Order>,
 }
 
-#[derive(Clone, Debug, Default)]
+/// The products by id. Reads go through `Deref`; every mutable access (`DerefMut`) moves the
+/// version on, so what is derived from the catalog (search counts) can be cached safely.
+#[derive(Default)]
+pub struct Products {
+    map: BTreeMap<String, Product>,
+    version: u64,
+}
+
+impl Products {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl std::ops::Deref for Products {
+    type Target = BTreeMap<String, Product>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Products {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.version += 1;
+        &mut self.map
+    }
+}
+
+/// A listing with its catalog fields. Products made by the older admin call get defaults: title
+/// `Product {id}`, status `ACTIVATE`, each SKU's seller SKU its id, price 100.00 USD.
+#[derive(Clone, Debug)]
 pub struct Product {
     pub shop_cipher: String,
-    /// sku id -> (warehouse id -> quantity)
-    pub skus: BTreeMap<String, BTreeMap<String, i64>>,
+    pub title: String,
+    /// ACTIVATE, SELLER_DEACTIVATED, ... (see `tiktok_catalog::STATUSES`)
+    pub status: String,
+    /// in the order they were created
+    pub skus: Vec<Sku>,
     pub writes: u64,
+}
+
+impl Default for Product {
+    fn default() -> Self {
+        Product {
+            shop_cipher: String::new(),
+            title: String::new(),
+            status: "ACTIVATE".into(),
+            skus: Vec::new(),
+            writes: 0,
+        }
+    }
+}
+
+impl Product {
+    pub fn sku(&self, id: &str) -> Option<&Sku> {
+        self.skus.iter().find(|s| s.id == id)
+    }
+
+    pub fn sku_mut(&mut self, id: &str) -> Option<&mut Sku> {
+        self.skus.iter_mut().find(|s| s.id == id)
+    }
+}
+
+/// A SKU: its seller SKU ("" when the seller gave none), price (decimal text, kept exactly as
+/// given) and stock per warehouse.
+#[derive(Clone, Debug, Default)]
+pub struct Sku {
+    pub id: String,
+    pub seller_sku: String,
+    pub price: Price,
+    /// (warehouse id, quantity), in the order the warehouses were added
+    pub inventory: Vec<(String, i64)>,
+}
+
+impl Sku {
+    pub fn quantity_mut(&mut self, warehouse: &str) -> Option<&mut i64> {
+        self.inventory.iter_mut().find(|(w, _)| w == warehouse).map(|(_, q)| q)
+    }
+
+    pub fn total(&self) -> i64 {
+        self.inventory.iter().map(|(_, q)| q).sum()
+    }
+}
+
+/// TikTok's price object; amounts are decimal strings, never floats.
+#[derive(Clone, Debug)]
+pub struct Price {
+    pub currency: String,
+    pub sale_price: String,
+    pub tax_exclusive_price: String,
+}
+
+impl Default for Price {
+    fn default() -> Self {
+        Price {
+            currency: "USD".into(),
+            sale_price: "100.00".into(),
+            tax_exclusive_price: "100.00".into(),
+        }
+    }
 }
 
 use crate::state::unix_now;
@@ -106,6 +203,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/product/202309/inventory/search", post(inventory_search))
         .merge(crate::tiktok_orders::router())
         .route("/authorization/202309/shops", get(authorized_shops))
+        .merge(crate::tiktok_catalog::router())
 }
 
 /// The shops the token was granted for (the app learns `shop_cipher` here).
@@ -286,7 +384,7 @@ fn verify_call(
     Ok(shop)
 }
 
-async fn inventory_update(
+pub(crate) async fn inventory_update(
     AxState(state): AxState<Arc<State>>,
     Path(product_id): Path<String>,
     uri: Uri,
@@ -312,7 +410,7 @@ async fn inventory_update(
     let mut changes = Vec::new();
     for s in &skus {
         let id = s.get("id").and_then(Value::as_str).unwrap_or("");
-        let Some(current) = product.skus.get(id) else {
+        let Some(current) = product.sku(id) else {
             return envelope(
                 StatusCode::OK,
                 12052230,
@@ -323,7 +421,7 @@ async fn inventory_update(
         for inv in s.get("inventory").and_then(Value::as_array).into_iter().flatten() {
             let wh = inv.get("warehouse_id").and_then(Value::as_str).unwrap_or("");
             let q = inv.get("quantity").and_then(Value::as_i64).unwrap_or(-1);
-            if !current.contains_key(wh) {
+            if !current.inventory.iter().any(|(w, _)| w == wh) {
                 return envelope(
                     StatusCode::OK,
                     12052231,
@@ -343,8 +441,8 @@ async fn inventory_update(
         }
     }
     for (id, wh, q) in changes {
-        if let Some(w) = product.skus.get_mut(&id) {
-            w.insert(wh, q);
+        if let Some(slot) = product.sku_mut(&id).and_then(|s| s.quantity_mut(&wh)) {
+            *slot = q;
         }
         state.count("tiktok stock writes");
     }
@@ -352,7 +450,12 @@ async fn inventory_update(
     ok(Value::Null)
 }
 
-async fn inventory_search(AxState(state): AxState<Arc<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn inventory_search(
+    AxState(state): AxState<Arc<State>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let shop = match verify(&state, &uri, &headers, &body) {
         Ok(s) => s,
         Err(r) => return r,
@@ -372,10 +475,10 @@ async fn inventory_search(AxState(state): AxState<Arc<State>>, uri: Uri, headers
         .flat_map(|(pid, p)| {
             p.skus
                 .iter()
-                .filter(|(id, _)| wanted.contains(id))
-                .map(move |(id, whs)| {
-                    json!({"product_id": pid, "skus": [{"id": id, "total_available_quantity": whs.values().sum::<i64>(),
-                        "warehouse_inventory": whs.iter().map(|(w, q)| json!({"warehouse_id": w, "available_quantity": q})).collect::<Vec<_>>()}]})
+                .filter(|s| wanted.contains(&s.id))
+                .map(move |s| {
+                    json!({"product_id": pid, "skus": [{"id": s.id, "total_available_quantity": s.total(),
+                        "warehouse_inventory": s.inventory.iter().map(|(w, q)| json!({"warehouse_id": w, "available_quantity": q})).collect::<Vec<_>>()}]})
                 })
         })
         .collect();
@@ -394,6 +497,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::tiktok_orders::admin_router())
+        .merge(crate::tiktok_catalog::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -435,36 +539,78 @@ async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -
     Json(g).into_response()
 }
 
-/// `{"shop_cipher", "product_id", "skus": [{"id", "warehouse_id", "quantity"?}]}`
+/// `{"shop_cipher", "product_id", "title"?, "status"?, "skus": [{"id", "warehouse_id", "quantity"?,
+/// "seller_sku"?, "price"?, "currency"?}]}`: creates (or replaces) a product. A SKU listed again
+/// with another warehouse gets that warehouse too. Defaults: see [`Product`].
 async fn admin_product(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(shop), Some(pid)) = (s(&b, "shop_cipher"), s(&b, "product_id")) else {
         return bad("shop_cipher and product_id are required");
     };
     let mut p = Product {
         shop_cipher: shop.to_string(),
+        title: s(&b, "title").map_or_else(|| format!("Product {pid}"), str::to_string),
         ..Default::default()
     };
+    if let Some(status) = s(&b, "status") {
+        if !crate::tiktok_catalog::STATUSES.contains(&status) {
+            return bad("status must be a TikTok product status (ACTIVATE, SELLER_DEACTIVATED, ...)");
+        }
+        p.status = status.to_string();
+    }
     for sku in b.get("skus").and_then(Value::as_array).into_iter().flatten() {
         let (Some(id), Some(wh)) = (s(sku, "id"), s(sku, "warehouse_id")) else {
             return bad("each sku needs id and warehouse_id");
         };
         let q = sku.get("quantity").and_then(Value::as_i64).unwrap_or(0);
-        p.skus.entry(id.to_string()).or_default().insert(wh.to_string(), q);
+        if p.sku(id).is_none() {
+            let mut price = Price::default();
+            if let Some(amount) = s(sku, "price") {
+                if !crate::tiktok_catalog::is_decimal(amount) {
+                    return bad("price must be decimal text such as \"19.99\"");
+                }
+                price.sale_price = amount.to_string();
+                price.tax_exclusive_price = amount.to_string();
+            }
+            if let Some(currency) = s(sku, "currency") {
+                price.currency = currency.to_string();
+            }
+            p.skus.push(Sku {
+                id: id.to_string(),
+                seller_sku: s(sku, "seller_sku").unwrap_or(id).to_string(),
+                price,
+                inventory: Vec::new(),
+            });
+        }
+        if let Some(entry) = p.sku_mut(id) {
+            match entry.quantity_mut(wh) {
+                Some(slot) => *slot = q,
+                None => entry.inventory.push((wh.to_string(), q)),
+            }
+        }
     }
     state.tiktok.lock().products.insert(pid.to_string(), p);
     Json(json!({"ok": true})).into_response()
 }
 
+/// A SKU's stock (`quantity` over all warehouses, `warehouses` {id: quantity}), the writes its
+/// product received, and its catalog fields.
 async fn admin_sku(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
     let m = state.tiktok.lock();
     let found = m
         .products
         .iter()
-        .find_map(|(pid, p)| p.skus.get(&id).map(|w| (pid.clone(), w.clone(), p.writes)));
+        .find_map(|(pid, p)| p.sku(&id).map(|sku| (pid, sku, p.writes)));
     match found {
-        Some((pid, whs, writes)) => Json(json!({"product_id": pid, "quantity": whs.values().sum::<i64>(),
-                                                "warehouses": whs, "product_writes": writes}))
-        .into_response(),
+        Some((pid, sku, writes)) => {
+            let warehouses: serde_json::Map<String, Value> =
+                sku.inventory.iter().map(|(w, q)| (w.clone(), json!(q))).collect();
+            Json(
+                json!({"product_id": pid, "quantity": sku.total(), "warehouses": warehouses,
+                        "product_writes": writes, "seller_sku": sku.seller_sku,
+                        "price": crate::tiktok_catalog::price_json(&sku.price)}),
+            )
+            .into_response()
+        }
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such sku"}))).into_response(),
     }
 }
@@ -498,11 +644,15 @@ mod tests {
         let mut m = state.tiktok.lock();
         m.apps.insert("key1".into(), "secret1".into());
         let g = m.grant("key1", "CIPHER");
-        let mut p = Product {
+        let p = Product {
             shop_cipher: "CIPHER".into(),
+            skus: vec![Sku {
+                id: "SKU1".into(),
+                inventory: vec![("WH1".into(), 0)],
+                ..Default::default()
+            }],
             ..Default::default()
         };
-        p.skus.entry("SKU1".into()).or_default().insert("WH1".into(), 0);
         m.products.insert("P1".into(), p);
         drop(m);
         (state, g["access_token"].as_str().unwrap_or_default().to_string())
@@ -553,7 +703,10 @@ mod tests {
         // a good call lands
         let r = body_json(call(signed_uri(path, "secret1", body, "CIPHER"), &access, body).await).await;
         assert_eq!(r["code"], 0);
-        assert_eq!(state.tiktok.lock().products["P1"].skus["SKU1"]["WH1"], 12);
+        assert_eq!(
+            state.tiktok.lock().products["P1"].skus[0].inventory,
+            vec![("WH1".to_string(), 12)]
+        );
         // out of range
         let big = br#"{"skus":[{"id":"SKU1","inventory":[{"warehouse_id":"WH1","quantity":99999}]}]}"#;
         let r = body_json(call(signed_uri(path, "secret1", big, "CIPHER"), &access, big).await).await;

@@ -1,6 +1,6 @@
 //! TikTok Shop orders: `GET /order/202309/orders?ids=...` (signed like every call), and the
 //! order status webhook (type 1) signed with `Authorization` = hex HMAC(app_secret, app_key + body).
-//! As in the real API, an order line is one unit.
+//! As in the real API, an order line is one unit; its `seller_sku` is the SKU's when sold.
 
 use crate::state::{unix_now, uuid, State};
 use crate::tiktok::{envelope, ok, parse_query, verify};
@@ -18,9 +18,20 @@ use std::sync::Arc;
 pub struct Order {
     pub shop_cipher: String,
     pub status: &'static str,
-    /// one per unit: (line id, product id, sku id, warehouse id)
-    pub lines: Vec<(String, String, String, String)>,
+    /// one per unit
+    pub lines: Vec<Line>,
     pub update_time: i64,
+}
+
+/// An order line: one unit of a SKU, taken from one warehouse. `seller_sku` as it was when sold
+/// (empty when the SKU has none).
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub id: String,
+    pub product_id: String,
+    pub sku_id: String,
+    pub seller_sku: String,
+    pub warehouse_id: String,
 }
 
 pub fn router() -> Router<Arc<State>> {
@@ -35,8 +46,8 @@ pub fn admin_router() -> Router<Arc<State>> {
 
 fn order_json(id: &str, o: &Order) -> Value {
     json!({"id": id, "status": o.status, "update_time": o.update_time, "create_time": o.update_time,
-           "line_items": o.lines.iter().map(|(lid, pid, sku, _)| json!({"id": lid, "product_id": pid, "sku_id": sku,
-               "seller_sku": sku, "display_status": o.status, "is_gift": false})).collect::<Vec<_>>()})
+           "line_items": o.lines.iter().map(|l| json!({"id": l.id, "product_id": l.product_id, "sku_id": l.sku_id,
+               "seller_sku": l.seller_sku, "display_status": o.status, "is_gift": false})).collect::<Vec<_>>()})
 }
 
 async fn get_orders(AxState(state): AxState<Arc<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -98,12 +109,12 @@ fn status_webhook(state: &State, id: &str, o: &Order) -> Result<Delivery, Respon
 /// Takes (sign 1) or gives back (-1) one unit per line.
 fn move_stock(state: &State, o: &Order, sign: i64) {
     let mut m = state.tiktok.lock();
-    for (_, pid, sku, wh) in &o.lines {
+    for l in &o.lines {
         if let Some(q) = m
             .products
-            .get_mut(pid)
-            .and_then(|p| p.skus.get_mut(sku))
-            .and_then(|w| w.get_mut(wh))
+            .get_mut(&l.product_id)
+            .and_then(|p| p.sku_mut(&l.sku_id))
+            .and_then(|s| s.quantity_mut(&l.warehouse_id))
         {
             *q -= sign;
         }
@@ -128,21 +139,23 @@ async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) 
             ) else {
                 return bad("each line needs sku_id and a quantity of 1 to 1000");
             };
-            let Some((pid, wh)) = m.products.iter().find_map(|(pid, p)| {
-                p.skus
-                    .get(sku)
-                    .filter(|_| p.shop_cipher == shop)
-                    .and_then(|w| w.keys().next().map(|wh| (pid.clone(), wh.clone())))
+            let Some((pid, seller_sku, wh)) = m.products.iter().find_map(|(pid, p)| {
+                p.sku(sku).filter(|_| p.shop_cipher == shop).and_then(|s| {
+                    s.inventory
+                        .first()
+                        .map(|(wh, _)| (pid.clone(), s.seller_sku.clone(), wh.clone()))
+                })
             }) else {
                 return bad("unknown sku_id for this shop");
             };
             for _ in 0..q {
-                lines.push((
-                    format!("5{:017}", rand::random::<u64>() % 100_000_000_000_000_000),
-                    pid.clone(),
-                    sku.to_string(),
-                    wh.clone(),
-                ));
+                lines.push(Line {
+                    id: format!("5{:017}", rand::random::<u64>() % 100_000_000_000_000_000),
+                    product_id: pid.clone(),
+                    sku_id: sku.to_string(),
+                    seller_sku: seller_sku.clone(),
+                    warehouse_id: wh.clone(),
+                });
             }
         }
     }

@@ -48,6 +48,7 @@ fn register_app(marketplace: &str, credentials: JsonB, settings: default!(JsonB,
         &format!("{m} app settings"),
     )
     .unwrap_or_else(|e| invalid(e));
+    check_app_settings(s).unwrap_or_else(|e| invalid(format!("{m} app settings: {e}")));
     marketplaces::base_url(connector, &settings.0, &gucs::allowed_hosts()).unwrap_or_else(|e| invalid(e));
     credentials::require_master_key();
     let sealed = credentials::encrypt(&secret_map);
@@ -113,11 +114,28 @@ fn check_redirect(uri: &str) {
     }
 }
 
+/// The values of an app's settings (their keys are checked by the caller; base_url by
+/// `marketplaces::base_url`).
+fn check_app_settings(s: &Map<String, Value>) -> Result<(), String> {
+    for key in ["scopes", "service_id"] {
+        match s.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if !v.trim().is_empty() && v.len() <= 1_000 => {}
+            Some(_) => return Err(format!("\"{key}\" must be a non-empty string")),
+        }
+    }
+    match s.get("auth_url") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(u)) if u.starts_with("https://") || u.starts_with("http://") => Ok(()),
+        Some(_) => Err("\"auth_url\" must be an http(s) URL".into()),
+    }
+}
+
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn authorize_url(tenant_id: &str, marketplace: &str, redirect_uri: &str, options: default!(JsonB, "'{}'")) -> String {
     check_tenant(tenant_id);
-    let (m, _) = connector_for(marketplace);
+    let (m, connector) = connector_for(marketplace);
     check_redirect(redirect_uri);
     let opts = options
         .0
@@ -126,6 +144,11 @@ fn authorize_url(tenant_id: &str, marketplace: &str, redirect_uri: &str, options
     check_keys(opts, &["shop", "auth_url", "settings"], "authorize options").unwrap_or_else(|e| invalid(e));
     if opts.get("settings").is_some_and(|s| !s.is_object()) {
         invalid("options.settings (the connection's settings) must be a JSON object");
+    }
+    if let Some(settings) = opts.get("settings") {
+        // refused now, not when the seller comes back from the marketplace
+        super::connections::check_settings(connector, settings, &gucs::allowed_hosts())
+            .unwrap_or_else(|e| invalid(format!("authorize options: {e}")));
     }
     let app = load_app(m);
     let state = random_token(32);

@@ -171,6 +171,19 @@ impl Connector for MercadoLibre {
         }
     }
 
+    fn catalog_page(
+        &self,
+        http: &ureq::Agent,
+        req: &PushRequest,
+        cursor: Option<&str>,
+    ) -> Result<super::catalog::CatalogPage, super::catalog::CatalogError> {
+        super::mercadolibre_catalog::page(http, req, cursor)
+    }
+
+    fn catalog_calls_per_page(&self) -> u32 {
+        super::mercadolibre_catalog::CALLS_PER_PAGE
+    }
+
     fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
         let kind = listing_kind(&req.external_id, &req.listing_settings)?;
         let path = match kind {

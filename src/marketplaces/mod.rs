@@ -2,9 +2,11 @@
 //! responses into plain data, so they run on HTTP threads and are unit-tested without Postgres.
 
 pub mod authorize;
+pub mod catalog;
 pub mod events;
 pub mod http;
 pub mod mercadolibre;
+pub mod mercadolibre_catalog;
 pub mod shein;
 pub mod shopify;
 pub mod tiktok;
@@ -182,6 +184,27 @@ pub trait Connector: Send + Sync {
     fn split_credentials(&self, input: &Value) -> Result<Credentials, String>;
     /// Validates an external id and listing settings given to `integ.map_product`.
     fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String>;
+    /// One page of the account's catalog, from `cursor` (None: the first page of a pass).
+    fn catalog_page(
+        &self,
+        _http: &ureq::Agent,
+        _req: &PushRequest,
+        _cursor: Option<&str>,
+    ) -> Result<catalog::CatalogPage, catalog::CatalogError> {
+        Err(catalog::CatalogError::Unsupported)
+    }
+    /// The most calls one catalog page makes (what the rate limit must allow before it).
+    fn catalog_calls_per_page(&self) -> u32 {
+        1
+    }
+    /// This marketplace's own connection settings keys, beyond `COMMON_SETTINGS`.
+    fn own_setting_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Checks the values of this marketplace's own connection settings.
+    fn check_own_settings(&self, _settings: &Map<String, Value>) -> Result<(), String> {
+        Ok(())
+    }
     fn push_stock(&self, http: &ureq::Agent, req: &PushRequest) -> PushResult;
     /// Listings of one connection the marketplace takes in a single call (1: no batching).
     fn max_batch(&self) -> usize {
@@ -311,6 +334,22 @@ pub fn unix_now() -> i64 {
 }
 
 /// Object keys must come from `allowed`; names the first that does not.
+/// Connection settings every marketplace takes (checked where they are understood: base_url
+/// here, the rest by the extension's rules, conflict and limit code).
+pub const COMMON_SETTINGS: [&str; 4] = ["base_url", "conflict_strategy", "rate_limit", "stock_rules"];
+
+/// A connection's settings keys: unknown ones are refused, so a misspelt key is never stored
+/// and silently ignored.
+pub fn check_setting_keys(connector: &dyn Connector, settings: &Map<String, Value>) -> Result<(), String> {
+    let allowed: Vec<&str> = COMMON_SETTINGS
+        .iter()
+        .chain(connector.own_setting_keys())
+        .copied()
+        .collect();
+    check_keys(settings, &allowed, &format!("{} settings", connector.marketplace()))?;
+    connector.check_own_settings(settings)
+}
+
 pub fn check_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(format!(

@@ -110,6 +110,25 @@ fn item(req: &PushRequest) -> Value {
 }
 
 impl Connector for Shein {
+    fn own_setting_keys(&self) -> &'static [&'static str] {
+        &["webhook_path"]
+    }
+
+    /// The path SHEIN's callback signatures cover: an absolute path, nothing more.
+    fn check_own_settings(&self, settings: &serde_json::Map<String, Value>) -> Result<(), String> {
+        match settings.get("webhook_path") {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(p))
+                if p.starts_with('/')
+                    && p.len() <= 255
+                    && !p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') =>
+            {
+                Ok(())
+            }
+            Some(_) => Err("settings.webhook_path must be an absolute path such as \"/hooks/shein\" (no query)".into()),
+        }
+    }
+
     fn marketplace(&self) -> Marketplace {
         Marketplace::Shein
     }

@@ -304,7 +304,28 @@ fn resolve_stale(agent: &ureq::Agent, req: &PushRequest) -> PushKind {
     }
 }
 
+/// A Shopify Admin API version: `YYYY-MM`, released quarterly (01, 04, 07, 10).
+fn is_api_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 7
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && matches!(&v[5..], "01" | "04" | "07" | "10")
+}
+
 impl Connector for Shopify {
+    fn own_setting_keys(&self) -> &'static [&'static str] {
+        &["api_version"]
+    }
+
+    fn check_own_settings(&self, settings: &serde_json::Map<String, Value>) -> Result<(), String> {
+        match settings.get("api_version") {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(v)) if is_api_version(v) => Ok(()),
+            Some(_) => Err("settings.api_version must be a Shopify API version such as \"2026-10\"".into()),
+        }
+    }
+
     fn marketplace(&self) -> Marketplace {
         Marketplace::Shopify
     }

@@ -3,6 +3,7 @@
 
 mod capture_state;
 mod capturing;
+mod importing;
 mod pool;
 mod reconciling;
 
@@ -123,6 +124,7 @@ struct Worker {
     last_purge: Instant,
     last_webhooks: Instant,
     reconciler: reconciling::Reconciler,
+    importer: importing::Importer,
     last_expiry_scan: Option<Instant>,
 }
 
@@ -148,6 +150,7 @@ impl Worker {
             last_purge: Instant::now(),
             last_webhooks: Instant::now(),
             reconciler: Default::default(),
+            importer: Default::default(),
             last_expiry_scan: None,
         }
     }
@@ -179,8 +182,12 @@ impl Worker {
             if !shmem::pending_refresh_requests().is_empty() {
                 tokens::serve_requests(&self.agent);
             }
+            let mut imported = false;
             if self.slot == 0 {
                 self.reconciler.turn(&self.agent, self.tuning.reconcile_interval_s);
+                imported = self
+                    .importer
+                    .turn(&self.agent, self.tuning.max_attempts, self.tuning.circuit_cooldown_ns);
                 self.refresh_expiring();
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
@@ -209,7 +216,7 @@ impl Worker {
                     work_signalled |= self.record(done);
                 }
                 work_signalled |= wait_latch(0);
-            } else if !work_signalled {
+            } else if !work_signalled && !imported {
                 let poll = Duration::from_millis(self.tuning.poll_interval_ms);
                 let until_due = next_due
                     .map(|t| t.saturating_duration_since(Instant::now()))
@@ -375,6 +382,7 @@ impl Worker {
         self.deferred.clear();
         self.transitions.clear();
         self.reconciler = Default::default();
+        self.importer = Default::default();
     }
 
     fn trouble(&mut self, what: &str, e: &str) {
