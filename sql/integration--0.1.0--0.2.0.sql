@@ -504,3 +504,7 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- A marketplace's stock outside 0..integ.max_stock is a conflict to review, kept exactly.
+ALTER TABLE integ.conflicts ALTER COLUMN remote_stock TYPE bigint;
+ALTER TABLE integ.conflicts ADD COLUMN reason text;

@@ -178,7 +178,7 @@ CREATE TABLE integ.conflicts (
     -- what we believed it held before the change
     egdc_stock        integer,
     published_stock   integer,
-    remote_stock      integer NOT NULL,
+    remote_stock      bigint NOT NULL,
     known_remote      integer,
     source            text NOT NULL CHECK (source IN ('webhook', 'reconcile')),
     remote_changed_at timestamptz,
@@ -186,7 +186,9 @@ CREATE TABLE integ.conflicts (
     status            text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
     resolution        text CHECK (resolution IN ('egdc_wins', 'marketplace_wins', 'dismiss')),
     resolved_at       timestamptz,
-    resolved_by       text
+    resolved_by       text,
+    -- why it needs a person beyond the manual strategy (a stock outside integ.max_stock)
+    reason            text
 );
 CREATE UNIQUE INDEX conflicts_one_open ON integ.conflicts (listing_id) WHERE status = 'open';
 CREATE INDEX conflicts_by_tenant ON integ.conflicts (tenant_id, status);

@@ -9,6 +9,7 @@ pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static HTTP_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static MAX_ORDER_QUANTITY: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static MAX_STOCK: GucSetting<i32> = GucSetting::<i32>::new(10_000_000);
 pub static BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(300_000);
 pub static HTTP_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -100,6 +101,16 @@ fn define_runtime() {
         c"",
         &MAX_ORDER_QUANTITY,
         1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.max_stock",
+        c"Largest stock a marketplace may report; a value outside 0 to this is a conflict to review, never adopted.",
+        c"",
+        &MAX_STOCK,
+        0,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::empty(),

@@ -204,7 +204,7 @@ fn the_four_conflict_strategies() {
             &[],
         )
         .expect("conflict");
-    let (id, egdc_stock, remote, known, source): (i64, Option<i32>, i32, Option<i32>, String) =
+    let (id, egdc_stock, remote, known, source): (i64, Option<i32>, i64, Option<i32>, String) =
         (c.get(0), c.get(1), c.get(2), c.get(3), c.get(4));
     assert_eq!(
         (egdc_stock, remote, known, source.as_str()),

@@ -409,3 +409,56 @@ fn implausible_order_quantities_are_dead_and_apply_nothing() {
     });
     assert_eq!(env.egdc_stock(TENANT, &sku), 20_000 - 10_002);
 }
+
+/// A remote stock outside 0..=integ.max_stock (a Shopify stock edit of 10^12, or negative) is a
+/// conflict to review whatever the strategy, never adopted: EGDC keeps its stock, and the
+/// conflict cannot be resolved by taking the marketplace's number.
+#[test]
+fn an_implausible_remote_stock_is_a_conflict_never_adopted() {
+    let mut env = Env::new("hooks-max-stock");
+    env.add_shopify_tenant(TENANT, SHOP, json!({"conflict_strategy": "marketplace_wins"}));
+    env.shopify_listing(TENANT, SHOP, "P1", 5151);
+    env.set_stock("P1", 10);
+    env.wait_for(10, "10 on Shopify", || env.shopify_available(5151) == Some(10));
+    let edit = |available: Value, delivery: &str| {
+        let body = json!({"inventory_item_id": 5151, "location_id": 1, "available": available,
+                          "updated_at": "2099-01-01T00:00:00Z"})
+        .to_string();
+        let mut h = shopify_headers(SHOPIFY_CLIENT_SECRET, body.as_bytes(), delivery, SHOP);
+        h["X-Shopify-Topic"] = json!("inventory_levels/update");
+        let a = receive(&env, "shopify", &h, body.as_bytes());
+        assert_eq!(a["status"], "accepted", "{a}");
+    };
+    edit(json!(1_000_000_000_000i64), "big-1");
+    env.wait_for(10, "the edit applied as a conflict", || {
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE event_id = 'big-1' AND state = 'done'") == 1
+    });
+    assert_eq!(env.egdc_stock(TENANT, "P1"), 10, "an absurd stock was adopted");
+    let (id, remote, reason): (i64, i64, String) = {
+        let r = env
+            .db()
+            .query_one(
+                "SELECT id, remote_stock, reason FROM integ.conflicts WHERE status = 'open'",
+                &[],
+            )
+            .expect("an open conflict");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(remote, 1_000_000_000_000);
+    assert!(reason.contains("outside 0..=10000000 (integ.max_stock)"), "{reason}");
+    let refused = env
+        .db()
+        .query_one("SELECT integ.resolve_conflict($1, 'marketplace_wins')", &[&id]);
+    assert!(format!("{:?}", refused.err()).contains("cannot be adopted"));
+    env.db()
+        .query_one("SELECT integ.resolve_conflict($1, 'egdc_wins')", &[&id])
+        .expect("egdc_wins");
+    // a negative stock the same way; a plausible edit is still taken (marketplace_wins)
+    edit(json!(-5), "neg-1");
+    env.wait_for(10, "the negative edit recorded", || {
+        env.scalar_i64("SELECT count(*) FROM integ.conflicts WHERE status = 'open' AND remote_stock = -5") == 1
+    });
+    assert_eq!(env.egdc_stock(TENANT, "P1"), 10);
+    edit(json!(7), "ok-1");
+    env.wait_for(10, "a plausible edit taken", || env.egdc_stock(TENANT, "P1") == 7);
+}

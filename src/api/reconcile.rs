@@ -100,13 +100,23 @@ fn resolve_conflict(id: i64, resolution: &str) -> JsonB {
     let Some(l) = drift::by_id(listing_id) else {
         not_found(format!("the listing of conflict {id} is gone"));
     };
+    let max = i64::from(crate::gucs::MAX_STOCK.get());
+    if resolution == "marketplace_wins" && !(0..=max).contains(&remote) {
+        invalid(format!(
+            "conflict {id}: the marketplace's stock {remote} is outside 0..={max} (integ.max_stock) and cannot be adopted; resolve it with egdc_wins or dismiss"
+        ));
+    }
     let done = match resolution {
         "egdc_wins" => {
-            drift::set_remote(listing_id, remote as i32);
+            // what the marketplace said, if it is a stock at all (else nothing is known)
+            if let Some(r) = i32::try_from(remote).ok().filter(|r| *r >= 0) {
+                drift::set_remote(listing_id, r);
+            }
             drift::enqueue_push(listing_id);
             json!({"pushed": l.published()})
         }
         "marketplace_wins" => {
+            // within 0..=integ.max_stock (checked above), which fits
             drift::set_remote(listing_id, remote as i32);
             drift::take_remote_change(&l, remote - known);
             json!({"egdc_change": remote - known})

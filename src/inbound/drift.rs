@@ -144,7 +144,24 @@ impl Resolution {
 /// The marketplace holds `remote` for `l`. `changed_at` (RFC 3339) is when it says the change
 /// happened; `source` is 'webhook' or 'reconcile'.
 pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str) -> Resolution {
-    let remote = remote.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    // a number from outside that makes no sense is looked at by a person, never adopted
+    let max = i64::from(crate::gucs::MAX_STOCK.get());
+    if !(0..=max).contains(&remote) {
+        let reason = format!("the marketplace's stock {remote} is outside 0..={max} (integ.max_stock): not adopted");
+        let published = l.published();
+        let known = l.remote.or(published);
+        return Resolution::Conflict(record_conflict(
+            l,
+            remote,
+            known,
+            published,
+            changed_at,
+            source,
+            Some(&reason),
+        ));
+    }
+    // within 0..=integ.max_stock, which fits
+    let remote = remote as i32;
     let Some(published) = l.published() else {
         set_remote(l.id, remote);
         return Resolution::Ignored("EGDC's stock for this listing is not known yet".into());
@@ -188,7 +205,15 @@ pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str)
         .into();
     }
     match decision.as_str() {
-        "manual" => Resolution::Conflict(record_conflict(l, remote, known, published, changed_at, source)),
+        "manual" => Resolution::Conflict(record_conflict(
+            l,
+            remote.into(),
+            Some(known),
+            Some(published),
+            changed_at,
+            source,
+            None,
+        )),
         "marketplace_wins" => {
             let delta = (remote - known) as i64;
             set_remote(l.id, remote);
@@ -237,22 +262,24 @@ pub fn enqueue_push(listing_id: i64) {
 
 fn record_conflict(
     l: &Listing,
-    remote: i32,
-    known: i32,
-    published: i32,
+    remote: i64,
+    known: Option<i32>,
+    published: Option<i32>,
     changed_at: Option<&str>,
     source: &str,
+    reason: Option<&str>,
 ) -> i64 {
     first::<i64>(
         "INSERT INTO integ.conflicts AS c (tenant_id, marketplace, connection_id, listing_id, product_id, external_id,
-                                          egdc_stock, published_stock, remote_stock, known_remote, source, remote_changed_at)
+                                          egdc_stock, published_stock, remote_stock, known_remote, source, remote_changed_at,
+                                          reason)
          SELECT l.tenant_id, l.marketplace, l.connection_id, l.id, l.product_id, l.external_id,
-                l.desired_stock, $2, $3, $4, $5, $6::timestamptz
+                l.desired_stock, $2, $3, $4, $5, $6::timestamptz, $7
            FROM integ.listings l WHERE l.id = $1
          ON CONFLICT (listing_id) WHERE status = 'open' DO UPDATE
             SET remote_stock = EXCLUDED.remote_stock, egdc_stock = EXCLUDED.egdc_stock,
                 published_stock = EXCLUDED.published_stock, source = EXCLUDED.source,
-                remote_changed_at = EXCLUDED.remote_changed_at, detected_at = now()
+                remote_changed_at = EXCLUDED.remote_changed_at, reason = EXCLUDED.reason, detected_at = now()
          RETURNING c.id",
         &[
             l.id.into(),
@@ -261,6 +288,7 @@ fn record_conflict(
             known.into(),
             source.into(),
             changed_at.into(),
+            reason.into(),
         ],
     )
     .unwrap_or_default()
