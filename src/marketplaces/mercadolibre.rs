@@ -180,10 +180,6 @@ impl Connector for MercadoLibre {
         super::mercadolibre_catalog::page(http, req, cursor)
     }
 
-    fn catalog_calls_per_page(&self) -> u32 {
-        super::mercadolibre_catalog::CALLS_PER_PAGE
-    }
-
     fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
         let kind = listing_kind(&req.external_id, &req.listing_settings)?;
         let path = match kind {

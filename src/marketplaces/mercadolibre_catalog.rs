@@ -1,22 +1,30 @@
 //! MercadoLibre's catalog: the seller's item ids by scan search (100 a call, a scroll id that
 //! expires after 5 minutes), then their details 20 a call (`GET /items?ids=`, only the fields
-//! used, variations' attributes included). Each item without variations is one unit; each
-//! variation is one (`{"variation_id": ..}`). The seller's SKU is the `SELLER_SKU` attribute,
-//! else the older `seller_custom_field`: an item has no top-level `seller_sku`.
+//! used, variations' attributes included). One call per step, so an import takes one request
+//! at a time from the connection's budget; the cursor carries the scroll id and the ids still
+//! waiting for their details. Each item without variations is one unit; each variation is one
+//! (`{"variation_id": ..}`). The seller's SKU is the `SELLER_SKU` attribute, else the older
+//! `seller_custom_field`: an item has no top-level `seller_sku`.
 
 use super::catalog::{self, CatalogError, CatalogPage, RemoteListing};
 use super::http::{self, Reply};
 use super::PushRequest;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Ids a scan search returns per call (its maximum).
 pub const SCAN_LIMIT: usize = 100;
 /// Ids per details call (`GET /items?ids=`).
 const DETAILS: usize = 20;
-/// Calls one page makes at most: the search and its details.
-pub const CALLS_PER_PAGE: u32 = 1 + SCAN_LIMIT.div_ceil(DETAILS) as u32;
 const FIELDS: &str =
     "id,title,price,currency_id,available_quantity,status,permalink,attributes,seller_custom_field,variations";
+
+/// Where a pass stands: the last scroll id, and the ids it returned still to be read.
+#[derive(Default, Serialize, Deserialize)]
+struct Cursor {
+    scroll: Option<String>,
+    ids: Vec<String>,
+}
 
 fn call(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, CatalogError> {
     http::read(
@@ -34,18 +42,43 @@ fn json_of(reply: &Reply) -> Result<Value, CatalogError> {
         .ok_or_else(|| CatalogError::Failed("MercadoLibre answered with a body that is not JSON".into()))
 }
 
+fn encode(c: &Cursor) -> Option<String> {
+    serde_json::to_string(c).ok()
+}
+
+/// One step of the pass from `cursor`: details of the next 20 ids waiting, else the next scan.
 pub fn page(agent: &ureq::Agent, req: &PushRequest, cursor: Option<&str>) -> Result<CatalogPage, CatalogError> {
+    let mut at: Cursor = match cursor {
+        None => Cursor::default(),
+        Some(c) => serde_json::from_str(c)
+            .map_err(|_| CatalogError::CursorExpired("the stored cursor is not one of this version".into()))?,
+    };
+    if !at.ids.is_empty() {
+        let rest = at.ids.split_off(at.ids.len().min(DETAILS));
+        let listings = details(agent, req, &at.ids)?;
+        at.ids = rest;
+        return Ok(CatalogPage {
+            listings,
+            next: encode(&at),
+            calls: 1,
+            ..Default::default()
+        });
+    }
+    scan(agent, req, at.scroll.as_deref())
+}
+
+fn scan(agent: &ureq::Agent, req: &PushRequest, scroll: Option<&str>) -> Result<CatalogPage, CatalogError> {
     let user = req
         .credentials
         .identifier("user_id")
         .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| CatalogError::Failed("the connection has no numeric user_id".into()))?;
     let mut path = format!("/users/{user}/items/search?search_type=scan&limit={SCAN_LIMIT}");
-    if let Some(c) = cursor {
-        path.push_str(&format!("&scroll_id={}", catalog::query_value(c)));
+    if let Some(s) = scroll {
+        path.push_str(&format!("&scroll_id={}", catalog::query_value(s)));
     }
     let reply = call(agent, req, &path)?;
-    if reply.status == 400 && cursor.is_some() && reply.body.to_ascii_lowercase().contains("scroll") {
+    if reply.status == 400 && scroll.is_some() && reply.body.to_ascii_lowercase().contains("scroll") {
         return Err(CatalogError::CursorExpired(http::error_text(&reply)));
     }
     if !(200..300).contains(&reply.status) {
@@ -59,46 +92,47 @@ pub fn page(agent: &ureq::Agent, req: &PushRequest, cursor: Option<&str>) -> Res
         .iter()
         .filter_map(|v| catalog::text(Some(v)))
         .collect();
-    let total = found.pointer("/paging/total").and_then(Value::as_i64);
     let mut page = CatalogPage {
-        total,
-        calls: 1,
+        total: found.pointer("/paging/total").and_then(Value::as_i64),
         discovered: ids.len() as i64,
+        calls: 1,
         ..Default::default()
     };
     if ids.is_empty() {
-        return Ok(page);
+        return Ok(page); // the pass is over
     }
-    for chunk in ids.chunks(DETAILS) {
-        let path = format!(
-            "/items?ids={}&attributes={FIELDS}&include_attributes=all",
-            chunk
-                .iter()
-                .map(|i| catalog::query_value(i))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        let reply = call(agent, req, &path)?;
-        page.calls += 1;
-        if !(200..300).contains(&reply.status) {
-            return Err(catalog::failure(&reply));
-        }
-        for entry in json_of(&reply)?.as_array().into_iter().flatten() {
-            // an item gone between the search and its details is simply not listed
-            if entry.get("code").and_then(Value::as_i64) == Some(200) {
-                if let Some(body) = entry.get("body") {
-                    page.listings.extend(units(body));
-                }
-            }
-        }
-    }
-    page.next = found.get("scroll_id").and_then(catalog::text_ref).map(str::to_string);
-    if page.next.is_none() {
-        return Err(CatalogError::Failed(
-            "the scan search answered without a scroll_id".into(),
-        ));
-    }
+    let scroll = found
+        .get("scroll_id")
+        .and_then(catalog::text_ref)
+        .ok_or_else(|| CatalogError::Failed("the scan search answered without a scroll_id".into()))?;
+    page.next = encode(&Cursor {
+        scroll: Some(scroll.to_string()),
+        ids,
+    });
     Ok(page)
+}
+
+/// The units of up to 20 items, in one call; an item gone since the search is not listed.
+fn details(agent: &ureq::Agent, req: &PushRequest, ids: &[String]) -> Result<Vec<RemoteListing>, CatalogError> {
+    let path = format!(
+        "/items?ids={}&attributes={FIELDS}&include_attributes=all",
+        ids.iter()
+            .map(|i| catalog::query_value(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let reply = call(agent, req, &path)?;
+    if !(200..300).contains(&reply.status) {
+        return Err(catalog::failure(&reply));
+    }
+    Ok(json_of(&reply)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.get("code").and_then(Value::as_i64) == Some(200))
+        .filter_map(|entry| entry.get("body"))
+        .flat_map(units)
+        .collect())
 }
 
 /// The `SELLER_SKU` attribute's value, else `seller_custom_field`.

@@ -184,7 +184,8 @@ pub trait Connector: Send + Sync {
     fn split_credentials(&self, input: &Value) -> Result<Credentials, String>;
     /// Validates an external id and listing settings given to `integ.map_product`.
     fn check_listing(&self, external_id: &str, settings: &Value) -> Result<(), String>;
-    /// One page of the account's catalog, from `cursor` (None: the first page of a pass).
+    /// One step of a pass through the account's catalog, from `cursor` (None: a new pass): one
+    /// call, so an import takes one request at a time from the connection's budget.
     fn catalog_page(
         &self,
         _http: &ureq::Agent,
@@ -192,10 +193,6 @@ pub trait Connector: Send + Sync {
         _cursor: Option<&str>,
     ) -> Result<catalog::CatalogPage, catalog::CatalogError> {
         Err(catalog::CatalogError::Unsupported)
-    }
-    /// The most calls one catalog page makes (what the rate limit must allow before it).
-    fn catalog_calls_per_page(&self) -> u32 {
-        1
     }
     /// This marketplace's own connection settings keys, beyond `COMMON_SETTINGS`.
     fn own_setting_keys(&self) -> &'static [&'static str] {

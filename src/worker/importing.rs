@@ -1,7 +1,7 @@
-//! Catalog imports (`integ.import_catalog`): the first worker reads one page of one running
-//! import per turn of its loop, only from the connection's spare budget (pushes come first),
-//! and stores the page with the import's new cursor in one transaction, so an import stopped by
-//! a crash goes on from its last stored page. An expired cursor starts the listing pass again;
+//! Catalog imports (`integ.import_catalog`): the first worker makes one catalog call of one
+//! running import per turn of its loop, only from the connection's spare budget (pushes come
+//! first), and stores what it read with the import's new cursor in one transaction, so an
+//! import stopped by a crash goes on from its last stored step. An expired cursor starts the listing pass again;
 //! when a pass ends, listings it did not see are marked `gone`.
 
 use crate::marketplaces::catalog::{CatalogError, CatalogPage, RemoteListing};
@@ -33,6 +33,11 @@ struct Running {
 }
 
 impl Importer {
+    /// How long until the next look is due (the worker waits no longer than that).
+    pub fn due_in(&self) -> Option<Duration> {
+        self.next_look.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// One page of the running import that waited longest, if its connection has the budget;
     /// true when a page was read (more may follow at once).
     pub fn turn(&mut self, agent: &ureq::Agent, max_attempts: i32, cooldown_ns: i64) -> bool {
@@ -64,18 +69,16 @@ impl Importer {
             finish(running.id, "failed", Some("unknown marketplace"));
             return false;
         };
-        // the whole page's calls from the spare budget, or wait for the next turn
+        // one call from the spare budget, or wait for a later turn: pushes come first
         let quota = push::quota_for(&running.marketplace, &running.settings);
-        let calls = connector.catalog_calls_per_page() as i64;
         match limiter::sendable_now(running.connection_id, quota, cooldown_ns) {
-            Some(Ok(n)) if n >= calls => {
-                for _ in 0..calls {
-                    let _ = limiter::acquire(running.connection_id, quota);
-                }
+            Some(Ok(n)) if n >= 1 => {
+                let _ = limiter::acquire(running.connection_id, quota);
             }
             None => {}
-            Some(_) => {
-                self.next_look = Some(Instant::now() + Duration::from_millis(20));
+            Some(wait) => {
+                let ns = wait.err().unwrap_or(0).clamp(1_000_000, 1_000_000_000) as u64;
+                self.next_look = Some(Instant::now() + Duration::from_nanos(ns));
                 return false;
             }
         }

@@ -220,7 +220,8 @@ impl Worker {
                 let poll = Duration::from_millis(self.tuning.poll_interval_ms);
                 let until_due = next_due
                     .map(|t| t.saturating_duration_since(Instant::now()))
-                    .unwrap_or(poll);
+                    .unwrap_or(poll)
+                    .min(self.importer.due_in().unwrap_or(poll));
                 let woke = wait_latch(until_due.min(poll).as_millis() as u64);
                 work_signalled = woke || next_due.is_none_or(|t| Instant::now() >= t) || until_due >= poll;
             }
