@@ -394,7 +394,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     -- marketplaces whose catalog the workers can read
-    supported text[] := ARRAY['mercadolibre'];
+    supported text[] := ARRAY['mercadolibre', 'tiktok', 'shein'];
     ids bigint[] := '{}';
     c record;
     seen boolean := false;

@@ -56,9 +56,13 @@ fn catalog(env: &Env, seller: u64, products: u64, extra: Value) -> Value {
 }
 
 fn import(env: &Env, tenant: &str) -> i64 {
+    import_from(env, tenant, "mercadolibre")
+}
+
+fn import_from(env: &Env, tenant: &str, marketplace: &str) -> i64 {
     let ids: Vec<i64> = env
         .db()
-        .query_one("SELECT integ.import_catalog($1, 'mercadolibre')", &[&tenant])
+        .query_one("SELECT integ.import_catalog($1, $2)", &[&tenant, &marketplace])
         .expect("import_catalog")
         .get(0);
     assert_eq!(ids.len(), 1, "{ids:?}");
@@ -88,8 +92,15 @@ fn import_error(env: &Env, id: i64) -> String {
 }
 
 fn link(env: &Env, tenant: &str, options: Value) -> Value {
+    link_on(env, tenant, "mercadolibre", options)
+}
+
+fn link_on(env: &Env, tenant: &str, marketplace: &str, options: Value) -> Value {
     env.db()
-        .query_one("SELECT integ.link_by_sku($1, 'mercadolibre', $2)", &[&tenant, &options])
+        .query_one(
+            "SELECT integ.link_by_sku($1, $2, $3)",
+            &[&tenant, &marketplace, &options],
+        )
         .expect("link_by_sku")
         .get(0)
 }
@@ -98,19 +109,19 @@ fn search_calls(env: &Env) -> u64 {
     env.sim.counter("mercadolibre GET /users/{id}/items/search")
 }
 
-#[test]
-fn a_ten_thousand_unit_catalog_is_imported_and_linked_with_exact_counts() {
-    let env = Env::new("catalog-ml");
-    // 4,000 items: every other one with 4 variations (10,000 units), some SKUs missing, some duplicated
-    let (products, variations, every, missing, duplicate) = (4_000, 4, 2, 97, 89);
-    let made = catalog(
-        &env,
-        SELLER,
-        products,
-        json!({"variations": variations, "variations_every": every, "missing_sku_every": missing, "duplicate_sku_every": duplicate}),
-    );
-    let skus = generated_skus(products, variations, every, missing, duplicate);
-    assert_eq!(made["units"], skus.len(), "{made}");
+/// Every catalog test's shape: 4,000 products, every other one with 4 variations (10,000
+/// units), each 97th unit without a SKU, each 89th with the previous unit's.
+const PLAN: (u64, u64, u64, u64, u64) = (4_000, 4, 2, 97, 89);
+
+fn plan_json() -> Value {
+    json!({"products": PLAN.0, "variations": PLAN.1, "variations_every": PLAN.2,
+           "missing_sku_every": PLAN.3, "duplicate_sku_every": PLAN.4, "stock": 5})
+}
+
+/// Imports `tenant`'s catalog on `marketplace` (made by the sandbox from `PLAN`) and links it,
+/// checking every count against the generation rule; returns the import's API calls.
+fn import_and_link(env: &Env, tenant: &str, marketplace: &str) -> i64 {
+    let skus = generated_skus(PLAN.0, PLAN.1, PLAN.2, PLAN.3, PLAN.4);
     assert_eq!(skus.len(), 10_000);
     // EGDC has every product but each 50th, and five that are listed nowhere
     let mut egdc: BTreeSet<String> = skus.iter().flatten().cloned().collect();
@@ -124,45 +135,41 @@ fn a_ten_thousand_unit_catalog_is_imported_and_linked_with_exact_counts() {
         !i.is_multiple_of(50)
     });
     egdc.extend((1..=5).map(|i| format!("EXTRA-{i}")));
-    {
-        let mut db = env.db();
-        let rows: Vec<String> = egdc.iter().cloned().collect();
-        db.execute(
-            "INSERT INTO inventory SELECT $1, sku, 5 FROM unnest($2::text[]) sku",
-            &[&TENANT, &rows],
+    let rows: Vec<String> = egdc.iter().cloned().collect();
+    env.db()
+        .execute(
+            "INSERT INTO inventory SELECT $1, sku, 5 FROM unnest($2::text[]) sku ON CONFLICT DO NOTHING",
+            &[&tenant, &rows],
         )
         .expect("inventory");
-    }
     let started = Instant::now();
-    let calls_before = search_calls(&env);
-    let id = import(&env, TENANT);
-    wait_done(&env, id, 180);
+    let id = import_from(env, tenant, marketplace);
+    wait_done(env, id, 300);
     let took = started.elapsed();
-    let (seen, pages, api_calls): (i64, i64, i64) = {
+    let (seen, api_calls): (i64, i64) = {
         let r = env
             .db()
             .query_one(
-                &format!("SELECT listings_seen, pages, api_calls FROM integ.imports WHERE id = {id}"),
+                &format!("SELECT listings_seen, api_calls FROM integ.imports WHERE id = {id}"),
                 &[],
             )
             .expect("import");
-        (r.get(0), r.get(1), r.get(2))
+        (r.get(0), r.get(1))
+    };
+    let in_cache = |filter: &str| {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.remote_listings WHERE tenant_id = '{tenant}' AND marketplace = '{marketplace}'
+                AND gone_at IS NULL {filter}"
+        ))
     };
     assert_eq!(seen, 10_000);
+    assert_eq!(in_cache(""), 10_000);
     assert_eq!(
-        env.scalar_i64("SELECT count(*) FROM integ.remote_listings WHERE gone_at IS NULL"),
-        10_000
-    );
-    // the fewest calls MercadoLibre's page sizes allow: 40 scans of 100 ids (and the empty last
-    // one), 200 details calls of 20
-    assert_eq!(search_calls(&env) - calls_before, 41);
-    assert_eq!(api_calls, 41 + 200, "{pages} pages");
-    assert_eq!(
-        env.scalar_i64("SELECT count(*) FROM integ.remote_listings WHERE price = 100.00 AND currency IS NOT NULL"),
+        in_cache("AND price = 100.00 AND currency IS NOT NULL AND remote_stock = 5"),
         10_000
     );
     println!(
-        "CATALOG mercadolibre 10,000 units imported in {:.1} s, {api_calls} calls",
+        "CATALOG {marketplace} 10,000 units imported in {:.1} s, {api_calls} calls",
         took.as_secs_f64()
     );
 
@@ -182,7 +189,6 @@ fn a_ten_thousand_unit_catalog_is_imported_and_linked_with_exact_counts() {
     let linked = unique.iter().filter(|s| egdc.contains(**s)).count();
     let without_product = unique.len() - linked;
     let products_without_listing = egdc.len() - linked;
-    let dry = link(&env, TENANT, json!({"dry_run": true}));
     let expect = |r: &Value, linked: usize, already: usize| {
         assert_eq!(r["linked"], linked, "{r}");
         assert_eq!(r["already_linked"], already, "{r}");
@@ -191,28 +197,46 @@ fn a_ten_thousand_unit_catalog_is_imported_and_linked_with_exact_counts() {
         assert_eq!(r["listings_without_product"], without_product, "{r}");
         assert_eq!(r["products_without_listing"], products_without_listing, "{r}");
     };
+    let listings = || {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.listings WHERE tenant_id = '{tenant}' AND marketplace = '{marketplace}'"
+        ))
+    };
+    let dry = link_on(env, tenant, marketplace, json!({"dry_run": true}));
     expect(&dry, linked, 0);
-    assert_eq!(
-        env.scalar_i64("SELECT count(*) FROM integ.listings"),
-        0,
-        "a dry run linked"
-    );
-    let done = link(&env, TENANT, json!({}));
+    assert_eq!(listings(), 0, "a dry run linked");
+    let done = link_on(env, tenant, marketplace, json!({}));
     expect(&done, linked, 0);
     assert!(
         !done["samples"]["ambiguous"].as_array().is_none_or(Vec::is_empty),
         "{done}"
     );
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.listings"), linked as i64);
-    let again = link(&env, TENANT, json!({}));
+    assert_eq!(listings(), linked as i64);
+    let again = link_on(env, tenant, marketplace, json!({}));
     expect(&again, 0, linked);
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM integ.listings"), linked as i64);
+    assert_eq!(listings(), linked as i64);
     assert_eq!(
-        env.scalar_i64("SELECT count(*) FROM integ.unlinked WHERE kind = 'listing'"),
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.unlinked WHERE kind = 'listing' AND tenant_id = '{tenant}' AND marketplace = '{marketplace}'"
+        )),
         (10_000 - linked) as i64
     );
+    env.wait_idle(180, "the first sync after linking");
+    api_calls
+}
+
+#[test]
+fn a_ten_thousand_unit_mercadolibre_catalog_is_imported_and_linked_with_exact_counts() {
+    let env = Env::new("catalog-ml");
+    let made = catalog(&env, SELLER, PLAN.0, plan_json());
+    assert_eq!(made["units"], 10_000, "{made}");
+    let searches = search_calls(&env);
+    let calls = import_and_link(&env, TENANT, "mercadolibre");
+    // the fewest calls MercadoLibre's page sizes allow: 40 scans of 100 ids (and the empty last
+    // one), 200 details calls of 20
+    assert_eq!(search_calls(&env) - searches, 41);
+    assert_eq!(calls, 41 + 200);
     // a linked single-unit product (i = 1) and a variation (i = 2, j = 1) follow EGDC
-    env.wait_idle(120, "the first sync after linking");
     env.set_stock("SKU-1", 42);
     env.set_stock("SKU-2-1", 17);
     env.wait_for(20, "the linked listings to follow EGDC", || {
@@ -220,6 +244,51 @@ fn a_ten_thousand_unit_catalog_is_imported_and_linked_with_exact_counts() {
             && env.sim.get(&format!("/mercadolibre/items/{}", item(SELLER, 2)))["variations"]
                 .as_array()
                 .is_some_and(|v| v.iter().any(|x| x["available_quantity"] == 17))
+    });
+}
+
+#[test]
+fn a_ten_thousand_unit_tiktok_catalog_is_imported_and_linked_with_exact_counts() {
+    const FIRST: u64 = 1_729_000_000_000_000;
+    let mut env = Env::new("catalog-tts");
+    env.add_tiktok_tenant("tts", "CIPHER-C", json!({}));
+    let mut body = plan_json();
+    body["shop_cipher"] = json!("CIPHER-C");
+    body["first_id"] = json!(FIRST);
+    body["warehouse_id"] = json!("WH-1");
+    let made = env.sim.post("/tiktok/catalog", body);
+    assert_eq!(made["units"], 10_000, "{made}");
+    let calls = import_and_link(&env, "tts", "tiktok");
+    assert_eq!(
+        calls, 40,
+        "4,000 products at 100 a page, the last one saying it is the last"
+    );
+    // SKU-1 is unit 5 (product 0 has four): SKU id FIRST + 4,000 products + 4
+    env.set_stock_of("tts", "SKU-1", 42);
+    env.wait_for(20, "the linked SKU to follow EGDC", || {
+        env.tiktok_quantity(&(FIRST + 4_000 + 4).to_string()) == Some(42)
+    });
+}
+
+#[test]
+fn a_ten_thousand_unit_shein_catalog_is_imported_and_linked_with_exact_counts() {
+    const FIRST: u64 = 1_000_000;
+    let mut env = Env::new("catalog-shein");
+    let key = env.add_shein_tenant("shn", 920, json!({}));
+    let mut body = plan_json();
+    body["open_key_id"] = json!(key);
+    body["first_id"] = json!(FIRST);
+    body["warehouse_code"] = json!("WH-1");
+    let made = env.sim.post("/shein/catalog", body);
+    assert_eq!(made["units"], 10_000, "{made}");
+    let calls = import_and_link(&env, "shn", "shein");
+    // the fewest SHEIN's calls allow: 80 pages of 50 SKCs and the short one after them, one
+    // spu-info per SPU, stock for 100 SKUs a call
+    let fewest = 81 + 4_000 + 100;
+    assert!(calls <= fewest * 105 / 100, "{calls} calls, the fewest {fewest}");
+    env.set_stock_of("shn", "SKU-1", 42);
+    env.wait_for(20, "the linked SKU to follow EGDC", || {
+        env.shein_quantity(&format!("I{}-0", FIRST + 1)) == Some(42)
     });
 }
 

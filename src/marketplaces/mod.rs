@@ -8,8 +8,10 @@ pub mod http;
 pub mod mercadolibre;
 pub mod mercadolibre_catalog;
 pub mod shein;
+pub mod shein_catalog;
 pub mod shopify;
 pub mod tiktok;
+pub mod tiktok_catalog;
 pub mod webhooks;
 
 use serde_json::{Map, Value};

@@ -34,7 +34,7 @@ fn valid_sku(s: &str) -> bool {
 }
 
 /// A signed POST; the signature covers openKeyId, timestamp and the path (not the body).
-fn post(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
+pub(super) fn post(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
     let key_id = req.credentials.identifier("open_key_id").unwrap_or_default();
     let secret = req.credentials.secret("secret_key").unwrap_or_default();
     let ts = now_ms();
@@ -55,7 +55,7 @@ fn post(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Res
 }
 
 /// What a whole call's reply means when it is not a per-SKU answer.
-fn call_failure(reply: &Reply) -> Option<PushKind> {
+pub(super) fn call_failure(reply: &Reply) -> Option<PushKind> {
     if reply.status != 200 {
         return Some(http::classify_failure(reply));
     }
@@ -187,6 +187,15 @@ impl Connector for Shein {
             None | Some(Value::String(_)) => Ok(()),
             Some(_) => Err("shein listing settings: \"warehouse_code\" must be a string".into()),
         }
+    }
+
+    fn catalog_page(
+        &self,
+        http: &ureq::Agent,
+        req: &PushRequest,
+        cursor: Option<&str>,
+    ) -> Result<super::catalog::CatalogPage, super::catalog::CatalogError> {
+        super::shein_catalog::page(http, req, cursor)
     }
 
     fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {

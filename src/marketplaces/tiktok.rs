@@ -33,7 +33,7 @@ fn call(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Res
 }
 
 /// A signed shop call: GET (no body) or POST, with `extra` query parameters (signed too).
-fn signed(
+pub(super) fn signed(
     agent: &ureq::Agent,
     req: &PushRequest,
     path: &str,
@@ -79,7 +79,7 @@ fn signed(
 }
 
 /// The outcome of a shop call's reply.
-fn classify(reply: &Reply) -> PushKind {
+pub(super) fn classify(reply: &Reply) -> PushKind {
     let v = reply.json();
     let code = v.as_ref().and_then(|v| v.get("code")).and_then(Value::as_i64);
     let message = v
@@ -207,6 +207,15 @@ impl Connector for TikTok {
             }
         }
         Ok(())
+    }
+
+    fn catalog_page(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+        cursor: Option<&str>,
+    ) -> Result<super::catalog::CatalogPage, super::catalog::CatalogError> {
+        super::tiktok_catalog::page(agent, req, cursor)
     }
 
     fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {
