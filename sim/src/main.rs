@@ -6,6 +6,7 @@
 
 mod admin;
 mod authorize;
+mod catalog_rule;
 mod faults;
 mod mercadolibre;
 mod mercadolibre_catalog;

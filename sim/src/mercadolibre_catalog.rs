@@ -9,10 +9,11 @@
 //!   always) and `include_attributes=all` (the variations' `attributes[]`, where their SELLER_SKU
 //!   lives). An item has no top-level `seller_sku`: its SKU is the `SELLER_SKU` attribute, or the
 //!   older `seller_custom_field`.
-//! - Prices are exact decimals (integer mantissa and scale), never floats; they are served as
-//!   JSON numbers with the same digits (at most 15 significant digits, so the number round-trips).
+//! - Prices are exact decimals ([`Decimal`]), never floats; they are served as JSON numbers with
+//!   the same digits (at most 15 significant digits, so the number round-trips).
 //! - `GET /currencies/{id}`: `decimal_places` per currency.
 
+use crate::catalog_rule::{Common, Decimal, DEFAULT_FIRST_ID};
 use crate::mercadolibre::{authorize, error, Item, Meli, Variation};
 use crate::state::{random_token, State};
 use axum::extract::{Path, Query, State as AxState};
@@ -40,45 +41,27 @@ pub const MULTIGET_MAX: usize = 20;
 // ------------------------------------------------------------------------------------------------
 // Prices
 
-/// An exact decimal price: `mantissa / 10^scale`, trailing zeros stripped ("199.90" is 1999/10).
+/// A price: an exact [`Decimal`] with its trailing zeros dropped ("199.90" is 199.9) and at most
+/// 15 significant digits, so the JSON number it is served as reads back as the same decimal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Price {
-    mantissa: i64,
-    scale: u32,
-}
+pub struct Price(Decimal);
 
 /// At most this many significant digits, so the JSON number reads back as the same decimal.
 const MAX_DIGITS: usize = 15;
 
 impl Price {
     pub const fn units(n: i64) -> Price {
-        Price { mantissa: n, scale: 0 }
+        Price(Decimal::new(n, 0))
     }
 
     /// Plain decimal text: digits, optionally a point and more digits; no sign, no exponent.
     pub fn parse(text: &str) -> Option<Price> {
-        let (int, frac) = match text.split_once('.') {
-            Some((i, f)) => (i, f),
-            None => (text, ""),
-        };
-        if int.is_empty()
-            || (text.contains('.') && frac.is_empty())
-            || !int.bytes().all(|b| b.is_ascii_digit())
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        let (int, frac) = Decimal::split(text)?;
+        let (int, frac) = (int.trim_start_matches('0'), frac.trim_end_matches('0'));
+        if int.len() + frac.len() > MAX_DIGITS {
             return None;
         }
-        let frac = frac.trim_end_matches('0');
-        let int = int.trim_start_matches('0');
-        let digits = format!("{int}{frac}");
-        if digits.len() > MAX_DIGITS {
-            return None;
-        }
-        let mantissa = if digits.is_empty() { 0 } else { digits.parse().ok()? };
-        Some(Price {
-            mantissa,
-            scale: frac.len() as u32,
-        })
+        Decimal::from_digits(int, frac).map(Price)
     }
 
     /// A JSON number, read back from its own text (no arithmetic on a float).
@@ -98,34 +81,20 @@ impl Price {
     }
 
     pub fn decimals(self) -> u32 {
-        self.scale
+        self.0.scale()
     }
 
     pub fn is_positive(self) -> bool {
-        self.mantissa > 0
+        self.0.is_positive()
     }
 
     pub fn to_text(self) -> String {
-        if self.scale == 0 {
-            return self.mantissa.to_string();
-        }
-        let digits = format!("{:0>width$}", self.mantissa, width = self.scale as usize + 1);
-        let (int, frac) = digits.split_at(digits.len() - self.scale as usize);
-        format!("{int}.{frac}")
+        self.0.to_string()
     }
 
-    /// A JSON number with exactly these digits: integers as integers; otherwise the decimal
-    /// text read as the nearest double, which prints back as the same text (≤ 15 digits).
+    /// A JSON number with exactly these digits (see [`Decimal::to_json_number`]).
     pub fn to_json(self) -> Value {
-        if self.scale == 0 {
-            return Value::from(self.mantissa);
-        }
-        let text = self.to_text();
-        text.parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .unwrap_or(Value::String(text))
+        self.0.to_json_number()
     }
 }
 
@@ -585,51 +554,30 @@ async fn config(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) ->
     Json(json!({"scroll_ttl_s": state.meli.lock().scroll_ttl.as_secs_f64()})).into_response()
 }
 
-fn default_first_id() -> u64 {
-    1_000_000
-}
-fn default_prefix() -> String {
-    "SKU-".into()
-}
-fn default_price() -> Value {
-    Value::String("100.00".into())
-}
 fn default_currency() -> String {
     "MXN".into()
-}
-fn default_stock() -> i64 {
-    5
 }
 fn default_status() -> String {
     "active".into()
 }
 
-/// The catalog generator's body; the same rule as the other marketplaces' sandboxes.
+/// The catalog generator's body: the fields every marketplace's generator takes ([`Common`]) and
+/// the items' seller, currency and status.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
     pub seller_id: u64,
-    pub products: u64,
-    #[serde(default = "default_first_id")]
-    pub first_id: u64,
-    #[serde(default)]
-    pub variations: u64,
-    #[serde(default)]
-    pub variations_every: u64,
-    #[serde(default = "default_prefix")]
-    pub sku_prefix: String,
-    #[serde(default)]
-    pub missing_sku_every: u64,
-    #[serde(default)]
-    pub duplicate_sku_every: u64,
-    #[serde(default = "default_price")]
-    pub price: Value,
+    #[serde(flatten)]
+    pub common: Common,
     #[serde(default = "default_currency")]
     pub currency: String,
-    #[serde(default = "default_stock")]
-    pub stock: i64,
     #[serde(default = "default_status")]
     pub status: String,
+}
+
+impl Generate {
+    /// Its fields besides the common ones.
+    const OWN_FIELDS: &[&str] = &["seller_id", "currency", "status"];
 }
 
 const MAX_PRODUCTS: u64 = 1_000_000;
@@ -655,40 +603,36 @@ impl From<&str> for Refused {
     }
 }
 
-/// Builds the catalog into `m`; answers the counts.
+/// Builds the catalog into `m`; answers the counts. Product i is item `MLM{first_id + i}`; when it
+/// has variations (even just one), its units are them, unit j numbered `(first_id + i) * 100 + j`.
 pub fn build_catalog(m: &mut Meli, g: &Generate) -> Result<Value, Refused> {
-    let (n_products, k, v) = (g.products, g.variations, g.variations_every);
-    if n_products > MAX_PRODUCTS {
+    let c = &g.common;
+    let first_id = c.first_id_or(DEFAULT_FIRST_ID);
+    if c.products > MAX_PRODUCTS {
         return Err(format!("products is at most {MAX_PRODUCTS}").into());
     }
-    if k > MAX_VARIATIONS {
+    if c.variations > MAX_VARIATIONS {
         return Err(format!("variations is at most {MAX_VARIATIONS} (variation ids are item number * 100 + j)").into());
     }
-    let with_variations = |i: u64| v > 0 && k > 0 && i.is_multiple_of(v);
-    let products_with_variations = if v > 0 && k > 0 && n_products > 0 {
-        (n_products - 1) / v + 1
-    } else {
-        0
-    };
-    let units = products_with_variations * k + (n_products - products_with_variations);
+    // products and variations are bounded: no overflow
+    let units = c.units().unwrap_or(u64::MAX);
     if units > MAX_UNITS {
         return Err(format!("the catalog would have {units} units; at most {MAX_UNITS}").into());
     }
-    let last_number = g
-        .first_id
-        .checked_add(n_products)
+    let last_number = first_id
+        .checked_add(c.products)
         .ok_or("first_id + products overflows")?;
-    if products_with_variations > 0 && last_number.checked_mul(100).is_none_or(|x| x > i64::MAX as u64) {
+    if c.products_with_variations() > 0 && last_number.checked_mul(100).is_none_or(|x| x > i64::MAX as u64) {
         return Err("first_id is too large for variation ids (item number * 100 + j)".into());
     }
-    let price = Price::from_text_or_number(&g.price).ok_or("price must be decimal text such as \"199.90\"")?;
+    let price = Price::from_text_or_number(&c.price).ok_or("price must be decimal text such as \"199.90\"")?;
     check_price(&price, &g.currency)?;
-    if !(0..=99_999_999).contains(&g.stock) {
+    if !(0..=99_999_999).contains(&c.stock) {
         return Err("stock must be between 0 and 99999999".into());
     }
     let status = ItemStatus::parse(&g.status).ok_or("status must be active, paused or closed")?;
     // The seller's own items are replaced; another seller's are never taken over.
-    if let Some(taken) = (g.first_id..last_number).find(|n| {
+    if let Some(taken) = (first_id..last_number).find(|n| {
         m.items
             .get(&format!("MLM{n}"))
             .is_some_and(|it| it.seller != g.seller_id)
@@ -697,66 +641,43 @@ pub fn build_catalog(m: &mut Meli, g: &Generate) -> Result<Value, Refused> {
             "MLM{taken} belongs to another seller: nothing was created"
         )));
     }
-    let (e, d) = (g.missing_sku_every, g.duplicate_sku_every);
-
-    let mut n: u64 = 0;
-    let mut previous: Option<String> = None;
-    let (mut without_sku, mut duplicated) = (0u64, 0u64);
-    // The unit's SKU after the missing/duplicate rules; `natural` is {prefix}{i}[-{j}].
-    let mut next_sku = |natural: String| -> Option<String> {
-        n += 1;
-        let sku = if e > 0 && n.is_multiple_of(e) {
-            None
-        } else if d > 0 && n.is_multiple_of(d) && n > 1 {
-            if previous.is_some() {
-                duplicated += 1;
-            }
-            previous.clone()
-        } else {
-            Some(natural)
-        };
-        if sku.is_none() {
-            without_sku += 1;
-        }
-        previous = sku.clone();
-        sku
-    };
-    m.items.reserve(n_products as usize);
-    for i in 0..n_products {
-        let number = g.first_id + i;
-        let id = format!("MLM{number}");
-        let mut item = Item::new(g.seller_id, format!("Product {i}"));
+    m.items.reserve(c.products as usize);
+    let mut plan = c.plan();
+    for p in plan.by_ref() {
+        let number = first_id + p.i;
+        let mut item = Item::new(g.seller_id, format!("Product {}", p.i));
         item.price = price;
         item.currency_id = g.currency.clone();
         item.status = status;
-        if with_variations(i) {
-            item.variations = (0..k)
-                .map(|j| Variation {
-                    id: (number * 100 + j) as i64,
-                    available_quantity: g.stock,
+        if c.has_variations(p.i) {
+            item.variations = p
+                .units
+                .into_iter()
+                .map(|u| Variation {
+                    id: (number * 100 + u.j) as i64,
+                    available_quantity: c.stock,
                     price,
-                    seller_sku: next_sku(format!("{}{i}-{j}", g.sku_prefix)),
+                    seller_sku: u.sku,
                     seller_custom_field: None,
                 })
                 .collect();
         } else {
-            item.available_quantity = g.stock;
-            item.seller_sku = next_sku(format!("{}{i}", g.sku_prefix));
+            item.available_quantity = c.stock;
+            item.seller_sku = p.units.into_iter().next().and_then(|u| u.sku);
         }
-        m.items.insert(id, item);
+        m.items.insert(format!("MLM{number}"), item);
     }
-    let first = (n_products > 0).then(|| format!("MLM{}", g.first_id));
-    let last = (n_products > 0).then(|| format!("MLM{}", last_number - 1));
-    Ok(
-        json!({"products": n_products, "units": n, "without_sku": without_sku, "duplicated": duplicated,
-              "item_ids_first": first, "item_ids_last": last}),
-    )
+    let mut out = plan.counts().to_json();
+    let any = c.products > 0;
+    out["item_ids_first"] = json!(any.then(|| format!("MLM{first_id}")));
+    out["item_ids_last"] = json!(any.then(|| format!("MLM{}", last_number - 1)));
+    Ok(out)
 }
 
 async fn generate(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -> Response {
     let g: Generate = match serde_json::from_slice(&body) {
         Ok(g) => g,
-        Err(e) => return bad_request(&e.to_string()),
+        Err(e) => return bad_request(&Common::name_accepted_fields(e.to_string(), Generate::OWN_FIELDS)),
     };
     let out = build_catalog(&mut state.meli.lock(), &g);
     match out {

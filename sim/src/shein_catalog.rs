@@ -11,12 +11,13 @@
 //! - `POST /open-api/goods/spu-info` `{"languageList": ["en"], "spuName"}` → the SPU with its
 //!   `skcInfoList[].skuInfoList[]{skuCode, supplierSku, priceInfoList[]}`.
 //!
-//! Prices are kept exact (integer minor units and a scale) and written as JSON numbers with the
-//! decimal text they were given (`199.00`, as SHEIN's Java backend writes a `BigDecimal`).
+//! Prices are kept exact ([`Decimal`]) and written as JSON numbers with the decimal text they
+//! were given (`199.00`, as SHEIN's Java backend writes a `BigDecimal`).
 //!
 //! `POST /_admin/shein/catalog` generates large catalogs with the rule every marketplace's
-//! sandbox shares (see [`generate`]).
+//! sandbox shares ([`crate::catalog_rule`], see [`generate`]).
 
+use crate::catalog_rule::{Common, Decimal, DEFAULT_FIRST_ID};
 use crate::shein::{envelope, verify, Shein, Sku};
 use crate::state::{random_token, State};
 use axum::body::Bytes;
@@ -42,53 +43,34 @@ pub const SPU_NOT_FOUND: (&str, &str) = ("20401", "SPU不存在或不属于该�
 
 // ---- prices -------------------------------------------------------------------------------------
 
-/// An exact, non-negative decimal amount: `minor / 10^scale`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Money {
-    minor: i64,
-    scale: u32,
-}
+/// An amount: an exact [`Decimal`] of at most 12 integer and 4 fraction digits, keeping the
+/// fraction digits it was given ("199.00"); written as a JSON number with exactly that text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Money(Decimal);
 
 impl Money {
     /// Decimal text: digits, optionally `.` and 1–4 more digits (`"199"`, `"199.00"`, `"0.5"`).
     pub fn parse(text: &str) -> Option<Money> {
-        let (int, frac) = match text.split_once('.') {
-            Some((_, "")) => return None,
-            Some((i, f)) => (i, f),
-            None => (text, ""),
-        };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-        if !digits(int) || int.len() > 12 || (!frac.is_empty() && !digits(frac)) || frac.len() > 4 {
+        let (int, frac) = Decimal::split(text)?;
+        if int.len() > 12 || frac.len() > 4 {
             return None;
         }
-        let scale = frac.len() as u32;
-        let whole: i64 = int.parse().ok()?;
-        let part: i64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
-        let minor = whole.checked_mul(10i64.checked_pow(scale)?)?.checked_add(part)?;
-        Some(Money { minor, scale })
+        Decimal::from_digits(int, frac).map(Money)
     }
 
     pub fn zero(scale: u32) -> Money {
-        Money { minor: 0, scale }
+        Money(Decimal::new(0, scale))
+    }
+
+    pub fn scale(self) -> u32 {
+        self.0.scale()
     }
 }
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.scale == 0 {
-            return write!(f, "{}", self.minor);
-        }
-        let p = 10i64.pow(self.scale);
-        write!(f, "{}.{:0w$}", self.minor / p, self.minor % p, w = self.scale as usize)
-    }
-}
-
-/// A JSON number carrying the exact decimal text (`199.00`), never through a float.
-impl Serialize for Money {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_json::value::RawValue::from_string(self.to_string())
-            .map_err(serde::ser::Error::custom)?
-            .serialize(s)
+        self.0.fmt(f)
     }
 }
 
@@ -281,7 +263,7 @@ fn price_list(price: &str, special: Option<&str>, currency: &str, site: &str) ->
     let base = Money::parse(price).ok_or_else(|| format!("price {price:?} is not decimal text like \"199.00\""))?;
     let special = match special {
         Some(s) => Money::parse(s).ok_or_else(|| format!("special_price {s:?} is not decimal text"))?,
-        None => Money::zero(base.scale),
+        None => Money::zero(base.scale()),
     };
     Ok(vec![PriceInfo {
         site: site.to_string(),
@@ -464,151 +446,99 @@ pub fn admin_router() -> Router<Arc<State>> {
     Router::new().route("/catalog", post(admin_catalog))
 }
 
-fn default_first_id() -> u64 {
-    1_000_000
-}
-fn default_prefix() -> String {
-    "SKU-".into()
-}
-fn default_price() -> String {
-    "100.00".into()
-}
 fn default_currency() -> String {
     "MXN".into()
 }
 fn default_site() -> String {
     "shein-mx".into()
 }
-fn default_stock() -> i64 {
-    5
-}
 fn default_warehouse() -> String {
     "WH-1".into()
 }
 
-/// The body of `POST /_admin/shein/catalog`.
+/// The body of `POST /_admin/shein/catalog`: the fields every marketplace's generator takes
+/// ([`Common`]) and SHEIN's own.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     pub open_key_id: String,
-    pub products: u64,
-    #[serde(default = "default_first_id")]
-    pub first_id: u64,
-    #[serde(default)]
-    pub variations: u64,
-    #[serde(default)]
-    pub variations_every: u64,
-    #[serde(default = "default_prefix")]
-    pub sku_prefix: String,
-    #[serde(default)]
-    pub missing_sku_every: u64,
-    #[serde(default)]
-    pub duplicate_sku_every: u64,
-    #[serde(default = "default_price")]
-    pub price: String,
+    #[serde(flatten)]
+    pub common: Common,
     #[serde(default)]
     pub special_price: Option<String>,
     #[serde(default = "default_currency")]
     pub currency: String,
     #[serde(default = "default_site")]
     pub site: String,
-    #[serde(default = "default_stock")]
-    pub stock: i64,
     #[serde(default = "default_warehouse")]
     pub warehouse_code: String,
 }
 
-/// The generation rule shared by every marketplace's sandbox. Product `i` in `0..products` is one
-/// SPU `M{first_id+i}` with one SKC `sM{first_id+i}`; it has `variations` SKUs when
-/// `variations_every > 0 && i % variations_every == 0 && variations > 0`, else one. SKU `j`
-/// (0-based) is `skuCode` `I{first_id+i}-{j}`. Units are numbered n = 1, 2, ... across the
-/// catalog; a unit's `supplierSku` is `{prefix}{i}` (a product with one SKU) or `{prefix}{i}-{j}`,
-/// then: `missing_sku_every` divides n → empty; else `duplicate_sku_every` divides n (n > 1) →
-/// unit n-1's final `supplierSku` (empty if that one is). Counts: `without_sku` = units left with an
-/// empty `supplierSku` (however they got it), `duplicated` = units given a copy of a non-empty
-/// `supplierSku`.
+impl Spec {
+    /// Its fields besides the common ones.
+    const OWN_FIELDS: &[&str] = &["open_key_id", "special_price", "currency", "site", "warehouse_code"];
+}
+
+/// Builds the catalog by the shared rule ([`crate::catalog_rule`]), the unit's SKU being its
+/// `supplierSku` ("" when none). Product `i` is one SPU `M{first_id+i}` with one SKC
+/// `sM{first_id+i}` (`supplierCode` `{prefix}{i}`); its unit `j` is `skuCode` `I{first_id+i}-{j}`.
 pub fn generate(m: &mut Shein, spec: &Spec) -> Result<Value, String> {
+    let c = &spec.common;
     if !m.suppliers.contains_key(&spec.open_key_id) {
         return Err("unknown open_key_id".into());
     }
-    if spec.stock < 0 {
+    if c.stock < 0 {
         return Err("stock must not be negative".into());
     }
-    let prices = price_list(&spec.price, spec.special_price.as_deref(), &spec.currency, &spec.site)?;
-    let multi = |i: u64| spec.variations_every > 0 && spec.variations > 0 && i.is_multiple_of(spec.variations_every);
-    let skus_of = |i: u64| if multi(i) { spec.variations } else { 1 };
-    let multi_products = match (spec.variations_every, spec.variations) {
-        (0, _) | (_, 0) => 0,
-        (v, _) => spec.products.div_ceil(v),
-    };
-    let units = multi_products
-        .checked_mul(spec.variations.saturating_sub(1))
-        .and_then(|extra| extra.checked_add(spec.products))
+    // decimal text; worded by serde, as when it was a field of its own
+    let price = String::deserialize(&c.price).map_err(|e| e.to_string())?;
+    let prices = price_list(&price, spec.special_price.as_deref(), &spec.currency, &spec.site)?;
+    let units = c
+        .units()
         .filter(|u| *u <= MAX_UNITS)
         .ok_or_else(|| format!("at most {MAX_UNITS} units per call"))?;
-    spec.first_id
-        .checked_add(spec.products)
+    let first_id = c.first_id_or(DEFAULT_FIRST_ID);
+    let next_first_id = first_id
+        .checked_add(c.products)
         .ok_or("first_id + products overflows")?;
     // refuse, before changing anything, names already taken
-    for i in 0..spec.products {
-        let id = spec.first_id + i;
+    for i in 0..c.products {
+        let id = first_id + i;
         let spu = format!("M{id}");
         if m.catalog.spus.contains_key(&spu) || m.catalog.skc_spu.contains_key(&format!("s{spu}")) {
             return Err(format!("SPU {spu} already exists: choose another first_id"));
         }
-        if let Some(code) = (0..skus_of(i))
+        if let Some(code) = (0..c.units_of(i))
             .map(|j| format!("I{id}-{j}"))
-            .find(|c| m.skus.contains_key(c))
+            .find(|code| m.skus.contains_key(code))
         {
             return Err(format!("SKU {code} already exists: choose another first_id"));
         }
     }
     m.skus.reserve(units as usize);
-    m.catalog.spus.reserve(spec.products as usize);
-    m.catalog.skc_spu.reserve(spec.products as usize);
-    let (mut n, mut without_sku, mut duplicated) = (0u64, 0u64, 0u64);
-    let mut previous = String::new();
-    for i in 0..spec.products {
-        let id = spec.first_id + i;
+    m.catalog.spus.reserve(c.products as usize);
+    m.catalog.skc_spu.reserve(c.products as usize);
+    let mut plan = c.plan();
+    for p in plan.by_ref() {
+        let id = first_id + p.i;
         let spu_name = format!("M{id}");
         let skc_name = format!("s{spu_name}");
-        let k = skus_of(i);
-        let mut codes = Vec::with_capacity(k as usize);
-        for j in 0..k {
-            n += 1;
-            let own = if k == 1 {
-                format!("{}{i}", spec.sku_prefix)
-            } else {
-                format!("{}{i}-{j}", spec.sku_prefix)
-            };
-            let supplier_sku = if spec.missing_sku_every > 0 && n.is_multiple_of(spec.missing_sku_every) {
-                String::new()
-            } else if spec.duplicate_sku_every > 0 && n.is_multiple_of(spec.duplicate_sku_every) && n > 1 {
-                if !previous.is_empty() {
-                    duplicated += 1;
-                }
-                previous.clone()
-            } else {
-                own
-            };
-            if supplier_sku.is_empty() {
-                without_sku += 1;
-            }
-            let code = format!("I{id}-{j}");
+        let mut codes = Vec::with_capacity(p.units.len());
+        for u in p.units {
+            let code = format!("I{id}-{}", u.j);
             m.skus.insert(
                 code.clone(),
                 Sku {
                     open_key_id: spec.open_key_id.clone(),
                     warehouse_code: spec.warehouse_code.clone(),
-                    quantity: spec.stock,
+                    quantity: c.stock,
                     spu_name: spu_name.clone(),
                     skc_name: skc_name.clone(),
-                    supplier_sku: supplier_sku.clone(),
+                    supplier_sku: u.sku.unwrap_or_default(),
                     prices: prices.clone(),
                     ..Default::default()
                 },
             );
-            previous = supplier_sku;
             codes.push(code);
         }
         m.catalog.skc_spu.insert(skc_name.clone(), spu_name.clone());
@@ -627,22 +557,24 @@ pub fn generate(m: &mut Shein, spec: &Spec) -> Result<Value, String> {
                 ],
                 skcs: vec![Skc {
                     name: skc_name,
-                    supplier_code: format!("{}{i}", spec.sku_prefix),
+                    supplier_code: format!("{}{}", c.sku_prefix, p.i),
                     sku_codes: codes,
                 }],
             },
         );
     }
-    Ok(
-        json!({"products": spec.products, "units": n, "without_sku": without_sku, "duplicated": duplicated,
-              "next_first_id": spec.first_id + spec.products}),
-    )
+    let mut out = plan.counts().to_json();
+    out["next_first_id"] = json!(next_first_id);
+    Ok(out)
 }
 
 async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let spec: Spec = match serde_json::from_value(b) {
         Ok(s) => s,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => {
+            let e = Common::name_accepted_fields(e.to_string(), Spec::OWN_FIELDS);
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
+        }
     };
     let result = generate(&mut state.shein.lock(), &spec);
     match result {

@@ -16,6 +16,7 @@
 //! is taken from the bucket before running (short: `THROTTLED`), then the difference to the actual
 //! cost (2 + 3 × nodes returned) is given back, as Shopify refunds it.
 
+use crate::catalog_rule::{is_decimal, Common, Counts, DEFAULT_FIRST_ID};
 use crate::shopify::{Level, Shopify};
 use crate::state::State;
 use axum::extract::State as AxState;
@@ -775,58 +776,29 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
     };
     let mut m = state.shopify.lock();
     match generate(&mut m, &spec) {
-        Ok(s) => Json(
-            json!({"products": s.products, "units": s.units, "without_sku": s.without_sku,
-                             "duplicated": s.duplicated}),
-        )
-        .into_response(),
+        Ok(s) => Json(s.to_json()).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
     }
 }
 
-/// What to build: the rule shared by every marketplace's sandbox.
+/// What to build: the fields every marketplace's generator takes ([`Common`]) and Shopify's own.
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub shop: String,
-    pub products: u64,
-    pub first_id: u64,
-    pub variations: u64,
-    pub variations_every: u64,
-    pub sku_prefix: String,
-    pub missing_sku_every: u64,
-    pub duplicate_sku_every: u64,
+    pub common: Common,
+    /// Decimal text, kept as given.
     pub price: String,
     pub compare_at_price: Option<String>,
-    pub stock: i64,
     pub status: String,
     pub location_id: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Summary {
-    pub products: u64,
-    pub units: u64,
-    pub without_sku: u64,
-    pub duplicated: u64,
-}
-
-/// Decimal text: digits, optionally a point and more digits ("19.99", "100", "0.5").
-fn is_decimal(s: &str) -> bool {
-    let (int, frac) = match s.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (s, None),
-    };
-    !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
-}
+/// What the generator built: `{"products", "units", "without_sku", "duplicated"}`.
+pub type Summary = Counts;
 
 impl Spec {
+    /// The body, read as Shopify reads input: a null is an absent field; unknown fields are ignored.
     pub fn from_json(b: &Value) -> Result<Spec, String> {
-        let uint = |k: &str, default: u64| match b.get(k) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_u64().ok_or(format!("{k} must be a non-negative integer")),
-        };
         let text = |k: &str, default: &str| match b.get(k) {
             None | Some(Value::Null) => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s.clone()),
@@ -836,10 +808,15 @@ impl Spec {
             Some(s) if !s.is_empty() => s.to_string(),
             _ => return Err("shop is required".into()),
         };
-        if b.get("products").is_none() {
+        if b.get("products").is_none_or(Value::is_null) {
             return Err("products is required".into());
         }
-        let price = text("price", "100.00")?;
+        let common = Common::from_lenient(b).map_err(|field| match field {
+            "sku_prefix" => "sku_prefix must be a string".to_string(),
+            "stock" => "stock must be an integer from 0 to 1,000,000,000".to_string(),
+            _ => format!("{field} must be a non-negative integer"),
+        })?;
+        let price = common.price_text()?.to_string();
         if !is_decimal(&price) {
             return Err(format!("price must be decimal text such as \"19.99\", not {price:?}"));
         }
@@ -852,13 +829,9 @@ impl Spec {
         if !["ACTIVE", "DRAFT", "ARCHIVED"].contains(&status.as_str()) {
             return Err("status must be ACTIVE, DRAFT or ARCHIVED".into());
         }
-        let stock = match b.get("stock") {
-            None | Some(Value::Null) => 5,
-            Some(v) => v
-                .as_i64()
-                .filter(|q| (0..=1_000_000_000).contains(q))
-                .ok_or("stock must be an integer from 0 to 1,000,000,000")?,
-        };
+        if !(0..=1_000_000_000).contains(&common.stock) {
+            return Err("stock must be an integer from 0 to 1,000,000,000".into());
+        }
         let location_id = match b.get("location_id") {
             None | Some(Value::Null) => 1,
             Some(Value::Number(n)) => n.as_u64().ok_or("location_id must be a positive integer")?,
@@ -871,34 +844,12 @@ impl Spec {
         };
         Ok(Spec {
             shop,
-            products: uint("products", 0)?,
-            first_id: uint("first_id", 1_000_000)?,
-            variations: uint("variations", 0)?,
-            variations_every: uint("variations_every", 0)?,
-            sku_prefix: text("sku_prefix", "SKU-")?,
-            missing_sku_every: uint("missing_sku_every", 0)?,
-            duplicate_sku_every: uint("duplicate_sku_every", 0)?,
+            common,
             price,
             compare_at_price,
-            stock,
             status,
             location_id,
         })
-    }
-
-    /// Whether product `i` has `variations` variants (else one).
-    fn multi(&self, i: u64) -> bool {
-        self.variations_every > 0 && self.variations > 0 && i.is_multiple_of(self.variations_every)
-    }
-
-    /// How many units (variants) the catalog has.
-    pub fn units(&self) -> Option<u64> {
-        let multi = if self.variations_every > 0 && self.variations > 0 {
-            self.products.div_ceil(self.variations_every)
-        } else {
-            0
-        };
-        (self.products - multi).checked_add(multi.checked_mul(self.variations)?)
     }
 }
 
@@ -906,28 +857,28 @@ impl Spec {
 /// i is `first_id + i`; unit n (1-based) is variant `first_id + products + n - 1` with inventory
 /// item `first_id + products + units + n - 1`, stocked at `location_id` with `stock` available.
 pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
-    if spec.variations > MAX_VARIANTS_PER_PRODUCT {
+    let c = &spec.common;
+    if c.variations > MAX_VARIANTS_PER_PRODUCT {
         return Err(format!("variations: at most {MAX_VARIANTS_PER_PRODUCT} per product"));
     }
-    let units = spec
+    let units = c
         .units()
         .filter(|u| *u <= MAX_GENERATED_UNITS)
         .ok_or(format!("at most {MAX_GENERATED_UNITS} units per call"))?;
-    let n = spec.products;
-    let v_start = spec.first_id.checked_add(n).ok_or("ids overflow")?;
+    let first_id = c.first_id_or(DEFAULT_FIRST_ID);
+    let v_start = first_id.checked_add(c.products).ok_or("ids overflow")?;
     let i_start = v_start.checked_add(units).ok_or("ids overflow")?;
     let i_end = i_start.checked_add(units).ok_or("ids overflow")?;
     let shop = spec.shop.clone();
     // collisions with what the shop already has
-    if let Some(c) = m.catalog.shops.get(&shop) {
-        if c.products.keys().any(|id| (spec.first_id..v_start).contains(id)) {
+    if let Some(cat) = m.catalog.shops.get(&shop) {
+        if cat.products.keys().any(|id| (first_id..v_start).contains(id)) {
             return Err(format!(
-                "product ids {}..{} collide with the shop's catalog: pick another first_id",
-                spec.first_id, v_start
+                "product ids {first_id}..{v_start} collide with the shop's catalog: pick another first_id"
             ));
         }
-        let at = c.variants.partition_point(|v| v.id < v_start);
-        if c.variants.get(at).is_some_and(|v| v.id < i_start) {
+        let at = cat.variants.partition_point(|v| v.id < v_start);
+        if cat.variants.get(at).is_some_and(|v| v.id < i_start) {
             return Err(format!(
                 "variant ids {v_start}..{i_start} collide with the shop's catalog: pick another first_id"
             ));
@@ -942,50 +893,30 @@ pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
             "inventory item ids {i_start}..{i_end} already have levels in this shop: pick another first_id"
         ));
     }
-    let mut products = Vec::with_capacity(n as usize);
+    let mut products = Vec::with_capacity(c.products as usize);
     let mut variants: Vec<Variant> = Vec::with_capacity(units as usize);
-    let (mut without_sku, mut duplicated) = (0, 0);
-    let mut unit = 0u64;
-    for i in 0..n {
-        let count = if spec.multi(i) { spec.variations } else { 1 };
-        let product_id = spec.first_id + i;
+    let mut plan = c.plan();
+    for p in plan.by_ref() {
+        let product_id = first_id + p.i;
         products.push(Product {
             id: product_id,
-            title: format!("Product {i}"),
+            title: format!("Product {}", p.i),
             status: spec.status.clone(),
         });
-        for j in 0..count {
-            unit += 1;
-            let e = spec.missing_sku_every;
-            let d = spec.duplicate_sku_every;
-            let sku = if e > 0 && unit.is_multiple_of(e) {
-                String::new()
-            } else if d > 0 && unit.is_multiple_of(d) {
-                let previous = variants.last().map(|v| v.sku.clone()).unwrap_or_default();
-                if !previous.is_empty() {
-                    duplicated += 1;
-                }
-                previous
-            } else if count == 1 {
-                format!("{}{i}", spec.sku_prefix)
-            } else {
-                format!("{}{i}-{j}", spec.sku_prefix)
-            };
-            if sku.is_empty() {
-                without_sku += 1;
-            }
+        let one = p.units.len() == 1;
+        for u in p.units {
             variants.push(Variant {
-                id: v_start + unit - 1,
+                id: v_start + u.n - 1,
                 product_id,
-                title: if count == 1 {
+                title: if one {
                     "Default Title".to_string()
                 } else {
-                    format!("Option {}", j + 1)
+                    format!("Option {}", u.j + 1)
                 },
-                sku,
+                sku: u.sku.unwrap_or_default(),
                 price: spec.price.clone(),
                 compare_at_price: spec.compare_at_price.clone(),
-                inventory_item_id: i_start + unit - 1,
+                inventory_item_id: i_start + u.n - 1,
                 location_id: spec.location_id,
             });
         }
@@ -996,24 +927,19 @@ pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
         m.levels.insert(
             (shop.clone(), v.inventory_item_id.to_string(), location.clone()),
             Level {
-                available: spec.stock,
+                available: c.stock,
                 writes: 0,
             },
         );
     }
-    let c = m.catalog.shops.entry(shop).or_default();
-    c.products.extend(products.into_iter().map(|p| (p.id, p)));
-    let in_order = c.variants.last().is_none_or(|l| l.id < v_start);
-    c.variants.extend(variants);
+    let cat = m.catalog.shops.entry(shop).or_default();
+    cat.products.extend(products.into_iter().map(|p| (p.id, p)));
+    let in_order = cat.variants.last().is_none_or(|l| l.id < v_start);
+    cat.variants.extend(variants);
     if !in_order {
-        c.variants.sort_unstable_by_key(|v| v.id);
+        cat.variants.sort_unstable_by_key(|v| v.id);
     }
-    Ok(Summary {
-        products: n,
-        units,
-        without_sku,
-        duplicated,
-    })
+    Ok(plan.counts())
 }
 
 // ---- a small GraphQL parser -------------------------------------------------------------------

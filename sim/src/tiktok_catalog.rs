@@ -15,6 +15,7 @@
 //! - the last page carries `"next_page_token": ""`, and only the last page: a page is never empty
 //!   unless nothing matches at all (`total_count` 0).
 
+use crate::catalog_rule::{self, Common, Counts};
 use crate::state::State;
 use crate::tiktok::{envelope, ok, parse_query, verify, Price, Product, Sku};
 use axum::body::Bytes;
@@ -55,14 +56,10 @@ pub fn admin_router() -> Router<Arc<State>> {
     Router::new().route("/catalog", post(admin_catalog))
 }
 
-/// Decimal text as prices are written: digits, optionally a point and more digits.
+/// Decimal text as prices are written (digits, optionally a point and more digits), at most 24
+/// characters; kept as given.
 pub fn is_decimal(s: &str) -> bool {
-    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
-    s.len() <= 24
-        && !whole.is_empty()
-        && !frac.is_empty()
-        && whole.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
+    s.len() <= 24 && catalog_rule::is_decimal(s)
 }
 
 pub fn price_json(p: &Price) -> Value {
@@ -294,18 +291,6 @@ fn bad(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({"error": msg}))).into_response()
 }
 
-fn number(b: &Value, key: &str, default: Option<u64>) -> Result<u64, Response> {
-    match b.get(key) {
-        None | Some(Value::Null) => default.ok_or_else(|| bad(StatusCode::BAD_REQUEST, &format!("{key} is required"))),
-        Some(v) => v.as_u64().ok_or_else(|| {
-            bad(
-                StatusCode::BAD_REQUEST,
-                &format!("{key} must be a whole number of at least 0"),
-            )
-        }),
-    }
-}
-
 fn text<'a>(b: &'a Value, key: &str, default: &'a str) -> Result<&'a str, Response> {
     match b.get(key) {
         None | Some(Value::Null) => Ok(default),
@@ -314,24 +299,24 @@ fn text<'a>(b: &'a Value, key: &str, default: &'a str) -> Result<&'a str, Respon
     }
 }
 
-/// The generator's options (see `admin_catalog`).
+/// `first_id` when the body has none.
+const DEFAULT_FIRST_ID: u64 = 1_729_000_000_000_000;
+
+/// The generator's options (see `admin_catalog`): the fields every marketplace's generator takes
+/// ([`Common`]) and TikTok Shop's own.
 #[derive(Clone, Debug)]
 pub struct CatalogSpec {
     pub shop_cipher: String,
-    pub products: u64,
+    pub common: Common,
     pub first_id: u64,
-    pub variations: u64,
-    pub variations_every: u64,
-    pub sku_prefix: String,
-    pub missing_sku_every: u64,
-    pub duplicate_sku_every: u64,
     pub price: Price,
-    pub stock: i64,
     pub status: String,
     pub warehouse_id: String,
 }
 
 impl CatalogSpec {
+    /// The body, read as TikTok Shop reads input: a null is an absent field; unknown fields are
+    /// ignored.
     fn parse(b: &Value) -> Result<CatalogSpec, Response> {
         let bad_req = |m: &str| bad(StatusCode::BAD_REQUEST, m);
         if !b.is_object() {
@@ -341,7 +326,14 @@ impl CatalogSpec {
         if shop_cipher.is_empty() {
             return Err(bad_req("shop_cipher is required"));
         }
-        let price = text(b, "price", "100.00")?;
+        if b.get("products").is_none_or(Value::is_null) {
+            return Err(bad_req("products is required"));
+        }
+        let common = Common::from_lenient(b).map_err(|field| match field {
+            "sku_prefix" => bad_req("sku_prefix must be a string"),
+            _ => bad_req(&format!("{field} must be a whole number of at least 0")),
+        })?;
+        let price = common.price_text().map_err(|e| bad_req(&e))?;
         let tax_exclusive = text(b, "tax_exclusive_price", price)?;
         if !is_decimal(price) || !is_decimal(tax_exclusive) {
             return Err(bad_req("price must be decimal text such as \"19.99\""));
@@ -360,116 +352,66 @@ impl CatalogSpec {
         if warehouse_id.is_empty() {
             return Err(bad_req("warehouse_id must not be empty"));
         }
-        let stock = number(b, "stock", Some(5))?;
-        if stock >= 99_999 {
+        if common.stock < 0 {
+            return Err(bad_req("stock must be a whole number of at least 0"));
+        }
+        if common.stock >= 99_999 {
             return Err(bad_req("stock must be between 0 and 99998"));
         }
         Ok(CatalogSpec {
             shop_cipher: shop_cipher.to_string(),
-            products: number(b, "products", None)?,
-            first_id: number(b, "first_id", Some(1_729_000_000_000_000))?,
-            variations: number(b, "variations", Some(0))?,
-            variations_every: number(b, "variations_every", Some(0))?,
-            sku_prefix: text(b, "sku_prefix", "SKU-")?.to_string(),
-            missing_sku_every: number(b, "missing_sku_every", Some(0))?,
-            duplicate_sku_every: number(b, "duplicate_sku_every", Some(0))?,
+            first_id: common.first_id_or(DEFAULT_FIRST_ID),
             price: Price {
                 currency: currency.to_string(),
                 sale_price: price.to_string(),
                 tax_exclusive_price: tax_exclusive.to_string(),
             },
-            stock: stock as i64,
             status: status.to_string(),
             warehouse_id: warehouse_id.to_string(),
+            common,
         })
-    }
-
-    /// SKUs of product `i`.
-    fn skus_of(&self, i: u64) -> u64 {
-        if self.variations > 0 && self.variations_every > 0 && i.is_multiple_of(self.variations_every) {
-            self.variations
-        } else {
-            1
-        }
-    }
-
-    /// How many units the catalog has, without building it (None: absurdly many).
-    fn units(&self) -> Option<u64> {
-        let varied = if self.variations > 0 && self.variations_every > 0 {
-            self.products.div_ceil(self.variations_every)
-        } else {
-            0
-        };
-        varied.checked_mul(self.variations)?.checked_add(self.products - varied)
     }
 }
 
 /// What the generator built: the products (id, product) and its counts.
 pub struct Generated {
     pub products: Vec<(String, Product)>,
-    pub units: u64,
-    pub without_sku: u64,
-    pub duplicated: u64,
+    pub counts: Counts,
 }
 
-/// The shared generation rule. Product i (0-based) has `variations` SKUs when `variations_every`
-/// divides i (and both are > 0), else one. Units are numbered n = 1, 2, ... across the catalog;
-/// a unit's seller SKU is `{prefix}{i}` (one-SKU product) or `{prefix}{i}-{j}` (SKU j, 0-based),
-/// then: `missing_sku_every` divides n → none (""); else `duplicate_sku_every` divides n (and
-/// n > 1) → unit n-1's seller SKU (none if it had none). Ids: product i is `first_id + i`, unit n
-/// is `first_id + products + n - 1`.
-pub fn generate(spec: &CatalogSpec, units: u64) -> Generated {
-    let mut out = Generated {
-        products: Vec::with_capacity(spec.products as usize),
-        units: 0,
-        without_sku: 0,
-        duplicated: 0,
-    };
-    let mut previous = String::new();
-    let mut n: u64 = 0;
-    let first_unit_id = spec.first_id + spec.products;
-    for i in 0..spec.products {
-        let count = spec.skus_of(i);
-        let mut skus = Vec::with_capacity(count as usize);
-        for j in 0..count {
-            n += 1;
-            let seller_sku = if spec.missing_sku_every > 0 && n.is_multiple_of(spec.missing_sku_every) {
-                String::new()
-            } else if spec.duplicate_sku_every > 0 && n.is_multiple_of(spec.duplicate_sku_every) && n > 1 {
-                if !previous.is_empty() {
-                    out.duplicated += 1;
-                }
-                previous.clone()
-            } else if count == 1 {
-                format!("{}{i}", spec.sku_prefix)
-            } else {
-                format!("{}{i}-{j}", spec.sku_prefix)
-            };
-            if seller_sku.is_empty() {
-                out.without_sku += 1;
-            }
-            skus.push(Sku {
-                id: (first_unit_id + n - 1).to_string(),
-                seller_sku: seller_sku.clone(),
+/// Builds the catalog by the shared rule ([`crate::catalog_rule`]). Ids: product i is
+/// `first_id + i`, unit n is `first_id + products + n - 1`.
+pub fn generate(spec: &CatalogSpec) -> Generated {
+    let c = &spec.common;
+    let mut products = Vec::with_capacity(c.products as usize);
+    let first_unit_id = spec.first_id + c.products;
+    let mut plan = c.plan();
+    for p in plan.by_ref() {
+        let skus = p
+            .units
+            .into_iter()
+            .map(|u| Sku {
+                id: (first_unit_id + u.n - 1).to_string(),
+                seller_sku: u.sku.unwrap_or_default(),
                 price: spec.price.clone(),
-                inventory: vec![(spec.warehouse_id.clone(), spec.stock)],
-            });
-            previous = seller_sku;
-        }
-        out.products.push((
-            (spec.first_id + i).to_string(),
+                inventory: vec![(spec.warehouse_id.clone(), c.stock)],
+            })
+            .collect();
+        products.push((
+            (spec.first_id + p.i).to_string(),
             Product {
                 shop_cipher: spec.shop_cipher.clone(),
-                title: format!("Product {i}"),
+                title: format!("Product {}", p.i),
                 status: spec.status.clone(),
                 skus,
                 writes: 0,
             },
         ));
     }
-    debug_assert_eq!(n, units);
-    out.units = n;
-    out
+    Generated {
+        products,
+        counts: plan.counts(),
+    }
 }
 
 /// `POST /_admin/tiktok/catalog` `{"shop_cipher", "products", "first_id"?, "variations"?,
@@ -482,14 +424,14 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(units) = spec.units().filter(|u| *u <= MAX_UNITS) else {
+    let Some(units) = spec.common.units().filter(|u| *u <= MAX_UNITS) else {
         return bad(StatusCode::BAD_REQUEST, &format!("at most {MAX_UNITS} units per call"));
     };
     // ids first_id .. first_id + products + units - 1
-    let Some(end) = spec.first_id.checked_add(spec.products + units) else {
+    let Some(end) = spec.first_id.checked_add(spec.common.products + units) else {
         return bad(StatusCode::BAD_REQUEST, "the ids would overflow u64");
     };
-    let generated = generate(&spec, units);
+    let generated = generate(&spec);
     let mut m = state.tiktok.lock();
     let in_range = |id: &str| {
         id.parse::<u64>()
@@ -506,9 +448,7 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
         );
     }
     m.products.extend(generated.products);
-    Json(json!({"products": spec.products, "units": generated.units,
-                "without_sku": generated.without_sku, "duplicated": generated.duplicated}))
-    .into_response()
+    Json(generated.counts.to_json()).into_response()
 }
 
 #[cfg(test)]
