@@ -367,7 +367,7 @@ async fn admin_issued(AxState(state): AxState<Arc<State>>) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
@@ -393,7 +393,8 @@ mod tests {
         (state, key_id, secret, temp)
     }
 
-    fn signed(key_id: &str, secret: &str, path: &str) -> HeaderMap {
+    /// SHEIN's signature headers for `path` (a fixed timestamp and random key).
+    pub(crate) fn signed(key_id: &str, secret: &str, path: &str) -> HeaderMap {
         let ts = "1740709414000";
         let mut h = HeaderMap::new();
         h.insert("x-lt-openKeyId", HeaderValue::from_str(key_id).unwrap());

@@ -587,8 +587,6 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
 mod tests {
     use super::*;
     use crate::shein::{change_inventory, stock_query};
-    use axum::http::HeaderValue;
-    use marketplace_signing as signing;
     use std::collections::HashSet;
 
     const QUERY: &str = "/open-api/openapi-business-backend/product/query";
@@ -612,15 +610,7 @@ mod tests {
         (field("open_key_id"), field("secret_key"))
     }
 
-    fn signed(key_id: &str, secret: &str, path: &str) -> HeaderMap {
-        let ts = "1740709414000";
-        let mut h = HeaderMap::new();
-        h.insert("x-lt-openKeyId", HeaderValue::from_str(key_id).unwrap());
-        h.insert("x-lt-timestamp", HeaderValue::from_static(ts));
-        let sig = signing::shein(key_id, secret, path, ts, "abcde");
-        h.insert("x-lt-signature", HeaderValue::from_str(&sig).unwrap());
-        h
-    }
+    use crate::shein::tests::signed;
 
     async fn text(r: Response) -> String {
         let b = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();

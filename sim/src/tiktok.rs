@@ -635,7 +635,7 @@ async fn admin_issued(AxState(state): AxState<Arc<State>>) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
@@ -659,23 +659,31 @@ mod tests {
     }
 
     fn signed_uri(path: &str, secret: &str, body: &[u8], shop: &str) -> Uri {
+        signed_with(path, secret, shop, &[], body)
+    }
+
+    /// A request of app `key1` for `shop`, signed over `extra` query parameters and `body`.
+    pub(crate) fn signed_with(path: &str, secret: &str, shop: &str, extra: &[(&str, &str)], body: &[u8]) -> Uri {
         let mut q: BTreeMap<String, String> = BTreeMap::new();
         q.insert("app_key".into(), "key1".into());
         q.insert("timestamp".into(), unix_now().to_string());
         q.insert("shop_cipher".into(), shop.into());
+        for (k, v) in extra {
+            q.insert((*k).into(), (*v).into());
+        }
         let sign = signing::tiktok_request(secret, path, &q, body);
         let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("{path}?{}&sign={sign}", qs.join("&")).parse().unwrap()
     }
 
-    fn token(t: &str) -> HeaderMap {
+    pub(crate) fn token(t: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-tts-access-token", HeaderValue::from_str(t).unwrap());
         h
     }
 
-    async fn body_json(r: Response) -> Value {
-        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    pub(crate) async fn body_json(r: Response) -> Value {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
         serde_json::from_slice(&b).unwrap()
     }
 

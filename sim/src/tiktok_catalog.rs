@@ -455,9 +455,6 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
 mod tests {
     use super::*;
     use crate::state::unix_now;
-    use axum::http::HeaderValue;
-    use marketplace_signing as signing;
-    use std::collections::BTreeMap;
 
     const SECRET: &str = "secret1";
 
@@ -478,29 +475,7 @@ mod tests {
         (state, a, b)
     }
 
-    fn signed(path: &str, secret: &str, shop: &str, extra: &[(&str, &str)], body: &[u8]) -> Uri {
-        let mut q: BTreeMap<String, String> = BTreeMap::new();
-        q.insert("app_key".into(), "key1".into());
-        q.insert("timestamp".into(), unix_now().to_string());
-        q.insert("shop_cipher".into(), shop.into());
-        for (k, v) in extra {
-            q.insert((*k).into(), (*v).into());
-        }
-        let sign = signing::tiktok_request(secret, path, &q, body);
-        let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{path}?{}&sign={sign}", qs.join("&")).parse().unwrap()
-    }
-
-    fn token(t: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-tts-access-token", HeaderValue::from_str(t).unwrap());
-        h
-    }
-
-    async fn body_json(r: Response) -> Value {
-        let b = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
-        serde_json::from_slice(&b).unwrap()
-    }
+    use crate::tiktok::tests::{body_json, signed_with as signed, token};
 
     const SEARCH: &str = "/product/202309/products/search";
 
