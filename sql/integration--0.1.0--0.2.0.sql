@@ -248,7 +248,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     -- marketplaces whose catalog the workers can read
-    supported text[] := ARRAY['mercadolibre', 'tiktok', 'shein'];
+    supported text[] := ARRAY['mercadolibre', 'shopify', 'tiktok', 'shein'];
     ids bigint[] := '{}';
     c record;
     seen boolean := false;
@@ -262,7 +262,7 @@ BEGIN
         RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left($2, 64)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR c IN SELECT x.id, x.tenant_id, x.marketplace, x.status FROM integ.connections x
+    FOR c IN SELECT x.id, x.tenant_id, x.marketplace, x.status, x.settings FROM integ.connections x
               WHERE x.tenant_id = $1 AND ($2 IS NULL OR x.marketplace = $2) ORDER BY x.id LOOP
         seen := true;
         IF c.marketplace <> ALL (supported) OR c.status <> 'active' THEN
@@ -275,6 +275,11 @@ BEGIN
                 RAISE EXCEPTION 'importing the % catalog is not supported yet', c.marketplace
                     USING ERRCODE = 'feature_not_supported';
             END IF;
+        END IF;
+        IF c.marketplace = 'shopify' AND coalesce(c.settings ->> 'location_id', '') = '' THEN
+            -- a Shopify listing is an inventory item at a location: the import maps them at this one
+            RAISE EXCEPTION 'the shopify connection of tenant "%" has no settings.location_id: call integ.connect with the location whose stock EGDC syncs',
+                            left(c.tenant_id, 80) USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
         SELECT i.id INTO running FROM integ.catalog_imports i WHERE i.connection_id = c.id AND i.state = 'running';
         IF running IS NULL THEN

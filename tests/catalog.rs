@@ -1,4 +1,4 @@
-//! Catalog imports and linking by SKU (MercadoLibre): a 10,000-unit catalog with variations,
+//! Catalog imports and linking by SKU (all four marketplaces): a 10,000-unit catalog with variations,
 //! missing and duplicated SKUs is imported and linked with exact counts; an import survives an
 //! immediate stop, can be cancelled, and starts its pass again when its scroll id expires;
 //! `adopt` takes the marketplace's number; bad input is a clear error; tenants are isolated.
@@ -293,6 +293,42 @@ fn a_ten_thousand_unit_shein_catalog_is_imported_and_linked_with_exact_counts() 
 }
 
 #[test]
+fn a_ten_thousand_unit_shopify_catalog_is_imported_and_linked_with_exact_counts() {
+    const FIRST: u64 = 1_000_000;
+    const SHOP: &str = "catalog-s.myshopify.com";
+    let mut env = Env::new("catalog-shopify");
+    // Shopify's bucket of 2,000 points, refilled ten times faster than a shop's 100 a second so
+    // that the test takes seconds (bench/ imports at the real rate)
+    env.sim.post("/shopify/config", json!({"restore_rate": 1000}));
+    env.add_shopify_tenant("shp", SHOP, json!({"location_id": 1}));
+    let mut body = plan_json();
+    body["shop"] = json!(SHOP);
+    body["first_id"] = json!(FIRST);
+    body["location_id"] = json!(1);
+    body["price"] = json!("100.00");
+    body["currency"] = json!("MXN");
+    let made = env.sim.post("/shopify/catalog", body);
+    assert_eq!(made["units"], 10_000, "{made}");
+    let throttled = env.sim.counter("shopify throttled");
+    let calls = import_and_link(&env, "shp", "shopify");
+    assert_eq!(calls, 40, "10,000 variants at 250 a page, the fewest");
+    assert_eq!(
+        env.sim.counter("shopify throttled"),
+        throttled,
+        "the import waits for the bucket instead of being throttled"
+    );
+    assert_eq!(
+        env.scalar_text("SELECT min(currency) || max(currency) FROM integ.remote_listings WHERE tenant_id = 'shp'"),
+        "MXNMXN"
+    );
+    // SKU-1 is unit 5 (product 0 has four): inventory item FIRST + 4,000 products + 10,000 variants + 4
+    env.set_stock_of("shp", "SKU-1", 42);
+    env.wait_for(20, "the linked item to follow EGDC", || {
+        env.shopify_available(FIRST + 4_000 + 10_000 + 4) == Some(42)
+    });
+}
+
+#[test]
 fn an_import_survives_an_immediate_stop_and_a_cancelled_one_stops_calling() {
     let mut env = Env::new("catalog-stop");
     // 30 calls a second, one at a time (no burst)
@@ -374,6 +410,25 @@ fn an_expired_scroll_id_starts_the_pass_again_and_adopt_takes_the_marketplaces_n
     env.wait_for(20, "EGDC's 9 pushed", || {
         env.sim.item_quantity(&item(5002, 2)) == Some(9)
     });
+    // a reconciliation read updates the cache: the seller set 4 in MercadoLibre's own pages
+    env.wait_idle(20, "the pushes after linking");
+    env.sim.post(
+        &format!("/mercadolibre/items/{}/edit", item(5002, 1)),
+        json!({"available_quantity": 4, "send": false}),
+    );
+    let report: Value = env
+        .db()
+        .query_one("SELECT integ.reconcile('scroll')", &[])
+        .expect("reconcile")
+        .get(0);
+    assert_eq!(report["checked"], 3, "{report}");
+    assert_eq!(
+        env.scalar_i64(&format!(
+            "SELECT remote_stock FROM integ.remote_listings WHERE tenant_id = 'scroll' AND external_id = '{}'",
+            item(5002, 1)
+        )),
+        4
+    );
 }
 
 #[test]
@@ -413,7 +468,8 @@ fn bad_input_is_a_clear_error_and_tenants_are_isolated() {
         .batch_execute("SELECT integ.resume('acme', 'mercadolibre')")
         .expect("resume");
     env.add_shopify_tenant(TENANT, "catalog-a.myshopify.com", json!({}));
-    assert!(refused(&env, "SELECT integ.import_catalog('acme', 'shopify')").contains("not supported yet"));
+    assert!(refused(&env, "SELECT integ.import_catalog('acme', 'shopify')")
+        .contains("has no settings.location_id"));
 
     // a revoked grant: the import fails with the reason and the usual alert
     env.add_tenant("revoked", 5003, json!({}));

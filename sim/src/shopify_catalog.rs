@@ -15,6 +15,9 @@
 //! a query above 1,000 points is refused (`MAX_COST_EXCEEDED`, nothing charged). The requested cost
 //! is taken from the bucket before running (short: `THROTTLED`), then the difference to the actual
 //! cost (2 + 3 × nodes returned) is given back, as Shopify refunds it.
+//!
+//! A catalog query may also select `shop { id name myshopifyDomain currencyCode }` (1 point, an
+//! object): the currency is the one given to the generator (`currency`, "USD" by default).
 
 use crate::catalog_rule::{is_decimal, Common, Counts, DEFAULT_FIRST_ID};
 use crate::shopify::{Level, Shopify};
@@ -38,6 +41,8 @@ pub const MAX_QUERY_COST: u64 = 1_000;
 pub const MAX_GENERATED_UNITS: u64 = 1_000_000;
 /// At most this many variants per product in the generator (Shopify's current product limit).
 pub const MAX_VARIANTS_PER_PRODUCT: u64 = 2_048;
+/// A shop's currency (`shop { currencyCode }`) until the generator is given another.
+pub const DEFAULT_CURRENCY: &str = "USD";
 
 /// Every shop's catalog.
 #[derive(Default)]
@@ -45,11 +50,22 @@ pub struct Catalog {
     pub shops: HashMap<String, ShopCatalog>,
 }
 
-#[derive(Default)]
 pub struct ShopCatalog {
     pub products: HashMap<u64, Product>,
     /// Sorted by id (the `sortKey: ID` order).
     pub variants: Vec<Variant>,
+    /// The shop's currency, an ISO 4217 code (`shop { currencyCode }`).
+    pub currency: String,
+}
+
+impl Default for ShopCatalog {
+    fn default() -> ShopCatalog {
+        ShopCatalog {
+            products: HashMap::new(),
+            variants: Vec::new(),
+            currency: DEFAULT_CURRENCY.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,15 +123,15 @@ pub fn is_catalog_query(query: &str) -> bool {
 /// `extensions.cost` on every reply.
 pub fn answer(state: &State, m: &mut Shopify, shop: &str, query: &str, variables: &Value) -> Value {
     state.count("shopify graphql productVariants");
-    let conns = match prepare(query, variables) {
-        Ok(c) => c,
+    let tops = match prepare(query, variables) {
+        Ok(t) => t,
         Err(errors) => {
             let available = m.spend(shop, 0.0).unwrap_or_else(|a| a);
             return json!({"errors": errors.iter().map(gql::Error::to_json).collect::<Vec<_>>(),
                           "extensions": cost_json(m, 0, 0, available)});
         }
     };
-    let requested: u64 = conns.iter().map(Conn::requested).sum();
+    let requested: u64 = tops.iter().map(Top::requested).sum();
     if requested > MAX_QUERY_COST {
         let available = m.spend(shop, 0.0).unwrap_or_else(|a| a);
         let message = format!(
@@ -140,15 +156,23 @@ pub fn answer(state: &State, m: &mut Shopify, shop: &str, query: &str, variables
     let mut errors = Vec::new();
     let mut actual = 0;
     {
-        let variants = m.catalog.shops.get(shop).map(|c| c.variants.as_slice()).unwrap_or(&[]);
-        let products = m.catalog.shops.get(shop).map(|c| &c.products);
-        for c in &conns {
-            match c.execute(shop, variants, products, &m.levels) {
-                Ok((v, returned)) => {
-                    actual += 2 + returned * c.node_cost;
-                    data.insert(c.key.clone(), v);
+        let cat = m.catalog.shops.get(shop);
+        let variants = cat.map(|c| c.variants.as_slice()).unwrap_or(&[]);
+        let products = cat.map(|c| &c.products);
+        let currency = cat.map(|c| c.currency.as_str()).unwrap_or(DEFAULT_CURRENCY);
+        for t in &tops {
+            match t {
+                Top::Variants(c) => match c.execute(shop, variants, products, &m.levels) {
+                    Ok((v, returned)) => {
+                        actual += 2 + returned * c.node_cost;
+                        data.insert(c.key.clone(), v);
+                    }
+                    Err(e) => errors.push(e.to_json()),
+                },
+                Top::Shop { key, selection, cost } => {
+                    actual += cost;
+                    data.insert(key.clone(), shop_object(selection, shop, currency));
                 }
-                Err(e) => errors.push(e.to_json()),
             }
         }
     }
@@ -167,6 +191,44 @@ fn cost_json(m: &Shopify, requested: u64, actual: u64, available: f64) -> Value 
     json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
            "throttleStatus": {"maximumAvailable": m.bucket_max, "currentlyAvailable": available,
                               "restoreRate": m.restore_rate}}})
+}
+
+/// A top-level field of a catalog query, checked and ready to run.
+enum Top {
+    Variants(Conn),
+    /// `shop { ... }`: `cost` is the object's (1; its fields are scalars).
+    Shop {
+        key: String,
+        selection: Vec<gql::Field>,
+        cost: u64,
+    },
+}
+
+impl Top {
+    /// The cost asked of the bucket before running.
+    fn requested(&self) -> u64 {
+        match self {
+            Top::Variants(c) => c.requested(),
+            Top::Shop { cost, .. } => *cost,
+        }
+    }
+}
+
+/// The `Shop` object (`QueryRoot.shop`) of `shop` (its myshopify domain).
+fn shop_object(sel: &[gql::Field], shop: &str, currency: &str) -> Value {
+    let mut out = Map::new();
+    for f in sel {
+        let v = match f.name.as_str() {
+            "__typename" => json!("Shop"),
+            "id" => json!("gid://shopify/Shop/1"),
+            "name" => json!(shop.split('.').next().unwrap_or(shop)),
+            "myshopifyDomain" => json!(shop),
+            "currencyCode" => json!(currency),
+            _ => Value::Null,
+        };
+        out.insert(f.key().to_string(), v);
+    }
+    Value::Object(out)
 }
 
 /// One `productVariants` selection, checked and ready to run.
@@ -414,6 +476,10 @@ fn field_kind(ty: &str, name: &str) -> Option<Kind> {
         ("InventoryItem", "id") => Scalar("ID!"),
         ("InventoryItem", "sku") => Scalar("String"),
         ("InventoryItem", "tracked") => Scalar("Boolean!"),
+        ("QueryRoot", "shop") => Object("Shop!"),
+        ("Shop", "id") => Scalar("ID!"),
+        ("Shop", "name" | "myshopifyDomain") => Scalar("String!"),
+        ("Shop", "currencyCode") => Scalar("CurrencyCode!"),
         _ => return None,
     })
 }
@@ -513,8 +579,9 @@ const SORT_KEYS: &[&str] = &[
     "TITLE",
 ];
 
-/// Parses and checks the document; the `productVariants` selections to run, or the errors.
-fn prepare(query: &str, variables: &Value) -> Result<Vec<Conn>, Vec<gql::Error>> {
+/// Parses and checks the document; the `productVariants` and `shop` selections to run, in
+/// document order, or the errors.
+fn prepare(query: &str, variables: &Value) -> Result<Vec<Top>, Vec<gql::Error>> {
     let op = gql::parse(query).map_err(|e| vec![e])?;
     let op_path = match &op.name {
         Some(n) => format!("{} {n}", op.kind),
@@ -571,13 +638,23 @@ fn prepare(query: &str, variables: &Value) -> Result<Vec<Conn>, Vec<gql::Error>>
         values.insert(d.name.clone(), value);
     }
     let mut used: HashSet<String> = HashSet::new();
-    let mut conns = Vec::new();
+    let mut tops = Vec::new();
     for f in &op.selection {
         let path = vec![op_path.clone(), f.key().to_string()];
+        if f.name == "shop" {
+            // arguments, directives, the selection: checked as any object field (of QueryRoot)
+            let cost = check_selection("QueryRoot", std::slice::from_ref(f), &path[..1], &mut errors);
+            tops.push(Top::Shop {
+                key: f.key().to_string(),
+                selection: f.selection.clone().unwrap_or_default(),
+                cost,
+            });
+            continue;
+        }
         if f.name != "productVariants" {
             errors.push(
                 gql::Error::new(format!(
-                    "The sandbox answers only productVariants in a catalog query (found '{}').",
+                    "The sandbox answers only productVariants and shop in a catalog query (found '{}').",
                     f.name
                 ))
                 .at(f.loc)
@@ -740,14 +817,14 @@ fn prepare(query: &str, variables: &Value) -> Result<Vec<Conn>, Vec<gql::Error>>
             continue;
         };
         check_selection("ProductVariantConnection", &selection, &path, &mut errors);
-        conns.push(Conn {
+        tops.push(Top::Variants(Conn {
             key: f.key().to_string(),
             first: first.unwrap_or(0).clamp(0, MAX_PAGE) as usize,
             after,
             node_cost: node_cost(&selection),
             selection,
             loc: f.loc,
-        });
+        }));
     }
     for d in &op.vars {
         if !used.contains(&d.name) {
@@ -760,7 +837,7 @@ fn prepare(query: &str, variables: &Value) -> Result<Vec<Conn>, Vec<gql::Error>>
         }
     }
     if errors.is_empty() {
-        Ok(conns)
+        Ok(tops)
     } else {
         Err(errors)
     }
@@ -791,6 +868,9 @@ pub struct Spec {
     pub compare_at_price: Option<String>,
     pub status: String,
     pub location_id: u64,
+    /// The shop's currency (`shop { currencyCode }`), a 3-letter ISO 4217 code; `None` keeps the
+    /// shop's (USD for a new shop).
+    pub currency: Option<String>,
 }
 
 /// What the generator built: `{"products", "units", "without_sku", "duplicated"}`.
@@ -842,6 +922,11 @@ impl Spec {
                 .ok_or("location_id must be a number or a gid://shopify/Location/N")?,
             Some(_) => return Err("location_id must be a number or a gid://shopify/Location/N".into()),
         };
+        let currency = match b.get("currency") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) => Some(s.clone()),
+            Some(_) => return Err("currency must be a 3-letter code such as \"MXN\"".into()),
+        };
         Ok(Spec {
             shop,
             common,
@@ -849,6 +934,7 @@ impl Spec {
             compare_at_price,
             status,
             location_id,
+            currency,
         })
     }
 }
@@ -933,6 +1019,9 @@ pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
         );
     }
     let cat = m.catalog.shops.entry(shop).or_default();
+    if let Some(currency) = &spec.currency {
+        cat.currency.clone_from(currency);
+    }
     cat.products.extend(products.into_iter().map(|p| (p.id, p)));
     let in_order = cat.variants.last().is_none_or(|l| l.id < v_start);
     cat.variants.extend(variants);
@@ -1779,6 +1868,112 @@ mod tests {
                 < 752.0
         );
         assert_eq!(state.counters.lock().get("shopify throttled").copied(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn shop_answers_the_generated_currency_and_costs_one_point() {
+        let (state, h) = setup();
+        // before any catalog: USD
+        roomy_bucket(&state);
+        let v = call(
+            &state,
+            &h,
+            json!({"query": "{ shop { currencyCode } productVariants(first: 1) { nodes { id } } }"}),
+        )
+        .await;
+        assert_eq!(v["data"]["shop"]["currencyCode"], "USD", "{v}");
+        build(&state, json!({"shop": SHOP, "products": 10, "currency": "MXN"}));
+        let with_shop = "query Catalog($cursor: String, $first: Int!) {
+          shop { currencyCode myshopifyDomain }
+          productVariants(first: $first, after: $cursor, sortKey: ID) {
+            pageInfo { hasNextPage endCursor }
+            nodes { id sku price compareAtPrice inventoryQuantity inventoryItem { id } product { id title status } }
+          }
+        }";
+        let v = call(&state, &h, json!({"query": with_shop, "variables": {"first": 250}})).await;
+        assert_eq!(
+            v["data"]["shop"],
+            json!({"currencyCode": "MXN", "myshopifyDomain": SHOP}),
+            "{v}"
+        );
+        assert_eq!(v["data"]["productVariants"]["nodes"].as_array().map(Vec::len), Some(10));
+        let without = page(&state, &h, 250, None).await;
+        let cost = |v: &Value, k: &str| v["extensions"]["cost"][k].as_u64().unwrap();
+        assert_eq!(cost(&without, "requestedQueryCost"), 752);
+        assert_eq!(cost(&v, "requestedQueryCost"), 753);
+        assert_eq!(cost(&v, "actualQueryCost"), cost(&without, "actualQueryCost") + 1);
+        // every Shop field, aliased; a later call without currency keeps it, one with it sets it
+        build(&state, json!({"shop": SHOP, "products": 1, "first_id": 5}));
+        let all = "{ s: shop { __typename id name domain: myshopifyDomain c: currencyCode }
+                     productVariants(first: 1) { nodes { id } } }";
+        let v = call(&state, &h, json!({"query": all})).await;
+        assert_eq!(
+            v["data"]["s"],
+            json!({"__typename": "Shop", "id": "gid://shopify/Shop/1", "name": "cat",
+                   "domain": SHOP, "c": "MXN"}),
+            "{v}"
+        );
+        build(
+            &state,
+            json!({"shop": SHOP, "products": 1, "first_id": 7, "currency": "EUR"}),
+        );
+        let v = call(&state, &h, json!({"query": all})).await;
+        assert_eq!(v["data"]["s"]["c"], "EUR");
+    }
+
+    #[tokio::test]
+    async fn shop_fields_and_arguments_are_checked() {
+        let (state, h) = setup();
+        build(&state, json!({"shop": SHOP, "products": 1}));
+        let v = call(
+            &state,
+            &h,
+            json!({"query": "query Q { shop { currencyCode plan } productVariants(first: 1) { nodes { id } } }"}),
+        )
+        .await;
+        assert!(v.get("data").is_none(), "{v}");
+        assert_eq!(
+            v["errors"],
+            json!([{"message": "Field 'plan' doesn't exist on type 'Shop'", "locations": [{"line": 1, "column": 31}],
+                    "path": ["query Q", "shop", "plan"],
+                    "extensions": {"code": "undefinedField", "typeName": "Shop", "fieldName": "plan"}}])
+        );
+        assert_eq!(v["extensions"]["cost"]["actualQueryCost"], 0);
+        let v = call(
+            &state,
+            &h,
+            json!({"query": "{ shop(id: 1) { id } productVariants(first: 1) { nodes { id } } }"}),
+        )
+        .await;
+        assert_eq!(v["errors"][0]["extensions"]["code"], "argumentNotAccepted", "{v}");
+        assert_eq!(v["errors"][0]["message"], "Field 'shop' doesn't accept argument 'id'");
+        let v = call(
+            &state,
+            &h,
+            json!({"query": "{ shop productVariants(first: 1) { nodes { id } } }"}),
+        )
+        .await;
+        assert_eq!(v["errors"][0]["extensions"]["code"], "selectionMismatch", "{v}");
+        assert_eq!(v["errors"][0]["path"], json!(["query", "shop"]));
+    }
+
+    #[tokio::test]
+    async fn the_generator_refuses_a_bad_currency() {
+        let (state, _) = setup();
+        for bad in [json!("usd"), json!("EURO"), json!("M1N"), json!(""), json!(484)] {
+            let r = admin_catalog(
+                AxState(state.clone()),
+                Json(json!({"shop": SHOP, "products": 1, "currency": bad})),
+            )
+            .await;
+            assert_eq!(r.status(), 400, "{bad}");
+            let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v, json!({"error": "currency must be a 3-letter code such as \"MXN\""}));
+        }
+        assert!(!state.shopify.lock().catalog.shops.contains_key(SHOP));
+        let spec = Spec::from_json(&json!({"shop": SHOP, "products": 1, "currency": null})).unwrap();
+        assert_eq!(spec.currency, None);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct CatalogPage {
     pub discovered: i64,
     /// Calls this page made.
     pub calls: u32,
+    /// How long the import should wait before its next call (a cost budget it shares with
+    /// pushes is refilling); other imports and pushes go on meanwhile.
+    pub pause: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +51,9 @@ pub enum CatalogError {
         error: String,
         retry_after: Option<Duration>,
     },
+    /// This import's call does not fit the marketplace's budget now, though pushes still do
+    /// (Shopify's cost bucket): the import alone waits.
+    Wait(Duration),
     /// The access token was refused.
     Unauthorized(String),
     /// Try again later (network, 5xx).

@@ -9,6 +9,7 @@ pub mod mercadolibre;
 pub mod mercadolibre_catalog;
 pub mod shein;
 pub mod shein_catalog;
+pub mod shopify_catalog;
 pub mod shopify;
 pub mod tiktok;
 pub mod tiktok_catalog;

@@ -70,7 +70,7 @@ fn call_key(reqs: &[&PushRequest]) -> String {
     format!("integ-batch-{:016x}-{}", h.finish(), reqs.len())
 }
 
-fn graphql(agent: &ureq::Agent, req: &PushRequest, query: &str, variables: Value) -> Result<Reply, String> {
+pub(super) fn graphql(agent: &ureq::Agent, req: &PushRequest, query: &str, variables: Value) -> Result<Reply, String> {
     let url = format!(
         "{}/admin/api/{}/graphql.json",
         shop_base(&req.base_url, &req.credentials),
@@ -315,15 +315,31 @@ fn is_api_version(v: &str) -> bool {
 
 impl Connector for Shopify {
     fn own_setting_keys(&self) -> &'static [&'static str] {
-        &["api_version"]
+        &["api_version", "location_id"]
     }
 
+    /// `location_id`: the location whose stock EGDC syncs, where imported listings are mapped.
     fn check_own_settings(&self, settings: &serde_json::Map<String, Value>) -> Result<(), String> {
         match settings.get("api_version") {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::String(v)) if is_api_version(v) => Ok(()),
-            Some(_) => Err("settings.api_version must be a Shopify API version such as \"2026-10\"".into()),
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if is_api_version(v) => {}
+            Some(_) => return Err("settings.api_version must be a Shopify API version such as \"2026-10\"".into()),
         }
+        match settings.get("location_id") {
+            None | Some(Value::Null) => Ok(()),
+            Some(loc) => self
+                .check_listing("1", &json!({ "location_id": loc }))
+                .map_err(|_| "settings.location_id must be a number or gid://shopify/Location/<number>".into()),
+        }
+    }
+
+    fn catalog_page(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+        cursor: Option<&str>,
+    ) -> Result<super::catalog::CatalogPage, super::catalog::CatalogError> {
+        super::shopify_catalog::page(agent, req, cursor)
     }
 
     fn marketplace(&self) -> Marketplace {

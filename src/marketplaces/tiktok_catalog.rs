@@ -62,6 +62,7 @@ pub fn parse(reply: &Reply, with_cursor: bool) -> Result<CatalogPage, CatalogErr
         total: data.get("total_count").and_then(Value::as_i64),
         discovered: products.len() as i64,
         calls: 1,
+        ..Default::default()
     })
 }
 

@@ -2,7 +2,8 @@
 //! running import per turn of its loop, only from the connection's spare budget (pushes come
 //! first), and stores what it read with the import's new cursor in one transaction, so an
 //! import stopped by a crash goes on from its last stored step. An expired cursor starts the listing pass again;
-//! when a pass ends, listings it did not see are marked `gone`.
+//! when a pass ends, listings it did not see are marked `gone`. A marketplace that budgets by
+//! cost (Shopify) can ask an import to pause; only that connection's import waits.
 
 use crate::marketplaces::catalog::{CatalogError, CatalogPage, RemoteListing};
 use crate::marketplaces::{self, Marketplace};
@@ -13,6 +14,7 @@ use crate::tokens::{self, TokenStatus};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How often to look for running imports while there are none.
@@ -21,6 +23,8 @@ const IDLE_LOOK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Importer {
     next_look: Option<Instant>,
+    /// Imports waiting for their connection's cost budget to refill, by connection: until when.
+    paused: HashMap<i64, Instant>,
 }
 
 struct Running {
@@ -35,7 +39,12 @@ struct Running {
 impl Importer {
     /// How long until the next look is due (the worker waits no longer than that).
     pub fn due_in(&self) -> Option<Duration> {
-        self.next_look.map(|t| t.saturating_duration_since(Instant::now()))
+        let now = Instant::now();
+        self.next_look
+            .into_iter()
+            .chain(self.paused.values().copied())
+            .min()
+            .map(|t| t.saturating_duration_since(now))
     }
 
     /// One page of the running import that waited longest, if its connection has the budget;
@@ -48,10 +57,14 @@ impl Importer {
     }
 
     fn page(&mut self, agent: &ureq::Agent, max_attempts: i32, cooldown_ns: i64) -> bool {
-        let running = match worker_transaction(next_running) {
+        let now = Instant::now();
+        self.paused.retain(|_, until| *until > now);
+        let paused: Vec<i64> = self.paused.keys().copied().collect();
+        let running = match worker_transaction(|| next_running(&paused)) {
             Ok(Some(r)) => r,
             Ok(None) => {
-                self.next_look = Some(Instant::now() + IDLE_LOOK);
+                let soonest = self.paused.values().min().copied();
+                self.next_look = Some(soonest.unwrap_or(now + IDLE_LOOK).min(now + IDLE_LOOK));
                 return false;
             }
             Err(e) => {
@@ -120,6 +133,13 @@ impl Importer {
                 if let Err(e) = worker_transaction(|| store(&running, &page)) {
                     failed_page(&running, &format!("storing a page: {e}"), max_attempts);
                 }
+                if let Some(d) = page.pause {
+                    self.paused.insert(running.connection_id, Instant::now() + d);
+                }
+            }
+            Err(CatalogError::Wait(d)) => {
+                count_call(running.id);
+                self.paused.insert(running.connection_id, Instant::now() + d);
             }
             Err(CatalogError::CursorExpired(why)) => restart_pass(&running, &why),
             Err(CatalogError::Throttled { retry_after, .. }) => {
@@ -155,13 +175,13 @@ impl Importer {
 }
 
 /// The running import whose connection is active and that advanced least recently.
-fn next_running() -> Option<Running> {
+fn next_running(paused: &[i64]) -> Option<Running> {
     let row = first::<JsonB>(
         "SELECT jsonb_build_array(i.id, i.connection_id, i.marketplace, c.settings, i.cursor, i.failures)
            FROM integ.catalog_imports i JOIN integ.connections c ON c.id = i.connection_id
-          WHERE i.state = 'running' AND c.status = 'active'
+          WHERE i.state = 'running' AND c.status = 'active' AND i.connection_id <> ALL ($1)
           ORDER BY i.updated_at, i.id LIMIT 1",
-        &[],
+        &[paused.to_vec().into()],
     )?;
     let a = row.0.as_array()?.clone();
     Some(Running {
@@ -261,6 +281,16 @@ fn restart_pass(r: &Running, why: &str) {
                 SET cursor = NULL, passes = passes + 1, discovered = 0, api_calls = api_calls + 1, updated_at = now()
               WHERE id = $1 AND state = 'running'",
             &[r.id.into()],
+        )
+    });
+}
+
+/// A call that read nothing (the import waits for its budget).
+fn count_call(id: i64) {
+    let _ = worker_transaction(|| {
+        Spi::run_with_args(
+            "UPDATE integ.catalog_imports SET api_calls = api_calls + 1, updated_at = now() WHERE id = $1 AND state = 'running'",
+            &[id.into()],
         )
     });
 }
