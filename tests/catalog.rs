@@ -468,8 +468,7 @@ fn bad_input_is_a_clear_error_and_tenants_are_isolated() {
         .batch_execute("SELECT integ.resume('acme', 'mercadolibre')")
         .expect("resume");
     env.add_shopify_tenant(TENANT, "catalog-a.myshopify.com", json!({}));
-    assert!(refused(&env, "SELECT integ.import_catalog('acme', 'shopify')")
-        .contains("has no settings.location_id"));
+    assert!(refused(&env, "SELECT integ.import_catalog('acme', 'shopify')").contains("has no settings.location_id"));
 
     // a revoked grant: the import fails with the reason and the usual alert
     env.add_tenant("revoked", 5003, json!({}));

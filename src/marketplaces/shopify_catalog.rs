@@ -81,13 +81,8 @@ pub fn page(agent: &ureq::Agent, req: &PushRequest, cursor: Option<&str>) -> Res
         }
     };
     let at = Cursor::read(cursor)?;
-    let reply = graphql(
-        agent,
-        req,
-        QUERY,
-        json!({"first": at.first, "after": at.after}),
-    )
-    .map_err(CatalogError::Transient)?;
+    let reply =
+        graphql(agent, req, QUERY, json!({"first": at.first, "after": at.after})).map_err(CatalogError::Transient)?;
     let shop = req.credentials.identifier("shop").unwrap_or_default();
     parse(&reply, &at, &location, &shop)
 }
@@ -135,10 +130,7 @@ fn parse(reply: &Reply, at: &Cursor, location: &str, shop: &str) -> Result<Catal
             _ if at.after.is_some() && message.to_ascii_lowercase().contains("cursor") => {
                 CatalogError::CursorExpired(super::http::truncate(message, 300))
             }
-            _ => CatalogError::Failed(super::http::truncate(
-                &format!("Shopify GraphQL error: {message}"),
-                500,
-            )),
+            _ => CatalogError::Failed(super::http::truncate(&format!("Shopify GraphQL error: {message}"), 500)),
         });
     }
     let conn = v
@@ -308,7 +300,12 @@ mod tests {
             Err(CatalogError::CursorExpired(_))
         ));
         assert!(matches!(
-            parse(&gql("Cursor-based pagination is limited to 25000 objects"), &start(), "1", "s"),
+            parse(
+                &gql("Cursor-based pagination is limited to 25000 objects"),
+                &start(),
+                "1",
+                "s"
+            ),
             Err(CatalogError::Failed(_))
         ));
         let unauthorized = Reply::new(401, r#"{"errors":"[API] Invalid API key or access token"}"#);
@@ -321,7 +318,11 @@ mod tests {
             Err(CatalogError::Transient(_))
         ));
         // a variant whose inventory item is not a Shopify id is no unit
-        let odd = reply(json!([{"id": "x", "inventoryItem": {"id": "gid://shopify/InventoryItem/abc"}}]), false, 2000.0);
+        let odd = reply(
+            json!([{"id": "x", "inventoryItem": {"id": "gid://shopify/InventoryItem/abc"}}]),
+            false,
+            2000.0,
+        );
         assert!(parse(&odd, &start(), "1", "s").expect("page").listings.is_empty());
         assert!(Cursor::read(Some("not json")).is_err());
     }
