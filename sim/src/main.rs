@@ -14,12 +14,15 @@ mod mercadolibre_notifications;
 mod shein;
 mod shein_catalog;
 mod shein_orders;
+mod shein_prices;
 mod shopify;
 mod shopify_catalog;
+mod shopify_prices;
 mod state;
 mod tiktok;
 mod tiktok_catalog;
 mod tiktok_orders;
+mod tiktok_prices;
 mod webhooks;
 
 use std::net::SocketAddr;

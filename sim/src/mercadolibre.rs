@@ -1,10 +1,14 @@
 //! MercadoLibre: OAuth token endpoint (code grant, single-use rotating refresh tokens), items
 //! with variations (stock and price writes), user-products stock with x-version, per-seller
-//! rate limit. The catalog (multiget, search, generator) is in `mercadolibre_catalog`. Error
-//! bodies have MercadoLibre's shape: {message, error, status, cause}.
+//! rate limit. The catalog (multiget, search, generator) is in `mercadolibre_catalog`, the price
+//! rules and `/items/{id}/prices` in `mercadolibre_prices`. Error bodies have MercadoLibre's
+//! shape: {message, error, status, cause}.
+
+#[path = "mercadolibre_prices.rs"]
+pub mod prices;
 
 use crate::mercadolibre_catalog::{self as catalog, ItemStatus, Price};
-use crate::state::{random_token, State};
+use crate::state::{random_token, rfc3339_now, State};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +48,8 @@ pub struct Meli {
     pub scrolls: HashMap<String, catalog::Scroll>,
     /// How long a scroll id lives after it was issued (5 minutes).
     pub scroll_ttl: Duration,
+    /// Minimum prices per site.
+    pub prices: prices::PriceRules,
 }
 
 impl Default for Meli {
@@ -66,6 +72,7 @@ impl Default for Meli {
             orders: HashMap::new(),
             scrolls: HashMap::new(),
             scroll_ttl: catalog::SCROLL_TTL,
+            prices: Default::default(),
         }
     }
 }
@@ -81,6 +88,10 @@ pub struct Item {
     pub writes: u64,
     /// Price writes received.
     pub price_writes: u64,
+    /// When the price was last written (RFC 3339); None: never since the item was made.
+    pub price_updated: Option<String>,
+    /// Variations deleted by edits that left them out of `variations`.
+    pub variations_deleted: u64,
     pub price: Price,
     pub currency_id: String,
     pub status: ItemStatus,
@@ -113,6 +124,8 @@ impl Item {
             variations: Vec::new(),
             writes: 0,
             price_writes: 0,
+            price_updated: None,
+            variations_deleted: 0,
             price: Price::units(100),
             currency_id: "MXN".into(),
             status: ItemStatus::Active,
@@ -223,6 +236,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/user-products/{id}/stock/type/selling_address", put(put_up_stock))
         .merge(crate::mercadolibre_notifications::router())
         .merge(crate::mercadolibre_catalog::router())
+        .merge(prices::router())
 }
 
 #[derive(Deserialize)]
@@ -370,7 +384,7 @@ fn validation(message: &str) -> Response {
 }
 
 /// 400 `validation_error` with one cause, as MercadoLibre refuses item edits.
-fn validation_cause(code: &str, message: &str) -> Response {
+pub fn validation_cause(code: &str, message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(
@@ -381,28 +395,15 @@ fn validation_cause(code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// A price in a PUT: a JSON number the item's currency can carry, on an active item.
-fn new_price(it: &Item, v: &Value) -> Result<Price, Response> {
-    if it.status != ItemStatus::Active {
-        return Err(validation_cause(
-            "item.price.not_modifiable",
-            &format!("The price of a {} item cannot be modified", it.status.as_str()),
-        ));
-    }
-    let Some(p) = Price::from_number(v) else {
-        return Err(validation_cause(
-            "item.price.invalid",
-            "price must be a positive number",
-        ));
-    };
-    catalog::check_price(&p, &it.currency_id).map_err(|e| validation_cause("item.price.invalid", &e))?;
-    Ok(p)
-}
-
 fn quantity(v: &Value) -> Option<i64> {
     v.as_i64().filter(|q| (0..=99_999_999).contains(q))
 }
 
+const QUANTITY_RANGE: &str = "available_quantity must be an integer between 0 and 99999999";
+
+/// `PUT /items/{id}`: `available_quantity` and/or `price` on an item without variations, or
+/// `variations` (each with `available_quantity` and/or `price`), in one call. Refused whole on
+/// the first error, nothing changed.
 pub async fn put_item(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -425,104 +426,123 @@ pub async fn put_item(
     if it.seller != seller {
         return forbidden();
     }
+    let minimum = m.prices.for_site(catalog::site_of(&id));
+    let edit = match edit_item(m, &id, &mut it, &body, minimum) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if edit.stock {
+        it.writes += 1;
+    }
+    if edit.price {
+        it.price_writes += 1;
+        it.price_updated = Some(rfc3339_now());
+    }
+    it.variations_deleted += edit.deleted;
+    m.items.insert(id.clone(), it.clone());
+    drop(guard);
+    if edit.stock {
+        state.count("mercadolibre stock writes");
+    }
+    if edit.price {
+        state.count("mercadolibre price writes");
+    }
+    for _ in 0..edit.deleted {
+        state.count("mercadolibre variations deleted");
+    }
+    Json(item_json(&id, &it)).into_response()
+}
+
+/// What an item edit did.
+struct Edit {
+    stock: bool,
+    price: bool,
+    /// variations left out of `variations`, so deleted
+    deleted: u64,
+}
+
+/// Applies a `PUT /items/{id}` body to a copy of the item.
+fn edit_item(m: &mut Meli, id: &str, it: &mut Item, body: &Value, minimum: prices::Minimum) -> Result<Edit, Response> {
     let before: Vec<(i64, i64)> = it.variations.iter().map(|v| (v.id, v.available_quantity)).collect();
+    let mut quantity_given = body.get("available_quantity").is_some();
     let mut price_given = false;
     if let Some(q) = body.get("available_quantity") {
         if !it.variations.is_empty() {
-            return validation("item has variations: set available_quantity on each variation");
+            return Err(validation(
+                "item has variations: set available_quantity on each variation",
+            ));
         }
-        let Some(q) = quantity(q) else {
-            return validation("available_quantity must be an integer between 0 and 99999999");
-        };
-        it.available_quantity = q;
+        it.available_quantity = quantity(q).ok_or_else(|| validation(QUANTITY_RANGE))?;
     }
     if let Some(p) = body.get("price") {
         if !it.variations.is_empty() {
-            return validation_cause(
+            return Err(validation_cause(
                 "item.price.invalid",
                 "item has variations: send the same price on every variation",
-            );
+            ));
         }
-        it.price = match new_price(&it, p) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+        it.price = prices::new_price(it, minimum, p)?;
         price_given = true;
     }
-    let mut quantity_given = body.get("available_quantity").is_some();
+    let mut deleted = 0;
     if let Some(vs) = body.get("variations") {
-        let Some(vs) = vs.as_array() else {
-            return validation("variations must be an array");
-        };
-        let mut next = Vec::new();
+        let vs = vs.as_array().ok_or_else(|| validation("variations must be an array"))?;
+        let mut next: Vec<Variation> = Vec::with_capacity(vs.len());
         for v in vs {
             quantity_given |= v.get("available_quantity").is_some();
-            let price = match v.get("price") {
-                None => None,
-                Some(p) => match new_price(&it, p) {
-                    Ok(p) => Some(p),
-                    Err(r) => return r,
-                },
-            };
+            let price = v.get("price").map(|p| prices::new_price(it, minimum, p)).transpose()?;
             price_given |= price.is_some();
-            match v.get("id").and_then(Value::as_i64) {
+            let q = match v.get("available_quantity") {
+                None => None,
+                Some(q) => Some(quantity(q).ok_or_else(|| validation(QUANTITY_RANGE))?),
+            };
+            let Some(vid) = v.get("id") else {
                 // A variation sent without id is created anew.
-                None => {
-                    let q = v.get("available_quantity").and_then(quantity).unwrap_or(0);
-                    next.push(Variation::new(m.next_variation(), q, price.unwrap_or(it.price)));
-                }
-                Some(vid) => {
-                    let Some(old) = it.variations.iter().find(|x| x.id == vid) else {
-                        return validation(&format!("variation {vid} does not belong to item {id}"));
-                    };
-                    let mut new = old.clone();
-                    if let Some(q) = v.get("available_quantity") {
-                        match quantity(q) {
-                            Some(q) => new.available_quantity = q,
-                            None => return validation("available_quantity must be an integer between 0 and 99999999"),
-                        }
-                    }
-                    if let Some(p) = price {
-                        new.price = p;
-                    }
-                    next.push(new);
-                }
+                next.push(Variation::new(
+                    m.next_variation(),
+                    q.unwrap_or(0),
+                    price.unwrap_or(it.price),
+                ));
+                continue;
+            };
+            let vid = vid
+                .as_i64()
+                .ok_or_else(|| validation_cause("item.variations.invalid", "variation id must be an integer"))?;
+            if next.iter().any(|x| x.id == vid) {
+                return Err(validation_cause(
+                    "item.variations.invalid",
+                    &format!("variation {vid} is listed twice"),
+                ));
             }
+            let Some(old) = it.variations.iter().find(|x| x.id == vid) else {
+                return Err(validation_cause(
+                    "item.variations.invalid",
+                    &format!("variation {vid} does not belong to item {id}"),
+                ));
+            };
+            let mut new = old.clone();
+            new.available_quantity = q.unwrap_or(new.available_quantity);
+            new.price = price.unwrap_or(new.price);
+            next.push(new);
         }
-        // Every variation of an item has the same price [doc].
         if price_given {
-            let first = next.first().map(|v| v.price);
-            if next.iter().any(|v| Some(v.price) != first) {
-                return validation_cause(
-                    "item.variations.price.invalid",
-                    "all the variations of an item must have the same price: send it on every variation",
-                );
-            }
-            if let Some(p) = first {
-                it.price = p;
-            }
+            it.price = prices::same_price(&next)?;
         }
         // Variations left out are deleted, as MercadoLibre does.
+        deleted = it
+            .variations
+            .iter()
+            .filter(|old| !next.iter().any(|n| n.id == old.id))
+            .count() as u64;
         it.variations = next;
     }
     let after: Vec<(i64, i64)> = it.variations.iter().map(|v| (v.id, v.available_quantity)).collect();
-    // A price-only edit is no stock write; anything else counts as one, as before.
-    let stock_write = !(price_given && !quantity_given && before == after);
-    if stock_write {
-        it.writes += 1;
-    }
-    if price_given {
-        it.price_writes += 1;
-    }
-    m.items.insert(id.clone(), it.clone());
-    drop(guard);
-    if stock_write {
-        state.count("mercadolibre stock writes");
-    }
-    if price_given {
-        state.count("mercadolibre price writes");
-    }
-    Json(item_json(&id, &it)).into_response()
+    Ok(Edit {
+        // A price-only edit is no stock write; anything else counts as one.
+        stock: !(price_given && !quantity_given && before == after),
+        price: price_given,
+        deleted,
+    })
 }
 
 async fn get_up_stock(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -612,9 +632,6 @@ mod tests {
         let mut item = Item::new(9, "t".into());
         item.variations = vec![Variation::new(1, 1, item.price), Variation::new(2, 2, item.price)];
         m.items.insert("MLM1".into(), item);
-        let mut plain = Item::new(9, "plain".into());
-        plain.price = Price::parse("10.50").unwrap_or(Price::units(10));
-        m.items.insert("MLM2".into(), plain);
         m.user_products.insert(
             "MLMU1".into(),
             UserProduct {
@@ -767,61 +784,5 @@ mod tests {
             .await;
             assert_eq!(r.status(), expected);
         }
-    }
-
-    async fn put(state: &Arc<State>, access: &str, id: &str, body: &'static str) -> (StatusCode, Value) {
-        let r = put_item(AxState(state.clone()), bearer(access), Path(id.into()), body.into()).await;
-        let status = r.status();
-        let bytes = axum::body::to_bytes(r.into_body(), 100_000).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    /// `{"price": n}` is a JSON number the currency can carry, on an active item; variations all
-    /// get the same price; a price-only edit is no stock write.
-    #[tokio::test]
-    async fn price_writes_are_exact_and_strict() {
-        let (state, access, _) = setup();
-        let (code, v) = put(&state, &access, "MLM2", r#"{"price": 1299.5}"#).await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        assert_eq!(v["price"].to_string(), "1299.5");
-        assert_eq!(state.meli.lock().items["MLM2"].price.to_text(), "1299.5");
-        assert_eq!(state.meli.lock().items["MLM2"].writes, 0, "price only: no stock write");
-        for (body, code) in [
-            (r#"{"price": "10"}"#, "item.price.invalid"),
-            (r#"{"price": 10.555}"#, "item.price.invalid"),
-            (r#"{"price": 0}"#, "item.price.invalid"),
-        ] {
-            let (status, v) = put(&state, &access, "MLM2", body).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(v["cause"][0]["code"], code, "{body}");
-        }
-        // different prices on variations, or a top-level price on an item with variations
-        for body in [
-            r#"{"variations":[{"id":1,"price":69.99},{"id":2,"price":70}]}"#,
-            r#"{"variations":[{"id":1,"price":69.99},{"id":2}]}"#,
-            r#"{"price": 69.99}"#,
-        ] {
-            let (status, _) = put(&state, &access, "MLM1", body).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        }
-        let (code, v) = put(
-            &state,
-            &access,
-            "MLM1",
-            r#"{"variations":[{"id":1,"price":69.99},{"id":2,"price":69.99}]}"#,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{v}");
-        assert_eq!(v["price"].to_string(), "69.99");
-        assert_eq!(v["variations"][1]["price"].to_string(), "69.99");
-        assert_eq!(v["variations"][1]["available_quantity"], 2);
-        // a paused item's price cannot be modified
-        state.meli.lock().items.get_mut("MLM2").unwrap().status = ItemStatus::Paused;
-        let (code, v) = put(&state, &access, "MLM2", r#"{"price": 5}"#).await;
-        assert_eq!(code, StatusCode::BAD_REQUEST);
-        assert_eq!(v["cause"][0]["code"], "item.price.not_modifiable");
-        let c = state.counters.lock();
-        assert_eq!(c["mercadolibre price writes"], 2);
-        assert!(!c.contains_key("mercadolibre stock writes"));
     }
 }

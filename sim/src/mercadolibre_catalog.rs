@@ -11,7 +11,8 @@
 //!   older `seller_custom_field`.
 //! - Prices are exact decimals ([`Decimal`]), never floats; they are served as JSON numbers with
 //!   the same digits (at most 15 significant digits, so the number round-trips).
-//! - `GET /currencies/{id}`: `decimal_places` per currency.
+//! - `GET /currencies/{id}`: `decimal_places` per currency (CLP, COP and PYG 0, the others 2).
+//!   Price writes are in `mercadolibre_prices`.
 
 use crate::catalog_rule::{Common, Decimal, DEFAULT_FIRST_ID};
 use crate::mercadolibre::{authorize, error, Item, Meli, Variation};
@@ -96,6 +97,11 @@ impl Price {
     pub fn to_json(self) -> Value {
         self.0.to_json_number()
     }
+
+    /// The amount as a `rust_decimal`, to compare prices (at most 15 digits: it always fits).
+    pub fn exact(self) -> rust_decimal::Decimal {
+        self.to_text().parse().unwrap_or(rust_decimal::Decimal::MAX)
+    }
 }
 
 /// MercadoLibre's currencies: (id, symbol, description, decimal places).
@@ -112,7 +118,7 @@ const CURRENCIES: &[(&str, &str, &str, u32)] = &[
     ("EUR", "€", "Euro", 2),
     ("GTQ", "Q", "Quetzal Guatemalteco", 2),
     ("HNL", "L", "Lempira", 2),
-    ("MXN", "$", "Peso Mexicano", 2),
+    ("MXN", "$", "Peso mexicano", 2),
     ("NIO", "C$", "Córdoba", 2),
     ("PAB", "B/.", "Balboa", 2),
     ("PEN", "S/", "Soles", 2),
@@ -188,9 +194,14 @@ fn sku_attribute(sku: &str) -> Value {
            "values": [{"id": null, "name": sku, "struct": null}], "value_type": "string"})
 }
 
+/// The item's site: the first three letters of its id ("MLM" for "MLM123").
+pub fn site_of(id: &str) -> &str {
+    id.get(..3).unwrap_or("")
+}
+
 /// The listing's page, as MercadoLibre builds it from the site and the title.
 pub fn default_permalink(id: &str, title: &str) -> String {
-    let site = id.get(..3).unwrap_or("");
+    let site = site_of(id);
     let host = match site {
         "MLA" => "articulo.mercadolibre.com.ar",
         "MLB" => "produto.mercadolivre.com.br",
@@ -228,7 +239,7 @@ pub fn item_body(id: &str, it: &Item, variation_attributes: bool) -> Value {
     };
     json!({
         "id": id,
-        "site_id": id.get(..3).unwrap_or(""),
+        "site_id": site_of(id),
         "title": it.title,
         "seller_id": it.seller,
         "price": it.price.to_json(),
@@ -313,13 +324,14 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/mercadolibre/catalog", post(generate))
         .route("/mercadolibre/catalog/expire_scrolls", post(expire_scrolls))
         .route("/mercadolibre/catalog/config", post(config))
+        .merge(crate::mercadolibre::prices::admin_router())
 }
 
 fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-async fn currency(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
+pub async fn currency(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
     state.count("mercadolibre GET /currencies/{id}");
     match CURRENCIES.iter().find(|c| c.0 == id) {
         Some((id, symbol, description, decimals)) => {

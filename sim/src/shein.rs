@@ -2,7 +2,8 @@
 //! `x-lt-*` request signatures (a wrong one is the real HTTP 200 `openapi00001`), inventory
 //! overwrite with per-item `idempotencyKey` and a per-SKU `failedList`, stock query, and a
 //! per-supplier rate limit answered as HTTP 429 or business code `832213`. The catalog (SPU →
-//! SKC → SKU, `product/query`, `spu-info`) is in `shein_catalog.rs`.
+//! SKC → SKU, `product/query`, `spu-info`) is in `shein_catalog.rs`, prices (`price/save`,
+//! `update-cost`) in `shein_prices.rs`.
 //! Envelope: `{"code": "<string>", "msg", "info", "traceId"}`, `"0"` is success.
 
 use crate::state::{random_token, State};
@@ -37,12 +38,16 @@ pub struct Shein {
     pub orders: HashMap<String, crate::shein_orders::Order>,
     /// SPU → SKC → SKU listings (`product/query`, `spu-info`).
     pub catalog: crate::shein_catalog::Catalog,
+    /// `price/save` refuses prices below it (`POST /_admin/shein/prices/config`); none by default.
+    pub min_price: Option<rust_decimal::Decimal>,
 }
 
 pub struct Supplier {
     pub appid: String,
     pub secret_key: String,
     pub supplier_id: u64,
+    /// Its shop's mode, site and currency (prices).
+    pub shop: crate::shein_prices::ShopSettings,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -58,6 +63,11 @@ pub struct Sku {
     /// The seller's SKU (`supplierSku`); may be empty.
     pub supplier_sku: String,
     pub prices: Vec<crate::shein_catalog::PriceInfo>,
+    /// `price/save` entries applied.
+    pub price_writes: u64,
+    /// The supply cost of a managed shop (`update-cost`), and how many were applied.
+    pub cost: Option<crate::shein_prices::Cost>,
+    pub cost_writes: u64,
 }
 
 pub(crate) fn envelope(code: &str, msg: &str, info: Value) -> Response {
@@ -78,6 +88,7 @@ impl Shein {
                 appid: appid.to_string(),
                 secret_key: secret_key.clone(),
                 supplier_id,
+                shop: Default::default(),
             },
         );
         self.temp_tokens
@@ -92,6 +103,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/open-api/stock/change-inventory/v2", post(change_inventory))
         .route("/open-api/stock/stock-query", post(stock_query))
         .merge(crate::shein_catalog::router())
+        .merge(crate::shein_prices::router())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -276,6 +288,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::shein_orders::admin_router())
         .merge(crate::shein_catalog::admin_router())
+        .merge(crate::shein_prices::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -300,27 +313,46 @@ async fn admin_app(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) ->
     Json(json!({"ok": true})).into_response()
 }
 
-/// `{"appid", "supplier_id", "state"?}` -> `{"open_key_id", "secret_key", "temp_token"}`
+/// `{"appid", "supplier_id", "state"?, "mode"?, "site"?, "currency"?}` -> `{"open_key_id",
+/// "secret_key", "temp_token", "mode", "site", "currency"}` (shop defaults: `self_operated`,
+/// `shein-mx`, `MXN`).
 async fn admin_supplier(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(appid), Some(supplier)) = (str_field(&b, "appid"), b.get("supplier_id").and_then(Value::as_u64)) else {
         return bad("appid and supplier_id are required");
+    };
+    let shop = match crate::shein_prices::ShopSettings::default().with_admin_fields(&b) {
+        Ok(s) => s,
+        Err(e) => return bad(&e),
     };
     let mut m = state.shein.lock();
     if !m.apps.contains_key(appid) {
         return bad("unknown appid");
     }
-    let out = m.add_supplier(appid, supplier, str_field(&b, "state").unwrap_or(""));
+    let mut out = m.add_supplier(appid, supplier, str_field(&b, "state").unwrap_or(""));
+    if let Some(s) = out["open_key_id"].as_str().and_then(|k| m.suppliers.get_mut(k)) {
+        s.shop = shop.clone();
+    }
+    if let (Some(o), Value::Object(settings)) = (out.as_object_mut(), shop.to_json()) {
+        o.extend(settings);
+    }
     Json(out).into_response()
 }
 
 /// `{"open_key_id", "sku_code", "warehouse_code"?, "quantity"?}` plus the catalog fields
 /// `spu_name`, `skc_name`, `supplier_sku`, `title`, `price`, `special_price`, `currency`, `site`
-/// (defaults in [`crate::shein_catalog::admin_sku_listing`]).
+/// (defaults in [`crate::shein_catalog::admin_sku_listing`]; site and currency the supplier's).
 async fn admin_sku(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(key_id), Some(code)) = (str_field(&b, "open_key_id"), str_field(&b, "sku_code")) else {
         return bad("open_key_id and sku_code are required");
     };
-    let (supplier_sku, prices, place) = match crate::shein_catalog::admin_sku_listing(&b, code) {
+    let shop = state
+        .shein
+        .lock()
+        .suppliers
+        .get(key_id)
+        .map(|s| s.shop.clone())
+        .unwrap_or_default();
+    let (supplier_sku, prices, place) = match crate::shein_catalog::admin_sku_listing(&b, code, &shop) {
         Ok(l) => l,
         Err(e) => return bad(&e),
     };
@@ -475,6 +507,32 @@ pub(crate) mod tests {
             q["info"][0]["goodsInventory"][0]["skuList"][0]["totalUsableInventory"],
             7
         );
+    }
+
+    #[tokio::test]
+    async fn admin_suppliers_get_a_shop_mode_site_and_currency() {
+        let (state, _, _, _) = setup();
+        let add = |b: Value| admin_supplier(AxState(state.clone()), Json(b));
+        let r = body_json(add(json!({"appid": "app1", "supplier_id": 8})).await).await;
+        assert_eq!(
+            (r["mode"].as_str(), r["site"].as_str(), r["currency"].as_str()),
+            (Some("self_operated"), Some("shein-mx"), Some("MXN"))
+        );
+        let r = body_json(add(json!({"appid": "app1", "supplier_id": 9, "mode": "semi_managed", "site": "shein-us", "currency": "USD"})).await).await;
+        let key = r["open_key_id"].as_str().unwrap();
+        let shop = state.shein.lock().suppliers[key].shop.clone();
+        assert_eq!(
+            (shop.mode.as_str(), shop.site.as_str(), shop.currency.as_str()),
+            ("semi_managed", "shein-us", "USD")
+        );
+        let before = state.shein.lock().suppliers.len();
+        assert_eq!(
+            add(json!({"appid": "app1", "supplier_id": 10, "mode": "managed"}))
+                .await
+                .status(),
+            400
+        );
+        assert_eq!(state.shein.lock().suppliers.len(), before);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 
 use crate::catalog_rule::{Common, Decimal, DEFAULT_FIRST_ID};
 use crate::shein::{envelope, verify, Shein, Sku};
+use crate::shein_prices::{Cost, ShopSettings};
 use crate::state::{random_token, State};
 use axum::body::Bytes;
 use axum::extract::State as AxState;
@@ -230,9 +231,13 @@ pub fn put_sku(m: &mut Shein, code: &str, sku: Sku, place: Placement) -> Result<
 }
 
 /// The catalog defaults of a SKU made by `POST /_admin/shein/skus` (every field overridable in its
-/// body): SPU `M-{code}`, SKC `sM-{code}`, `supplierSku` = the SKU code, price `100.00` MXN on
-/// `shein-mx`, special price 0.
-pub fn admin_sku_listing(b: &Value, code: &str) -> Result<(String, Vec<PriceInfo>, Placement), String> {
+/// body): SPU `M-{code}`, SKC `sM-{code}`, `supplierSku` = the SKU code, price `100.00` in the
+/// shop's currency on its site (`shop`: the supplier's), special price 0.
+pub fn admin_sku_listing(
+    b: &Value,
+    code: &str,
+    shop: &ShopSettings,
+) -> Result<(String, Vec<PriceInfo>, Placement), String> {
     let text = |k: &str| -> Result<Option<String>, String> {
         match b.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -247,8 +252,8 @@ pub fn admin_sku_listing(b: &Value, code: &str) -> Result<(String, Vec<PriceInfo
     let price = price_list(
         &text("price")?.unwrap_or_else(|| "100.00".into()),
         text("special_price")?.as_deref(),
-        &text("currency")?.unwrap_or_else(|| "MXN".into()),
-        &text("site")?.unwrap_or_else(|| "shein-mx".into()),
+        &text("currency")?.unwrap_or_else(|| shop.currency.clone()),
+        &text("site")?.unwrap_or_else(|| shop.site.clone()),
     )?;
     let place = Placement {
         spu_name,
@@ -369,6 +374,9 @@ struct SkuOut<'a> {
     supplier_sku: &'a str,
     mall_state: u8,
     price_info_list: &'a [PriceInfo],
+    /// A managed shop's supply cost, once `update-cost` set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_info: Option<&'a Cost>,
 }
 
 /// `{"languageList": ["en"], "spuName"}` → the SPU, its SKCs and SKUs with prices.
@@ -413,6 +421,7 @@ pub(crate) async fn spu_info(
                     supplier_sku: &s.supplier_sku,
                     mall_state: 1,
                     price_info_list: &s.prices,
+                    cost_info: s.cost.as_ref(),
                 })
                 .collect(),
         })
@@ -446,12 +455,6 @@ pub fn admin_router() -> Router<Arc<State>> {
     Router::new().route("/catalog", post(admin_catalog))
 }
 
-fn default_currency() -> String {
-    "MXN".into()
-}
-fn default_site() -> String {
-    "shein-mx".into()
-}
 fn default_warehouse() -> String {
     "WH-1".into()
 }
@@ -466,10 +469,12 @@ pub struct Spec {
     pub common: Common,
     #[serde(default)]
     pub special_price: Option<String>,
-    #[serde(default = "default_currency")]
-    pub currency: String,
-    #[serde(default = "default_site")]
-    pub site: String,
+    /// The prices' currency and site; without them the supplier's (see
+    /// [`crate::shein_prices::ShopSettings`]), with them they become the supplier's.
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
     #[serde(default = "default_warehouse")]
     pub warehouse_code: String,
 }
@@ -484,15 +489,23 @@ impl Spec {
 /// `sM{first_id+i}` (`supplierCode` `{prefix}{i}`); its unit `j` is `skuCode` `I{first_id+i}-{j}`.
 pub fn generate(m: &mut Shein, spec: &Spec) -> Result<Value, String> {
     let c = &spec.common;
-    if !m.suppliers.contains_key(&spec.open_key_id) {
+    let Some(supplier) = m.suppliers.get(&spec.open_key_id) else {
         return Err("unknown open_key_id".into());
+    };
+    let shop = ShopSettings {
+        site: spec.site.clone().unwrap_or_else(|| supplier.shop.site.clone()),
+        currency: spec.currency.clone().unwrap_or_else(|| supplier.shop.currency.clone()),
+        ..supplier.shop.clone()
+    };
+    if shop.site.is_empty() || shop.currency.is_empty() {
+        return Err("site and currency must not be empty".into());
     }
     if c.stock < 0 {
         return Err("stock must not be negative".into());
     }
     // decimal text; worded by serde, as when it was a field of its own
     let price = String::deserialize(&c.price).map_err(|e| e.to_string())?;
-    let prices = price_list(&price, spec.special_price.as_deref(), &spec.currency, &spec.site)?;
+    let prices = price_list(&price, spec.special_price.as_deref(), &shop.currency, &shop.site)?;
     let units = c
         .units()
         .filter(|u| *u <= MAX_UNITS)
@@ -514,6 +527,9 @@ pub fn generate(m: &mut Shein, spec: &Spec) -> Result<Value, String> {
         {
             return Err(format!("SKU {code} already exists: choose another first_id"));
         }
+    }
+    if let Some(s) = m.suppliers.get_mut(&spec.open_key_id) {
+        s.shop = shop;
     }
     m.skus.reserve(units as usize);
     m.catalog.spus.reserve(c.products as usize);
@@ -1037,7 +1053,7 @@ mod tests {
         let state = setup();
         let a = supplier(&state, 1);
         let put = |code: &str, body: Value| {
-            let (supplier_sku, prices, place) = admin_sku_listing(&body, code)?;
+            let (supplier_sku, prices, place) = admin_sku_listing(&body, code, &ShopSettings::default())?;
             let sku = Sku {
                 open_key_id: a.0.clone(),
                 warehouse_code: "WH-1".into(),
@@ -1070,7 +1086,7 @@ mod tests {
         );
         // another supplier cannot put a SKU into A's SPU
         let b = supplier(&state, 2);
-        let (s, p, place) = admin_sku_listing(&json!({"spu_name": "MX1"}), "SKU-9").unwrap();
+        let (s, p, place) = admin_sku_listing(&json!({"spu_name": "MX1"}), "SKU-9", &ShopSettings::default()).unwrap();
         let sku = Sku {
             open_key_id: b.0.clone(),
             supplier_sku: s,
@@ -1079,7 +1095,7 @@ mod tests {
         };
         assert!(put_sku(&mut state.shein.lock(), "SKU-9", sku, place).is_err());
         // re-created for another supplier (as before the catalog existed): it moves with its SPU
-        let (s, p, place) = admin_sku_listing(&json!({}), "SKU-1").unwrap();
+        let (s, p, place) = admin_sku_listing(&json!({}), "SKU-1", &ShopSettings::default()).unwrap();
         let sku = Sku {
             open_key_id: b.0.clone(),
             supplier_sku: s,

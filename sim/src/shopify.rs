@@ -3,7 +3,8 @@
 //! `changeFromQuantity` from 2026-04 and `compareQuantity` before, the real userError codes, the
 //! cost extension and HTTP 200 `THROTTLED`), an `inventoryItem` level query, and the legacy REST
 //! `inventory_levels/set.json` with `X-Shopify-Shop-Api-Call-Limit` and 429 `Retry-After`. The
-//! catalog query (`productVariants`) is answered by shopify_catalog.rs.
+//! catalog query (`productVariants`) is answered by shopify_catalog.rs; prices
+//! (`productVariantsBulkUpdate`, `inventoryItem { variant(s) }`) by shopify_prices.rs.
 //! One server plays every shop: the access token says which.
 
 use crate::state::{random_token, State};
@@ -324,6 +325,11 @@ pub(crate) async fn graphql(
         // productVariants: its own cost, paging and limits
         return Json(crate::shopify_catalog::answer(&state, &mut m, &shop, &query, &vars)).into_response();
     }
+    if crate::shopify_prices::is_price_document(&query) {
+        // productVariantsBulkUpdate and inventoryItem -> variant: checked and costed there
+        let answer = crate::shopify_prices::answer(&state, &mut m, &shop, &version, &query, &vars);
+        return Json(answer).into_response();
+    }
     let mutation = query.contains("inventorySetQuantities");
     let cost = if mutation { MUTATION_COST } else { QUERY_COST };
     let available = match m.spend(&shop, cost) {
@@ -563,6 +569,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/config", post(admin_config))
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::shopify_catalog::admin_router())
+        .merge(crate::shopify_prices::admin_router())
 }
 
 fn bad(msg: &str) -> Response {

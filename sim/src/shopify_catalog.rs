@@ -56,6 +56,11 @@ pub struct ShopCatalog {
     pub variants: Vec<Variant>,
     /// The shop's currency, an ISO 4217 code (`shop { currencyCode }`).
     pub currency: String,
+    /// The lowest price `productVariantsBulkUpdate` accepts (admin-set; None: 0). See
+    /// shopify_prices.rs.
+    pub min_price: Option<rust_decimal::Decimal>,
+    /// Variant prices written through `productVariantsBulkUpdate` in this shop.
+    pub price_writes: u64,
 }
 
 impl Default for ShopCatalog {
@@ -64,6 +69,8 @@ impl Default for ShopCatalog {
             products: HashMap::new(),
             variants: Vec::new(),
             currency: DEFAULT_CURRENCY.to_string(),
+            min_price: None,
+            price_writes: 0,
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct Variant {
     pub inventory_item_id: u64,
     /// The location its inventory level is at (`inventoryQuantity` is that level's available).
     pub location_id: u64,
+    /// How many times `productVariantsBulkUpdate` wrote its price or compareAtPrice.
+    pub price_writes: u64,
 }
 
 /// Catalog endpoints, merged into the shopify router (the catalog is read through
@@ -132,25 +141,8 @@ pub fn answer(state: &State, m: &mut Shopify, shop: &str, query: &str, variables
         }
     };
     let requested: u64 = tops.iter().map(Top::requested).sum();
-    if requested > MAX_QUERY_COST {
-        let available = m.spend(shop, 0.0).unwrap_or_else(|a| a);
-        let message = format!(
-            "Query cost is {requested}, which exceeds the single query max cost limit ({MAX_QUERY_COST}).\n\n\
-             See https://shopify.dev/concepts/about-apis/rate-limits for more information on how the\n\
-             cost of a query is calculated.\n\n\
-             To query larger amounts of data with fewer limits, bulk operations should be used instead.\n\
-             See https://shopify.dev/tutorials/perform-bulk-operations-with-admin-api for usage details.\n"
-        );
-        return json!({"errors": [{"message": message, "extensions": {"code": "MAX_COST_EXCEEDED",
-                        "cost": requested, "maxCost": MAX_QUERY_COST,
-                        "documentation": "https://shopify.dev/api/usage/limits#rate-limits"}}],
-                      "extensions": cost_json(m, requested, 0, available)});
-    }
-    if let Err(available) = m.spend(shop, requested as f64) {
-        state.count("shopify throttled");
-        return json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
-                        "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                      "extensions": cost_json(m, requested, 0, available)});
+    if let Err(refused) = charge(state, m, shop, requested) {
+        return refused;
     }
     let mut data = Map::new();
     let mut errors = Vec::new();
@@ -186,8 +178,39 @@ pub fn answer(state: &State, m: &mut Shopify, shop: &str, query: &str, variables
     }
 }
 
+/// Takes a query's requested cost from the shop's bucket; Err(the reply) when it is above the
+/// single-query maximum (`MAX_COST_EXCEEDED`, nothing charged) or the bucket is short
+/// (`THROTTLED`).
+pub(crate) fn charge(state: &State, m: &mut Shopify, shop: &str, requested: u64) -> Result<(), Value> {
+    if requested > MAX_QUERY_COST {
+        let available = m.spend(shop, 0.0).unwrap_or_else(|a| a);
+        let message = format!(
+            "Query cost is {requested}, which exceeds the single query max cost limit ({MAX_QUERY_COST}).\n\n\
+             See https://shopify.dev/concepts/about-apis/rate-limits for more information on how the\n\
+             cost of a query is calculated.\n\n\
+             To query larger amounts of data with fewer limits, bulk operations should be used instead.\n\
+             See https://shopify.dev/tutorials/perform-bulk-operations-with-admin-api for usage details.\n"
+        );
+        return Err(
+            json!({"errors": [{"message": message, "extensions": {"code": "MAX_COST_EXCEEDED",
+                        "cost": requested, "maxCost": MAX_QUERY_COST,
+                        "documentation": "https://shopify.dev/api/usage/limits#rate-limits"}}],
+                      "extensions": cost_json(m, requested, 0, available)}),
+        );
+    }
+    if let Err(available) = m.spend(shop, requested as f64) {
+        state.count("shopify throttled");
+        return Err(
+            json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
+                        "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                      "extensions": cost_json(m, requested, 0, available)}),
+        );
+    }
+    Ok(())
+}
+
 /// `extensions` with Shopify's cost object: integer query costs, float throttle status.
-fn cost_json(m: &Shopify, requested: u64, actual: u64, available: f64) -> Value {
+pub(crate) fn cost_json(m: &Shopify, requested: u64, actual: u64, available: f64) -> Value {
     json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
            "throttleStatus": {"maximumAvailable": m.bucket_max, "currentlyAvailable": available,
                               "restoreRate": m.restore_rate}}})
@@ -279,19 +302,20 @@ impl Conn {
     }
 }
 
-struct PageInfo {
-    has_next: bool,
-    has_previous: bool,
+pub(crate) struct PageInfo {
+    pub(crate) has_next: bool,
+    pub(crate) has_previous: bool,
 }
 
-struct Render<'a> {
-    shop: &'a str,
-    products: Option<&'a HashMap<u64, Product>>,
-    levels: &'a HashMap<(String, String, String), Level>,
+/// Renders catalog objects for a selection (also used by shopify_prices.rs).
+pub(crate) struct Render<'a> {
+    pub(crate) shop: &'a str,
+    pub(crate) products: Option<&'a HashMap<u64, Product>>,
+    pub(crate) levels: &'a HashMap<(String, String, String), Level>,
 }
 
 impl Render<'_> {
-    fn connection(&self, sel: &[gql::Field], page: &[Variant], info: &PageInfo) -> Value {
+    pub(crate) fn connection(&self, sel: &[gql::Field], page: &[Variant], info: &PageInfo) -> Value {
         let mut out = Map::new();
         for f in sel {
             let sub = f.selection.as_deref().unwrap_or(&[]);
@@ -338,7 +362,7 @@ impl Render<'_> {
         Value::Object(out)
     }
 
-    fn variant(&self, sel: &[gql::Field], v: &Variant) -> Value {
+    pub(crate) fn variant(&self, sel: &[gql::Field], v: &Variant) -> Value {
         let product = self.products.and_then(|p| p.get(&v.product_id));
         let mut out = Map::new();
         for f in sel {
@@ -357,23 +381,7 @@ impl Render<'_> {
                 "price" => json!(v.price),
                 "compareAtPrice" => v.compare_at_price.as_ref().map(|p| json!(p)).unwrap_or(Value::Null),
                 "inventoryQuantity" => json!(self.quantity(v)),
-                "product" => match product {
-                    Some(p) => {
-                        let mut o = Map::new();
-                        for g in sub {
-                            let y = match g.name.as_str() {
-                                "__typename" => json!("Product"),
-                                "id" => json!(format!("gid://shopify/Product/{}", p.id)),
-                                "title" => json!(p.title),
-                                "status" => json!(p.status),
-                                _ => Value::Null,
-                            };
-                            o.insert(g.key().to_string(), y);
-                        }
-                        Value::Object(o)
-                    }
-                    None => Value::Null,
-                },
+                "product" => product.map(|p| Self::product(sub, p)).unwrap_or(Value::Null),
                 "inventoryItem" => {
                     let mut o = Map::new();
                     for g in sub {
@@ -395,6 +403,21 @@ impl Render<'_> {
         Value::Object(out)
     }
 
+    pub(crate) fn product(sel: &[gql::Field], p: &Product) -> Value {
+        let mut o = Map::new();
+        for g in sel {
+            let y = match g.name.as_str() {
+                "__typename" => json!("Product"),
+                "id" => json!(format!("gid://shopify/Product/{}", p.id)),
+                "title" => json!(p.title),
+                "status" => json!(p.status),
+                _ => Value::Null,
+            };
+            o.insert(g.key().to_string(), y);
+        }
+        Value::Object(o)
+    }
+
     /// The available quantity of the variant's inventory level (0 without one).
     fn quantity(&self, v: &Variant) -> i64 {
         self.levels
@@ -413,7 +436,7 @@ pub fn cursor(id: u64) -> String {
     marketplace_signing::base64(format!("{{\"last_id\":{id},\"last_value\":\"{id}\"}}").as_bytes())
 }
 
-fn decode_cursor(c: &str) -> Option<u64> {
+pub(crate) fn decode_cursor(c: &str) -> Option<u64> {
     let bytes = base64_decode(c)?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.get("last_id").and_then(Value::as_u64)
@@ -480,12 +503,19 @@ fn field_kind(ty: &str, name: &str) -> Option<Kind> {
         ("Shop", "id") => Scalar("ID!"),
         ("Shop", "name" | "myshopifyDomain") => Scalar("String!"),
         ("Shop", "currencyCode") => Scalar("CurrencyCode!"),
+        // the productVariantsBulkUpdate payload (shopify_prices.rs)
+        ("ProductVariantsBulkUpdatePayload", "product") => Object("Product"),
+        ("ProductVariantsBulkUpdatePayload", "productVariants") => Object("[ProductVariant!]"),
+        ("ProductVariantsBulkUpdatePayload", "userErrors") => Object("[ProductVariantsBulkUpdateUserError!]!"),
+        ("ProductVariantsBulkUpdateUserError", "field") => Scalar("[String!]"),
+        ("ProductVariantsBulkUpdateUserError", "message") => Scalar("String!"),
+        ("ProductVariantsBulkUpdateUserError", "code") => Scalar("ProductVariantsBulkUpdateUserErrorCode"),
         _ => return None,
     })
 }
 
 /// Checks a selection on `ty`; returns the number of objects it selects (its cost).
-fn check_selection(ty: &str, sel: &[gql::Field], path: &[String], errors: &mut Vec<gql::Error>) -> u64 {
+pub(crate) fn check_selection(ty: &str, sel: &[gql::Field], path: &[String], errors: &mut Vec<gql::Error>) -> u64 {
     let mut cost = 0;
     for f in sel {
         let mut here = path.to_vec();
@@ -536,7 +566,10 @@ fn check_selection(ty: &str, sel: &[gql::Field], path: &[String], errors: &mut V
                     .with_path(here)
                     .with_extensions(json!({"code": "selectionMismatch", "nodeName": f.name, "typeName": t})),
                 ),
-                Some(sub) => cost += 1 + check_selection(t.trim_end_matches('!'), sub, &here, errors),
+                Some(sub) => {
+                    let named = t.trim_matches(|c| c == '[' || c == ']' || c == '!');
+                    cost += 1 + check_selection(named, sub, &here, errors)
+                }
             },
         }
     }
@@ -545,7 +578,7 @@ fn check_selection(ty: &str, sel: &[gql::Field], path: &[String], errors: &mut V
 
 /// The cost of one node of a connection selection: 1 + the objects selected under it (under
 /// `nodes` or `edges { node }`, whichever is dearer); 1 when no node is selected.
-fn node_cost(sel: &[gql::Field]) -> u64 {
+pub(crate) fn node_cost(sel: &[gql::Field]) -> u64 {
     let mut scratch = Vec::new();
     let mut cost = 1;
     for f in sel {
@@ -1004,6 +1037,7 @@ pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
                 compare_at_price: spec.compare_at_price.clone(),
                 inventory_item_id: i_start + u.n - 1,
                 location_id: spec.location_id,
+                price_writes: 0,
             });
         }
     }
@@ -1033,7 +1067,7 @@ pub fn generate(m: &mut Shopify, spec: &Spec) -> Result<Summary, String> {
 
 // ---- a small GraphQL parser -------------------------------------------------------------------
 
-mod gql {
+pub(crate) mod gql {
     use serde_json::{json, Value};
 
     #[derive(Clone, Debug, PartialEq)]

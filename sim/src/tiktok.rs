@@ -3,7 +3,8 @@
 //! `sign`/`access_token`, the path and the raw body, wrapped in the app secret; a bad one is the
 //! real 401 `106001`), `x-tts-access-token`, `shop_cipher`, inventory update per SKU and
 //! warehouse, inventory search. Envelope: `{"code", "message", "data", "request_id"}`.
-//! The catalog (products search and detail, the catalog generator) is in `tiktok_catalog`.
+//! The catalog (products search and detail, the catalog generator) is in `tiktok_catalog`,
+//! prices (prices/update, shop regions and their currencies, promotion locks) in `tiktok_prices`.
 
 use crate::state::{random_token, State};
 use axum::body::Bytes;
@@ -38,6 +39,8 @@ pub struct TikTok {
     pub shop_apps: HashMap<String, String>,
     pub shop_ids: HashMap<String, String>,
     pub orders: HashMap<String, crate::tiktok_orders::Order>,
+    /// shop regions, price limits, promotion locks and price write counts
+    pub prices: crate::tiktok_prices::Prices,
 }
 
 /// The products by id. Reads go through `Deref`; every mutable access (`DerefMut`) moves the
@@ -69,7 +72,8 @@ impl std::ops::DerefMut for Products {
 }
 
 /// A listing with its catalog fields. Products made by the older admin call get defaults: title
-/// `Product {id}`, status `ACTIVATE`, each SKU's seller SKU its id, price 100.00 USD.
+/// `Product {id}`, status `ACTIVATE`, each SKU's seller SKU its id, price 100.00 in the shop
+/// region's currency (USD by default).
 #[derive(Clone, Debug)]
 pub struct Product {
     pub shop_cipher: String,
@@ -170,6 +174,7 @@ impl TikTok {
         let access = random_token("ROW_");
         let refresh = random_token("RT_");
         let expires = unix_now() + self.lifetime();
+        let region = self.prices.region_of(shop_cipher).code;
         self.access.insert(access.clone(), (shop_cipher.to_string(), expires));
         self.refresh
             .insert(refresh.clone(), (app_key.to_string(), shop_cipher.to_string()));
@@ -177,7 +182,7 @@ impl TikTok {
         self.issued.push(refresh.clone());
         json!({"access_token": access, "access_token_expire_in": expires, "refresh_token": refresh,
                "refresh_token_expire_in": unix_now() + 365 * 24 * 3600, "open_id": random_token("open-"),
-               "seller_name": "Sandbox shop", "seller_base_region": "MX", "user_type": 0})
+               "seller_name": "Sandbox shop", "seller_base_region": region, "user_type": 0})
     }
 
     pub fn new_code(&mut self, app_key: &str, shop_cipher: &str) -> String {
@@ -204,6 +209,7 @@ pub fn router() -> Router<Arc<State>> {
         .merge(crate::tiktok_orders::router())
         .route("/authorization/202309/shops", get(authorized_shops))
         .merge(crate::tiktok_catalog::router())
+        .merge(crate::tiktok_prices::router())
 }
 
 /// The shops the token was granted for (the app learns `shop_cipher` here).
@@ -212,8 +218,10 @@ async fn authorized_shops(AxState(state): AxState<Arc<State>>, uri: Uri, headers
         Ok(s) => s,
         Err(r) => return r,
     };
-    let id = state.tiktok.lock().shop_ids.get(&shop).cloned().unwrap_or_default();
-    ok(json!({"shops": [{"id": id, "cipher": shop, "name": "Sandbox shop", "region": "MX", "seller_type": "LOCAL"}]}))
+    let m = state.tiktok.lock();
+    let id = m.shop_ids.get(&shop).cloned().unwrap_or_default();
+    let region = m.prices.region_of(&shop).code;
+    ok(json!({"shops": [{"id": id, "cipher": shop, "name": "Sandbox shop", "region": region, "seller_type": "LOCAL"}]}))
 }
 
 /// Query parameters, percent-decoded.
@@ -498,6 +506,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::tiktok_orders::admin_router())
         .merge(crate::tiktok_catalog::admin_router())
+        .merge(crate::tiktok_prices::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -519,14 +528,23 @@ async fn admin_app(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) ->
     Json(json!({"ok": true})).into_response()
 }
 
-/// `{"app_key", "shop_cipher"}` -> the token grant plus an authorization `code`
+/// `{"app_key", "shop_cipher", "shop_id"?, "region"?}` -> the token grant plus an authorization
+/// `code`. `region` (US, GB, MX, ... see `tiktok_prices::REGIONS`) sets the shop's currency and
+/// price limits; without it the shop keeps its region (US at first).
 async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(k), Some(shop)) = (s(&b, "app_key"), s(&b, "shop_cipher")) else {
         return bad("app_key and shop_cipher are required");
     };
+    let region = match crate::tiktok_prices::region_field(&b) {
+        Ok(r) => r,
+        Err(e) => return bad(&e),
+    };
     let mut m = state.tiktok.lock();
     if !m.apps.contains_key(k) {
         return bad("unknown app_key");
+    }
+    if let Some(r) = region {
+        m.prices.set_region(shop, r);
     }
     let mut g = m.grant(k, shop);
     g["code"] = Value::String(m.new_code(k, shop));
@@ -541,11 +559,13 @@ async fn admin_shop(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -
 
 /// `{"shop_cipher", "product_id", "title"?, "status"?, "skus": [{"id", "warehouse_id", "quantity"?,
 /// "seller_sku"?, "price"?, "currency"?}]}`: creates (or replaces) a product. A SKU listed again
-/// with another warehouse gets that warehouse too. Defaults: see [`Product`].
+/// with another warehouse gets that warehouse too. Defaults: see [`Product`]; a `currency` other
+/// than the shop region's is refused.
 async fn admin_product(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let (Some(shop), Some(pid)) = (s(&b, "shop_cipher"), s(&b, "product_id")) else {
         return bad("shop_cipher and product_id are required");
     };
+    let currency = state.tiktok.lock().prices.region_of(shop).currency;
     let mut p = Product {
         shop_cipher: shop.to_string(),
         title: s(&b, "title").map_or_else(|| format!("Product {pid}"), str::to_string),
@@ -563,7 +583,10 @@ async fn admin_product(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
         };
         let q = sku.get("quantity").and_then(Value::as_i64).unwrap_or(0);
         if p.sku(id).is_none() {
-            let mut price = Price::default();
+            let mut price = Price {
+                currency: currency.to_string(),
+                ..Price::default()
+            };
             if let Some(amount) = s(sku, "price") {
                 if !crate::tiktok_catalog::is_decimal(amount) {
                     return bad("price must be decimal text such as \"19.99\"");
@@ -571,8 +594,8 @@ async fn admin_product(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
                 price.sale_price = amount.to_string();
                 price.tax_exclusive_price = amount.to_string();
             }
-            if let Some(currency) = s(sku, "currency") {
-                price.currency = currency.to_string();
+            if s(sku, "currency").is_some_and(|c| c != currency) {
+                return bad(&format!("currency must be the shop region's, {currency}"));
             }
             p.skus.push(Sku {
                 id: id.to_string(),
@@ -593,7 +616,7 @@ async fn admin_product(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
 }
 
 /// A SKU's stock (`quantity` over all warehouses, `warehouses` {id: quantity}), the writes its
-/// product received, and its catalog fields.
+/// product received, its catalog fields and its `price_writes`.
 async fn admin_sku(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) -> Response {
     let m = state.tiktok.lock();
     let found = m
@@ -607,7 +630,8 @@ async fn admin_sku(AxState(state): AxState<Arc<State>>, Path(id): Path<String>) 
             Json(
                 json!({"product_id": pid, "quantity": sku.total(), "warehouses": warehouses,
                         "product_writes": writes, "seller_sku": sku.seller_sku,
-                        "price": crate::tiktok_catalog::price_json(&sku.price)}),
+                        "price": crate::tiktok_catalog::price_json(&sku.price),
+                        "price_writes": m.prices.writes_of(&id)}),
             )
             .into_response()
         }
@@ -738,6 +762,54 @@ pub(crate) mod tests {
         assert!(r["data"]["access_token_expire_in"].as_i64().unwrap_or(0) > unix_now());
         let again = body_json(token_refresh(AxState(state), RawQuery(Some(q))).await).await;
         assert_eq!(again["code"], 36004005);
+    }
+
+    #[tokio::test]
+    async fn a_shop_s_region_is_set_by_the_admin_and_reported() {
+        let state = Arc::new(State::default());
+        state.tiktok.lock().apps.insert("key1".into(), "secret1".into());
+        let shop = |b: Value| admin_shop(AxState(state.clone()), Json(b));
+        let g = body_json(shop(json!({"app_key": "key1", "shop_cipher": "UK1", "region": "GB"})).await).await;
+        assert_eq!(g["seller_base_region"], "GB");
+        let g = body_json(shop(json!({"app_key": "key1", "shop_cipher": "US1"})).await).await;
+        assert_eq!(g["seller_base_region"], "US");
+        assert_eq!(
+            shop(json!({"app_key": "key1", "shop_cipher": "X", "region": "XX"}))
+                .await
+                .status(),
+            400
+        );
+        // authorized shops name it
+        let access = g["access_token"].as_str().unwrap_or_default().to_string();
+        let uri: Uri = {
+            let mut q: BTreeMap<String, String> = BTreeMap::new();
+            q.insert("app_key".into(), "key1".into());
+            q.insert("timestamp".into(), unix_now().to_string());
+            let sign = signing::tiktok_request("secret1", "/authorization/202309/shops", &q, b"");
+            format!(
+                "/authorization/202309/shops?app_key=key1&timestamp={}&sign={sign}",
+                q["timestamp"]
+            )
+            .parse()
+            .unwrap()
+        };
+        let r = body_json(authorized_shops(AxState(state.clone()), uri, token(&access), Bytes::new()).await).await;
+        assert_eq!(r["data"]["shops"][0]["region"], "US");
+        // products take the shop's currency; another is refused
+        let product = |shop: &str, currency: Option<&str>| {
+            let mut sku = json!({"id": format!("{shop}-S"), "warehouse_id": "WH-1"});
+            if let Some(c) = currency {
+                sku["currency"] = json!(c);
+            }
+            admin_product(
+                AxState(state.clone()),
+                Json(json!({"shop_cipher": shop, "product_id": format!("{shop}-P"), "skus": [sku]})),
+            )
+        };
+        assert_eq!(product("UK1", None).await.status(), 200);
+        assert_eq!(state.tiktok.lock().products["UK1-P"].skus[0].price.currency, "GBP");
+        assert_eq!(product("US1", Some("GBP")).await.status(), 400);
+        assert_eq!(product("US1", Some("USD")).await.status(), 200);
     }
 
     #[test]

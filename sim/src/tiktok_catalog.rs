@@ -2,7 +2,8 @@
 //! `status` and `seller_skus`), `GET /product/202309/products/{id}`, both signed and authorized
 //! like every shop call (`tiktok::verify`: sign, `x-tts-access-token`, `shop_cipher`, the per-shop
 //! rate limit; faults come from the middleware), and `POST /_admin/tiktok/catalog`, which builds
-//! a large catalog by the generation rule every marketplace's sandbox shares.
+//! a large catalog by the generation rule every marketplace's sandbox shares. The SKU prices
+//! served here are the ones `tiktok_prices` writes.
 //!
 //! Paging is strict where TikTok publishes nothing:
 //! - products come in ascending product id order (byte order; generated ids all have as many
@@ -18,6 +19,7 @@
 use crate::catalog_rule::{self, Common, Counts};
 use crate::state::State;
 use crate::tiktok::{envelope, ok, parse_query, verify, Price, Product, Sku};
+use crate::tiktok_prices::{region_field, Region};
 use axum::body::Bytes;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -210,7 +212,7 @@ impl Filter {
 /// `POST /product/202309/products/search?page_size=N&page_token=T` with `{"status"?,
 /// "seller_skus"?}`: the shop's products, whole (all their SKUs, even when `seller_skus` matched
 /// one), a page at a time.
-async fn search(AxState(state): AxState<Arc<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn search(AxState(state): AxState<Arc<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let shop = match verify(&state, &uri, &headers, &body) {
         Ok(s) => s,
         Err(r) => return r,
@@ -310,14 +312,16 @@ pub struct CatalogSpec {
     pub common: Common,
     pub first_id: u64,
     pub price: Price,
+    /// `region`, when given: it becomes the shop's
+    pub region: Option<&'static Region>,
     pub status: String,
     pub warehouse_id: String,
 }
 
 impl CatalogSpec {
     /// The body, read as TikTok Shop reads input: a null is an absent field; unknown fields are
-    /// ignored.
-    fn parse(b: &Value) -> Result<CatalogSpec, Response> {
+    /// ignored. `shop_region` is the shop's region before this call.
+    fn parse(b: &Value, shop_region: &'static Region) -> Result<CatalogSpec, Response> {
         let bad_req = |m: &str| bad(StatusCode::BAD_REQUEST, m);
         if !b.is_object() {
             return Err(bad_req("the body must be a JSON object"));
@@ -338,9 +342,14 @@ impl CatalogSpec {
         if !is_decimal(price) || !is_decimal(tax_exclusive) {
             return Err(bad_req("price must be decimal text such as \"19.99\""));
         }
-        let currency = text(b, "currency", "USD")?;
-        if currency.len() != 3 || !currency.bytes().all(|c| c.is_ascii_uppercase()) {
-            return Err(bad_req("currency must be an ISO 4217 code such as \"USD\""));
+        let region = region_field(b).map_err(|e| bad_req(&e))?;
+        let effective = region.unwrap_or(shop_region);
+        let currency = text(b, "currency", effective.currency)?;
+        if currency != effective.currency {
+            return Err(bad_req(&format!(
+                "currency must be the region's: {} for {}",
+                effective.currency, effective.code
+            )));
         }
         let status = text(b, "status", "ACTIVATE")?;
         if !STATUSES.contains(&status) {
@@ -366,6 +375,7 @@ impl CatalogSpec {
                 sale_price: price.to_string(),
                 tax_exclusive_price: tax_exclusive.to_string(),
             },
+            region,
             status: status.to_string(),
             warehouse_id: warehouse_id.to_string(),
             common,
@@ -416,11 +426,17 @@ pub fn generate(spec: &CatalogSpec) -> Generated {
 
 /// `POST /_admin/tiktok/catalog` `{"shop_cipher", "products", "first_id"?, "variations"?,
 /// "variations_every"?, "sku_prefix"?, "missing_sku_every"?, "duplicate_sku_every"?, "price"?,
-/// "tax_exclusive_price"?, "currency"?, "stock"?, "status"?, "warehouse_id"?}` → `{"products",
-/// "units", "without_sku", "duplicated"}`. Adds to the shop's catalog; an id already in use (any
-/// shop's product or SKU) is 409 and nothing is created.
+/// "tax_exclusive_price"?, "region"?, "currency"?, "stock"?, "status"?, "warehouse_id"?}` →
+/// `{"products", "units", "without_sku", "duplicated"}`. Adds to the shop's catalog; an id already
+/// in use (any shop's product or SKU) is 409 and nothing is created. `region` becomes the shop's
+/// (see `tiktok_prices::REGIONS`); `currency` defaults to, and must be, the region's. Prices are
+/// not held to the region's limits, so a test can build a catalog the price API would refuse.
 async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
-    let spec = match CatalogSpec::parse(&b) {
+    let shop_region = {
+        let shop = b.get("shop_cipher").and_then(Value::as_str).unwrap_or("");
+        state.tiktok.lock().prices.region_of(shop)
+    };
+    let spec = match CatalogSpec::parse(&b, shop_region) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -448,6 +464,9 @@ async fn admin_catalog(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>
         );
     }
     m.products.extend(generated.products);
+    if let Some(r) = spec.region {
+        m.prices.set_region(&spec.shop_cipher, r);
+    }
     Json(generated.counts.to_json()).into_response()
 }
 
@@ -532,7 +551,7 @@ mod tests {
             &state,
             json!({"shop_cipher": "CIPHER", "products": 10, "first_id": 5000, "variations": 4,
                    "variations_every": 3, "sku_prefix": "P", "missing_sku_every": 5,
-                   "duplicate_sku_every": 4, "price": "19.99", "currency": "MXN", "stock": 7,
+                   "duplicate_sku_every": 4, "price": "19.99", "region": "MX", "currency": "MXN", "stock": 7,
                    "status": "SELLER_DEACTIVATED", "warehouse_id": "WH-9"}),
         )
         .await;
@@ -577,8 +596,16 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(state.tiktok.lock().products.len(), 10);
-        // defaults; variations without variations_every: one SKU each
-        let (_, r) = catalog(&state, json!({"shop_cipher": "CIPHER", "products": 3, "variations": 5})).await;
+        // the region given became the shop's: its next catalog is in MXN too
+        let (_, r) = catalog(
+            &state,
+            json!({"shop_cipher": "CIPHER", "products": 1, "first_id": 6000}),
+        )
+        .await;
+        assert_eq!(r["products"], 1);
+        assert_eq!(state.tiktok.lock().products["6000"].skus[0].price.currency, "MXN");
+        // defaults (shop OTHER has no region: US); variations without variations_every: one SKU each
+        let (_, r) = catalog(&state, json!({"shop_cipher": "OTHER", "products": 3, "variations": 5})).await;
         assert_eq!(r, json!({"products": 3, "units": 3, "without_sku": 0, "duplicated": 0}));
         let m = state.tiktok.lock();
         let p = &m.products["1729000000000000"];
@@ -602,6 +629,9 @@ mod tests {
             json!({"shop_cipher": "CIPHER", "products": 1, "status": "ACTIVE"}),
             json!({"shop_cipher": "CIPHER", "products": 1, "stock": 99_999}),
             json!({"shop_cipher": "CIPHER", "products": 1, "currency": "usd"}),
+            json!({"shop_cipher": "CIPHER", "products": 1, "currency": "MXN"}),
+            json!({"shop_cipher": "CIPHER", "products": 1, "region": "GB", "currency": "USD"}),
+            json!({"shop_cipher": "CIPHER", "products": 1, "region": "XX"}),
             json!({"shop_cipher": "CIPHER", "products": 2_000_000}),
             json!({"shop_cipher": "CIPHER", "products": 10, "first_id": u64::MAX - 5}),
         ] {
