@@ -148,6 +148,153 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION integ.adjust_stock(text, text, numeric) FROM PUBLIC;
 
+-- Installs the triggers that turn every committed price change of an EGDC table into price
+-- pushes to the product's listings. The price may live in another table than the stock; it must
+-- be numeric or an integer type: money is never a float.
+CREATE FUNCTION integ.track_prices(products regclass, tenant_column name, product_column name, price_column name,
+                                   currency_column name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col name;
+    price_type regtype;
+    currency_type regtype;
+    cols name[] := ARRAY[tenant_column, product_column, price_column];
+BEGIN
+    PERFORM integ.require_tenant(NULL);
+    IF products IS NULL OR tenant_column IS NULL OR product_column IS NULL OR price_column IS NULL THEN
+        RAISE EXCEPTION 'integ.track_prices: products, tenant_column, product_column and price_column may not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = products AND relkind IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'integ.track_prices: % is not a table', products USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF currency_column IS NOT NULL THEN
+        cols := cols || currency_column;
+    END IF;
+    IF (SELECT count(DISTINCT c) FROM unnest(cols) c) <> cardinality(cols) THEN
+        RAISE EXCEPTION 'integ.track_prices: tenant, product, price (and currency) must be different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY cols LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = products AND attname = col AND attnum > 0 AND NOT attisdropped) THEN
+            RAISE EXCEPTION 'integ.track_prices: table % has no column "%"', products, col
+                USING ERRCODE = 'undefined_column';
+        END IF;
+    END LOOP;
+    SELECT atttypid::regtype INTO price_type FROM pg_attribute
+     WHERE attrelid = products AND attname = price_column AND attnum > 0 AND NOT attisdropped;
+    IF price_type NOT IN ('numeric'::regtype, 'smallint'::regtype, 'integer'::regtype, 'bigint'::regtype) THEN
+        RAISE EXCEPTION 'integ.track_prices: price column "%" is %: a price must be numeric (or an integer type), never a float or text',
+                        price_column, price_type USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF currency_column IS NOT NULL THEN
+        SELECT atttypid::regtype INTO currency_type FROM pg_attribute
+         WHERE attrelid = products AND attname = currency_column AND attnum > 0 AND NOT attisdropped;
+        IF currency_type NOT IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
+            RAISE EXCEPTION 'integ.track_prices: currency column "%" is %, expected text (an ISO 4217 code such as MXN)',
+                            currency_column, currency_type USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_price ON %s', products);
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_price_update ON %s', products);
+    IF currency_column IS NULL THEN
+        EXECUTE format('CREATE TRIGGER integ_track_price AFTER INSERT OR DELETE ON %s
+                        FOR EACH ROW EXECUTE FUNCTION integ.track_price(%L, %L, %L)',
+                       products, tenant_column, product_column, price_column);
+        EXECUTE format('CREATE TRIGGER integ_track_price_update AFTER UPDATE OF %1$I, %2$I, %3$I ON %4$s
+                        FOR EACH ROW EXECUTE FUNCTION integ.track_price(%1$L, %2$L, %3$L)',
+                       tenant_column, product_column, price_column, products);
+    ELSE
+        EXECUTE format('CREATE TRIGGER integ_track_price AFTER INSERT OR DELETE ON %s
+                        FOR EACH ROW EXECUTE FUNCTION integ.track_price(%L, %L, %L, %L)',
+                       products, tenant_column, product_column, price_column, currency_column);
+        EXECUTE format('CREATE TRIGGER integ_track_price_update AFTER UPDATE OF %1$I, %2$I, %3$I, %4$I ON %5$s
+                        FOR EACH ROW EXECUTE FUNCTION integ.track_price(%1$L, %2$L, %3$L, %4$L)',
+                       tenant_column, product_column, price_column, currency_column, products);
+    END IF;
+
+    INSERT INTO integ.tracked_price_tables (relid, table_name, tenant_column, product_column, price_column, currency_column)
+    VALUES (products, products::text, tenant_column, product_column, price_column, currency_column)
+    ON CONFLICT (relid) DO UPDATE
+       SET table_name = EXCLUDED.table_name, tenant_column = EXCLUDED.tenant_column,
+           product_column = EXCLUDED.product_column, price_column = EXCLUDED.price_column,
+           currency_column = EXCLUDED.currency_column;
+
+    -- Bring already-mapped listings to the table's current price.
+    EXECUTE format('SELECT count(integ.enqueue_price(t.%1$I::text, t.%2$I::text, t.%3$I::numeric, %4$s)) FROM %5$s t
+                     WHERE EXISTS (SELECT 1 FROM integ.listings l
+                                    WHERE l.tenant_id = t.%1$I::text AND l.product_id = t.%2$I::text)',
+                   tenant_column, product_column, price_column,
+                   CASE WHEN currency_column IS NULL THEN 'NULL::text' ELSE format('t.%I::text', currency_column) END,
+                   products);
+END
+$$;
+
+CREATE FUNCTION integ.untrack_prices(products regclass)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM integ.require_tenant(NULL);
+    IF NOT EXISTS (SELECT 1 FROM integ.tracked_price_tables WHERE relid = products) THEN
+        RAISE EXCEPTION 'integ.untrack_prices: % is not tracked', products USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_price ON %s', products);
+    EXECUTE format('DROP TRIGGER IF EXISTS integ_track_price_update ON %s', products);
+    DELETE FROM integ.tracked_price_tables WHERE relid = products;
+    -- without a price table left, prices are no longer synced
+    IF NOT EXISTS (SELECT 1 FROM integ.tracked_price_tables) THEN
+        UPDATE integ.listings SET desired_price = NULL, price_currency = NULL, desired_price_lsn = NULL
+         WHERE desired_price_lsn IS NOT NULL;
+    END IF;
+END
+$$;
+
+-- EGDC's price of one product (and its currency) as the first tracked price table that has it
+-- holds it now; tracked = false when none has it. (Not `found`: PL/pgSQL's own FOUND.)
+CREATE FUNCTION integ.tracked_price(p_tenant text, p_product text, OUT tracked boolean, OUT price numeric, OUT currency text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    n bigint;
+BEGIN
+    tracked := false;
+    FOR t IN SELECT tt.* FROM integ.tracked_price_tables tt JOIN pg_class c ON c.oid = tt.relid ORDER BY tt.created_at LOOP
+        EXECUTE format('SELECT %I::numeric, %s FROM %s WHERE %I::text = $1 AND %I::text = $2 LIMIT 1',
+                       t.price_column,
+                       CASE WHEN t.currency_column IS NULL THEN 'NULL::text' ELSE format('%I::text', t.currency_column) END,
+                       t.relid::regclass, t.tenant_column, t.product_column)
+           INTO price, currency USING p_tenant, p_product;
+        GET DIAGNOSTICS n = ROW_COUNT;  -- EXECUTE does not set FOUND
+        IF n > 0 THEN
+            tracked := true;
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION integ.seed_listing_price(p_tenant text, p_product text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record := integ.tracked_price(p_tenant, p_product);
+BEGIN
+    IF NOT p.tracked THEN
+        RETURN false;
+    END IF;
+    PERFORM integ.enqueue_price(p_tenant, p_product, p.price, p.currency);
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION integ.tracked_price(text, text), integ.seed_listing_price(text, text) FROM PUBLIC;
+
 -- Puts dead jobs back in the queue (one per listing; a listing that already has a pending job
 -- needs none). Returns how many listings will be retried.
 CREATE FUNCTION integ.retry_dead(tenant_id text DEFAULT NULL, marketplace text DEFAULT NULL)
@@ -639,6 +786,7 @@ SELECT c.tenant_id, c.marketplace, 'product', NULL, NULL, NULL, t.product_id,
 
 -- Internal: used by the SECURITY DEFINER functions above, never by the application directly.
 REVOKE EXECUTE ON FUNCTION integ.enqueue_stock(text, text, numeric) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION integ.enqueue_price(text, text, numeric, text) FROM PUBLIC;
 
 -- ---- Roles, privileges and tenant isolation ---------------------------------------------------
 -- integ_operator configures everything for every tenant; integ_application calls the sync,
@@ -676,6 +824,7 @@ GRANT EXECUTE ON FUNCTION
     integ.connect(text, text, jsonb, jsonb), integ.disconnect(text, text),
     integ.map_product(text, text, text, text, jsonb),
     integ.track_inventory(regclass, name, name, name), integ.untrack_inventory(regclass),
+    integ.track_prices(regclass, name, name, name, name), integ.untrack_prices(regclass),
     integ.retry_dead(text, text), integ.pause(text, text), integ.resume(text, text),
     integ.resolve_conflict(bigint, text), integ.limiter_usage(), integ.register_app(text, jsonb, jsonb),
     integ.rotate_webhook_secret(text, text, text, interval)
@@ -683,7 +832,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT SELECT ON integ.status, integ.rate_limits, integ.credentials TO integ_operator, integ_application;
 GRANT SELECT ON integ.connections, integ.listings, integ.sync_jobs, integ.sync_log, integ.webhooks,
-                integ.order_lines, integ.conflicts, integ.tracked_tables, integ.alerts
+                integ.order_lines, integ.conflicts, integ.tracked_tables, integ.tracked_price_tables, integ.alerts
     TO integ_operator, integ_application;
 GRANT UPDATE ON integ.connections, integ.listings, integ.conflicts TO integ_operator;
 GRANT EXECUTE ON FUNCTION integ.acknowledge_alert(bigint) TO integ_operator;

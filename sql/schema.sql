@@ -54,6 +54,19 @@ CREATE TABLE integ.listings (
     -- what the marketplace said it holds after our last push
     remote_stock      integer,
     created_at        timestamptz NOT NULL DEFAULT now(),
+    -- EGDC's latest price (before the channel's price rules) and its currency, when a tracked
+    -- price table has the product (desired_price_lsn set; desired_price NULL: EGDC's is NULL)
+    desired_price     numeric,
+    price_currency    text,
+    desired_price_at  timestamptz,
+    desired_price_lsn bigint,
+    -- the price last published (after the rules), and what the marketplace last said it shows
+    last_pushed_price numeric,
+    last_pushed_price_at timestamptz,
+    remote_price      numeric,
+    -- the desired_price_lsn whose price the rules refused (NULL, negative, another currency):
+    -- dead-lettered once, not again until EGDC's price changes
+    price_refused_lsn bigint,
     UNIQUE (tenant_id, marketplace, product_id)
 ) WITH (fillfactor = 50);  -- room on each page so desired-stock updates are HOT (no index writes)
 -- pattern_ops: the same equality, compared bytewise rather than through the database's
@@ -85,7 +98,9 @@ CREATE TABLE integ.sync_jobs (
     -- written a newer stock meanwhile. Kept here, not in a worker's memory, so a crash between
     -- recording the job and that look loses nothing.
     recheck          boolean NOT NULL DEFAULT false,
-    recheck_stock    integer
+    recheck_stock    integer,
+    -- made for a price change: the stock goes too only if it differs from the last one pushed
+    price_only       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX sync_jobs_recheck ON integ.sync_jobs (id) WHERE recheck;
 CREATE UNIQUE INDEX sync_jobs_one_pending ON integ.sync_jobs (listing_id) WHERE state = 'pending';
@@ -114,7 +129,10 @@ CREATE TABLE integ.sync_log (
     attempt       integer,
     error         text,
     -- EGDC's stock the pushed value was computed from (the channel's stock rules make them differ)
-    egdc_stock    integer
+    egdc_stock    integer,
+    -- price operations: the price sent (after the channel's price rules) and EGDC's it came from
+    price         numeric,
+    egdc_price    numeric
 );
 CREATE INDEX sync_log_by_connection ON integ.sync_log (connection_id, id);
 CREATE INDEX sync_log_by_listing ON integ.sync_log (listing_id, id);
@@ -251,6 +269,17 @@ CREATE TABLE integ.tracked_tables (
     product_column name NOT NULL,
     stock_column   name NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Price tables watched by integ.track_prices (the price may live apart from the stock).
+CREATE TABLE integ.tracked_price_tables (
+    relid           oid PRIMARY KEY,
+    table_name      text NOT NULL,
+    tenant_column   name NOT NULL,
+    product_column  name NOT NULL,
+    price_column    name NOT NULL,
+    currency_column name,
+    created_at      timestamptz NOT NULL DEFAULT now()
 );
 
 -- Whether stock changes were being captured by WAL message, and the slot position the capture

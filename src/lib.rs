@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limits;
 pub mod marketplaces;
 pub mod outbox;
+pub mod price_rules;
 pub mod push;
 pub mod reconcile;
 pub mod rules;

@@ -215,7 +215,7 @@ fn connect_rejects_unknown_conflict_strategies() {
 }
 
 #[pg_test(
-    error = "mercadolibre settings: unknown key \"conflict_stratgy\" (allowed: base_url, conflict_strategy, rate_limit, stock_rules)"
+    error = "mercadolibre settings: unknown key \"conflict_stratgy\" (allowed: base_url, conflict_strategy, price_rules, rate_limit, stock_rules)"
 )]
 fn connect_refuses_a_misspelt_settings_key() {
     key();
@@ -226,7 +226,7 @@ fn connect_refuses_a_misspelt_settings_key() {
     .unwrap();
 }
 
-#[pg_test(error = "authorize options: shopify settings: unknown key \"colour\" (allowed: base_url, conflict_strategy, rate_limit, stock_rules, api_version)")]
+#[pg_test(error = "authorize options: shopify settings: unknown key \"colour\" (allowed: base_url, conflict_strategy, price_rules, rate_limit, stock_rules, api_version, location_id)")]
 fn authorize_url_refuses_unknown_connection_settings() {
     key();
     Spi::run(

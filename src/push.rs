@@ -52,13 +52,14 @@ pub fn prepare(
         PushRequest {
             base_url,
             external_id: listing.external_id.to_string(),
-            listing_settings: crate::rules::without_rules(listing.listing_settings),
+            listing_settings: crate::price_rules::without_rules(&crate::rules::without_rules(listing.listing_settings)),
             quantity: quantity as i64,
             access_token,
             credentials,
             idempotency_key,
             last_known: listing.last_known.map(i64::from),
             connection_settings: listing.connection_settings.clone(),
+            price: None,
         },
     ))
 }

@@ -115,6 +115,7 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             product_id: "",
             external_id: "",
             egdc_stock: None,
+            price: None,
         };
         match grant {
             Ok(g) => {

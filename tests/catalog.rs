@@ -334,10 +334,27 @@ fn an_import_survives_an_immediate_stop_and_a_cancelled_one_stops_calling() {
     // 30 calls a second, one at a time (no burst)
     env.add_tenant("slow", 5002, json!({"rate_limit": "30/s"}));
     catalog(&env, 5002, 3_000, json!({}));
+    // a listing of the same connection, mapped before the import
+    env.db()
+        .batch_execute(&format!(
+            "INSERT INTO inventory VALUES ('slow', 'PROBE', 1);
+             SELECT integ.map_product('slow', 'mercadolibre', 'PROBE', '{}')",
+            item(5002, 1)
+        ))
+        .expect("probe");
+    env.wait_for(10, "the probe's first push", || {
+        env.sim.item_quantity(&item(5002, 1)) == Some(1)
+    });
     let id = import(&env, "slow");
     env.wait_for(30, "a few pages", || {
         env.scalar_i64(&format!("SELECT pages FROM integ.imports WHERE id = {id}")) >= 5
     });
+    // the import takes only what pushes leave: a stock change goes out before it ends
+    env.set_stock_of("slow", "PROBE", 2);
+    env.wait_for(2, "the push made during the import", || {
+        env.sim.item_quantity(&item(5002, 1)) == Some(2)
+    });
+    assert_eq!(import_state(&env, id), "running", "the push overtook the import");
     env.pg.stop("immediate");
     env.pg.pg_ctl_start();
     env.reconnect();
@@ -387,6 +404,11 @@ fn an_expired_scroll_id_starts_the_pass_again_and_adopt_takes_the_marketplaces_n
     assert_eq!(
         env.scalar_i64(&format!("SELECT passes::bigint FROM integ.imports WHERE id = {id}")),
         2
+    );
+    assert_eq!(
+        env.scalar_i64(&format!("SELECT listings_seen FROM integ.imports WHERE id = {id}")),
+        1_500,
+        "each listing counted once, though the pass started again"
     );
     assert_eq!(
         env.scalar_i64("SELECT count(*) FROM integ.remote_listings WHERE tenant_id = 'scroll' AND gone_at IS NULL"),

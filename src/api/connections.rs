@@ -57,6 +57,7 @@ pub(crate) fn check_settings(
     marketplaces::check_setting_keys(connector, obj)?;
     marketplaces::base_url(connector, settings, allowed_hosts)?;
     crate::rules::validate(settings)?;
+    crate::price_rules::validate(settings)?;
     crate::inbound::drift::validate(settings)?;
     match settings.get("rate_limit") {
         None | Some(serde_json::Value::Null) => Ok(()),
@@ -192,7 +193,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("(allowed: base_url, conflict_strategy, rate_limit, stock_rules)"),
+            e.contains("(allowed: base_url, conflict_strategy, price_rules, rate_limit, stock_rules)"),
             "{e}"
         );
         let e = check(Marketplace::Shopify, json!({"colour": "red"})).expect_err("unknown");

@@ -23,8 +23,10 @@ fn map_product(
         invalid("settings must be a JSON object");
     }
     crate::rules::validate(&settings.0).unwrap_or_else(|e| invalid(e));
+    crate::price_rules::validate(&settings.0).unwrap_or_else(|e| invalid(e));
+    let plain = crate::price_rules::without_rules(&crate::rules::without_rules(&settings.0));
     connector
-        .check_listing(external_id, &crate::rules::without_rules(&settings.0))
+        .check_listing(external_id, &plain)
         .unwrap_or_else(|e| invalid(e));
     let connection_id = first::<i64>(
         "SELECT id FROM integ.connections WHERE tenant_id = $1 AND marketplace = $2",
@@ -44,6 +46,8 @@ fn map_product(
                 connection_id = EXCLUDED.connection_id,
                 -- a different listing: nothing we knew about the old one holds
                 last_pushed_stock = CASE WHEN l.external_id = EXCLUDED.external_id THEN l.last_pushed_stock END,
+                last_pushed_price = CASE WHEN l.external_id = EXCLUDED.external_id THEN l.last_pushed_price END,
+                price_refused_lsn = NULL,
                 remote_stock = CASE WHEN l.external_id = EXCLUDED.external_id AND l.settings = EXCLUDED.settings
                                     THEN l.remote_stock END
          RETURNING l.id",
@@ -58,11 +62,11 @@ fn map_product(
     )
     .or_raise("storing the listing")
     .unwrap_or_else(|| invalid("could not store the listing"));
-    // Seed EGDC's current stock from any tracked inventory table, which also enqueues a push.
+    // Seed EGDC's current stock and price from the tracked tables, which also enqueues a push.
     Spi::run_with_args(
-        "SELECT integ.seed_listing_stock($1, $2)",
+        "SELECT integ.seed_listing_stock($1, $2), integ.seed_listing_price($1, $2)",
         &[tenant_id.into(), product_id.into()],
     )
-    .or_raise("reading current stock");
+    .or_raise("reading current stock and price");
     id
 }

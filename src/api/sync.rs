@@ -163,6 +163,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         product_id,
         external_id: &l.external_id,
         egdc_stock: Some(egdc),
+        price: None,
     };
     // Failures before any request was sent: logged, reported, nothing else changes.
     let failed = |e: String| {

@@ -3,6 +3,73 @@
 
 /// Prefix of our messages; other prefixes (anyone's `pg_logical_emit_message`) are skipped.
 pub const PREFIX: &std::ffi::CStr = c"integ.stock";
+/// Prefix of price messages (`integ.track_price`).
+pub const PRICE_PREFIX: &std::ffi::CStr = c"integ.price";
+/// Marks a price message's content in the collector (UTF-8 text never starts with 0xFF).
+pub const PRICE_MARK: u8 = 0xFF;
+
+/// `tenant NUL product NUL price NUL currency`: the price as numeric text ("" for NULL), the
+/// currency "" when none.
+pub fn encode_price(tenant: &[u8], product: &[u8], price: Option<&str>, currency: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tenant.len() + product.len() + 24);
+    for (i, part) in [
+        tenant,
+        product,
+        price.unwrap_or("").as_bytes(),
+        currency.unwrap_or("").as_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// (tenant, product, price, currency) of a price message.
+pub fn decode_price(content: &[u8]) -> Result<(String, String, Option<String>, Option<String>), String> {
+    let parts: Vec<&[u8]> = content.split(|b| *b == 0).collect();
+    let [tenant, product, price, currency] = parts.as_slice() else {
+        return Err("a price message must have four NUL-separated parts".into());
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "a price message is not UTF-8".to_string());
+    let optional = |b: &[u8]| text(b).map(|t| (!t.is_empty()).then_some(t));
+    let price = optional(price)?;
+    if price
+        .as_deref()
+        .is_some_and(|p| rust_decimal::Decimal::from_str_exact(p).is_err() && p.parse::<f64>().is_err())
+    {
+        return Err("a price message's price is not a number".into());
+    }
+    Ok((text(tenant)?, text(product)?, price, optional(currency)?))
+}
+
+/// One price change read back, stamped with its transaction's commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceChange {
+    pub tenant: String,
+    pub product: String,
+    /// numeric text; None: NULL
+    pub price: Option<String>,
+    pub currency: Option<String>,
+    pub commit_lsn: u64,
+    pub commit_time_us: i64,
+}
+
+/// The latest price change of each (tenant, product), in key order.
+pub fn latest_price_per_product(changes: Vec<PriceChange>) -> Vec<PriceChange> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<PriceChange> = changes
+        .into_iter()
+        .rev()
+        .filter(|c| seen.insert((c.tenant.clone(), c.product.clone())))
+        .collect();
+    out.sort_unstable_by(|a, b| (&a.tenant, &a.product).cmp(&(&b.tenant, &b.product)));
+    out
+}
 
 /// `tenant NUL product NUL stock`: text columns cannot hold NUL, so the split is unambiguous.
 pub fn encode(tenant: impl AsRef<[u8]>, product: impl AsRef<[u8]>, stock: i32) -> Vec<u8> {
@@ -49,6 +116,8 @@ pub struct StockChange {
 pub struct Collector {
     pending: std::collections::HashMap<u32, Vec<(u64, Vec<u8>)>>,
     pub malformed: Vec<String>,
+    /// Price changes of committed transactions, until the capture worker applies them.
+    pub committed_prices: Vec<PriceChange>,
 }
 
 impl Collector {
@@ -68,6 +137,20 @@ impl Collector {
         messages.sort_by_key(|(lsn, _)| *lsn);
         let mut out = Vec::with_capacity(messages.len());
         for (_, content) in messages {
+            if let Some((&PRICE_MARK, price)) = content.split_first() {
+                match decode_price(price) {
+                    Ok((tenant, product, price, currency)) => self.committed_prices.push(PriceChange {
+                        tenant,
+                        product,
+                        price,
+                        currency,
+                        commit_lsn,
+                        commit_time_us,
+                    }),
+                    Err(e) => self.malformed.push(e),
+                }
+                continue;
+            }
             match decode(&content) {
                 Ok((tenant, product, stock)) => out.push(StockChange {
                     tenant,
@@ -153,6 +236,29 @@ mod tests {
         assert_eq!(c.oldest_pending(), None);
         assert_eq!(c.pending_transactions(), 0);
         assert!(c.commit(30, &[], 300, 0).is_empty());
+    }
+
+    #[test]
+    fn price_messages_round_trip_and_are_collected_apart() {
+        let e = encode_price(b"acme", b"sku-1", Some("100.50"), Some("MXN"));
+        assert_eq!(
+            decode_price(&e).unwrap(),
+            ("acme".into(), "sku-1".into(), Some("100.50".into()), Some("MXN".into()))
+        );
+        let null = encode_price(b"acme", b"sku-1", None, None);
+        assert_eq!(decode_price(&null).unwrap().2, None);
+        assert!(decode_price(b"acme\0p\0abc\0").is_err());
+        assert!(decode_price(b"acme\0p\x001").is_err());
+        let mut c = Collector::default();
+        let mut marked = vec![PRICE_MARK];
+        marked.extend(encode_price(b"t", b"p1", Some("9.99"), None));
+        c.message(1, 10, &encode("t", "p1", 3));
+        c.message(1, 11, &marked);
+        let stock = c.commit(1, &[], 20, 5);
+        assert_eq!(stock.len(), 1);
+        assert_eq!(c.committed_prices.len(), 1);
+        assert_eq!(c.committed_prices[0].price.as_deref(), Some("9.99"));
+        assert_eq!(c.committed_prices[0].commit_lsn, 20);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Both stamp `listings.desired_lsn`, so a message read late never overwrites a newer change.
 
 pub mod message;
+pub mod price;
 pub mod wal;
 
 use crate::shmem;
@@ -69,7 +70,7 @@ const APPLY: &str = "WITH m AS (
 /// For the rest of the current transaction (SET LOCAL), plans made are index probes: every
 /// join of APPLY is one per change, and estimates from tables that were small when the plan
 /// was made must not turn them into scans of every listing or every pending job.
-fn probes_only() {
+pub(crate) fn probes_only() {
     for name in [
         c"enable_seqscan",
         c"enable_hashjoin",
@@ -202,7 +203,7 @@ fn extension_owner() -> pg_sys::Oid {
 
 /// Restores the session user when dropped (also during an error's unwinding; an aborted
 /// transaction restores it too).
-struct UserSwitch {
+pub(crate) struct UserSwitch {
     user: pg_sys::Oid,
     context: i32,
 }
@@ -210,7 +211,7 @@ struct UserSwitch {
 impl UserSwitch {
     /// Acts as the extension's owner, the way PostgreSQL's own RI triggers act as the table's
     /// owner: the application needs no privilege on the outbox tables.
-    fn to_owner() -> Self {
+    pub(crate) fn to_owner() -> Self {
         let owner = extension_owner();
         let mut user = pg_sys::Oid::INVALID;
         let mut context = 0;
@@ -232,7 +233,11 @@ impl Drop for UserSwitch {
 }
 
 /// One column of a tuple as its type's output function prints it, None when NULL.
-unsafe fn column_output(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<Vec<u8>> {
+pub(crate) unsafe fn column_output(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnum: i32,
+) -> Option<Vec<u8>> {
     let p = pg_sys::SPI_getvalue(tuple, desc, attnum);
     if p.is_null() {
         return None;
@@ -248,7 +253,11 @@ unsafe fn column_type(desc: pg_sys::TupleDesc, attnum: i32) -> pg_sys::Oid {
 
 /// A key column's bytes, None when NULL. text and varchar are read from the datum itself (the
 /// bytes their output function would copy); other types go through their output function.
-unsafe fn column_key(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<Vec<u8>> {
+pub(crate) unsafe fn column_key(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnum: i32,
+) -> Option<Vec<u8>> {
     let typ = column_type(desc, attnum);
     if typ != pg_sys::TEXTOID && typ != pg_sys::VARCHAROID {
         return column_output(tuple, desc, attnum);
@@ -291,7 +300,7 @@ unsafe extern "C-unwind" {
 
 /// True when a column holds the same bytes in both tuples (false may still mean equal, e.g.
 /// a value stored compressed in one: the caller then compares the texts).
-unsafe fn same_value(
+pub(crate) unsafe fn same_value(
     a: *mut pg_sys::HeapTupleData,
     b: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
@@ -411,7 +420,7 @@ unsafe extern "C-unwind" {
 /// transaction id assigned before, so a transaction that saw the flag set is always read.
 /// Background workers (orders applied by our own workers) keep the table path: their change
 /// is visible in the listings the moment they commit.
-fn by_message() -> bool {
+pub(crate) fn by_message() -> bool {
     if !shmem::capture_by_message() || unsafe { pg_sys::IsBackgroundWorker } {
         return false;
     }
@@ -420,10 +429,14 @@ fn by_message() -> bool {
 }
 
 fn emit(tenant: &[u8], product: &[u8], stock: i32) {
-    let payload = message::encode(tenant, product, stock);
+    emit_message(message::PREFIX, &message::encode(tenant, product, stock));
+}
+
+/// A transactional logical message with our `prefix`, read back by the capture worker.
+pub(crate) fn emit_message(prefix: &CStr, payload: &[u8]) {
     unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            LogLogicalMessage(message::PREFIX.as_ptr(), payload.as_ptr().cast(), payload.len(), true)
+            LogLogicalMessage(prefix.as_ptr(), payload.as_ptr().cast(), payload.len(), true)
         });
     }
 }

@@ -5,7 +5,7 @@
 //! application's own row changes cost a record header each, not a decoding pass. A physical
 //! replication slot keeps the WAL from the oldest undecided message on.
 
-use super::message::{Collector, StockChange, PREFIX};
+use super::message::{Collector, StockChange, PREFIX, PRICE_MARK, PRICE_PREFIX};
 use pgrx::pg_sys;
 use pgrx::PgTryBuilder;
 use std::ffi::{c_char, c_int, CStr};
@@ -162,11 +162,16 @@ unsafe fn on_record(
             let Some(content) = data.get(prefix_end..prefix_end.saturating_add(message_size)) else {
                 return;
             };
-            if db == my_db.to_u32()
-                && transactional
-                && data.get(LOGICAL_MESSAGE_HEADER..prefix_end) == Some(PREFIX.to_bytes_with_nul())
-            {
-                collector.message(header.xl_xid.into_inner(), lsn, content);
+            if db == my_db.to_u32() && transactional {
+                let prefix = data.get(LOGICAL_MESSAGE_HEADER..prefix_end);
+                if prefix == Some(PREFIX.to_bytes_with_nul()) {
+                    collector.message(header.xl_xid.into_inner(), lsn, content);
+                } else if prefix == Some(PRICE_PREFIX.to_bytes_with_nul()) {
+                    let mut marked = Vec::with_capacity(content.len() + 1);
+                    marked.push(PRICE_MARK);
+                    marked.extend_from_slice(content);
+                    collector.message(header.xl_xid.into_inner(), lsn, &marked);
+                }
             }
         }
         pg_sys::RmgrIds::RM_XACT_ID => {

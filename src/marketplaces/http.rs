@@ -166,6 +166,23 @@ pub fn error_text(reply: &Reply) -> String {
         if let Some(e) = field("error") {
             parts.push(format!("({e})"));
         }
+        // MercadoLibre's reasons: `cause[]{code, message}` (the part that says what was wrong)
+        let causes: Vec<String> = v
+            .get("cause")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let text = |k: &str| c.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+                match (text("code"), text("message")) {
+                    (Some(code), Some(m)) => Some(format!("{code}: {m}")),
+                    (code, m) => code.or(m).map(str::to_string),
+                }
+            })
+            .collect();
+        if !causes.is_empty() {
+            parts.push(format!("— {}", causes.join("; ")));
+        }
         parts.join(" ")
     });
     let detail = detail.filter(|d| !d.is_empty()).unwrap_or_else(|| {
@@ -229,6 +246,14 @@ mod tests {
             r#"{"message":"quantity invalid","error":"bad_request","status":400,"cause":["x"]}"#,
         );
         assert_eq!(error_text(&r), "HTTP 400 quantity invalid (bad_request)");
+        let ml = reply(
+            400,
+            r#"{"message":"Validation error","error":"validation_error","status":400,"cause":[{"code":"item.price.invalid","message":"price 4.99 is below the minimum price 5 of site MLM"}]}"#,
+        );
+        assert_eq!(
+            error_text(&ml),
+            "HTTP 400 Validation error (validation_error) — item.price.invalid: price 4.99 is below the minimum price 5 of site MLM"
+        );
         assert_eq!(
             error_text(&reply(502, "<html>oops</html>")),
             "HTTP 502 non-JSON error body"

@@ -12,7 +12,7 @@ pub struct MercadoLibre;
 
 /// How a listing's stock is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListingKind {
+pub(super) enum ListingKind {
     Item,
     Variation(i64),
     UserProduct,
@@ -24,7 +24,7 @@ fn looks_like_user_product(id: &str) -> bool {
     b.len() > 4 && b[..3].iter().all(u8::is_ascii_uppercase) && b[3] == b'U' && b[4..].iter().all(u8::is_ascii_digit)
 }
 
-fn listing_kind(external_id: &str, settings: &Value) -> Result<ListingKind, String> {
+pub(super) fn listing_kind(external_id: &str, settings: &Value) -> Result<ListingKind, String> {
     let obj = match settings {
         Value::Null => return Ok(default_kind(external_id)),
         Value::Object(o) => o,
@@ -169,6 +169,16 @@ impl Connector for MercadoLibre {
             http_status: status,
             latency_ms: elapsed_ms(start),
         }
+    }
+
+    fn writes_price_with_stock(&self) -> bool {
+        true
+    }
+
+    fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        reqs.iter()
+            .map(|r| super::mercadolibre_prices::push(agent, r))
+            .collect()
     }
 
     fn catalog_page(
@@ -328,7 +338,7 @@ fn parse_token_reply(reply: &Reply) -> Result<TokenGrant, RefreshError> {
     }
 }
 
-type Step = (PushKind, Option<u16>);
+pub(super) type Step = (PushKind, Option<u16>);
 
 /// Items a multiget takes.
 const MULTIGET_MAX: usize = 20;
@@ -365,7 +375,7 @@ fn get_json(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Value,
         .ok_or_else(|| "MercadoLibre answered with a body that is not JSON".to_string())
 }
 
-fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, Step> {
+pub(super) fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<Reply, Step> {
     http::read(
         agent
             .get(format!("{}{path}", req.base_url))
@@ -392,6 +402,26 @@ fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version
         r = r.header("x-version", v);
     }
     http::read(r.send(body.to_string().as_bytes())).map_err(|e| {
+        (
+            PushKind::Retry {
+                error: e.0,
+                retry_after: None,
+            },
+            None,
+        )
+    })
+}
+
+/// PUT a body written by hand (prices: exact decimals as JSON numbers, never through a float).
+pub(super) fn put_text(agent: &ureq::Agent, req: &PushRequest, path: &str, body: String) -> Result<Reply, Step> {
+    http::read(
+        agent
+            .put(format!("{}{path}", req.base_url))
+            .header("authorization", format!("Bearer {}", req.access_token))
+            .header("content-type", "application/json")
+            .send(body.as_bytes()),
+    )
+    .map_err(|e| {
         (
             PushKind::Retry {
                 error: e.0,

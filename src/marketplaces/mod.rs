@@ -7,12 +7,14 @@ pub mod events;
 pub mod http;
 pub mod mercadolibre;
 pub mod mercadolibre_catalog;
+pub mod mercadolibre_prices;
 pub mod shein;
 pub mod shein_catalog;
 pub mod shopify;
 pub mod shopify_catalog;
 pub mod tiktok;
 pub mod tiktok_catalog;
+pub mod tiktok_prices;
 pub mod webhooks;
 
 use serde_json::{Map, Value};
@@ -136,6 +138,17 @@ pub struct PushRequest {
     pub last_known: Option<i64>,
     /// The connection's settings (API version, conflict strategy, ...).
     pub connection_settings: Value,
+    /// A price to write (`push_prices`): the channel's price, after its price rules.
+    pub price: Option<PriceWrite>,
+}
+
+/// A price write: the amount in the channel's currency, and whether `quantity` goes in the same
+/// call (marketplaces that take both at once, `Connector::writes_price_with_stock`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriceWrite {
+    pub amount: rust_decimal::Decimal,
+    pub currency: Option<String>,
+    pub with_stock: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -213,6 +226,26 @@ pub trait Connector: Send + Sync {
     /// Several writes of one connection (at most `max_batch`), one result per request, in order.
     fn push_batch(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         reqs.iter().map(|r| self.push_stock(http, r)).collect()
+    }
+    /// Whether `push_prices` can carry a listing's stock in the same call (`PriceWrite::with_stock`).
+    fn writes_price_with_stock(&self) -> bool {
+        false
+    }
+    /// Listings of one connection whose prices one `push_prices` call takes.
+    fn max_price_batch(&self) -> usize {
+        1
+    }
+    /// Writes each request's `price` (and its quantity, when `with_stock`), one result per
+    /// request, in order. `Applied { remote }` reports the stock when it was written too.
+    fn push_prices(&self, _http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        let error = format!("syncing prices to {} is not supported yet", self.marketplace());
+        reqs.iter()
+            .map(|_| PushResult {
+                kind: PushKind::Permanent { error: error.clone() },
+                http_status: None,
+                latency_ms: 0.0,
+            })
+            .collect()
     }
     /// The quantity the marketplace holds for a listing now (None: it does not say).
     fn read_stock(&self, _http: &ureq::Agent, _req: &PushRequest) -> Result<Option<i64>, String> {
@@ -336,7 +369,13 @@ pub fn unix_now() -> i64 {
 /// Object keys must come from `allowed`; names the first that does not.
 /// Connection settings every marketplace takes (checked where they are understood: base_url
 /// here, the rest by the extension's rules, conflict and limit code).
-pub const COMMON_SETTINGS: [&str; 4] = ["base_url", "conflict_strategy", "rate_limit", "stock_rules"];
+pub const COMMON_SETTINGS: [&str; 5] = [
+    "base_url",
+    "conflict_strategy",
+    "price_rules",
+    "rate_limit",
+    "stock_rules",
+];
 
 /// A connection's settings keys: unknown ones are refused, so a misspelt key is never stored
 /// and silently ignored.

@@ -209,6 +209,14 @@ impl Connector for TikTok {
         Ok(())
     }
 
+    fn max_price_batch(&self) -> usize {
+        super::tiktok_prices::MAX_PRICES
+    }
+
+    fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        super::tiktok_prices::push(agent, reqs)
+    }
+
     fn catalog_page(
         &self,
         agent: &ureq::Agent,
@@ -383,6 +391,7 @@ pub fn authorized_shop(agent: &ureq::Agent, api_base: &str, creds: &Value) -> Re
         idempotency_key: String::new(),
         last_known: None,
         connection_settings: Value::Null,
+        price: None,
     };
     let reply = signed(agent, &req, "/authorization/202309/shops", &[], None)?;
     if let Some(error) = classify(&reply).error() {

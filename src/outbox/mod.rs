@@ -3,6 +3,7 @@
 //! thread, inside the caller's transaction.
 
 pub mod backoff;
+pub mod price;
 
 use crate::spi_util::{run_kept, OrRaise};
 use pgrx::prelude::*;
@@ -27,6 +28,12 @@ pub struct ClaimedJob {
     pub egdc_stock: Option<i32>,
     pub remote_stock: Option<i32>,
     pub connection_settings: Value,
+    /// The stock last pushed (a job made for a price sends the stock only if it differs).
+    pub last_pushed_stock: Option<i32>,
+    /// The job was made for a price change.
+    pub price_only: bool,
+    /// EGDC's price as the listing holds it; None when no tracked price table has the product.
+    pub price: Option<price::ListingPrice>,
 }
 
 /// Active connections that have due pending jobs: (id, marketplace, settings). One index
@@ -84,9 +91,11 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
                    SET state = 'in_flight', attempts = s.attempts + 1, claimed_by = pg_backend_pid(),
                        lease_until = now() + make_interval(secs => $4 / 1000.0), updated_at = now()
                  WHERE s.id = ANY (ARRAY(SELECT id FROM cand WHERE rn <= cap))
-             RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts)
+             RETURNING s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts, s.price_only)
              SELECT s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
-                    l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings
+                    l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings,
+                    l.last_pushed_stock, s.price_only, l.desired_price_lsn, l.desired_price::text, l.price_currency,
+                    l.last_pushed_price::text, l.price_refused_lsn
                FROM claimed s
               CROSS JOIN LATERAL (SELECT * FROM integ.listings l WHERE l.id = s.listing_id LIMIT 1) l
               CROSS JOIN LATERAL (SELECT settings FROM integ.connections c WHERE c.id = s.connection_id LIMIT 1) c",
@@ -113,6 +122,15 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
                     egdc_stock: r.get(10)?,
                     remote_stock: r.get(11)?,
                     connection_settings: r.get::<JsonB>(12)?.map(|j| j.0).unwrap_or(Value::Null),
+                    last_pushed_stock: r.get(13)?,
+                    price_only: r.get(14)?.unwrap_or(false),
+                    price: price::ListingPrice::read(
+                        r.get(15)?,
+                        r.get::<String>(16)?,
+                        r.get::<String>(17)?,
+                        r.get::<String>(18)?,
+                        r.get(19)?,
+                    ),
                 });
             }
             // what each channel is shown: EGDC's stock through its stock rules
@@ -167,6 +185,15 @@ pub struct Target<'a> {
     pub external_id: &'a str,
     /// EGDC's stock the attempt was computed from (the log shows it next to what was sent).
     pub egdc_stock: Option<i32>,
+    /// Set for a price operation: the price sent and EGDC's it came from.
+    pub price: Option<PriceFacts>,
+}
+
+/// What the sync log shows of a price operation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PriceFacts {
+    pub sent: Option<rust_decimal::Decimal>,
+    pub egdc: Option<rust_decimal::Decimal>,
 }
 
 /// The log's outcome word for an outcome.
@@ -202,7 +229,8 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Pushed { .. } | Outcome::Deferred { .. } => (None, None, None),
     };
     if !matches!(o, Outcome::Deferred { .. }) {
-        log(t, "push", word, stock, remote, a, error.as_deref());
+        let operation = if t.price.is_some() { "price" } else { "push" };
+        log(t, operation, word, stock, remote, a, error.as_deref());
     }
     let mut requeued = false;
     let Some(job_id) = t.job_id else { return requeued };
@@ -497,8 +525,8 @@ pub fn log(
     Spi::run_with_args(
         "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                      external_id, operation, outcome, stock, remote_stock, http_status,
-                                     latency_ms, attempt, error, egdc_stock)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                                     latency_ms, attempt, error, egdc_stock, price, egdc_price)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric, $18::numeric)",
         &[
             t.tenant_id.into(),
             t.marketplace.into(),
@@ -526,6 +554,8 @@ pub fn log(
             t.attempt.into(),
             error.into(),
             t.egdc_stock.into(),
+            t.price.and_then(|p| p.sent).map(|d| d.to_string()).into(),
+            t.price.and_then(|p| p.egdc).map(|d| d.to_string()).into(),
         ],
     )
     .or_raise("writing the sync log");

@@ -34,6 +34,9 @@ pub struct Slot {
     pub adapted_ns: i64,
     pub adapted_at_ns: i64,
     pub successes: SuccessWindow,
+    /// Pushes found no budget and wait for it until about then: spare-budget work (catalog
+    /// imports) leaves the next requests to them.
+    pub pushes_waiting_until_ns: i64,
 }
 
 impl Slot {
@@ -232,6 +235,7 @@ pub fn acquire(connection_id: i64, quota: Quota) -> Result<(), i64> {
         match limits::gcra(&mut s.tat_ns, now, quota) {
             Ok(()) => {
                 s.requests += 1;
+                s.pushes_waiting_until_ns = 0;
                 Ok(())
             }
             Err(wait) => {
@@ -319,6 +323,32 @@ pub fn sendable_now(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Optio
             budget.min(1)
         })
     })
+}
+
+/// Pushes of the connection are due but its budget is spent for `wait_ns`: until they take it
+/// (or a second after it should have come), `acquire_spare` leaves it to them.
+pub fn pushes_waiting(connection_id: i64, wait_ns: i64) {
+    let until = now_ns().saturating_add(wait_ns.max(0)).saturating_add(1_000_000_000);
+    with_slot(connection_id, |s| {
+        s.pushes_waiting_until_ns = s.pushes_waiting_until_ns.max(until);
+    });
+}
+
+/// One request from the connection's spare budget: refused (Err(ns) to wait) while pushes wait
+/// for the budget, behind a 429 pause or an open circuit, or when it is spent. Ok(()) also
+/// when the connection has no limiter slot.
+pub fn acquire_spare(connection_id: i64, quota: Quota, cooldown_ns: i64) -> Result<(), i64> {
+    let now = now_ns();
+    let waiting = with_slot(connection_id, |s| s.pushes_waiting_until_ns - now).unwrap_or(0);
+    if waiting > 0 {
+        return Err(quota.emission_ns.min(waiting).max(1_000_000));
+    }
+    match sendable_now(connection_id, quota, cooldown_ns) {
+        Some(Ok(n)) if n >= 1 => acquire(connection_id, quota),
+        Some(Ok(_)) => Err(quota.emission_ns),
+        Some(Err(wait)) => Err(wait),
+        None => Ok(()),
+    }
 }
 
 /// Gives back a half-open probe that was admitted but not sent.

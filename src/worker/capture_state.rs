@@ -85,6 +85,12 @@ pub fn resync(why: &str) -> Result<i64, String> {
                FROM (SELECT DISTINCT tenant_id, product_id FROM integ.listings) p",
         )?
         .unwrap_or(0);
+        // prices went by message too: read again where a tracked price table has the product
+        Spi::run(
+            "SELECT count(integ.seed_listing_price(tenant_id, product_id))
+               FROM (SELECT DISTINCT tenant_id, product_id FROM integ.listings) p
+              WHERE EXISTS (SELECT 1 FROM integ.tracked_price_tables)",
+        )?;
         Spi::run(
             "UPDATE integ.capture_state SET by_message = false, slot_restart = NULL, updated_at = now()",
         )?;

@@ -279,15 +279,33 @@ impl Capturer {
         for m in &malformed {
             warning!("integration capture: skipped a stock message: {m}");
         }
-        let applied = read.changes.len();
+        let prices = message::latest_price_per_product(std::mem::take(&mut self.collector.committed_prices));
+        let applied = read.changes.len() + prices.len();
         let mut committed_end = self.unflushed.last_commit_end();
-        if !read.changes.is_empty() {
+        if applied > 0 {
             let latest = message::latest_per_product(read.changes);
             // in several transactions, each waking the push workers, so a large change starts
-            // pushing while the rest is still being applied
-            for chunk in latest.chunks(APPLY_CHUNK) {
-                let jobs = worker_transaction(|| capture::apply_changes(chunk).1)
-                    .map_err(|e| format!("applying captured stock changes: {e}"))?;
+            // pushing while the rest is still being applied; prices go with the first, so a
+            // stock and a price changed together become visible together
+            let mut chunks: Vec<&[message::StockChange]> = latest.chunks(APPLY_CHUNK).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let jobs = worker_transaction(|| {
+                    let priced = if i == 0 && !prices.is_empty() {
+                        capture::price::apply_prices(&prices).1
+                    } else {
+                        0
+                    };
+                    let stocked = if chunk.is_empty() {
+                        0
+                    } else {
+                        capture::apply_changes(chunk).1
+                    };
+                    priced + stocked
+                })
+                .map_err(|e| format!("applying captured changes: {e}"))?;
                 committed_end = committed_end.max(unsafe { pg_sys::XactLastCommitEnd });
                 if jobs > 0 {
                     shmem::wake_workers();

@@ -84,16 +84,11 @@ impl Importer {
         };
         // one call from the spare budget, or wait for a later turn: pushes come first
         let quota = push::quota_for(&running.marketplace, &running.settings);
-        match limiter::sendable_now(running.connection_id, quota, cooldown_ns) {
-            Some(Ok(n)) if n >= 1 => {
-                let _ = limiter::acquire(running.connection_id, quota);
-            }
-            None => {}
-            Some(wait) => {
-                let ns = wait.err().unwrap_or(0).clamp(1_000_000, 1_000_000_000) as u64;
-                self.next_look = Some(Instant::now() + Duration::from_nanos(ns));
-                return false;
-            }
+        if let Err(wait) = limiter::acquire_spare(running.connection_id, quota, cooldown_ns) {
+            let ns = wait.clamp(1_000_000, 1_000_000_000) as u64;
+            self.paused
+                .insert(running.connection_id, Instant::now() + Duration::from_nanos(ns));
+            return false;
         }
         let (token, credentials, generation) = match tokens::worker_token(agent, running.connection_id, None) {
             TokenStatus::Ready {
@@ -269,7 +264,8 @@ fn store(r: &Running, page: &CatalogPage) {
     }
 }
 
-/// The cursor expired: the pass starts again (listings already seen are seen again).
+/// The cursor expired: the pass starts again (listings already seen are seen again, and counted
+/// once: `listings_seen` counts the current pass).
 fn restart_pass(r: &Running, why: &str) {
     log!(
         "integration: catalog import {} starts its listing pass again: {why}",
@@ -278,7 +274,7 @@ fn restart_pass(r: &Running, why: &str) {
     let _ = worker_transaction(|| {
         Spi::run_with_args(
             "UPDATE integ.catalog_imports
-                SET cursor = NULL, passes = passes + 1, discovered = 0, api_calls = api_calls + 1, updated_at = now()
+                SET cursor = NULL, passes = passes + 1, discovered = 0, listings_seen = 0, api_calls = api_calls + 1, updated_at = now()
               WHERE id = $1 AND state = 'running'",
             &[r.id.into()],
         )

@@ -11,8 +11,9 @@ use crate::credentials;
 use crate::gucs::{self, Tuning};
 use crate::installation;
 use crate::limits::{Admit, Circuit};
-use crate::marketplaces::{self, http, Credentials, PushKind};
-use crate::outbox::{self, Attempt, ClaimedJob, Outcome, Target};
+use crate::marketplaces::{self, http, Credentials, PriceWrite, PushKind};
+use crate::outbox::price::{Need, Written};
+use crate::outbox::{self, Attempt, ClaimedJob, Outcome, PriceFacts, Target};
 use crate::push::{self, ListingRef};
 use crate::shmem::{self, limiter};
 use crate::spi_util::worker_transaction;
@@ -98,6 +99,23 @@ struct InFlight {
     /// The installation the job belongs to: a push still out when the extension is dropped
     /// and created again is not recorded into the new installation's tables.
     installation: u32,
+    /// What the job does: its stock alone, or its price (with the stock, when `with_stock`).
+    call: Call,
+}
+
+/// The kind of write a claimed job makes, decided at claim time.
+#[derive(Clone, Debug, PartialEq)]
+enum Call {
+    /// The stock; `price_follows`: the price must be written too, by a job made after this one
+    /// (the marketplace takes them in separate calls).
+    Stock { price_follows: bool },
+    Price {
+        amount: rust_decimal::Decimal,
+        egdc: rust_decimal::Decimal,
+        lsn: i64,
+        currency: Option<String>,
+        with_stock: bool,
+    },
 }
 
 struct Worker {
@@ -435,6 +453,8 @@ impl Worker {
                     None => share,
                     Some(Ok(n)) => n.min(share),
                     Some(Err(wait_ns)) => {
+                        // due pushes come before a catalog import's calls
+                        limiter::pushes_waiting(*id, wait_ns);
                         limited.push((*id, wait_ns));
                         continue;
                     }
@@ -447,28 +467,19 @@ impl Worker {
             let mut to_push = Vec::new();
             let mut requeued = false;
             for job in jobs {
-                match (job.desired_stock, job.remote_stock) {
-                    (None, _) => {
-                        let o = Outcome::Skipped {
-                            stock: None,
-                            reason: "no EGDC stock known for this product yet".into(),
-                        };
-                        requeued |= outbox::record(&target(&job), &o, &Attempt::default());
+                match decide_call(&job) {
+                    Ok(call) => to_push.push((job, call)),
+                    Err((outcome, price)) => {
+                        let mut t = target(&job);
+                        t.price = price;
+                        requeued |= outbox::record(&t, &outcome, &Attempt::default());
                     }
-                    (Some(d), Some(r)) if d == r => {
-                        let o = Outcome::Skipped {
-                            stock: Some(d),
-                            reason: "marketplace already holds this quantity".into(),
-                        };
-                        requeued |= outbox::record(&target(&job), &o, &Attempt::default());
-                    }
-                    (Some(_), _) => to_push.push(job),
                 }
             }
             // Tokens for the claimed connections, read in this same transaction (decrypted only
             // when this process does not hold that generation yet).
             let mut tokens: HashMap<i64, Option<TokenStatus>> = HashMap::new();
-            for job in &to_push {
+            for (job, _) in &to_push {
                 tokens
                     .entry(job.connection_id)
                     .or_insert_with(|| credentials::load(job.connection_id).and_then(|l| tokens::ready(&l)));
@@ -485,11 +496,11 @@ impl Worker {
         if installation::take_change() {
             self.forget_installation();
         }
-        let mut by_connection: HashMap<i64, Vec<ClaimedJob>> = HashMap::new();
-        for j in jobs {
-            by_connection.entry(j.connection_id).or_default().push(j);
+        let mut by_connection: HashMap<i64, Vec<(ClaimedJob, Call)>> = HashMap::new();
+        for (j, call) in jobs {
+            by_connection.entry(j.connection_id).or_default().push((j, call));
         }
-        for (connection_id, mut jobs) in by_connection {
+        for (connection_id, jobs) in by_connection {
             let status = match ready.remove(&connection_id).flatten() {
                 Some(ready) => ready,
                 None => tokens::worker_token(&self.agent, connection_id, None),
@@ -500,15 +511,23 @@ impl Worker {
                     generation,
                     credentials,
                 } => {
-                    let per_call = jobs.first().map_or(1, |j| batch_size(&j.marketplace));
-                    while !jobs.is_empty() {
-                        let rest = jobs.split_off(per_call.min(jobs.len()));
-                        let call = std::mem::replace(&mut jobs, rest);
-                        self.dispatch(call, &access_token, generation, &credentials);
+                    // stock writes and price writes go in separate calls, each batched as the
+                    // marketplace allows
+                    let (mut prices, mut stocks): (Vec<_>, Vec<_>) =
+                        jobs.into_iter().partition(|(_, c)| matches!(c, Call::Price { .. }));
+                    let per_call = [stocks_per_call(&stocks), prices_per_call(&prices)];
+                    for (group, per_call) in [&mut stocks, &mut prices].into_iter().zip(per_call) {
+                        while !group.is_empty() {
+                            let rest = group.split_off(per_call.min(group.len()));
+                            let call = std::mem::replace(group, rest);
+                            self.dispatch(call, &access_token, generation, &credentials);
+                        }
                     }
                 }
-                TokenStatus::NeedsReauthorization(e) => self.release(jobs, &e, false),
-                TokenStatus::Unavailable(e) => self.release(jobs, &e, true),
+                TokenStatus::NeedsReauthorization(e) => {
+                    self.release(jobs.into_iter().map(|j| j.0).collect(), &e, false)
+                }
+                TokenStatus::Unavailable(e) => self.release(jobs.into_iter().map(|j| j.0).collect(), &e, true),
             }
         }
         self.flush_deferred();
@@ -517,8 +536,8 @@ impl Worker {
 
     /// Sends one call carrying `jobs` (one connection, at most its connector's batch size) if the
     /// connection's circuit and rate limit allow, else defers them.
-    fn dispatch(&mut self, jobs: Vec<ClaimedJob>, token: &str, generation: i64, credentials: &Credentials) {
-        let Some(first) = jobs.first() else { return };
+    fn dispatch(&mut self, jobs: Vec<(ClaimedJob, Call)>, token: &str, generation: i64, credentials: &Credentials) {
+        let Some((first, _)) = jobs.first() else { return };
         let connection_id = first.connection_id;
         let quota = push::quota_for(&first.marketplace, &first.connection_settings);
         let (admit, transition) = limiter::circuit_admit(connection_id, self.tuning.circuit_cooldown_ns);
@@ -535,13 +554,13 @@ impl Worker {
             }),
         };
         if let Some(wait_ns) = wait {
-            self.deferred.extend(jobs.into_iter().map(|j| (j, wait_ns)));
+            self.deferred.extend(jobs.into_iter().map(|(j, _)| (j, wait_ns)));
             return;
         }
         let mut connector = None;
         let mut batch = Vec::with_capacity(jobs.len());
         let mut requests = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for (job, call) in jobs {
             let stock = job.desired_stock.unwrap_or(0).max(0);
             let listing = ListingRef {
                 marketplace: &job.marketplace,
@@ -552,8 +571,21 @@ impl Worker {
             };
             let key = push::idempotency_key(job.job_id, stock);
             match push::prepare(&listing, stock, token.to_string(), credentials.clone(), key) {
-                Ok((c, request)) => {
+                Ok((c, mut request)) => {
                     connector = Some(c);
+                    if let Call::Price {
+                        amount,
+                        currency,
+                        with_stock,
+                        ..
+                    } = &call
+                    {
+                        request.price = Some(PriceWrite {
+                            amount: *amount,
+                            currency: currency.clone(),
+                            with_stock: *with_stock,
+                        });
+                    }
                     let lead = batch.is_empty();
                     batch.push(InFlight {
                         job,
@@ -561,6 +593,7 @@ impl Worker {
                         generation,
                         lead,
                         installation: installation::id(),
+                        call,
                     });
                     requests.push(request);
                 }
@@ -726,23 +759,115 @@ impl Worker {
     }
 }
 
+/// What a claimed job does: a call to make, or an outcome to record now (with the price facts
+/// the log shows, when it is about the price).
+fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> {
+    let stock_needed = match (job.desired_stock, job.remote_stock) {
+        (None, _) => false,
+        (Some(d), Some(r)) if d == r => false,
+        // a job made for a price sends the stock only when it moved since the last push
+        (Some(d), _) => !job.price_only || job.last_pushed_stock != Some(d),
+    };
+    let need = outbox::price::need(job);
+    if let Need::Refused { reason, lsn } = &need {
+        let facts = PriceFacts {
+            sent: None,
+            egdc: job.price.as_ref().and_then(|p| p.egdc),
+        };
+        if !stock_needed {
+            outbox::price::remember_refusal(job.listing_id, *lsn);
+            return Err((
+                Outcome::Dead {
+                    stock: job.desired_stock.unwrap_or(0),
+                    error: reason.clone(),
+                },
+                Some(facts),
+            ));
+        }
+        let mut t = target(job);
+        t.price = Some(facts);
+        outbox::price::record_refusal(&t, reason, *lsn);
+    }
+    let combines = job
+        .marketplace
+        .parse()
+        .ok()
+        .and_then(|m| marketplaces::connector(m).ok())
+        .is_some_and(|c| c.writes_price_with_stock());
+    match need {
+        Need::Write {
+            amount,
+            egdc,
+            lsn,
+            currency,
+        } if combines || !stock_needed => Ok(Call::Price {
+            amount,
+            egdc,
+            lsn,
+            currency,
+            with_stock: stock_needed,
+        }),
+        Need::Write { .. } => Ok(Call::Stock { price_follows: true }),
+        _ if stock_needed => Ok(Call::Stock { price_follows: false }),
+        _ => {
+            let reason = match (job.desired_stock, job.remote_stock) {
+                (None, _) => "no EGDC stock known for this product yet",
+                (Some(d), Some(r)) if d == r => "marketplace already holds this quantity",
+                _ => "the stock and the price are already published",
+            };
+            Err((
+                Outcome::Skipped {
+                    stock: job.desired_stock,
+                    reason: reason.into(),
+                },
+                None,
+            ))
+        }
+    }
+}
+
 /// Successful pushes go through one set-based statement; everything else job by job.
 fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
     let mut pushed = Vec::new();
+    let mut follow = Vec::new();
     let mut requeued = false;
     let mut notes: HashMap<i64, Option<String>> = HashMap::new();
     let mut seen: HashSet<i64> = HashSet::new();
     for (f, o, a) in decided {
-        if let Outcome::Pushed { stock, remote } = o {
+        if let Call::Price {
+            amount,
+            egdc,
+            lsn,
+            with_stock,
+            ..
+        } = &f.call
+        {
+            let mut t = target(&f.job);
+            t.price = Some(PriceFacts {
+                sent: Some(*amount),
+                egdc: Some(*egdc),
+            });
+            let w = Written {
+                target: t,
+                amount: *amount,
+                stock: with_stock.then_some(f.stock),
+                lsn: *lsn,
+            };
+            requeued |= outbox::price::record(&w, o, a);
+        } else if let Outcome::Pushed { stock, remote } = o {
             pushed.push(outbox::PushedJob {
                 target: target(&f.job),
                 stock: *stock,
                 remote: *remote,
                 attempt: a.clone(),
             });
+            if f.call == (Call::Stock { price_follows: true }) {
+                follow.push(f.job.listing_id);
+            }
             continue;
+        } else {
+            requeued |= outbox::record(&target(&f.job), o, a);
         }
-        requeued |= outbox::record(&target(&f.job), o, a);
         let note = match o {
             Outcome::Pushed { .. } | Outcome::Skipped { .. } | Outcome::Deferred { .. } => None,
             Outcome::Retry { error, .. } | Outcome::Dead { error, .. } => Some(error.clone()),
@@ -753,6 +878,7 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
         }
     }
     requeued |= outbox::record_pushed(&pushed);
+    requeued |= outbox::price::follow(&follow);
     for (connection_id, note) in notes {
         outbox::note_connection(connection_id, note.as_deref());
     }
@@ -772,6 +898,7 @@ fn log_transitions(transitions: &[(i64, String, String, Circuit)]) {
             product_id: "",
             external_id: "",
             egdc_stock: None,
+            price: None,
         };
         let why = match state {
             Circuit::Open => "circuit opened: the marketplace keeps failing; jobs wait without burning attempts",
@@ -802,7 +929,21 @@ fn target(job: &ClaimedJob) -> Target<'_> {
         product_id: &job.product_id,
         external_id: &job.external_id,
         egdc_stock: job.egdc_stock,
+        price: None,
     }
+}
+
+/// Stock writes one call of these jobs' marketplace carries.
+fn stocks_per_call(jobs: &[(ClaimedJob, Call)]) -> usize {
+    jobs.first().map_or(1, |(j, _)| batch_size(&j.marketplace))
+}
+
+/// Price writes one call of these jobs' marketplace carries.
+fn prices_per_call(jobs: &[(ClaimedJob, Call)]) -> usize {
+    jobs.first()
+        .and_then(|(j, _)| j.marketplace.parse().ok())
+        .and_then(|m| marketplaces::connector(m).ok())
+        .map_or(1, |c| c.max_price_batch().max(1))
 }
 
 /// Listings one call of this marketplace carries.

@@ -51,7 +51,9 @@ impl<J: Send + 'static> Pool<J> {
                                 connector,
                                 requests,
                             } = task;
+                            let prices = requests.first().is_some_and(|r| r.price.is_some());
                             let results = std::panic::catch_unwind(AssertUnwindSafe(|| match requests.as_slice() {
+                                all if prices => connector.push_prices(&agent, all),
                                 [one] => vec![connector.push_stock(&agent, one)],
                                 many => connector.push_batch(&agent, many),
                             }))

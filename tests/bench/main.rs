@@ -2,6 +2,8 @@
 //! baseline measured in the same run. `bench/run [name...]` builds and runs them; method and
 //! latest figures are in BENCHMARKS.md.
 
+mod import;
+
 use e2e::*;
 use serde_json::json;
 use std::process::Command;
@@ -18,6 +20,7 @@ fn main() {
         "memory",
         "rss",
         "webhooks",
+        "import",
     ];
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -40,6 +43,7 @@ fn main() {
             "fairness" => fairness(),
             "rss" => worker_rss(),
             "webhooks" => webhooks(),
+            "import" => import::import(),
             other => {
                 eprintln!("unknown benchmark {other}; choose from {all:?}");
                 std::process::exit(2);

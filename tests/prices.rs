@@ -1,0 +1,378 @@
+//! Prices: EGDC's price changes reach MercadoLibre through each channel's price rules, a stock
+//! and a price changed together go in one call, many changes end with the last in few calls,
+//! and bad input is a clear error or a dead letter naming its cause without stopping the rest.
+
+use e2e::*;
+use serde_json::{json, Value};
+
+const SELLER_P: u64 = 5101;
+
+fn prices_of(env: &Env, item: &str) -> Value {
+    env.sim.get(&format!("/mercadolibre/items/{item}/prices"))
+}
+
+/// The item's price as decimal text without trailing zeros ("110.00" and "110" are "110").
+fn price_of(env: &Env, item: &str) -> String {
+    let text = prices_of(env, item)["price"].as_str().unwrap_or("").to_string();
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+fn puts(env: &Env) -> u64 {
+    env.sim.counter("mercadolibre PUT /items/{id}")
+}
+
+/// Tenant `tenant` on seller `seller` with `settings`, `n` mapped items, and a tracked price
+/// table `prices` (created once per cluster).
+fn priced_tenant(
+    env: &mut Env,
+    tenant: &str,
+    seller: u64,
+    first: usize,
+    n: usize,
+    settings: Value,
+) -> Vec<(String, String)> {
+    env.add_tenant(tenant, seller, settings);
+    let ls = env.listings_for(tenant, seller, first, n);
+    env.db()
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS prices (tenant_id text, sku text, price numeric(12,2), currency text,
+                                                PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price', 'currency');",
+        )
+        .expect("track prices");
+    ls
+}
+
+fn set_price(env: &Env, tenant: &str, sku: &str, price: Option<&str>, currency: &str) {
+    env.db()
+        .execute(
+            "INSERT INTO prices VALUES ($1, $2, $3::text::numeric, $4)
+             ON CONFLICT (tenant_id, sku) DO UPDATE SET price = EXCLUDED.price, currency = EXCLUDED.currency",
+            &[&tenant, &sku, &price, &currency],
+        )
+        .expect("set price");
+}
+
+fn last_price_log(env: &Env, tenant: &str, sku: &str) -> (String, String, String) {
+    let r = env
+        .db()
+        .query_one(
+            "SELECT outcome, coalesce(price::text, ''), coalesce(error, '') || coalesce(egdc_price::text, '')
+               FROM integ.sync_log WHERE tenant_id = $1 AND product_id = $2 AND operation = 'price'
+              ORDER BY id DESC LIMIT 1",
+            &[&tenant, &sku],
+        )
+        .expect("a price log row");
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[test]
+fn a_price_reaches_mercadolibre_through_its_rules_and_a_stock_change_with_it_in_one_call() {
+    let mut env = Env::new("prices-ml");
+    let ls = priced_tenant(
+        &mut env,
+        "p1",
+        SELLER_P,
+        300_000,
+        3,
+        json!({"price_rules": {"markup_percent": 12, "round": "ends_99"}}),
+    );
+    env.set_stock_of("p1", "sku-0", 4);
+    env.set_stock_of("p1", "sku-1", 4);
+    env.wait_idle(20, "the first stock");
+    // EGDC 100.00, 12% more, then the next price ending in .99
+    set_price(&env, "p1", "sku-0", Some("100.00"), "MXN");
+    env.wait_for(20, "the price with the channel's rules", || {
+        price_of(&env, &ls[0].1) == "111.99"
+    });
+    env.wait_idle(20, "the price write recorded");
+    let (outcome, sent, from) = last_price_log(&env, "p1", "sku-0");
+    assert_eq!(
+        (outcome.as_str(), sent.as_str(), from.as_str()),
+        ("success", "111.99", "100.00")
+    );
+    assert_eq!(
+        env.scalar_text(
+            "SELECT last_pushed_price::text FROM integ.listings WHERE tenant_id = 'p1' AND product_id = 'sku-0'"
+        ),
+        "111.99"
+    );
+
+    // a stock and a price changed in one transaction travel in one call
+    let before = puts(&env);
+    env.db()
+        .batch_execute(
+            "BEGIN;
+             UPDATE inventory SET qty = 9 WHERE tenant_id = 'p1' AND sku = 'sku-1';
+             INSERT INTO prices VALUES ('p1', 'sku-1', 50.00, 'MXN');
+             COMMIT;",
+        )
+        .expect("one transaction");
+    env.wait_for(20, "the stock and the price", || {
+        env.sim.item_quantity(&ls[1].1) == Some(9) && price_of(&env, &ls[1].1) == "55.99"
+    });
+    env.wait_idle(20, "recorded");
+    assert_eq!(puts(&env) - before, 1, "one PUT carried both");
+
+    // a listing overrides the connection's rules key by key: whole instead of ends_99
+    env.db()
+        .batch_execute(&format!(
+            "SELECT integ.map_product('p1', 'mercadolibre', 'sku-2', '{}', '{{\"price_rules\": {{\"round\": \"whole\"}}}}')",
+            ls[2].1
+        ))
+        .expect("map with its own rules");
+    set_price(&env, "p1", "sku-2", Some("10.40"), "MXN");
+    env.wait_for(20, "the listing's own rounding", || price_of(&env, &ls[2].1) == "12");
+    assert_eq!(prices_of(&env, &ls[0].1)["variations_deleted"], 0);
+}
+
+#[test]
+fn many_price_changes_end_with_the_last_in_few_calls() {
+    let mut env = Env::new("prices-many");
+    let ls = priced_tenant(&mut env, "p2", SELLER_P, 310_000, 1, json!({}));
+    env.set_stock_of("p2", "sku-0", 1);
+    env.wait_idle(20, "the first stock");
+    let writes = || prices_of(&env, &ls[0].1)["price_writes"].as_u64().unwrap_or(0);
+    let before = writes();
+    for i in 1..=1_000 {
+        set_price(
+            &env,
+            "p2",
+            "sku-0",
+            Some(&format!("{}.{:02}", 100 + i / 100, i % 100)),
+            "MXN",
+        );
+    }
+    env.wait_for(30, "the last price", || price_of(&env, &ls[0].1) == "110");
+    env.wait_idle(20, "settled");
+    let calls = writes() - before;
+    println!("PRICES 1,000 changes of one product: {calls} price writes");
+    assert!(calls < 200, "{calls} writes for 1,000 changes");
+    assert_eq!(price_of(&env, &ls[0].1), "110");
+}
+
+#[test]
+fn bad_prices_and_rules_are_clear_errors_or_dead_letters_and_nothing_else_stops() {
+    let mut env = Env::new("prices-bad");
+    let ls = priced_tenant(
+        &mut env,
+        "p3",
+        SELLER_P,
+        320_000,
+        4,
+        json!({"price_rules": {"currency": "MXN"}}),
+    );
+    fn refused(env: &Env, sql: &str) -> String {
+        format!("{:?}", env.db().batch_execute(sql).expect_err(sql))
+    }
+    env.db()
+        .batch_execute("CREATE TABLE fprices (tenant_id text, sku text, price float8, label text, cur int)")
+        .expect("table");
+    assert!(refused(
+        &env,
+        "SELECT integ.track_prices('fprices', 'tenant_id', 'sku', 'price')"
+    )
+    .contains("never a float"));
+    assert!(refused(
+        &env,
+        "SELECT integ.track_prices('fprices', 'tenant_id', 'sku', 'label')"
+    )
+    .contains("never a float or text"));
+    assert!(
+        refused(&env, "SELECT integ.track_prices('fprices', 'tenant_id', 'sku', 'nope')")
+            .contains("has no column \\\"nope\\\"")
+    );
+    env.db()
+        .batch_execute("ALTER TABLE fprices ADD COLUMN amount numeric")
+        .expect("column");
+    assert!(refused(
+        &env,
+        "SELECT integ.track_prices('fprices', 'tenant_id', 'sku', 'amount', 'cur')"
+    )
+    .contains("expected text"));
+    assert!(refused(&env, "SELECT integ.untrack_prices('fprices')").contains("is not tracked"));
+    assert!(refused(
+        &env,
+        "SELECT integ.connect('p9', 'mercadolibre', '{}', '{\"price_rules\": {\"markup\": 1}}')"
+    )
+    .contains("price_rules: unknown key \\\"markup\\\""));
+    assert!(refused(
+        &env,
+        &format!(
+            "SELECT integ.map_product('p3', 'mercadolibre', 'sku-0', '{}', '{{\"price_rules\": {{\"round\": \"ends_98\"}}}}')",
+            ls[0].1
+        )
+    )
+    .contains("price_rules.round"));
+
+    env.set_stock_of("p3", "sku-0", 2);
+    env.wait_idle(20, "the first stock");
+    // NULL, negative, another currency: dead letters naming the cause
+    set_price(&env, "p3", "sku-0", None, "MXN");
+    set_price(&env, "p3", "sku-1", Some("-5.00"), "MXN");
+    set_price(&env, "p3", "sku-2", Some("10.00"), "USD");
+    set_price(&env, "p3", "sku-3", Some("10.00"), "MXN");
+    env.wait_for(20, "the good price", || price_of(&env, &ls[3].1) == "10");
+    env.wait_idle(20, "settled");
+    for (sku, why) in [
+        ("sku-0", "EGDC's price is NULL"),
+        ("sku-1", "is negative"),
+        ("sku-2", "is in USD and this channel sells in MXN"),
+    ] {
+        let (outcome, _, error) = last_price_log(&env, "p3", sku);
+        assert_eq!(outcome, "dead", "{sku}");
+        assert!(error.contains(why), "{sku}: {error}");
+    }
+    // the product whose price is refused still gets its stock, and only one dead letter
+    env.set_stock_of("p3", "sku-0", 7);
+    env.wait_for(20, "the stock of a product with a NULL price", || {
+        env.sim.item_quantity(&ls[0].1) == Some(7)
+    });
+    env.wait_idle(20, "settled");
+    let rows: Vec<String> = env
+        .db()
+        .query(
+            "SELECT concat_ws(' ', outcome, job_id, error) FROM integ.sync_log
+              WHERE tenant_id = 'p3' AND product_id = 'sku-0' AND operation = 'price' ORDER BY id",
+            &[],
+        )
+        .expect("log")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let all: Vec<String> = env
+        .db()
+        .query(
+            "SELECT concat_ws(' ', id, operation, outcome, job_id, stock, price, error) FROM integ.sync_log
+              WHERE tenant_id = 'p3' AND product_id = 'sku-0' ORDER BY id",
+            &[],
+        )
+        .expect("log")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "one dead letter for the refused price: {rows:?} {all:#?}"
+    );
+}
+
+#[test]
+fn a_price_the_marketplace_refuses_is_a_dead_letter_with_its_reason_and_can_be_retried() {
+    let mut env = Env::new("prices-refused");
+    let ls = priced_tenant(&mut env, "p4", SELLER_P, 330_000, 1, json!({}));
+    env.set_stock_of("p4", "sku-0", 3);
+    env.wait_idle(20, "the first stock");
+    env.sim.post(
+        "/mercadolibre/prices/minimum",
+        json!({"site_id": "MLM", "minimum_price": "50"}),
+    );
+    set_price(&env, "p4", "sku-0", Some("10.00"), "MXN");
+    env.wait_for(20, "the dead letter", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'p4' AND state = 'dead'") == 1
+    });
+    let (outcome, sent, error) = last_price_log(&env, "p4", "sku-0");
+    assert_eq!((outcome.as_str(), sent.as_str()), ("dead", "10"));
+    assert!(error.contains("below the minimum price"), "{error}");
+    // the marketplace's minimum is lowered; the operator retries the dead letter
+    env.sim.post(
+        "/mercadolibre/prices/minimum",
+        json!({"site_id": "MLM", "minimum_price": null}),
+    );
+    env.db().batch_execute("SELECT integ.retry_dead('p4')").expect("retry");
+    env.wait_for(20, "the retried price", || price_of(&env, &ls[0].1) == "10");
+}
+
+#[test]
+fn an_immediate_shutdown_with_price_jobs_pending_and_in_flight_loses_no_price() {
+    let mut env = Env::new("prices-crash");
+    let ls = priced_tenant(
+        &mut env,
+        "p5",
+        SELLER_P,
+        340_000,
+        30,
+        json!({"price_rules": {"add": 1}}),
+    );
+    for (sku, _) in &ls {
+        env.set_stock_of("p5", sku, 2);
+    }
+    env.wait_idle(30, "the first stock");
+    env.sim
+        .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 400}));
+    for (i, (sku, _)) in ls.iter().enumerate() {
+        set_price(&env, "p5", sku, Some(&format!("{}.50", 20 + i)), "MXN");
+    }
+    env.wait_for(10, "price writes in flight", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'p5' AND state = 'in_flight'") > 0
+    });
+    env.pg.stop("immediate");
+    env.sim.delete("/faults");
+    env.pg.pg_ctl_start();
+    env.reconnect();
+    for (i, (_, item)) in ls.iter().enumerate() {
+        let want = format!("{}.5", 21 + i);
+        env.wait_for(60, "every listing to reach its price after the crash", || {
+            price_of(&env, item) == want
+        });
+    }
+    env.wait_idle(20, "no job left in flight");
+}
+
+#[test]
+fn a_price_reaches_tiktok_shop_in_the_shops_currency_one_call_per_product() {
+    let mut env = Env::new("prices-tiktok");
+    env.add_tiktok_tenant("tp", "CIPHER-P", json!({"price_rules": {"add": 5, "currency": "USD"}}));
+    // one product with two SKUs
+    env.sim.post(
+        "/tiktok/products",
+        json!({"shop_cipher": "CIPHER-P", "product_id": "1729000000000101",
+               "skus": [{"id": "1729000000000201", "warehouse_id": "WH-1"},
+                        {"id": "1729000000000202", "warehouse_id": "WH-1"}]}),
+    );
+    for (sku, id) in [("sku-a", "1729000000000201"), ("sku-b", "1729000000000202")] {
+        env.db()
+            .batch_execute(&format!(
+                "INSERT INTO inventory VALUES ('tp', '{sku}', 0);
+                 SELECT integ.map_product('tp', 'tiktok', '{sku}', '{id}',
+                                          '{{\"product_id\": \"1729000000000101\", \"warehouse_id\": \"WH-1\"}}')"
+            ))
+            .expect("map");
+    }
+    env.db()
+        .batch_execute(
+            "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), currency text, PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price', 'currency');",
+        )
+        .expect("track prices");
+    env.set_stock_of("tp", "sku-a", 1);
+    env.set_stock_of("tp", "sku-b", 1);
+    env.wait_idle(20, "the first stock");
+    let calls = || env.sim.counter("tiktok prices/update");
+    let before = calls();
+    env.db()
+        .batch_execute("INSERT INTO prices VALUES ('tp', 'sku-a', 100.00, 'USD'), ('tp', 'sku-b', 20.10, 'USD')")
+        .expect("prices");
+    let sale = |sku: &str| env.sim.get(&format!("/tiktok/prices/{sku}"))["price"]["sale_price"].clone();
+    env.wait_for(20, "both prices, EGDC's + 5", || {
+        sale("1729000000000201") == "105.00" && sale("1729000000000202") == "25.10"
+    });
+    env.wait_idle(20, "recorded");
+    assert_eq!(calls() - before, 1, "the two SKUs of one product in one call");
+    // a price TikTok Shop refuses (the SKU is in a promotion): a dead letter with its reason
+    env.sim.post("/tiktok/prices/1729000000000201/lock", json!({}));
+    env.db()
+        .batch_execute("UPDATE prices SET price = 110.00 WHERE sku = 'sku-a'")
+        .expect("price");
+    env.wait_for(20, "the dead letter", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'tp' AND state = 'dead'") == 1
+    });
+    let (outcome, _, error) = last_price_log(&env, "tp", "sku-a");
+    assert_eq!(outcome, "dead");
+    assert!(error.contains("locked"), "{error}");
+}
