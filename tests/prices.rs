@@ -376,3 +376,38 @@ fn a_price_reaches_tiktok_shop_in_the_shops_currency_one_call_per_product() {
     assert_eq!(outcome, "dead");
     assert!(error.contains("locked"), "{error}");
 }
+
+#[test]
+fn a_price_reaches_shein_with_its_special_price_and_a_refused_one_says_why() {
+    let mut env = Env::new("prices-shein");
+    let key = env.add_shein_tenant(
+        "sp",
+        930,
+        json!({"site": "shein-mx", "price_rules": {"currency": "MXN"}}),
+    );
+    env.shein_listing("sp", &key, "sku-s", "SKU-S-1");
+    env.shein_listing("sp", &key, "sku-t", "SKU-S-2");
+    env.db()
+        .batch_execute(
+            "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), currency text, PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price', 'currency');",
+        )
+        .expect("track prices");
+    env.set_stock_of("sp", "sku-s", 1);
+    env.set_stock_of("sp", "sku-t", 1);
+    env.wait_idle(20, "the first stock");
+    env.sim.post("/shein/prices/config", json!({"min_price": "10.00"}));
+    env.db()
+        .batch_execute("INSERT INTO prices VALUES ('sp', 'sku-s', 23.00, 'MXN'), ('sp', 'sku-t', 5.00, 'MXN')")
+        .expect("prices");
+    let price = |sku: &str| env.sim.get(&format!("/shein/prices/{sku}"))["prices"][0].clone();
+    env.wait_for(20, "the price and its special price", || {
+        price("SKU-S-1")["base_price"] == "23.00" && price("SKU-S-1")["special_price"] == "23.00"
+    });
+    env.wait_for(20, "the refused one", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'sp' AND state = 'dead'") == 1
+    });
+    let (outcome, _, error) = last_price_log(&env, "sp", "sku-t");
+    assert_eq!(outcome, "dead");
+    assert!(error.contains("SHEIN refused the price"), "{error}");
+}

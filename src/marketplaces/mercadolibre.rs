@@ -171,6 +171,10 @@ impl Connector for MercadoLibre {
         }
     }
 
+    fn writes_prices(&self) -> bool {
+        true
+    }
+
     fn writes_price_with_stock(&self) -> bool {
         true
     }

@@ -10,6 +10,7 @@ pub mod mercadolibre_catalog;
 pub mod mercadolibre_prices;
 pub mod shein;
 pub mod shein_catalog;
+pub mod shein_prices;
 pub mod shopify;
 pub mod shopify_catalog;
 pub mod tiktok;
@@ -226,6 +227,10 @@ pub trait Connector: Send + Sync {
     /// Several writes of one connection (at most `max_batch`), one result per request, in order.
     fn push_batch(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         reqs.iter().map(|r| self.push_stock(http, r)).collect()
+    }
+    /// Whether this connector writes prices at all (`push_prices`).
+    fn writes_prices(&self) -> bool {
+        false
     }
     /// Whether `push_prices` can carry a listing's stock in the same call (`PriceWrite::with_stock`).
     fn writes_price_with_stock(&self) -> bool {

@@ -35,6 +35,11 @@ fn valid_sku(s: &str) -> bool {
 
 /// A signed POST; the signature covers openKeyId, timestamp and the path (not the body).
 pub(super) fn post(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
+    post_text(agent, req, path, &body.to_string())
+}
+
+/// `post` with a body written by hand (prices: exact decimals as JSON numbers).
+pub(super) fn post_text(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &str) -> Result<Reply, String> {
     let key_id = req.credentials.identifier("open_key_id").unwrap_or_default();
     let secret = req.credentials.secret("secret_key").unwrap_or_default();
     let ts = now_ms();
@@ -51,7 +56,7 @@ pub(super) fn post(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Va
     if let Some(appid) = req.credentials.identifier("appid") {
         r = r.header("x-lt-appid", appid);
     }
-    http::read(r.send(body.to_string().as_bytes())).map_err(|e| e.0)
+    http::read(r.send(body.as_bytes())).map_err(|e| e.0)
 }
 
 /// What a whole call's reply means when it is not a per-SKU answer.
@@ -111,11 +116,13 @@ fn item(req: &PushRequest) -> Value {
 
 impl Connector for Shein {
     fn own_setting_keys(&self) -> &'static [&'static str] {
-        &["webhook_path"]
+        &["webhook_path", "site", "shop_mode"]
     }
 
-    /// The path SHEIN's callback signatures cover: an absolute path, nothing more.
+    /// The path SHEIN's callback signatures cover: an absolute path, nothing more. `site` (such
+    /// as `shein-mx`) and `shop_mode` are what price writes need.
     fn check_own_settings(&self, settings: &serde_json::Map<String, Value>) -> Result<(), String> {
+        super::shein_prices::check_settings(settings)?;
         match settings.get("webhook_path") {
             None | Some(Value::Null) => Ok(()),
             Some(Value::String(p))
@@ -187,6 +194,18 @@ impl Connector for Shein {
             None | Some(Value::String(_)) => Ok(()),
             Some(_) => Err("shein listing settings: \"warehouse_code\" must be a string".into()),
         }
+    }
+
+    fn writes_prices(&self) -> bool {
+        true
+    }
+
+    fn max_price_batch(&self) -> usize {
+        super::shein_prices::MAX_PRICES
+    }
+
+    fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        super::shein_prices::push(agent, reqs)
     }
 
     fn catalog_page(

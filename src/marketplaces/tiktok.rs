@@ -209,6 +209,10 @@ impl Connector for TikTok {
         Ok(())
     }
 
+    fn writes_prices(&self) -> bool {
+        true
+    }
+
     fn max_price_batch(&self) -> usize {
         super::tiktok_prices::MAX_PRICES
     }

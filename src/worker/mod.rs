@@ -768,7 +768,17 @@ fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> 
         // a job made for a price sends the stock only when it moved since the last push
         (Some(d), _) => !job.price_only || job.last_pushed_stock != Some(d),
     };
-    let need = outbox::price::need(job);
+    let connector = job
+        .marketplace
+        .parse()
+        .ok()
+        .and_then(|m| marketplaces::connector(m).ok());
+    // a marketplace whose prices are not written yet makes no price work at all
+    let need = if connector.is_some_and(|c| c.writes_prices()) {
+        outbox::price::need(job)
+    } else {
+        Need::Nothing
+    };
     if let Need::Refused { reason, lsn } = &need {
         let facts = PriceFacts {
             sent: None,
@@ -788,12 +798,7 @@ fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> 
         t.price = Some(facts);
         outbox::price::record_refusal(&t, reason, *lsn);
     }
-    let combines = job
-        .marketplace
-        .parse()
-        .ok()
-        .and_then(|m| marketplaces::connector(m).ok())
-        .is_some_and(|c| c.writes_price_with_stock());
+    let combines = connector.is_some_and(|c| c.writes_price_with_stock());
     match need {
         Need::Write {
             amount,
@@ -813,6 +818,9 @@ fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> 
             let reason = match (job.desired_stock, job.remote_stock) {
                 (None, _) => "no EGDC stock known for this product yet",
                 (Some(d), Some(r)) if d == r => "marketplace already holds this quantity",
+                _ if job.price_only && !connector.is_some_and(|c| c.writes_prices()) => {
+                    "prices are not written to this marketplace yet"
+                }
                 _ => "the stock and the price are already published",
             };
             Err((
