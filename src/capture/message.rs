@@ -61,13 +61,22 @@ pub struct PriceChange {
 
 /// The latest price change of each (tenant, product), in key order.
 pub fn latest_price_per_product(changes: Vec<PriceChange>) -> Vec<PriceChange> {
+    latest_by_key(changes, |c| (&c.tenant, &c.product))
+}
+
+/// The last of each key's changes, in key order (applying them equals applying all in order;
+/// key order walks the listings index, and mostly the heap, in order).
+fn latest_by_key<T>(changes: Vec<T>, key: impl Fn(&T) -> (&String, &String)) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<PriceChange> = changes
+    let mut out: Vec<T> = changes
         .into_iter()
         .rev()
-        .filter(|c| seen.insert((c.tenant.clone(), c.product.clone())))
+        .filter(|c| {
+            let (t, p) = key(c);
+            seen.insert((t.clone(), p.clone()))
+        })
         .collect();
-    out.sort_unstable_by(|a, b| (&a.tenant, &a.product).cmp(&(&b.tenant, &b.product)));
+    out.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
     out
 }
 
@@ -188,15 +197,7 @@ impl Collector {
 /// The latest change of each (tenant, product), in commit order: applying them is the same as
 /// applying every change in order.
 pub fn latest_per_product(changes: Vec<StockChange>) -> Vec<StockChange> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<StockChange> = changes
-        .into_iter()
-        .rev()
-        .filter(|c| seen.insert((c.tenant.clone(), c.product.clone())))
-        .collect();
-    // in key order: the apply then walks the listings index (and mostly the heap) in order
-    out.sort_unstable_by(|a, b| (&a.tenant, &a.product).cmp(&(&b.tenant, &b.product)));
-    out
+    latest_by_key(changes, |c| (&c.tenant, &c.product))
 }
 
 #[cfg(test)]

@@ -464,12 +464,13 @@ fn push_item(agent: &ureq::Agent, req: &PushRequest) -> Step {
     (PushKind::Applied { remote }, Some(reply.status))
 }
 
-fn push_variation(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Step {
-    let path = format!("/items/{}", req.external_id);
-    let item = match get(agent, req, &path) {
+/// Every variation id of the listing's item (a write must list them all, or MercadoLibre deletes
+/// the missing ones), read now; an error when `variation` is not among them.
+pub(super) fn variation_ids(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Result<Vec<i64>, Step> {
+    let item = match get(agent, req, &format!("/items/{}", req.external_id)) {
         Ok(r) if ok(&r) => r,
-        Ok(r) => return failure(&r),
-        Err(step) => return step,
+        Ok(r) => return Err(failure(&r)),
+        Err(step) => return Err(step),
     };
     let ids: Vec<i64> = item
         .json()
@@ -479,13 +480,22 @@ fn push_variation(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Ste
         .filter_map(|v| v.get("id").and_then(Value::as_i64))
         .collect();
     if !ids.contains(&variation) {
-        return (
+        return Err((
             PushKind::Permanent {
                 error: format!("variation {variation} does not exist on item {}", req.external_id),
             },
             Some(item.status),
-        );
+        ));
     }
+    Ok(ids)
+}
+
+fn push_variation(agent: &ureq::Agent, req: &PushRequest, variation: i64) -> Step {
+    let path = format!("/items/{}", req.external_id);
+    let ids = match variation_ids(agent, req, variation) {
+        Ok(ids) => ids,
+        Err(step) => return step,
+    };
     // Every existing variation id must be sent, or MercadoLibre deletes the missing ones.
     let variations: Vec<Value> = ids
         .iter()

@@ -6,7 +6,7 @@
 //! Paraguayan sites, 2 elsewhere. A user product's price lives on its items: not written here.
 
 use super::http::{classify_failure, elapsed_ms, Reply};
-use super::mercadolibre::{get, listing_kind, put_text, ListingKind, Step};
+use super::mercadolibre::{listing_kind, put_text, variation_ids, ListingKind, Step};
 use super::{PriceWrite, PushKind, PushRequest, PushResult};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
@@ -85,26 +85,10 @@ fn item(agent: &ureq::Agent, req: &PushRequest, p: &PriceWrite) -> Step {
 
 fn variation(agent: &ureq::Agent, req: &PushRequest, p: &PriceWrite, variation: i64) -> Step {
     let path = format!("/items/{}", req.external_id);
-    let item = match get(agent, req, &path) {
-        Ok(r) if (200..300).contains(&r.status) => r,
-        Ok(r) => return (classify_failure(&r), Some(r.status)),
+    let ids = match variation_ids(agent, req, variation) {
+        Ok(ids) => ids,
         Err(step) => return step,
     };
-    let ids: Vec<i64> = item
-        .json()
-        .and_then(|b| b.get("variations").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.get("id").and_then(Value::as_i64))
-        .collect();
-    if !ids.contains(&variation) {
-        return (
-            PushKind::Permanent {
-                error: format!("variation {variation} does not exist on item {}", req.external_id),
-            },
-            Some(item.status),
-        );
-    }
     // every variation, each with the one price; the stock only on ours
     let price = amount_text(&req.external_id, p.amount);
     let entries: Vec<String> = ids
