@@ -398,6 +398,17 @@ pub(super) fn get(agent: &ureq::Agent, req: &PushRequest, path: &str) -> Result<
 }
 
 fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version: Option<&str>) -> Result<Reply, Step> {
+    put_text(agent, req, path, body.to_string(), version)
+}
+
+/// PUT a body as text (prices write theirs by hand: exact decimals as JSON numbers).
+pub(super) fn put_text(
+    agent: &ureq::Agent,
+    req: &PushRequest,
+    path: &str,
+    body: String,
+    version: Option<&str>,
+) -> Result<Reply, Step> {
     let mut r = agent
         .put(format!("{}{path}", req.base_url))
         .header("authorization", format!("Bearer {}", req.access_token))
@@ -405,27 +416,7 @@ fn put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value, version
     if let Some(v) = version {
         r = r.header("x-version", v);
     }
-    http::read(r.send(body.to_string().as_bytes())).map_err(|e| {
-        (
-            PushKind::Retry {
-                error: e.0,
-                retry_after: None,
-            },
-            None,
-        )
-    })
-}
-
-/// PUT a body written by hand (prices: exact decimals as JSON numbers, never through a float).
-pub(super) fn put_text(agent: &ureq::Agent, req: &PushRequest, path: &str, body: String) -> Result<Reply, Step> {
-    http::read(
-        agent
-            .put(format!("{}{path}", req.base_url))
-            .header("authorization", format!("Bearer {}", req.access_token))
-            .header("content-type", "application/json")
-            .send(body.as_bytes()),
-    )
-    .map_err(|e| {
+    http::read(r.send(body.as_bytes())).map_err(|e| {
         (
             PushKind::Retry {
                 error: e.0,

@@ -75,7 +75,7 @@ fn item(agent: &ureq::Agent, req: &PushRequest, p: &PriceWrite) -> Step {
     } else {
         format!("{{\"price\":{price}}}")
     };
-    match put_text(agent, req, &format!("/items/{}", req.external_id), body) {
+    match put_text(agent, req, &format!("/items/{}", req.external_id), body, None) {
         Ok(reply) => applied(&reply, p.with_stock, |b| {
             b.get("available_quantity").and_then(Value::as_i64)
         }),
@@ -105,7 +105,7 @@ fn variation(agent: &ureq::Agent, req: &PushRequest, p: &PriceWrite, variation: 
         })
         .collect();
     let body = format!("{{\"variations\":[{}]}}", entries.join(","));
-    match put_text(agent, req, &path, body) {
+    match put_text(agent, req, &path, body, None) {
         Ok(reply) => applied(&reply, p.with_stock, |b| {
             b.get("variations")?
                 .as_array()?

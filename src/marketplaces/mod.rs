@@ -193,6 +193,22 @@ pub struct PushResult {
     pub latency_ms: f64,
 }
 
+impl PushResult {
+    /// A result for a request no call was made for.
+    pub fn without_call(kind: PushKind) -> PushResult {
+        PushResult {
+            kind,
+            http_status: None,
+            latency_ms: 0.0,
+        }
+    }
+
+    /// Refused before any call, for good.
+    pub fn refused(error: impl Into<String>) -> PushResult {
+        Self::without_call(PushKind::Permanent { error: error.into() })
+    }
+}
+
 /// What every marketplace module provides.
 pub trait Connector: Send + Sync {
     fn marketplace(&self) -> Marketplace;
@@ -244,13 +260,7 @@ pub trait Connector: Send + Sync {
     /// request, in order. `Applied { remote }` reports the stock when it was written too.
     fn push_prices(&self, _http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         let error = format!("syncing prices to {} is not supported yet", self.marketplace());
-        reqs.iter()
-            .map(|_| PushResult {
-                kind: PushKind::Permanent { error: error.clone() },
-                http_status: None,
-                latency_ms: 0.0,
-            })
-            .collect()
+        reqs.iter().map(|_| PushResult::refused(error.as_str())).collect()
     }
     /// The quantity the marketplace holds for a listing now (None: it does not say).
     fn read_stock(&self, _http: &ureq::Agent, _req: &PushRequest) -> Result<Option<i64>, String> {

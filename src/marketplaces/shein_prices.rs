@@ -33,14 +33,6 @@ pub fn check_settings(settings: &Map<String, Value>) -> Result<(), String> {
     }
 }
 
-fn refused(error: &str) -> PushResult {
-    PushResult {
-        kind: PushKind::Permanent { error: error.into() },
-        http_status: None,
-        latency_ms: 0.0,
-    }
-}
-
 /// One result per request, in order (the requests are of one connection).
 pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
     let Some(first) = reqs.first() else {
@@ -53,21 +45,21 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         .unwrap_or("self_operated");
     if mode != "self_operated" {
         let why = "SHEIN semi- and fully-managed shops set a supply cost (goods/update-cost), which is not synced yet";
-        return reqs.iter().map(|_| refused(why)).collect();
+        return reqs.iter().map(|_| PushResult::refused(why)).collect();
     }
     let Some(site) = settings.get("site").and_then(Value::as_str) else {
         let why = "SHEIN price writes need the connection's settings.site (such as \"shein-mx\")";
-        return reqs.iter().map(|_| refused(why)).collect();
+        return reqs.iter().map(|_| PushResult::refused(why)).collect();
     };
     let mut results: Vec<Option<PushResult>> = vec![None; reqs.len()];
     let mut entries = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
         let Some(p) = &r.price else {
-            results[i] = Some(refused("no price to write"));
+            results[i] = Some(PushResult::refused("no price to write"));
             continue;
         };
         let Some(currency) = &p.currency else {
-            results[i] = Some(refused(
+            results[i] = Some(PushResult::refused(
                 "SHEIN needs the price's currency: set price_rules.currency (the site's, e.g. MXN) or track a currency column",
             ));
             continue;
@@ -110,7 +102,7 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| refused("no result")))
+        .map(|r| r.unwrap_or_else(|| PushResult::refused("no result")))
         .collect()
 }
 

@@ -22,24 +22,12 @@ fn product_of(req: &PushRequest) -> Option<String> {
     }
 }
 
-fn failed(kind: PushKind) -> PushResult {
-    PushResult {
-        kind,
-        http_status: None,
-        latency_ms: 0.0,
-    }
-}
-
 /// One result per request, in order: one call per product named by the requests.
 pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
     let mut results: Vec<Option<PushResult>> = vec![None; reqs.len()];
     let mut by_product: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate() {
-        let refused = |error: &str| {
-            Some(failed(PushKind::Permanent {
-                error: error.to_string(),
-            }))
-        };
+        let refused = |error: &str| Some(PushResult::refused(error));
         match (&r.price, product_of(r)) {
             (None, _) => results[i] = refused("no price to write"),
             (_, None) => results[i] = refused("tiktok listing settings have no product_id"),
@@ -92,7 +80,7 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| {
-                failed(PushKind::Retry {
+                PushResult::without_call(PushKind::Retry {
                     error: "no result".into(),
                     retry_after: None,
                 })
