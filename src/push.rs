@@ -167,6 +167,7 @@ mod tests {
             kind,
             http_status: Some(200),
             latency_ms: 1.0,
+            learned: None,
         }
     }
 

@@ -18,7 +18,9 @@ fn an_update_reaches_the_marketplace_and_latency_is_measured() {
     env.wait_for(10, "the first update to reach the sandbox", || {
         item_has(&env, &item, 17)
     });
-    // the attempt is in the sync log, with its HTTP status and latency
+    // the attempt is in the sync log, with its HTTP status and latency (recorded just after the
+    // sandbox answered, so wait for the worker's commit)
+    env.wait_idle(10, "the first push to be recorded");
     let logged = env.scalar_i64(
         "SELECT count(*) FROM integ.sync_log WHERE outcome = 'success' AND stock = 17 AND http_status = 200 AND latency_ms > 0",
     );

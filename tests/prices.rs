@@ -411,3 +411,182 @@ fn a_price_reaches_shein_with_its_special_price_and_a_refused_one_says_why() {
     assert_eq!(outcome, "dead");
     assert!(error.contains("SHEIN refused the price"), "{error}");
 }
+
+#[test]
+fn a_price_reaches_all_four_marketplaces_through_each_channels_rules() {
+    const SHOP: &str = "prices-all.myshopify.com";
+    const F: u64 = 2_000_000; // products F, F+1; variants F+2, F+3; inventory items F+4, F+5
+    let mut env = Env::new("prices-all");
+    env.add_tenant(
+        "all",
+        5102,
+        json!({"price_rules": {"markup_percent": 12, "round": "ends_99"}}),
+    );
+    let ml = env.listings_for("all", 5102, 330_000, 1);
+    env.add_shopify_tenant("all", SHOP, json!({"location_id": 1}));
+    let made = env.sim.post(
+        "/shopify/catalog",
+        json!({"shop": SHOP, "products": 2, "first_id": F, "location_id": 1, "price": "1.00"}),
+    );
+    assert_eq!(made["units"], 2, "{made}");
+    // mapped by hand: the variant and product are looked up at the first price write
+    env.db()
+        .batch_execute(&format!(
+            "SELECT integ.map_product('all', 'shopify', 'sku-0', '{}', '{{\"location_id\": 1}}')",
+            F + 4
+        ))
+        .expect("map shopify");
+    env.add_tiktok_tenant(
+        "all",
+        "CIPHER-ALL",
+        json!({"price_rules": {"add": 5, "currency": "USD"}}),
+    );
+    env.tiktok_listing("all", "CIPHER-ALL", "sku-0", "1729000000000301", "1729000000000401");
+    let key = env.add_shein_tenant(
+        "all",
+        932,
+        json!({"site": "shein-mx", "price_rules": {"currency": "MXN"}}),
+    );
+    env.shein_listing("all", &key, "sku-0", "SKU-ALL-1");
+    env.db()
+        .batch_execute(
+            "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');",
+        )
+        .expect("track prices");
+    env.set_stock_of("all", "sku-0", 3);
+    env.wait_idle(20, "the first stock");
+
+    let shopify_price = || env.sim.get(&format!("/shopify/variants/{}", F + 2))["price"].clone();
+    let tiktok_price = || env.sim.get("/tiktok/prices/1729000000000401")["price"]["sale_price"].clone();
+    let shein_price = || env.sim.get("/shein/prices/SKU-ALL-1")["prices"][0]["base_price"].clone();
+    let lookups = || env.sim.counter("shopify graphql inventoryItem variant");
+    env.db()
+        .batch_execute("INSERT INTO prices VALUES ('all', 'sku-0', 100.00)")
+        .expect("price");
+    env.wait_for(30, "EGDC 100.00 on every channel with its rules", || {
+        price_of(&env, &ml[0].1) == "111.99"
+            && shopify_price() == "100.00"
+            && tiktok_price() == "105.00"
+            && shein_price() == "100.00"
+    });
+    env.wait_idle(20, "recorded");
+    for (market, sent) in [
+        ("mercadolibre", "111.99"),
+        ("shopify", "100"),
+        ("tiktok", "105"),
+        ("shein", "100"),
+    ] {
+        let logged = env.scalar_text(&format!(
+            "SELECT outcome || ' ' || trim_scale(price)::text || ' from ' || egdc_price::text FROM integ.sync_log
+              WHERE tenant_id = 'all' AND marketplace = '{market}' AND operation = 'price' ORDER BY id DESC LIMIT 1"
+        ));
+        assert_eq!(logged, format!("success {sent} from 100.00"), "{market}");
+    }
+    // Shopify's variant and product were found once and kept in the listing's settings
+    assert_eq!(lookups(), 1);
+    let kept = json!({"location_id": 1, "variant_id": F + 2, "product_id": F});
+    assert_eq!(
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.listings WHERE tenant_id = 'all' AND marketplace = 'shopify'
+                AND settings = '{kept}'::jsonb"
+        )),
+        1,
+        "the listing keeps {kept}"
+    );
+    env.db()
+        .batch_execute("UPDATE prices SET price = 80.00")
+        .expect("price");
+    env.wait_for(20, "the next price", || shopify_price() == "80.00");
+    assert_eq!(lookups(), 1, "no second lookup");
+
+    // a price below the shop's minimum: a dead letter with Shopify's userError, the rest goes on
+    env.sim.post(
+        &format!("/shopify/shops/{SHOP}/min_price"),
+        json!({"min_price": "50.00"}),
+    );
+    env.db()
+        .batch_execute("UPDATE prices SET price = 40.00")
+        .expect("price");
+    env.wait_for(20, "the dead letter", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'all' AND marketplace = 'shopify' AND state = 'dead'") == 1
+    });
+    let error = env.scalar_text(
+        "SELECT error FROM integ.sync_log WHERE marketplace = 'shopify' AND operation = 'price' ORDER BY id DESC LIMIT 1",
+    );
+    assert!(error.contains("GREATER_THAN_OR_EQUAL_TO"), "{error}");
+    env.wait_for(20, "the other channels", || {
+        price_of(&env, &ml[0].1) == "44.99" && tiktok_price() == "45.00"
+    });
+}
+
+#[test]
+fn a_managed_shein_shop_sets_its_supply_cost_one_spu_per_call() {
+    let mut env = Env::new("prices-shein-managed");
+    let key = env.add_shein_tenant(
+        "mg",
+        933,
+        json!({"site": "shein-mx", "shop_mode": "semi_managed", "price_rules": {"currency": "MXN"}}),
+    );
+    env.sim
+        .post(&format!("/shein/suppliers/{key}"), json!({"mode": "semi_managed"}));
+    for (sku, code, spu) in [
+        ("c-1", "C-1", "MC1"),
+        ("c-2", "C-2", "MC1"),
+        ("c-3", "C-3", "MC2"),
+        ("c-4", "C-4", "MC3"),
+    ] {
+        env.sim.post(
+            "/shein/skus",
+            json!({"open_key_id": key, "sku_code": code, "warehouse_code": "WH-1",
+                   "spu_name": spu, "skc_name": format!("s{spu}")}),
+        );
+        // c-4 is mapped without its SPU and SKC
+        let settings = if sku == "c-4" {
+            json!({"warehouse_code": "WH-1"})
+        } else {
+            json!({"warehouse_code": "WH-1", "spu_name": spu, "skc_name": format!("s{spu}")})
+        };
+        env.db()
+            .batch_execute(&format!(
+                "INSERT INTO inventory VALUES ('mg', '{sku}', 1);
+                 SELECT integ.map_product('mg', 'shein', '{sku}', '{code}', '{settings}')"
+            ))
+            .expect("map");
+    }
+    env.db()
+        .batch_execute(
+            "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');",
+        )
+        .expect("track prices");
+    env.wait_idle(20, "the first stock");
+    let calls = || env.sim.counter("shein update-cost calls");
+    let before = calls();
+    env.db()
+        .batch_execute(
+            "INSERT INTO prices VALUES ('mg', 'c-1', 80.00), ('mg', 'c-2', 81.50), ('mg', 'c-3', 82.00), ('mg', 'c-4', 83.00)",
+        )
+        .expect("prices");
+    let cost = |code: &str| env.sim.get(&format!("/shein/prices/{code}"))["cost"]["cost"].clone();
+    env.wait_for(20, "the supply costs", || {
+        cost("C-1") == "80.00" && cost("C-2") == "81.50" && cost("C-3") == "82.00"
+    });
+    env.wait_for(20, "c-4's dead letter", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'mg' AND state = 'dead'") == 1
+    });
+    env.wait_idle(20, "recorded");
+    assert_eq!(calls() - before, 2, "one call per SPU");
+    let (outcome, _, error) = last_price_log(&env, "mg", "c-4");
+    assert_eq!(outcome, "dead");
+    assert!(error.contains("spu_name and skc_name"), "{error}");
+    // a cost SHEIN refuses (not above 0): a dead letter with its message
+    env.db()
+        .batch_execute("UPDATE prices SET price = 0 WHERE sku = 'c-1'")
+        .expect("price");
+    env.wait_for(20, "the refused cost", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE tenant_id = 'mg' AND state = 'dead'") == 2
+    });
+    let (_, _, error) = last_price_log(&env, "mg", "c-1");
+    assert!(error.contains("SHEIN refused the supply cost"), "{error}");
+}

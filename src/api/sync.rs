@@ -212,6 +212,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         let attempt = Attempt {
             http_status: result.http_status.map(i32::from),
             latency_ms: Some(result.latency_ms),
+            learned: None,
         };
         match result.kind {
             PushKind::Unauthorized { .. } if stale.is_none() => {

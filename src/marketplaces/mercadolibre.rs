@@ -168,6 +168,7 @@ impl Connector for MercadoLibre {
             kind,
             http_status: status,
             latency_ms: elapsed_ms(start),
+            learned: None,
         }
     }
 

@@ -53,6 +53,7 @@ pub fn push(agent: &ureq::Agent, req: &PushRequest) -> PushResult {
         kind,
         http_status: status,
         latency_ms: elapsed_ms(start),
+        learned: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod shein_catalog;
 pub mod shein_prices;
 pub mod shopify;
 pub mod shopify_catalog;
+pub mod shopify_prices;
 pub mod tiktok;
 pub mod tiktok_catalog;
 pub mod tiktok_prices;
@@ -191,6 +192,9 @@ pub struct PushResult {
     pub kind: PushKind,
     pub http_status: Option<u16>,
     pub latency_ms: f64,
+    /// Listing settings the call found out and the listing keeps (e.g. Shopify's variant and
+    /// product of an inventory item), merged into `integ.listings.settings`; a null removes a key.
+    pub learned: Option<Map<String, Value>>,
 }
 
 impl PushResult {
@@ -200,6 +204,7 @@ impl PushResult {
             kind,
             http_status: None,
             latency_ms: 0.0,
+            learned: None,
         }
     }
 
@@ -256,6 +261,11 @@ pub trait Connector: Send + Sync {
     fn max_price_batch(&self) -> usize {
         1
     }
+    /// Price writes of different groups never share a call (TikTok Shop: one product per call;
+    /// SHEIN managed shops: one SPU per call); one `push_prices` call is one HTTP call.
+    fn price_call_group(&self, _connection_settings: &Value, _listing_settings: &Value) -> String {
+        String::new()
+    }
     /// Writes each request's `price` (and its quantity, when `with_stock`), one result per
     /// request, in order. `Applied { remote }` reports the stock when it was written too.
     fn push_prices(&self, _http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
@@ -308,6 +318,7 @@ pub fn only_result(results: Vec<PushResult>) -> PushResult {
         },
         http_status: None,
         latency_ms: 0.0,
+        learned: None,
     })
 }
 

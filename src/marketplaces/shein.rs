@@ -189,11 +189,32 @@ impl Connector for Shein {
             ));
         }
         let obj = settings.as_object().ok_or("listing settings must be a JSON object")?;
-        check_keys(obj, &["warehouse_code"], "shein listing settings")?;
+        check_keys(
+            obj,
+            &["warehouse_code", "spu_name", "skc_name"],
+            "shein listing settings",
+        )?;
         match obj.get("warehouse_code") {
-            None | Some(Value::String(_)) => Ok(()),
-            Some(_) => Err("shein listing settings: \"warehouse_code\" must be a string".into()),
+            None | Some(Value::String(_)) => {}
+            Some(_) => return Err("shein listing settings: \"warehouse_code\" must be a string".into()),
         }
+        // a managed shop's supply cost is written by SPU and SKC (the catalog import fills them)
+        for key in ["spu_name", "skc_name"] {
+            match obj.get(key) {
+                None => {}
+                Some(Value::String(v)) if valid_sku(v) => {}
+                Some(_) => {
+                    return Err(format!(
+                    "shein listing settings: \"{key}\" must be SHEIN's name (1 to 100 printable characters, no spaces)"
+                ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn price_call_group(&self, connection_settings: &Value, listing_settings: &Value) -> String {
+        super::shein_prices::call_group(connection_settings, listing_settings)
     }
 
     fn writes_prices(&self) -> bool {
@@ -236,6 +257,7 @@ impl Connector for Shein {
                     kind: kind.clone(),
                     http_status: status,
                     latency_ms: elapsed_ms(start),
+                    learned: None,
                 })
                 .collect()
         };
@@ -272,6 +294,7 @@ impl Connector for Shein {
                     kind,
                     http_status: Some(reply.status),
                     latency_ms: elapsed_ms(start),
+                    learned: None,
                 }
             })
             .collect()
@@ -373,5 +396,13 @@ mod tests {
         assert!(Shein.check_listing("SKU-1", &json!({"warehouse_code": "WH"})).is_ok());
         assert!(Shein.check_listing("has space", &json!({})).is_err());
         assert!(Shein.check_listing("SKU", &json!({"warehouse_code": 5})).is_err());
+        assert!(Shein
+            .check_listing(
+                "SKU",
+                &json!({"warehouse_code": "WH", "spu_name": "M1", "skc_name": "sM1"})
+            )
+            .is_ok());
+        assert!(Shein.check_listing("SKU", &json!({"spu_name": "a b"})).is_err());
+        assert!(Shein.check_listing("SKU", &json!({"skc_name": 5})).is_err());
     }
 }

@@ -51,6 +51,9 @@ struct Unit {
     title: Option<String>,
     price: Option<String>,
     currency: Option<String>,
+    /// Its SPU and SKC: what a managed shop's supply cost is written by.
+    spu: Option<String>,
+    skc: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -133,7 +136,7 @@ fn advance(mut at: Cursor, step: &Step, reply: &Reply) -> Result<CatalogPage, Ca
             let spu = at.spus.remove(0);
             let gone = reply.status == 200 && reply.json().is_some_and(|v| v["code"] == SPU_GONE);
             if !gone {
-                at.units.extend(spu_units(&answer(reply)?, &spu.skcs));
+                at.units.extend(spu_units(&answer(reply)?, &spu.name, &spu.skcs));
             }
         }
         Step::Stock(n) => {
@@ -171,17 +174,20 @@ fn array<'a>(v: Option<&'a Value>, key: &str) -> impl Iterator<Item = &'a Value>
 }
 
 /// The SKUs of an SPU's SKCs in `skcs` (all when the page named none).
-fn spu_units(v: &Value, skcs: &[String]) -> Vec<Unit> {
+fn spu_units(v: &Value, spu: &str, skcs: &[String]) -> Vec<Unit> {
     let info = v.get("info");
     let title = array(info, "productMultiNameList")
         .find(|n| n.get("language").and_then(Value::as_str) == Some("en"))
         .and_then(|n| catalog::text(n.get("productName")))
         .map(|t| http::truncate(&t, 500));
+    let spu = Some(spu.to_string());
     array(info, "skcInfoList")
         .filter(|skc| skcs.is_empty() || catalog::text(skc.get("skcName")).is_some_and(|n| skcs.contains(&n)))
-        .flat_map(|skc| array(Some(skc), "skuInfoList"))
-        .filter_map(|sku| {
+        .flat_map(|skc| array(Some(skc), "skuInfoList").map(move |sku| (catalog::text(skc.get("skcName")), sku)))
+        .filter_map(|(skc, sku)| {
             Some(Unit {
+                spu: spu.clone(),
+                skc,
                 id: catalog::text(sku.get("skuCode"))?,
                 sku: catalog::text(sku.get("supplierSku")),
                 title: title.clone(),
@@ -209,12 +215,29 @@ fn stock_of(v: &Value) -> HashMap<&str, &Value> {
         .collect()
 }
 
+/// What `map_product` takes: the warehouse the stock is in, and the SPU and SKC a managed shop's
+/// supply cost is written by.
+fn unit_settings(warehouse: Option<String>, u: &Unit) -> Value {
+    let mut settings = serde_json::Map::new();
+    let fields = [
+        ("warehouse_code", warehouse),
+        ("spu_name", u.spu.clone()),
+        ("skc_name", u.skc.clone()),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            settings.insert(key.into(), Value::String(v));
+        }
+    }
+    Value::Object(settings)
+}
+
 /// A unit with its stock (None, and no warehouse, when `stock-query` did not list it).
 fn listing(u: Unit, stock: &HashMap<&str, &Value>) -> RemoteListing {
     let inv = stock.get(u.id.as_str()).copied();
     let warehouse = inv.and_then(|s| catalog::text(s.pointer("/warehouseInventoryList/0/warehouseCode")));
     RemoteListing {
-        settings: warehouse.map_or_else(|| json!({}), |w| json!({"warehouse_code": w})),
+        settings: unit_settings(warehouse, &u),
         variation: String::new(),
         seller_sku: u.sku,
         title: u.title,
@@ -279,10 +302,12 @@ mod tests {
             })
             .collect();
         let want = json!([
-            {"id": "I1", "sku": "A-1", "price": "1299.5", "stock": 7, "settings": {"warehouse_code": "WH-1"},
+            {"id": "I1", "sku": "A-1", "price": "1299.5", "stock": 7,
+             "settings": {"warehouse_code": "WH-1", "spu_name": "M1", "skc_name": "sM1a"}, "title": "Dress", "currency": "MXN"},
+            {"id": "I2", "sku": null, "price": "149.99", "stock": 0, "settings": {"spu_name": "M1", "skc_name": "sM1a"},
              "title": "Dress", "currency": "MXN"},
-            {"id": "I2", "sku": null, "price": "149.99", "stock": 0, "settings": {}, "title": "Dress", "currency": "MXN"},
-            {"id": "I4", "sku": "A-4", "price": null, "stock": null, "settings": {}, "title": "Dress", "currency": null}]);
+            {"id": "I4", "sku": "A-4", "price": null, "stock": null, "settings": {"spu_name": "M1", "skc_name": "sM1b"},
+             "title": "Dress", "currency": null}]);
         assert_eq!(Value::Array(got), want);
         assert_eq!(p.listings[0].raw["totalUsableInventory"], 7);
         assert!((p.listings.iter()).all(|u| u.variation.is_empty() && u.status.is_none() && u.url.is_none()));

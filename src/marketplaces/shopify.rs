@@ -21,7 +21,7 @@ const MAX_QUANTITIES: usize = 250;
 /// The shop's own host when no base_url override is set.
 const SHOP_BASE: &str = "https://{shop}";
 
-fn api_version(req: &PushRequest) -> String {
+pub(super) fn api_version(req: &PushRequest) -> String {
     req.connection_settings
         .get("api_version")
         .and_then(Value::as_str)
@@ -37,7 +37,7 @@ fn shop_base(base_url: &str, creds: &Credentials) -> String {
     base_url.replace("{shop}", &creds.identifier("shop").unwrap_or_default())
 }
 
-fn gid(kind: &str, id: &str) -> String {
+pub(super) fn gid(kind: &str, id: &str) -> String {
     if id.starts_with("gid://") {
         id.to_string()
     } else {
@@ -87,7 +87,7 @@ pub(super) fn graphql(agent: &ureq::Agent, req: &PushRequest, query: &str, varia
 }
 
 /// A reply that is not a mutation payload: THROTTLED, HTTP errors, GraphQL errors.
-fn call_failure(reply: &Reply) -> Option<PushKind> {
+pub(super) fn call_failure(reply: &Reply) -> Option<PushKind> {
     if reply.status != 200 {
         return Some(http::classify_failure(reply));
     }
@@ -434,7 +434,11 @@ impl Connector for Shopify {
             ));
         }
         let obj = settings.as_object().ok_or("listing settings must be a JSON object")?;
-        check_keys(obj, &["location_id"], "shopify listing settings")?;
+        check_keys(
+            obj,
+            &["location_id", "variant_id", "product_id"],
+            "shopify listing settings",
+        )?;
         let loc = match obj.get("location_id") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -445,7 +449,23 @@ impl Connector for Shopify {
                 "shopify listing settings: \"location_id\" must be a number or gid://shopify/Location/<number>".into(),
             );
         }
-        Ok(())
+        // the variant and product a price is written to (found from the inventory item at the
+        // first price write and kept, or given): both or neither
+        let id_of = |key: &str, kind: &str| match obj.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if numeric_or_gid(s, kind) => Ok(Some(())),
+            Some(Value::Number(n)) if numeric_or_gid(&n.to_string(), kind) => Ok(Some(())),
+            Some(_) => Err(format!(
+                "shopify listing settings: \"{key}\" must be a number or gid://shopify/{kind}/<number>"
+            )),
+        };
+        match (id_of("variant_id", "ProductVariant")?, id_of("product_id", "Product")?) {
+            (Some(_), None) | (None, Some(_)) => Err(
+                "shopify listing settings: \"variant_id\" and \"product_id\" go together (or leave both out: they are looked up)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     fn push_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> PushResult {
@@ -454,6 +474,18 @@ impl Connector for Shopify {
 
     fn max_batch(&self) -> usize {
         MAX_QUANTITIES
+    }
+
+    fn writes_prices(&self) -> bool {
+        true
+    }
+
+    fn max_price_batch(&self) -> usize {
+        super::shopify_prices::MAX_PRICES
+    }
+
+    fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
+        super::shopify_prices::push(agent, reqs)
     }
 
     fn push_batch(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
@@ -493,6 +525,7 @@ impl Connector for Shopify {
                     kind,
                     http_status: status,
                     latency_ms: elapsed_ms(start),
+                    learned: None,
                 }
             })
             .collect();
@@ -503,6 +536,7 @@ impl Connector for Shopify {
             },
             http_status: None,
             latency_ms: 0.0,
+            learned: None,
         }));
         out
     }
@@ -611,6 +645,20 @@ mod tests {
             .is_ok());
         assert!(Shopify.check_listing("abc", &json!({"location_id": 1})).is_err());
         assert!(Shopify.check_listing("1", &json!({})).is_err());
+        // the variant and product of a price: both or neither, numbers or gids
+        let with = |v: Value, p: Value| {
+            Shopify.check_listing("1", &json!({"location_id": 1, "variant_id": v, "product_id": p}))
+        };
+        assert!(with(json!(4), json!("gid://shopify/Product/5")).is_ok());
+        assert!(
+            with(json!("gid://shopify/Product/4"), json!(5)).is_err(),
+            "a product gid as the variant"
+        );
+        assert!(with(json!("x"), json!(5)).is_err());
+        let one = Shopify
+            .check_listing("1", &json!({"location_id": 1, "variant_id": 4}))
+            .unwrap_err();
+        assert!(one.contains("go together"), "{one}");
         assert_eq!(gid("Location", "5"), "gid://shopify/Location/5");
         assert!(modern("2026-04") && modern("2026-10") && !modern("2025-10"));
     }

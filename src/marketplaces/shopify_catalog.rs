@@ -180,10 +180,13 @@ fn unit(node: &Value, location: &str, currency: Option<&str>, shop: &str) -> Opt
     let variant = gid_number(node.get("id"));
     let product = node.get("product");
     let product_id = gid_number(product.and_then(|p| p.get("id")));
-    let settings = match location.parse::<u64>() {
-        Ok(n) => json!({ "location_id": n }),
-        Err(_) => json!({ "location_id": location }),
-    };
+    let as_number = |s: &str| s.parse::<u64>().map_or(json!(s), Value::from);
+    let mut settings = json!({ "location_id": as_number(location) });
+    // the variant and product a price is written to, so a linked listing needs no lookup
+    if let (Some(v), Some(p)) = (&variant, &product_id) {
+        settings["variant_id"] = as_number(v);
+        settings["product_id"] = as_number(p);
+    }
     let url = match (&product_id, &variant) {
         (Some(p), Some(v)) if !shop.is_empty() => Some(format!("https://{shop}/admin/products/{p}/variants/{v}")),
         _ => None,
@@ -239,7 +242,10 @@ mod tests {
         assert_eq!(page.listings.len(), 2);
         let a = &page.listings[0];
         assert_eq!(a.external_id, "11");
-        assert_eq!(a.settings, json!({"location_id": 905684977}));
+        assert_eq!(
+            a.settings,
+            json!({"location_id": 905684977, "variant_id": 1, "product_id": 5})
+        );
         assert_eq!(a.seller_sku.as_deref(), Some("TEN-27"));
         assert_eq!(a.price, rust_decimal::Decimal::from_str("19.99").ok());
         assert_eq!(a.currency.as_deref(), Some("MXN"));

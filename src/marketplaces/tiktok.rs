@@ -217,6 +217,10 @@ impl Connector for TikTok {
         super::tiktok_prices::MAX_PRICES
     }
 
+    fn price_call_group(&self, _connection_settings: &Value, listing_settings: &Value) -> String {
+        super::tiktok_prices::product_id(listing_settings).unwrap_or_default()
+    }
+
     fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         super::tiktok_prices::push(agent, reqs)
     }
@@ -242,6 +246,7 @@ impl Connector for TikTok {
                 },
                 http_status: None,
                 latency_ms: 0.0,
+                learned: None,
             };
         };
         let path = format!("/product/202309/products/{product}/inventory/update");
@@ -252,6 +257,7 @@ impl Connector for TikTok {
                 kind: classify(&reply),
                 http_status: Some(reply.status),
                 latency_ms: elapsed_ms(start),
+                learned: None,
             },
             Err(e) => PushResult {
                 kind: PushKind::Retry {
@@ -260,6 +266,7 @@ impl Connector for TikTok {
                 },
                 http_status: None,
                 latency_ms: elapsed_ms(start),
+                learned: None,
             },
         }
     }

@@ -14,8 +14,9 @@ use std::time::Instant;
 /// Price writes one push_prices call takes (grouped into one call per product).
 pub const MAX_PRICES: usize = 50;
 
-fn product_of(req: &PushRequest) -> Option<String> {
-    match req.listing_settings.get("product_id")? {
+/// The product a listing's SKU belongs to (one prices/update call each).
+pub fn product_id(listing_settings: &Value) -> Option<String> {
+    match listing_settings.get("product_id")? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
@@ -28,7 +29,7 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
     let mut by_product: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in reqs.iter().enumerate() {
         let refused = |error: &str| Some(PushResult::refused(error));
-        match (&r.price, product_of(r)) {
+        match (&r.price, product_id(&r.listing_settings)) {
             (None, _) => results[i] = refused("no price to write"),
             (_, None) => results[i] = refused("tiktok listing settings have no product_id"),
             (Some(p), _) if p.currency.is_none() => {
@@ -73,6 +74,7 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
                 kind: kind.clone(),
                 http_status: status,
                 latency_ms: elapsed_ms(start),
+                learned: None,
             });
         }
     }

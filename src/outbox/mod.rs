@@ -170,6 +170,24 @@ pub enum Outcome {
 pub struct Attempt {
     pub http_status: Option<i32>,
     pub latency_ms: Option<f64>,
+    /// Listing settings the call found out (`PushResult::learned`), kept by [`learn`].
+    pub learned: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The listing keeps what a call found out about it (merged into its settings; a null value
+/// removes the key), whatever the call's outcome.
+pub fn learn(listing_id: i64, learned: &serde_json::Map<String, serde_json::Value>) {
+    Spi::run_with_args(
+        "UPDATE integ.listings l
+            SET settings = (SELECT coalesce(jsonb_object_agg(key, value), '{}')
+                              FROM jsonb_each(l.settings || $2) WHERE value <> 'null'::jsonb)
+          WHERE l.id = $1",
+        &[
+            listing_id.into(),
+            pgrx::JsonB(serde_json::Value::Object(learned.clone())).into(),
+        ],
+    )
+    .or_raise("keeping what a call found out about a listing");
 }
 
 /// Identifies the listing an outcome belongs to.

@@ -24,7 +24,7 @@ use pgrx::prelude::*;
 use pool::{Done, Pool, Task};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub fn register_workers() {
@@ -513,10 +513,13 @@ impl Worker {
                 } => {
                     // stock writes and price writes go in separate calls, each batched as the
                     // marketplace allows
-                    let (mut prices, mut stocks): (Vec<_>, Vec<_>) =
+                    let (prices, mut stocks): (Vec<_>, Vec<_>) =
                         jobs.into_iter().partition(|(_, c)| matches!(c, Call::Price { .. }));
-                    let per_call = [stocks_per_call(&stocks), prices_per_call(&prices)];
-                    for (group, per_call) in [&mut stocks, &mut prices].into_iter().zip(per_call) {
+                    let mut groups = vec![(stocks_per_call(&stocks), std::mem::take(&mut stocks))];
+                    let per_call = prices_per_call(&prices);
+                    groups.extend(price_calls(prices).into_iter().map(|g| (per_call, g)));
+                    for (per_call, mut group) in groups {
+                        let group = &mut group;
                         while !group.is_empty() {
                             let rest = group.split_off(per_call.min(group.len()));
                             let call = std::mem::replace(group, rest);
@@ -723,6 +726,7 @@ impl Worker {
                 let attempt = Attempt {
                     http_status: d.result.http_status.map(i32::from),
                     latency_ms: Some(d.result.latency_ms),
+                    learned: d.result.learned.clone(),
                 };
                 (f, outcome, attempt)
             })
@@ -842,6 +846,9 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
     let mut notes: HashMap<i64, Option<String>> = HashMap::new();
     let mut seen: HashSet<i64> = HashSet::new();
     for (f, o, a) in decided {
+        if let Some(learned) = &a.learned {
+            outbox::learn(f.job.listing_id, learned);
+        }
         if let Call::Price {
             amount,
             egdc,
@@ -952,6 +959,23 @@ fn prices_per_call(jobs: &[(ClaimedJob, Call)]) -> usize {
         .and_then(|(j, _)| j.marketplace.parse().ok())
         .and_then(|m| marketplaces::connector(m).ok())
         .map_or(1, |c| c.max_price_batch().max(1))
+}
+
+/// Price jobs split by the call that can carry them together (`Connector::price_call_group`),
+/// so that each dispatch is one call and takes one request from the rate limit.
+fn price_calls(jobs: Vec<(ClaimedJob, Call)>) -> Vec<Vec<(ClaimedJob, Call)>> {
+    let connector = jobs
+        .first()
+        .and_then(|(j, _)| j.marketplace.parse().ok())
+        .and_then(|m| marketplaces::connector(m).ok());
+    let mut groups: BTreeMap<String, Vec<(ClaimedJob, Call)>> = BTreeMap::new();
+    for (j, c) in jobs {
+        let key = connector.map_or(String::new(), |k| {
+            k.price_call_group(&j.connection_settings, &j.listing_settings)
+        });
+        groups.entry(key).or_default().push((j, c));
+    }
+    groups.into_values().collect()
 }
 
 /// Listings one call of this marketplace carries.

@@ -66,6 +66,7 @@ impl<J: Send + 'static> Pool<J> {
                                 },
                                 http_status: None,
                                 latency_ms: 0.0,
+                                learned: None,
                             };
                             let mut results = results.into_iter();
                             for job in jobs {
