@@ -703,3 +703,45 @@ REVOKE ALL ON FUNCTION integ.enqueue_price(text, text, numeric, text), integ.tra
 GRANT EXECUTE ON FUNCTION integ.track_prices(regclass, name, name, name, name), integ.untrack_prices(regclass)
     TO integ_operator;
 GRANT SELECT ON integ.tracked_price_tables TO integ_operator, integ_application;
+
+-- sync_product and remote_stock answer about prices too (new columns after the old ones)
+DROP FUNCTION integ.sync_product(text, text, text);
+DROP FUNCTION integ.remote_stock(text, text, text);
+CREATE FUNCTION integ."sync_product"(
+	"tenant_id" TEXT,
+	"product_id" TEXT,
+	"marketplace" TEXT DEFAULT NULL
+) RETURNS TABLE (
+	"marketplace" TEXT,
+	"external_id" TEXT,
+	"status" TEXT,
+	"stock" INT,
+	"http_status" INT,
+	"error" TEXT,
+	"price" NUMERIC,
+	"price_status" TEXT,
+	"price_error" TEXT
+)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'sync_product_wrapper';
+CREATE FUNCTION integ."remote_stock"(
+	"tenant_id" TEXT,
+	"product_id" TEXT,
+	"marketplace" TEXT DEFAULT NULL
+) RETURNS TABLE (
+	"marketplace" TEXT,
+	"external_id" TEXT,
+	"remote_stock" bigint,
+	"egdc_stock" INT,
+	"error" TEXT,
+	"remote_price" NUMERIC
+)
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'remote_stock_wrapper';
+REVOKE ALL ON FUNCTION integ.sync_product(text, text, text), integ.remote_stock(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION integ.sync_product(text, text, text), integ.remote_stock(text, text, text)
+    TO integ_operator, integ_application;

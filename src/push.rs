@@ -60,6 +60,7 @@ pub fn prepare(
             last_known: listing.last_known.map(i64::from),
             connection_settings: listing.connection_settings.clone(),
             price: None,
+            read_price: false,
         },
     ))
 }

@@ -5,7 +5,8 @@
 //! first worker every `integ.reconcile_interval`, page by page within the rate limit.
 
 use crate::inbound::drift::{self, Resolution};
-use crate::marketplaces::{Marketplace, PushRequest};
+use crate::inbound::price_drift::{self, Resolution as PriceResolution};
+use crate::marketplaces::{Marketplace, PushRequest, RemoteRead};
 use crate::push::{self, ListingRef};
 use crate::shmem::limiter;
 use crate::spi_util::{first, worker_transaction, OrRaise};
@@ -63,6 +64,12 @@ pub struct Report {
     pub skipped: i64,
     pub errors: i64,
     pub missed_notifications: i64,
+    /// Listings whose price was read, found as published, written again or adopted, or left
+    /// for review.
+    pub prices_checked: i64,
+    pub prices_in_sync: i64,
+    pub prices_repaired: i64,
+    pub price_conflicts: i64,
     pub error_samples: Vec<String>,
 }
 
@@ -82,6 +89,10 @@ impl Report {
         self.skipped += o.skipped;
         self.errors += o.errors;
         self.missed_notifications += o.missed_notifications;
+        self.prices_checked += o.prices_checked;
+        self.prices_in_sync += o.prices_in_sync;
+        self.prices_repaired += o.prices_repaired;
+        self.price_conflicts += o.price_conflicts;
         for e in &o.error_samples {
             if self.error_samples.len() < 5 {
                 self.error_samples.push(e.clone());
@@ -92,7 +103,9 @@ impl Report {
     pub fn to_json(&self) -> Value {
         json!({"checked": self.checked, "in_sync": self.in_sync, "repaired": self.repaired,
                "conflicts": self.conflicts, "skipped": self.skipped, "errors": self.errors,
-               "missed_notifications": self.missed_notifications, "error_samples": self.error_samples})
+               "missed_notifications": self.missed_notifications, "prices_checked": self.prices_checked,
+               "prices_in_sync": self.prices_in_sync, "prices_repaired": self.prices_repaired,
+               "price_conflicts": self.price_conflicts, "error_samples": self.error_samples})
     }
 }
 
@@ -102,8 +115,8 @@ struct Conn {
     settings: Value,
 }
 
-/// (listing id, external id, listing settings)
-type Page = Vec<(i64, String, Value)>;
+/// (listing id, external id, listing settings, whether its price is tracked)
+type Page = Vec<(i64, String, Value, bool)>;
 
 /// A listing's read request and its connector, or why there is none.
 type Prepared = Result<(&'static dyn crate::marketplaces::Connector, PushRequest), String>;
@@ -125,7 +138,7 @@ fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
     let conn = connection(connection_id)?;
     let page = Spi::connect(|c| {
         let rows = c.select(
-            "SELECT l.id, l.external_id, l.settings FROM integ.listings l
+            "SELECT l.id, l.external_id, l.settings, (to_jsonb(l)->>'desired_price_lsn') IS NOT NULL FROM integ.listings l
               WHERE l.connection_id = $1 AND l.id > $2 ORDER BY l.id LIMIT $3",
             None,
             &[connection_id.into(), after.into(), limit.into()],
@@ -135,6 +148,7 @@ fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
                 r.get::<i64>(1)?.unwrap_or_default(),
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+                r.get::<bool>(4)?.unwrap_or(false),
             ))
         })
         .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
@@ -177,12 +191,12 @@ pub fn page<S: Side>(
         }
     };
     let quota = push::quota_for(&conn.marketplace, &conn.settings);
-    let mut read: Vec<(i64, Result<Option<i64>, String>)> = Vec::new();
+    let mut read: Vec<(i64, Result<RemoteRead, String>)> = Vec::new();
     let mut stopped_at = None;
     // each listing's request (or why there is none), then reads in the connector's batches
     let prepared: Vec<(i64, Prepared)> = listings
         .iter()
-        .map(|(id, external_id, settings)| {
+        .map(|(id, external_id, settings, price_tracked)| {
             let l = ListingRef {
                 marketplace: &conn.marketplace,
                 connection_settings: &conn.settings,
@@ -190,7 +204,11 @@ pub fn page<S: Side>(
                 listing_settings: settings,
                 last_known: None,
             };
-            (*id, push::prepare(&l, 0, token.clone(), creds.clone(), String::new()))
+            let prepared = push::prepare(&l, 0, token.clone(), creds.clone(), String::new()).map(|(c, mut req)| {
+                req.read_price = *price_tracked && c.reads_prices();
+                (c, req)
+            });
+            (*id, prepared)
         })
         .collect();
     let batch = prepared
@@ -219,7 +237,7 @@ pub fn page<S: Side>(
                 break 'chunks;
             }
         }
-        let results = connector.read_stocks(side.agent(), &reqs);
+        let results = connector.read_listings(side.agent(), &reqs);
         read.extend(ids.into_iter().zip(results));
     }
     let applied = side.db(|| {
@@ -228,16 +246,25 @@ pub fn page<S: Side>(
         refresh_from_tables(&ids);
         for (id, result) in &read {
             r.checked += 1;
-            let q = match result {
-                Ok(Some(q)) => *q,
-                Ok(None) => {
-                    r.skipped += 1;
-                    continue;
-                }
+            let read = match result {
+                Ok(read) => read,
                 Err(e) => {
                     r.error(1, e);
                     continue;
                 }
+            };
+            if let Some(price) = read.price {
+                r.prices_checked += 1;
+                match price_drift::resolve(*id, price) {
+                    PriceResolution::InSync => r.prices_in_sync += 1,
+                    PriceResolution::Pushed | PriceResolution::Took(_) => r.prices_repaired += 1,
+                    PriceResolution::Conflict(_) => r.price_conflicts += 1,
+                    PriceResolution::Ignored(_) => {}
+                }
+            }
+            let Some(q) = read.stock else {
+                r.skipped += 1;
+                continue;
             };
             let Some(l) = drift::by_id(*id) else { continue };
             match drift::resolve(&l, q, None, "reconcile") {

@@ -590,3 +590,109 @@ fn a_managed_shein_shop_sets_its_supply_cost_one_spu_per_call() {
     let (_, _, error) = last_price_log(&env, "mg", "c-1");
     assert!(error.contains("SHEIN refused the supply cost"), "{error}");
 }
+
+/// The seller changes the item's price on MercadoLibre (the stock stays).
+fn edit_price_on_marketplace(env: &Env, item: &str, seller: u64, price: f64, stock: i64) {
+    env.sim.post(
+        "/mercadolibre/items",
+        json!({"id": item, "seller_id": seller, "price": price, "available_quantity": stock}),
+    );
+}
+
+fn reconcile(env: &Env, tenant: &str) -> Value {
+    let v: Value = env
+        .db()
+        .query_one(&format!("SELECT integ.reconcile('{tenant}')"), &[])
+        .expect("reconcile")
+        .get(0);
+    v
+}
+
+#[test]
+fn reconciliation_repairs_a_price_changed_on_the_marketplace_or_adopts_it() {
+    let mut env = Env::new("prices-reconcile");
+    let (s1, s2, s3) = (5103, 5104, 5105);
+    let a = priced_tenant(&mut env, "rp1", s1, 340_000, 1, json!({}));
+    let b = priced_tenant(
+        &mut env,
+        "rp2",
+        s2,
+        341_000,
+        1,
+        json!({"conflict_strategy": "marketplace_wins", "price_rules": {"markup_percent": 10}}),
+    );
+    let c = priced_tenant(&mut env, "rp3", s3, 342_000, 1, json!({"conflict_strategy": "manual"}));
+    for t in ["rp1", "rp2", "rp3"] {
+        env.set_stock_of(t, "sku-0", 3);
+        set_price(&env, t, "sku-0", Some("100.00"), "MXN");
+    }
+    env.wait_for(20, "the first prices", || {
+        price_of(&env, &a[0].1) == "100" && price_of(&env, &b[0].1) == "110" && price_of(&env, &c[0].1) == "100"
+    });
+    env.wait_idle(20, "recorded");
+
+    // egdc_wins (the default): EGDC's price is written again
+    edit_price_on_marketplace(&env, &a[0].1, s1, 90.0, 3);
+    let r = reconcile(&env, "rp1");
+    assert_eq!(
+        (r["prices_checked"].as_i64(), r["prices_repaired"].as_i64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    env.wait_for(20, "EGDC's price back on the item", || price_of(&env, &a[0].1) == "100");
+    env.wait_idle(20, "recorded");
+    let r = reconcile(&env, "rp1");
+    assert_eq!(r["prices_in_sync"], 1, "{r}");
+
+    // marketplace_wins: 121.00 there is EGDC's 110.00 through the 10% markup
+    let writes = || prices_of(&env, &b[0].1)["price_writes"].as_u64().unwrap_or(0);
+    edit_price_on_marketplace(&env, &b[0].1, s2, 121.0, 3);
+    let before = writes();
+    let r = reconcile(&env, "rp2");
+    assert_eq!(r["prices_repaired"], 1, "{r}");
+    assert_eq!(
+        env.scalar_text("SELECT price::text FROM prices WHERE tenant_id = 'rp2' AND sku = 'sku-0'"),
+        "110.00",
+        "EGDC's price took the marketplace's, rules undone"
+    );
+    env.wait_idle(20, "the adopted price's job");
+    assert_eq!(writes(), before, "nothing is written back");
+    assert_eq!(price_of(&env, &b[0].1), "121");
+    // a price the rules cannot give (no EGDC price in cents is 100.04 with 10% more) is a conflict
+    edit_price_on_marketplace(&env, &b[0].1, s2, 100.04, 3);
+    let r = reconcile(&env, "rp2");
+    assert_eq!(r["price_conflicts"], 1, "{r}");
+
+    // manual: left for a person, logged with both prices
+    edit_price_on_marketplace(&env, &c[0].1, s3, 95.0, 3);
+    let r = reconcile(&env, "rp3");
+    assert_eq!(r["price_conflicts"], 1, "{r}");
+    let logged = env.scalar_text(
+        "SELECT outcome || ': ' || error FROM integ.sync_log WHERE tenant_id = 'rp3' AND operation = 'price' ORDER BY id DESC LIMIT 1",
+    );
+    assert!(
+        logged.starts_with("mismatch: the marketplace shows the price 95") && logged.contains("we published 100"),
+        "{logged}"
+    );
+    assert_eq!(price_of(&env, &c[0].1), "95");
+
+    // remote_stock reads the price live; sync_product writes it now
+    let live = env.scalar_text("SELECT trim_scale(remote_price)::text FROM integ.remote_stock('rp3', 'sku-0')");
+    assert_eq!(live, "95");
+    let row = env
+        .db()
+        .query_one(
+            "SELECT status, trim_scale(price)::text, price_status FROM integ.sync_product('rp3', 'sku-0')",
+            &[],
+        )
+        .expect("sync_product");
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        ("success".to_string(), "100".to_string(), "success".to_string())
+    );
+    assert_eq!(price_of(&env, &c[0].1), "100");
+}

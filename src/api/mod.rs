@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod remote;
 pub mod signature;
 pub mod sync;
+pub mod sync_price;
 pub mod webhooks;
 
 use crate::marketplaces::{self, Connector, Marketplace};

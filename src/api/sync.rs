@@ -9,7 +9,7 @@ use crate::spi_util::{not_found, OrRaise};
 use crate::tokens::{self, TokenStatus};
 use crate::{push, shmem};
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{AnyNumeric, JsonB};
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,7 +20,7 @@ fn wake_workers_at_commit() {
     shmem::wake_workers_at_commit();
 }
 
-pub(super) struct ListingRow {
+pub(crate) struct ListingRow {
     pub(super) listing_id: i64,
     pub(super) connection_id: i64,
     pub(super) marketplace: String,
@@ -30,6 +30,10 @@ pub(super) struct ListingRow {
     pub(super) remote: Option<i32>,
     pub(super) connection_status: String,
     pub(super) connection_settings: Value,
+    /// Where EGDC's price dates from (None: no tracked price table has the product).
+    pub(super) price_lsn: Option<i64>,
+    pub(super) egdc_price: Option<String>,
+    pub(super) price_currency: Option<String>,
 }
 
 pub(super) fn agent() -> &'static ureq::Agent {
@@ -37,8 +41,9 @@ pub(super) fn agent() -> &'static ureq::Agent {
     AGENT.get_or_init(|| http::agent(Duration::from_millis(gucs::HTTP_TIMEOUT_MS.get().max(100) as u64), 4))
 }
 
-/// Pushes EGDC's current stock of a product to its listings now, on this backend, and returns
-/// one row per listing. Token refreshes are done by a worker (so they commit on their own).
+/// Pushes EGDC's current stock (and price, where tracked) of a product to its listings now, on
+/// this backend, and returns one row per listing. Token refreshes are done by a worker (so they
+/// commit on their own).
 #[allow(clippy::type_complexity)] // the SQL result row, spelled out for pgrx
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -55,13 +60,20 @@ fn sync_product(
         name!(stock, Option<i32>),
         name!(http_status, Option<i32>),
         name!(error, Option<String>),
+        name!(price, Option<AnyNumeric>),
+        name!(price_status, Option<String>),
+        name!(price_error, Option<String>),
     ),
 > {
     let listings = mapped_listings(tenant_id, product_id, marketplace);
     let tuning = Tuning::read();
     let rows: Vec<_> = listings
         .into_iter()
-        .map(|l| push_one(tenant_id, product_id, l, &tuning))
+        .map(|l| {
+            let (m, e, status, stock, http, error) = push_one(tenant_id, product_id, &l, &tuning);
+            let (price, price_status, price_error) = super::sync_price::push_price(tenant_id, product_id, &l);
+            (m, e, status, stock, http, error, price, price_status, price_error)
+        })
         .collect();
     TableIterator::new(rows)
 }
@@ -96,7 +108,9 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
     Spi::connect(|c| {
         let rows = c.select(
             "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
-                    c.status, c.settings, l.remote_stock
+                    c.status, c.settings, l.remote_stock,
+                    -- read by name: the library also answers on a 0.1.0 schema until ALTER EXTENSION UPDATE
+                    (to_jsonb(l)->>'desired_price_lsn')::bigint, to_jsonb(l)->>'desired_price', to_jsonb(l)->>'price_currency'
                FROM integ.listings l JOIN integ.connections c ON c.id = l.connection_id
               WHERE l.tenant_id = $1 AND l.product_id = $2 AND ($3::text IS NULL OR l.marketplace = $3)
               ORDER BY l.marketplace",
@@ -115,6 +129,9 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
                 connection_status: r.get(7)?.unwrap_or_default(),
                 connection_settings: r.get::<JsonB>(8)?.map(|j| j.0).unwrap_or(Value::Null),
                 remote: r.get(9)?,
+                price_lsn: r.get(10)?,
+                egdc_price: r.get(11)?,
+                price_currency: r.get(12)?,
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)
@@ -124,7 +141,7 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
 
 type Row = (String, String, String, Option<i32>, Option<i32>, Option<String>);
 
-fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -> Row {
+fn push_one(tenant_id: &str, product_id: &str, l: &ListingRow, tuning: &Tuning) -> Row {
     let row = |status: &str, stock: Option<i32>, http: Option<i32>, err: Option<String>| {
         (
             l.marketplace.clone(),
@@ -204,7 +221,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: ListingRow, tuning: &Tuning) -
         };
         // The same per-connection budget as the workers: a short wait is taken here, a long
         // one is reported.
-        if let Err(wait_ns) = take_budget(&l) {
+        if let Err(wait_ns) = take_budget(l) {
             let e = format!("rate limit: the next request is allowed in {} ms", wait_ns / 1_000_000);
             return row("throttled", Some(stock), None, Some(e));
         }

@@ -267,12 +267,13 @@ pub fn take_remote_change(l: &Listing, delta: i64) {
     }
 }
 
-/// Queues a push of EGDC's value to the listing (one pending job per listing at most).
+/// Queues a push of EGDC's value to the listing (one pending job per listing at most; a pending
+/// job made for a price would send the stock only if it moved, so it now sends it too).
 pub fn enqueue_push(listing_id: i64) {
     Spi::run_with_args(
         "INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
          SELECT l.id, l.connection_id, l.tenant_id, l.marketplace FROM integ.listings l WHERE l.id = $1
-         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING",
+         ON CONFLICT (listing_id) WHERE state = 'pending' DO UPDATE SET price_only = false",
         &[listing_id.into()],
     )
     .or_raise("queueing a push");

@@ -6,6 +6,7 @@
 
 pub mod drift;
 pub mod orders;
+pub mod price_drift;
 
 /// Moves EGDC's stock of a product by `delta` in the tracked table that has it (its trigger
 /// then sends the new stock to every channel); false when no tracked table has the product.

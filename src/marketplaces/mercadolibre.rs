@@ -3,7 +3,8 @@
 use super::events::{Order, OrderLine};
 use super::http::{self, classify_failure, elapsed_ms, Reply};
 use super::{
-    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
+    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, RemoteRead,
+    TokenGrant,
 };
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -224,6 +225,18 @@ impl Connector for MercadoLibre {
     }
 
     fn read_stocks(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<Option<i64>, String>> {
+        self.read_listings(agent, reqs)
+            .into_iter()
+            .map(|r| r.map(|read| read.stock))
+            .collect()
+    }
+
+    /// Prices come with the same multiget (an item's variations share its price).
+    fn reads_prices(&self) -> bool {
+        true
+    }
+
+    fn read_listings(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<RemoteRead, String>> {
         let kinds: Vec<Result<ListingKind, String>> = reqs
             .iter()
             .map(|r| listing_kind(&r.external_id, &r.listing_settings))
@@ -254,11 +267,14 @@ impl Connector for MercadoLibre {
         reqs.iter()
             .zip(kinds)
             .map(|(r, kind)| match kind? {
-                ListingKind::UserProduct => self.read_stock(agent, r),
+                ListingKind::UserProduct => self.read_stock(agent, r).map(|stock| RemoteRead { stock, price: None }),
                 k => {
                     let items = items.as_ref().map_err(Clone::clone)?;
                     match items.get(&r.external_id) {
-                        Some((200, item)) => Ok(quantity_of(k, item)),
+                        Some((200, item)) => Ok(RemoteRead {
+                            stock: quantity_of(k, item),
+                            price: r.read_price.then(|| super::decimal_of(item.get("price"))).flatten(),
+                        }),
                         Some((_, body)) => Err(http::truncate(
                             body.get("message").and_then(Value::as_str).unwrap_or("refused"),
                             300,

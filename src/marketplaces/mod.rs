@@ -142,6 +142,28 @@ pub struct PushRequest {
     pub connection_settings: Value,
     /// A price to write (`push_prices`): the channel's price, after its price rules.
     pub price: Option<PriceWrite>,
+    /// A read (`read_listings`) wants the listing's price too (its price is tracked).
+    pub read_price: bool,
+}
+
+/// What a read found for a listing: its stock (None: the marketplace does not say) and, when
+/// asked and the connector reads prices, its price.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteRead {
+    pub stock: Option<i64>,
+    pub price: Option<rust_decimal::Decimal>,
+}
+
+/// A price given as a JSON number or decimal text, read from its text (never through a float).
+pub fn decimal_of(v: Option<&Value>) -> Option<rust_decimal::Decimal> {
+    let text = match v? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    text.parse::<rust_decimal::Decimal>()
+        .ok()
+        .or_else(|| rust_decimal::Decimal::from_scientific(&text).ok())
 }
 
 /// A price write: the amount in the channel's currency, and whether `quantity` goes in the same
@@ -292,6 +314,19 @@ pub trait Connector: Send + Sync {
     fn read_stocks(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<Option<i64>, String>> {
         reqs.iter().map(|r| self.read_stock(http, r)).collect()
     }
+    /// Whether `read_listings` reads prices (of requests with `read_price`).
+    fn reads_prices(&self) -> bool {
+        false
+    }
+    /// What the marketplace holds for several listings of one connection (at most
+    /// `max_read_batch`): stock, and price where asked and read; one answer per request, in
+    /// order. `read_calls` counts the calls, the price reads included.
+    fn read_listings(&self, http: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<RemoteRead, String>> {
+        self.read_stocks(http, reqs)
+            .into_iter()
+            .map(|r| r.map(|stock| RemoteRead { stock, price: None }))
+            .collect()
+    }
     /// An order the marketplace only pointed at (`order_id`), read with the connection's
     /// token (`req` carries the connection; its listing fields are unused).
     fn read_order(&self, _http: &ureq::Agent, _req: &PushRequest, _order_id: &str) -> Result<events::Order, String> {
@@ -320,6 +355,14 @@ pub fn only_result(results: Vec<PushResult>) -> PushResult {
         latency_ms: 0.0,
         learned: None,
     })
+}
+
+/// The one answer of a read of one listing.
+pub fn only_read(answers: Vec<Result<RemoteRead, String>>) -> Result<RemoteRead, String> {
+    answers
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err("the connector returned no answer".into()))
 }
 
 /// The connector of a marketplace, or an error naming what is not supported yet.

@@ -8,7 +8,8 @@
 
 use super::http::{self, elapsed_ms, Reply};
 use super::{
-    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
+    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, RemoteRead,
+    TokenGrant,
 };
 use serde_json::{json, Map, Value};
 use std::hash::{Hash, Hasher};
@@ -543,6 +544,30 @@ impl Connector for Shopify {
 
     fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
         read_level(agent, req)
+    }
+
+    /// The level per listing, then the prices of those that ask in one query.
+    fn reads_prices(&self) -> bool {
+        true
+    }
+
+    fn read_calls(&self, reqs: &[PushRequest]) -> usize {
+        reqs.len() + usize::from(reqs.iter().any(|r| r.read_price))
+    }
+
+    fn read_listings(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<RemoteRead, String>> {
+        let priced: Vec<&PushRequest> = reqs.iter().filter(|r| r.read_price).collect();
+        let mut prices = super::shopify_prices::read(agent, &priced).into_iter();
+        reqs.iter()
+            .map(|r| {
+                let price = if r.read_price { prices.next() } else { None };
+                let stock = read_level(agent, r)?;
+                Ok(RemoteRead {
+                    stock,
+                    price: price.transpose()?.flatten(),
+                })
+            })
+            .collect()
     }
 
     fn refresh(&self, agent: &ureq::Agent, base_url: &str, creds: &Credentials) -> Result<TokenGrant, RefreshError> {

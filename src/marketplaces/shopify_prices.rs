@@ -51,14 +51,14 @@ fn permanent(error: String) -> PushKind {
     }
 }
 
-/// The lookup document: one aliased `inventoryItem` per request.
-fn lookup_query(reqs: &[&PushRequest], modern: bool) -> String {
+/// A document with one aliased `inventoryItem` per request, selecting `fields` of its variant(s).
+fn items_query(reqs: &[&PushRequest], modern: bool, fields: &str) -> String {
     let body = if modern {
-        "variants(first: 2) { nodes { id product { id } } }"
+        format!("variants(first: 2) {{ nodes {{ {fields} }} }}")
     } else {
-        "variant { id product { id } }"
+        format!("variant {{ {fields} }}")
     };
-    let fields: Vec<String> = reqs
+    let items: Vec<String> = reqs
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -69,25 +69,30 @@ fn lookup_query(reqs: &[&PushRequest], modern: bool) -> String {
             )
         })
         .collect();
-    format!("query VariantsOfItems {{ {} }}", fields.join(" "))
+    format!("query VariantsOfItems {{ {} }}", items.join(" "))
 }
 
-/// What one lookup answer says about request `i`.
-fn found(data: &Value, i: usize, item: &str) -> Result<Target, PushKind> {
-    let node = data.get(format!("i{i}")).unwrap_or(&Value::Null);
-    if node.is_null() {
-        return Err(permanent(format!(
-            "Shopify has no variant for inventory item {item} (deleted, or not this shop's)"
-        )));
-    }
-    let variants: Vec<&Value> = match node.get("variants") {
+/// The lookup document: the variant and product of each request's inventory item.
+fn lookup_query(reqs: &[&PushRequest], modern: bool) -> String {
+    items_query(reqs, modern, "id product { id }")
+}
+
+/// The variants answered for request `i` (None: the inventory item is unknown).
+fn variants_of(data: &Value, i: usize) -> Option<Vec<&Value>> {
+    let node = data.get(format!("i{i}")).filter(|n| !n.is_null())?;
+    Some(match node.get("variants") {
         Some(c) => c
             .get("nodes")
             .and_then(Value::as_array)
             .map(|a| a.iter().collect())
             .unwrap_or_default(),
         None => node.get("variant").filter(|v| !v.is_null()).into_iter().collect(),
-    };
+    })
+}
+
+/// What one lookup answer says about request `i`.
+fn found(data: &Value, i: usize, item: &str) -> Result<Target, PushKind> {
+    let variants = variants_of(data, i).unwrap_or_default();
     match variants.as_slice() {
         [one] => match (number(one.get("id")), number(one.pointer("/product/id"))) {
             (Some(variant), Some(product)) => Ok(Target {
@@ -107,6 +112,29 @@ fn found(data: &Value, i: usize, item: &str) -> Result<Target, PushKind> {
             "inventory item {item} belongs to several variants: set variant_id and product_id in the listing's settings"
         ))),
     }
+}
+
+/// The price of each request's variant, read in one query (None: no single variant).
+pub fn read(agent: &ureq::Agent, reqs: &[&PushRequest]) -> Vec<Result<Option<rust_decimal::Decimal>, String>> {
+    let Some(first) = reqs.first() else {
+        return Vec::new();
+    };
+    let modern = api_version(first).as_str() >= "2026-01";
+    let all = |e: String| reqs.iter().map(|_| Err(e.clone())).collect();
+    let reply = match graphql(agent, first, &items_query(reqs, modern, "price"), json!({})) {
+        Ok(r) => r,
+        Err(e) => return all(e),
+    };
+    if let Some(kind) = call_failure(&reply) {
+        return all(kind.error().unwrap_or("Shopify refused the price read").to_string());
+    }
+    let data = reply.json().and_then(|v| v.get("data").cloned()).unwrap_or(Value::Null);
+    (0..reqs.len())
+        .map(|i| match variants_of(&data, i).as_deref() {
+            Some([one]) => Ok(super::decimal_of(one.get("price"))),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 /// Looks up the variants of `reqs` in one query: a target or a failure each.
@@ -339,6 +367,7 @@ mod tests {
                 currency: None,
                 with_stock: false,
             }),
+            read_price: false,
         }
     }
 

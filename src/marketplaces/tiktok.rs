@@ -9,7 +9,8 @@ use super::events::{Order, OrderLine};
 use super::http::{self, elapsed_ms, Reply};
 use super::unix_now;
 use super::{
-    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, TokenGrant,
+    check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, RemoteRead,
+    TokenGrant,
 };
 use marketplace_signing as signing;
 use serde_json::{json, Map, Value};
@@ -30,6 +31,18 @@ fn setting<'a>(settings: &'a Value, key: &str) -> Option<&'a str> {
 /// A signed shop call: POST `path` with `body`, the common parameters, sign and token.
 fn call(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
     signed(agent, req, path, &[], Some(body))
+}
+
+/// A product's details (its SKUs with their prices).
+fn read_product(agent: &ureq::Agent, req: &PushRequest, product: &str) -> Result<Value, String> {
+    if product.is_empty() || !product.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("tiktok listing settings: product_id must be digits".into());
+    }
+    let reply = signed(agent, req, &format!("/product/202309/products/{product}"), &[], None)?;
+    if let Some(error) = classify(&reply).error() {
+        return Err(error.to_string());
+    }
+    Ok(reply.json().unwrap_or(Value::Null))
 }
 
 /// A signed shop call: GET (no body) or POST, with `extra` query parameters (signed too).
@@ -288,6 +301,48 @@ impl Connector for TikTok {
         order_from_json(order)
     }
 
+    /// Stock by inventory search per SKU; prices from the product (one GET per product asked).
+    fn reads_prices(&self) -> bool {
+        true
+    }
+
+    fn read_calls(&self, reqs: &[PushRequest]) -> usize {
+        let products: std::collections::BTreeSet<String> = reqs
+            .iter()
+            .filter(|r| r.read_price)
+            .filter_map(|r| super::tiktok_prices::product_id(&r.listing_settings))
+            .collect();
+        reqs.len() + products.len()
+    }
+
+    fn read_listings(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<Result<RemoteRead, String>> {
+        let mut products: std::collections::BTreeMap<String, Result<Value, String>> = Default::default();
+        reqs.iter()
+            .map(|r| {
+                let stock = self.read_stock(agent, r)?;
+                let product = r
+                    .read_price
+                    .then(|| super::tiktok_prices::product_id(&r.listing_settings))
+                    .flatten();
+                let Some(product) = product else {
+                    return Ok(RemoteRead { stock, price: None });
+                };
+                let detail = products
+                    .entry(product.clone())
+                    .or_insert_with(|| read_product(agent, r, &product));
+                let detail = detail.as_ref().map_err(Clone::clone)?;
+                let price = detail
+                    .pointer("/data/skus")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|s| super::webhooks::id_text(s.get("id")).as_deref() == Some(r.external_id.as_str()))
+                    .and_then(|s| super::decimal_of(s.pointer("/price/sale_price")));
+                Ok(RemoteRead { stock, price })
+            })
+            .collect()
+    }
+
     fn read_stock(&self, agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
         let reply = call(
             agent,
@@ -403,6 +458,7 @@ pub fn authorized_shop(agent: &ureq::Agent, api_base: &str, creds: &Value) -> Re
         last_known: None,
         connection_settings: Value::Null,
         price: None,
+        read_price: false,
     };
     let reply = signed(agent, &req, "/authorization/202309/shops", &[], None)?;
     if let Some(error) = classify(&reply).error() {
