@@ -163,7 +163,7 @@ fn bad_prices_and_rules_are_clear_errors_or_dead_letters_and_nothing_else_stops(
         "p3",
         SELLER_P,
         320_000,
-        4,
+        5,
         json!({"price_rules": {"currency": "MXN"}}),
     );
     fn refused(env: &Env, sql: &str) -> String {
@@ -216,12 +216,14 @@ fn bad_prices_and_rules_are_clear_errors_or_dead_letters_and_nothing_else_stops(
     set_price(&env, "p3", "sku-1", Some("-5.00"), "MXN");
     set_price(&env, "p3", "sku-2", Some("10.00"), "USD");
     set_price(&env, "p3", "sku-3", Some("10.00"), "MXN");
+    set_price(&env, "p3", "sku-4", Some("NaN"), "MXN");
     env.wait_for(20, "the good price", || price_of(&env, &ls[3].1) == "10");
     env.wait_idle(20, "settled");
     for (sku, why) in [
         ("sku-0", "EGDC's price is NULL"),
         ("sku-1", "is negative"),
         ("sku-2", "is in USD and this channel sells in MXN"),
+        ("sku-4", "EGDC's price NaN is not a finite number"),
     ] {
         let (outcome, _, error) = last_price_log(&env, "p3", sku);
         assert_eq!(outcome, "dead", "{sku}");

@@ -20,6 +20,8 @@ pub struct ListingPrice {
     pub last_pushed: Option<Decimal>,
     /// The `lsn` whose price the rules refused already (dead-lettered once).
     pub refused_lsn: Option<i64>,
+    /// EGDC's price when it is no finite number (`NaN`, `Infinity`): never published.
+    pub not_a_number: Option<String>,
 }
 
 impl ListingPrice {
@@ -32,8 +34,10 @@ impl ListingPrice {
         refused_lsn: Option<i64>,
     ) -> Option<ListingPrice> {
         let decimal = |t: Option<String>| t.and_then(|t| Decimal::from_str(&t).ok());
+        let not_a_number = egdc.clone().filter(|t| Decimal::from_str(t).is_err());
         Some(ListingPrice {
             lsn: lsn?,
+            not_a_number,
             egdc: decimal(egdc),
             currency,
             last_pushed: decimal(last_pushed),
@@ -62,6 +66,13 @@ pub fn need(job: &ClaimedJob) -> Need {
     let Some(p) = &job.price else {
         return Need::Nothing;
     };
+    if let Some(text) = &p.not_a_number {
+        let shown: String = text.chars().take(32).collect();
+        return refused(
+            p,
+            format!("EGDC's price {shown} is not a finite number: nothing is published"),
+        );
+    }
     let rules = match price_rules::effective(&job.connection_settings, &job.listing_settings) {
         Ok(r) => r,
         Err(e) => return refused(p, e),

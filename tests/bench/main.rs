@@ -3,6 +3,7 @@
 //! latest figures are in BENCHMARKS.md.
 
 mod import;
+mod prices;
 
 use e2e::*;
 use serde_json::json;
@@ -21,6 +22,8 @@ fn main() {
         "rss",
         "webhooks",
         "import",
+        "trigger-price",
+        "prices",
     ];
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -29,13 +32,22 @@ fn main() {
     };
     for name in chosen {
         match name {
-            "trigger" => trigger_overhead("bench-trigger", "fsync off", "", true),
+            "trigger" => trigger_overhead("bench-trigger", "fsync off", "", true, Subject::Stock),
             "trigger-durable" => trigger_overhead(
                 "bench-trigger-durable",
                 "fsync on",
                 "fsync = on\nsynchronous_commit = on",
                 false,
+                Subject::Stock,
             ),
+            "trigger-price" => trigger_overhead(
+                "bench-trigger-price",
+                "fsync off, a tracked price column",
+                "",
+                false,
+                Subject::Price,
+            ),
+            "prices" => prices::throughput(),
             "trigger-message" => trigger_message_overhead(),
             "throughput" => throughput(),
             "latency" => latency(),
@@ -79,7 +91,43 @@ fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
 /// `held`: also the rounds with the capture worker stopped (the application's side alone).
 /// Run with fsync off (as every benchmark here: the CPU cost shows undiluted) and, as
 /// `trigger-durable`, with PostgreSQL's durable defaults, where every commit waits for a WAL flush.
-fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
+/// What a trigger benchmark updates: EGDC's stock (`inventory.qty`) or its price (a tracked
+/// price table's `price`), each beside an identical untracked table.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Subject {
+    Stock,
+    Price,
+}
+
+impl Subject {
+    fn tables(self) -> (&'static str, &'static str) {
+        match self {
+            Subject::Stock => ("inventory", "plain_inventory"),
+            Subject::Price => ("prices", "plain_prices"),
+        }
+    }
+    fn set(self) -> &'static str {
+        match self {
+            Subject::Stock => "qty = qty + 1",
+            Subject::Price => "price = price + 0.01",
+        }
+    }
+    /// Listings whose EGDC value is not their product's last one in the table.
+    fn stale(self) -> &'static str {
+        match self {
+            Subject::Stock => {
+                "SELECT count(*) FROM inventory i JOIN integ.listings l ON l.tenant_id = i.tenant_id AND l.product_id = i.sku
+                  WHERE l.desired_stock IS DISTINCT FROM i.qty"
+            }
+            Subject::Price => {
+                "SELECT count(*) FROM prices p JOIN integ.listings l ON l.tenant_id = p.tenant_id AND l.product_id = p.sku
+                  WHERE l.desired_price IS DISTINCT FROM p.price"
+            }
+        }
+    }
+}
+
+fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Subject) {
     let env = Env::with_conf(name, conf);
     let n = 10_000;
     env.db()
@@ -91,9 +139,24 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
              INSERT INTO plain_inventory SELECT * FROM inventory;"
         ))
         .expect("setup");
+    if subject == Subject::Price {
+        env.db()
+            .batch_execute(
+                "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), PRIMARY KEY (tenant_id, sku));
+                 INSERT INTO prices SELECT tenant_id, sku, 100.00 FROM inventory;
+                 SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');
+                 CREATE TABLE plain_prices (LIKE prices INCLUDING ALL);
+                 INSERT INTO plain_prices SELECT * FROM prices;",
+            )
+            .expect("price setup");
+    }
     env.db().batch_execute("VACUUM ANALYZE").expect("vacuum");
+    let (tracked_table, plain_table) = subject.tables();
     let script = |table: &str| {
-        format!("\\set id random(1, {n})\nUPDATE {table} SET qty = qty + 1 WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n")
+        format!(
+            "\\set id random(1, {n})\nUPDATE {table} SET {} WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n",
+            subject.set()
+        )
     };
     env.wait_for(10, "the capture path to be ready", || {
         env.scalar_text("SELECT mode FROM integ.capture") == "message"
@@ -105,9 +168,9 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
     let mut background_cpu = 0.0;
     let mut retained_max = 0;
     for _ in 0..pairs {
-        base.push(pgbench(&env, &script("plain_inventory"), 8, 4));
+        base.push(pgbench(&env, &script(plain_table), 8, 4));
         let cpu = worker_cpu_seconds(&env);
-        tracked.push(pgbench(&env, &script("inventory"), 8, 4));
+        tracked.push(pgbench(&env, &script(tracked_table), 8, 4));
         background_cpu += worker_cpu_seconds(&env) - cpu;
         retained_max = retained_max.max(env.scalar_i64("SELECT coalesce(retained_bytes, 0) FROM integ.capture"));
     }
@@ -115,12 +178,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
     let caught_up = Instant::now();
     env.wait_captured(120, "the capture to catch up");
     let caught_up = caught_up.elapsed().as_secs_f64();
-    let stale = || {
-        env.scalar_i64(
-            "SELECT count(*) FROM inventory i JOIN integ.listings l ON l.tenant_id = i.tenant_id AND l.product_id = i.sku
-              WHERE l.desired_stock IS DISTINCT FROM i.qty",
-        )
-    };
+    let stale = || env.scalar_i64(subject.stale());
     assert_eq!(
         stale(),
         0,
@@ -161,7 +219,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
     let mut held_base = Vec::new();
     let mut catch_up = Vec::new();
     for _ in 0..pairs {
-        held_base.push(pgbench(&env, &script("plain_inventory"), 8, 4));
+        held_base.push(pgbench(&env, &script(plain_table), 8, 4));
         loop {
             signal("-STOP");
             let idle = env.scalar_i64(&format!(
@@ -173,7 +231,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
             signal("-CONT");
             std::thread::sleep(Duration::from_millis(5));
         }
-        held.push(pgbench(&env, &script("inventory"), 8, 4));
+        held.push(pgbench(&env, &script(tracked_table), 8, 4));
         signal("-CONT");
         let started = Instant::now();
         env.wait_captured(300, "the capture to catch up after a held round");
@@ -199,8 +257,32 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool) {
 /// adding 20 ms to every call, limits out of the way. Pushes/s from the sandbox's own count;
 /// every push is a committed job and a sync-log row.
 fn throughput() {
+    let (env, total) = throughput_env("bench-throughput", "");
+    reset_statements(&env);
+    let m = measure_pushes(&env, "mercadolibre stock writes", "UPDATE inventory SET qty = 3", total);
+    println!(
+        "BENCH throughput: {total} pushes in {:.2} s = {:.0} pushes/s (goal >= 3000), 20 ms latency, 100 tenants; \
+         {} logged; worker CPU {:.1} s ({:.0}% of one core)",
+        m.secs,
+        m.per_second(total),
+        m.logged,
+        m.cpu,
+        m.cpu / m.secs * 100.0
+    );
+    println!(
+        "BENCH throughput phases: the UPDATE committed after {:.2} s, first push at {:.2} s, pushes alone {:.0}/s",
+        m.committed,
+        m.first_push,
+        total as f64 / (m.secs - m.first_push).max(0.001)
+    );
+    print_statements(&env);
+}
+
+/// 100 tenants x 100 MercadoLibre listings synced once, the sandbox adding 20 ms to every call;
+/// `setup` runs before the first sync. Returns the environment and the number of listings.
+pub(crate) fn throughput_env(name: &str, setup: &str) -> (Env, u64) {
     let mut env = Env::with_conf(
-        "bench-throughput",
+        name,
         &format!(
             "integ.workers = 2\ninteg.http_concurrency = 128\nmax_connections = 200\n{}",
             bench_conf()
@@ -225,42 +307,56 @@ fn throughput() {
             ))
             .expect("setup");
     }
+    if !setup.is_empty() {
+        env.db().batch_execute(setup).expect("setup");
+    }
     env.wait_idle(300, "initial sync");
     env.sim
         .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 20}));
-    let total = tenants * per;
-    let before = env.sim.counter("mercadolibre stock writes");
+    (env, tenants * per)
+}
+
+/// What one measured run of pushes took.
+pub(crate) struct Pushes {
+    pub secs: f64,
+    pub committed: f64,
+    pub first_push: f64,
+    pub cpu: f64,
+    pub logged: i64,
+}
+
+impl Pushes {
+    pub fn per_second(&self, total: u64) -> f64 {
+        total as f64 / self.secs
+    }
+}
+
+/// Runs `sql` and waits until the sandbox's `counter` grew by `total`.
+pub(crate) fn measure_pushes(env: &Env, counter: &str, sql: &str, total: u64) -> Pushes {
+    let before = env.sim.counter(counter);
     let logged_before = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'");
-    reset_statements(&env);
-    let cpu_before = worker_cpu_seconds(&env);
+    let cpu_before = worker_cpu_seconds(env);
     let start = Instant::now();
-    env.db().batch_execute("UPDATE inventory SET qty = 3").unwrap();
+    env.db().batch_execute(sql).unwrap();
     let committed = start.elapsed().as_secs_f64();
     let mut first_push: Option<f64> = None;
     env.wait_for(600, "every push", || {
-        let done = env.sim.counter("mercadolibre stock writes") - before;
+        let done = env.sim.counter(counter) - before;
         if done > 0 && first_push.is_none() {
             first_push = Some(start.elapsed().as_secs_f64());
         }
         done >= total
     });
     let secs = start.elapsed().as_secs_f64();
-    let first_push = first_push.unwrap_or(secs);
-    let cpu = worker_cpu_seconds(&env) - cpu_before;
+    let cpu = worker_cpu_seconds(env) - cpu_before;
     env.wait_idle(60, "the queue to drain");
-    let logged = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'") - logged_before;
-    println!(
-        "BENCH throughput: {total} pushes in {secs:.2} s = {:.0} pushes/s (goal >= 3000), 20 ms latency, {tenants} tenants; \
-         {logged} logged; worker CPU {cpu:.1} s ({:.0}% of one core)",
-        total as f64 / secs,
-        cpu / secs * 100.0
-    );
-    println!(
-        "BENCH throughput phases: the UPDATE committed after {committed:.2} s, first push at {first_push:.2} s, \
-         pushes alone {:.0}/s",
-        total as f64 / (secs - first_push).max(0.001)
-    );
-    print_statements(&env);
+    Pushes {
+        secs,
+        committed,
+        first_push: first_push.unwrap_or(secs),
+        cpu,
+        logged: env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'success'") - logged_before,
+    }
 }
 
 /// With BENCH_STATEMENTS=1, the benchmark cluster loads pg_stat_statements (nested statements
