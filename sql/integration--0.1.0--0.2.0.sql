@@ -626,7 +626,10 @@ BEGIN
            product_column = EXCLUDED.product_column, price_column = EXCLUDED.price_column,
            currency_column = EXCLUDED.currency_column;
 
-    -- Bring already-mapped listings to the table's current price.
+    -- Bring already-mapped listings to the table's current price. The capture applies changes
+    -- to many listings in one transaction; seeding them in another order could deadlock with it,
+    -- so writers of listings wait for this seed.
+    LOCK TABLE integ.listings IN SHARE ROW EXCLUSIVE MODE;
     EXECUTE format('SELECT count(integ.enqueue_price(t.%1$I::text, t.%2$I::text, t.%3$I::numeric, %4$s)) FROM %5$s t
                      WHERE EXISTS (SELECT 1 FROM integ.listings l
                                     WHERE l.tenant_id = t.%1$I::text AND l.product_id = t.%2$I::text)',

@@ -27,6 +27,9 @@ pub mod tokens;
 pub mod version;
 pub mod worker;
 
+#[cfg(test)]
+mod proptests;
+
 pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

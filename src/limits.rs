@@ -42,11 +42,20 @@ impl Quota {
         if requests == 0 || burst == 0 {
             return Err(bad());
         }
+        if burst > MAX_BURST {
+            return Err(format!("invalid rate limit \"{s}\": the burst is at most {MAX_BURST}"));
+        }
         let period = parse_period(period.trim()).ok_or_else(bad)?;
         Ok(Quota::new(requests, period, burst))
     }
 }
 
+/// Limits beyond these are no limits a marketplace has, and keep the limiter's nanosecond
+/// arithmetic (interval × burst, interval × 102) far inside an i64.
+const MAX_BURST: u32 = 100_000;
+const MAX_PERIOD_SECS: f64 = 86_400.0;
+
+/// A period of at most a day.
 fn parse_period(p: &str) -> Option<Duration> {
     let (num, unit) = match p.find(|c: char| c.is_ascii_alphabetic()) {
         Some(0) => ("1", p),
@@ -61,7 +70,7 @@ fn parse_period(p: &str) -> Option<Duration> {
         "h" | "hour" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    (secs <= MAX_PERIOD_SECS).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The built-in quota of each marketplace (per tenant), from the product brief.

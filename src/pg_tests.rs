@@ -106,6 +106,36 @@ fn tracked_updates_coalesce_into_one_pending_job() {
     assert_eq!(count("SELECT desired_stock FROM integ.listings WHERE product_id = 'p1'"), 0);
 }
 
+/// The price trigger reads numeric and integer price columns from their datums: each must
+/// publish the value's exact text (the table path, as without a capture slot).
+#[pg_test]
+fn tracked_prices_keep_the_exact_value_of_numeric_and_integer_columns() {
+    connect_demo();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p1', 'MLM1')").unwrap();
+    Spi::run("SELECT integ.map_product('t1', 'mercadolibre', 'p2', 'MLM2')").unwrap();
+    Spi::run("CREATE TABLE np (tenant text, sku text, price numeric(14,4))").unwrap();
+    Spi::run("CREATE TABLE ip (tenant text, sku text, price bigint)").unwrap();
+    Spi::run("SELECT integ.track_prices('np', 'tenant', 'sku', 'price')").unwrap();
+    Spi::run("SELECT integ.track_prices('ip', 'tenant', 'sku', 'price')").unwrap();
+    let price = |sku: &str| {
+        Spi::get_one::<String>(&format!(
+            "SELECT coalesce(desired_price::text, 'NULL') FROM integ.listings WHERE product_id = '{sku}'"
+        ))
+        .unwrap()
+        .unwrap_or_default()
+    };
+    Spi::run("INSERT INTO np VALUES ('t1', 'p1', 1234567890.1234)").unwrap();
+    assert_eq!(price("p1"), "1234567890.1234");
+    Spi::run("UPDATE np SET price = price + 0.0001").unwrap();
+    assert_eq!(price("p1"), "1234567890.1235");
+    Spi::run("UPDATE np SET price = NULL").unwrap();
+    assert_eq!(price("p1"), "NULL");
+    Spi::run("INSERT INTO ip VALUES ('t1', 'p2', 9000000000)").unwrap();
+    assert_eq!(price("p2"), "9000000000");
+    Spi::run("UPDATE ip SET price = -7").unwrap();
+    assert_eq!(price("p2"), "-7");
+}
+
 /// The trigger reads text and integer columns from their datums and any other type through
 /// its text: each must publish what the value's text says.
 #[pg_test]

@@ -231,7 +231,11 @@ impl PriceRules {
             Round::None | Round::Cents => q.round_dp_with_strategy(2, half_up),
             Round::Whole => q.round_dp_with_strategy(0, half_up),
             Round::Ends99 => q.ceil() - Decimal::new(1, 2),
-            Round::Multiple(n) => (q / n).round_dp_with_strategy(0, half_up) * n,
+            Round::Multiple(n) => q
+                .checked_div(*n)
+                .map(|k| k.round_dp_with_strategy(0, half_up))
+                .and_then(|k| k.checked_mul(*n))
+                .ok_or(Refusal::TooHigh(p))?,
         };
         q = q.max(Decimal::ZERO);
         if let Some(lo) = self.min {

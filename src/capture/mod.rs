@@ -247,7 +247,7 @@ pub(crate) unsafe fn column_output(
     Some(bytes)
 }
 
-unsafe fn column_type(desc: pg_sys::TupleDesc, attnum: i32) -> pg_sys::Oid {
+pub(crate) unsafe fn column_type(desc: pg_sys::TupleDesc, attnum: i32) -> pg_sys::Oid {
     (*desc).attrs.as_slice((*desc).natts as usize)[(attnum - 1) as usize].atttypid
 }
 

@@ -3,7 +3,7 @@
 //! listings and their jobs in the changing transaction (the stock trigger's table path), as the
 //! extension's owner: a price is money, read exactly as the column's numeric text.
 
-use super::{column_key, column_output, message, same_value, UserSwitch};
+use super::{column_key, column_output, column_type, message, same_value, UserSwitch};
 use crate::shmem;
 use crate::spi_util::{run_kept, OrRaise};
 use pgrx::prelude::*;
@@ -127,9 +127,35 @@ unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, col
     (
         column_key(tuple, desc, cols[0]),
         column_key(tuple, desc, cols[1]),
-        text(cols[2]),
+        price_text(tuple, desc, cols[2]),
         cols.get(3).and_then(|c| text(*c)).filter(|c| !c.is_empty()),
     )
+}
+
+/// The price column as text, None when NULL: numeric straight through `numeric_out` and
+/// integers formatted here (the column's type is one of those, `track_prices` checks), so no
+/// output function is looked up per row.
+unsafe fn price_text(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
+    let typ = column_type(desc, attnum);
+    let mut null = false;
+    let mut datum = || {
+        let d = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
+        (!null).then_some(d)
+    };
+    match typ {
+        pg_sys::NUMERICOID => {
+            // NULL never reaches numeric_out (it would dereference it)
+            let value = datum()?;
+            let out = pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(value)])?;
+            let text = out.to_string_lossy().into_owned();
+            pg_sys::pfree(out.as_ptr() as *mut std::ffi::c_void);
+            Some(text)
+        }
+        pg_sys::INT2OID => datum().map(|d| (d.value() as i16).to_string()),
+        pg_sys::INT4OID => datum().map(|d| (d.value() as i32).to_string()),
+        pg_sys::INT8OID => datum().map(|d| (d.value() as i64).to_string()),
+        _ => column_output(tuple, desc, attnum).map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+    }
 }
 
 /// The trigger: arguments name the tenant, product and price columns, and optionally the
@@ -165,11 +191,16 @@ fn track_price<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
             pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols))),
             pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols)), None),
             pg_sys::TRIGGER_EVENT_UPDATE => {
+                // the usual update changes only the price: the old key is then not needed
                 let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
-                if cols.iter().all(|c| same_value(old, new, desc, *c)) {
+                let same_key = same_value(old, new, desc, cols[0]) && same_value(old, new, desc, cols[1]);
+                if same_key && cols[2..].iter().all(|c| same_value(old, new, desc, *c)) {
                     return Ok(None);
                 }
-                (Some(key_of(old, desc, &cols)), Some(key_of(new, desc, &cols)))
+                (
+                    (!same_key).then(|| key_of(old, desc, &cols)),
+                    Some(key_of(new, desc, &cols)),
+                )
             }
             _ => return Ok(None),
         }

@@ -161,7 +161,7 @@ pub fn verify_shopify_callback(
         .get("timestamp")
         .and_then(|t| t.parse().ok())
         .ok_or("the callback has no timestamp")?;
-    if (now - ts).abs() > 90 {
+    if now.saturating_sub(ts).saturating_abs() > 90 {
         return Err("the callback's timestamp is more than 90 seconds away".into());
     }
     if callback.get("shop").map(String::as_str) != Some(shop_of(p.options)?) {

@@ -8,7 +8,7 @@
 
 use super::catalog::{self, CatalogError, CatalogPage, RemoteListing};
 use super::http::{self, Reply};
-use super::PushRequest;
+use super::{Connector, PushRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -176,13 +176,21 @@ pub fn units(item: &Value) -> Vec<RemoteListing> {
             }
         }),
     };
-    match item.get("variations").and_then(Value::as_array) {
+    let all = match item.get("variations").and_then(Value::as_array) {
         Some(vars) if !vars.is_empty() => vars
             .iter()
             .filter_map(|v| catalog::text(v.get("id")).map(|vid| unit(v, Some(vid))))
             .collect(),
         _ => vec![unit(item, None)],
-    }
+    };
+    // only what map_product takes (link_by_sku maps every unit it links)
+    all.into_iter()
+        .filter(|u| {
+            super::mercadolibre::MercadoLibre
+                .check_listing(&u.external_id, &u.settings)
+                .is_ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub(super) fn post_text(agent: &ureq::Agent, req: &PushRequest, path: &str, body
 }
 
 /// What a whole call's reply means when it is not a per-SKU answer.
-pub(super) fn call_failure(reply: &Reply) -> Option<PushKind> {
+pub(crate) fn call_failure(reply: &Reply) -> Option<PushKind> {
     if reply.status != 200 {
         return Some(http::classify_failure(reply));
     }
@@ -85,7 +85,7 @@ pub(super) fn call_failure(reply: &Reply) -> Option<PushKind> {
 }
 
 /// `info.failedList` as skuCode -> SHEIN's reason.
-fn failed_skus(reply: &Reply) -> HashMap<String, String> {
+pub(crate) fn failed_skus(reply: &Reply) -> HashMap<String, String> {
     reply
         .json()
         .and_then(|v| v.pointer("/info/failedList").and_then(Value::as_array).cloned())

@@ -8,7 +8,7 @@
 use super::catalog::{self, CatalogError, CatalogPage, RemoteListing};
 use super::http::{self, Reply};
 use super::shein::{call_failure, post, STOCK_QUERY};
-use super::{PushKind, PushRequest};
+use super::{Connector, PushKind, PushRequest};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -86,7 +86,7 @@ fn parse(cursor: Option<&str>) -> Result<Cursor, CatalogError> {
 fn next_call(at: &Cursor) -> Option<(Step, &'static str, Value)> {
     let waiting = at.units.len();
     let stock_now = match at.spus.first() {
-        Some(s) => waiting > 0 && waiting + s.skus > STOCK_BATCH,
+        Some(s) => waiting > 0 && waiting.saturating_add(s.skus) > STOCK_BATCH,
         None => waiting >= STOCK_BATCH || (at.last && waiting > 0),
     };
     Some(if stock_now {
@@ -97,7 +97,7 @@ fn next_call(at: &Cursor) -> Option<(Step, &'static str, Value)> {
     } else if let Some(s) = at.spus.first() {
         (Step::Spu, SPU_INFO, json!({"languageList": ["en"], "spuName": s.name}))
     } else if !at.last {
-        let body = json!({"pageNum": at.pages + 1, "pageSize": PAGE_SIZE});
+        let body = json!({"pageNum": at.pages.saturating_add(1), "pageSize": PAGE_SIZE});
         (Step::Query, PRODUCT_QUERY, body)
     } else {
         return None;
@@ -118,7 +118,7 @@ fn advance(mut at: Cursor, step: &Step, reply: &Reply) -> Result<CatalogPage, Ca
                 .and_then(Value::as_array)
                 .ok_or_else(|| CatalogError::Failed("SHEIN product/query answered without info.data".into()))?;
             page.discovered = data.len() as i64;
-            at.pages += 1;
+            at.pages = at.pages.saturating_add(1);
             at.last = data.len() < PAGE_SIZE;
             for (name, skc) in data.iter().filter_map(|c| Some((catalog::text(c.get("spuName"))?, c))) {
                 let i = at.spus.iter().position(|s| s.name == name).unwrap_or_else(|| {
@@ -144,7 +144,12 @@ fn advance(mut at: Cursor, step: &Step, reply: &Reply) -> Result<CatalogPage, Ca
             let found = answer(reply)?;
             let stock = stock_of(&found);
             let ready = std::mem::replace(&mut at.units, rest);
-            page.listings = ready.into_iter().map(|u| listing(u, &stock)).collect();
+            // only what map_product takes (link_by_sku maps every unit it links)
+            page.listings = ready
+                .into_iter()
+                .map(|u| listing(u, &stock))
+                .filter(|l| super::shein::Shein.check_listing(&l.external_id, &l.settings).is_ok())
+                .collect();
         }
     }
     let done = at.last && at.spus.is_empty() && at.units.is_empty();

@@ -44,7 +44,7 @@ pub fn call_group(connection_settings: &Value, listing_settings: &Value) -> Stri
 }
 
 /// The amount as SHEIN's JSON number text, two decimals.
-fn amount_text(amount: rust_decimal::Decimal) -> String {
+pub(crate) fn amount_text(amount: rust_decimal::Decimal) -> String {
     amount
         .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
         .to_string()
@@ -205,12 +205,12 @@ fn push_costs(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
 }
 
 /// The `info.data[]` entry of one SKU: written, refused with SHEIN's message, or missing.
-fn entry_outcome(reply: &super::http::Reply, sku: &str) -> PushKind {
+pub(crate) fn entry_outcome(reply: &super::http::Reply, sku: &str) -> PushKind {
     answer_for(reply, "productCode", sku, "the price")
 }
 
 /// The `info.data[]` entry whose `key` is `sku`.
-fn answer_for(reply: &super::http::Reply, key: &str, sku: &str, what: &str) -> PushKind {
+pub(crate) fn answer_for(reply: &super::http::Reply, key: &str, sku: &str, what: &str) -> PushKind {
     let v = reply.json().unwrap_or(Value::Null);
     let entry = v
         .pointer("/info/data")

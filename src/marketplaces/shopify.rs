@@ -88,7 +88,7 @@ pub(super) fn graphql(agent: &ureq::Agent, req: &PushRequest, query: &str, varia
 }
 
 /// A reply that is not a mutation payload: THROTTLED, HTTP errors, GraphQL errors.
-pub(super) fn call_failure(reply: &Reply) -> Option<PushKind> {
+pub(crate) fn call_failure(reply: &Reply) -> Option<PushKind> {
     if reply.status != 200 {
         return Some(http::classify_failure(reply));
     }

@@ -30,7 +30,7 @@ fn number(v: Option<&Value>) -> Option<String> {
 
 /// A listing's variant and product: kept in its settings, or to be looked up.
 #[derive(Clone, Debug, PartialEq)]
-struct Target {
+pub(crate) struct Target {
     variant: String,
     product: String,
     /// Found by this call: the listing keeps it.
@@ -91,7 +91,7 @@ fn variants_of(data: &Value, i: usize) -> Option<Vec<&Value>> {
 }
 
 /// What one lookup answer says about request `i`.
-fn found(data: &Value, i: usize, item: &str) -> Result<Target, PushKind> {
+pub(crate) fn found(data: &Value, i: usize, item: &str) -> Result<Target, PushKind> {
     let variants = variants_of(data, i).unwrap_or_default();
     match variants.as_slice() {
         [one] => match (number(one.get("id")), number(one.pointer("/product/id"))) {
@@ -164,7 +164,7 @@ fn look_up(agent: &ureq::Agent, reqs: &[&PushRequest]) -> (Vec<Result<Target, Pu
 }
 
 /// The amount as Shopify's Money input: a decimal string with two decimals.
-fn money(amount: rust_decimal::Decimal) -> String {
+pub(crate) fn money(amount: rust_decimal::Decimal) -> String {
     let mut d = amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
     d.rescale(2);
     d.to_string()
@@ -197,7 +197,7 @@ fn mutation(products: &[ProductWrites]) -> (String, Value) {
 }
 
 /// A product's answer: per member, applied or why not.
-fn product_answer(payload: &Value, members: usize) -> Vec<PushKind> {
+pub(crate) fn product_answer(payload: &Value, members: usize) -> Vec<PushKind> {
     if payload.is_null() {
         return vec![
             PushKind::Retry {

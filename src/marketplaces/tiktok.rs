@@ -92,7 +92,7 @@ pub(super) fn signed(
 }
 
 /// The outcome of a shop call's reply.
-pub(super) fn classify(reply: &Reply) -> PushKind {
+pub(crate) fn classify(reply: &Reply) -> PushKind {
     let v = reply.json();
     let code = v.as_ref().and_then(|v| v.get("code")).and_then(Value::as_i64);
     let message = v
@@ -186,7 +186,7 @@ impl Connector for TikTok {
                 .ok_or(format!("tiktok credentials: \"{k}\" must be a non-negative integer")),
         };
         let expires_in = match (number("access_token_expire_in")?, number("expires_in")?) {
-            (Some(at), _) => Some((at - unix_now()).max(0)),
+            (Some(at), _) => Some(at.saturating_sub(unix_now()).max(0)),
             (None, rel) => rel,
         };
         Ok(Credentials {
@@ -424,7 +424,7 @@ impl Connector for TikTok {
             expires_in: data
                 .get("access_token_expire_in")
                 .and_then(Value::as_i64)
-                .map(|at| (at - unix_now()).max(0)),
+                .map(|at| at.saturating_sub(unix_now()).max(0)),
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{outcome_word, Attempt, ClaimedJob, Outcome, Target};
 use crate::price_rules;
-use crate::spi_util::OrRaise;
+use crate::spi_util::{run_kept, OrRaise};
 use pgrx::prelude::*;
 use rust_decimal::Decimal;
 use std::str::FromStr;
@@ -151,18 +151,61 @@ pub fn record(w: &Written, o: &Outcome, a: &Attempt) -> bool {
     let Outcome::Pushed { remote, .. } = o else {
         return super::record(&w.target, o, a);
     };
-    let job_id = w.target.job_id;
-    let requeued = Spi::get_one_with_args::<i64>(
-        "WITH l AS (
+    record_written(&[(w, *remote, a)])
+}
+
+/// Successful price writes, set-based (one statement for a whole batch): each listing's
+/// published price (and stock, when it went too), its job done, a new job where EGDC's price or
+/// stock moved on meanwhile, one sync-log row each. `remote`: the stock the marketplace reports.
+pub fn record_written(batch: &[(&Written, Option<i32>, &Attempt)]) -> bool {
+    if batch.is_empty() {
+        return false;
+    }
+    let jobs: Vec<Option<i64>> = batch.iter().map(|(w, ..)| w.target.job_id).collect();
+    let listings: Vec<i64> = batch.iter().map(|(w, ..)| w.target.listing_id).collect();
+    let amounts: Vec<String> = batch.iter().map(|(w, ..)| w.amount.to_string()).collect();
+    let stocks: Vec<Option<i32>> = batch.iter().map(|(w, ..)| w.stock).collect();
+    let remotes: Vec<Option<i32>> = batch.iter().map(|(_, r, _)| *r).collect();
+    let lsns: Vec<i64> = batch.iter().map(|(w, ..)| w.lsn).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|(.., a)| a.http_status).collect();
+    let latencies: Vec<Option<f64>> = batch.iter().map(|(.., a)| a.latency_ms).collect();
+    let attempts: Vec<Option<i32>> = batch.iter().map(|(w, ..)| w.target.attempt).collect();
+    let egdc: Vec<Option<i32>> = batch.iter().map(|(w, ..)| w.target.egdc_stock).collect();
+    let egdc_prices: Vec<Option<String>> = batch
+        .iter()
+        .map(|(w, ..)| w.target.price.as_ref().and_then(|p| p.egdc).map(|d| d.to_string()))
+        .collect();
+    let outcomes: Vec<String> = batch
+        .iter()
+        .map(|(w, r, _)| match w.stock {
+            Some(stock) => outcome_word(&Outcome::Pushed { stock, remote: *r }).to_string(),
+            None => "success".to_string(),
+        })
+        .collect();
+    let errors: Vec<Option<String>> = batch
+        .iter()
+        .map(|(w, r, _)| match (w.stock, r) {
+            (Some(s), Some(r)) if *r != s => Some(format!("mismatch: sent {s}, marketplace reports {r}")),
+            _ => None,
+        })
+        .collect();
+    run_kept(
+        "WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]::numeric[], $4::int[], $5::int[], $6::bigint[],
+                                 $7::int[], $8::float8[], $9::int[], $10::int[], $11::text[]::numeric[], $12::text[],
+                                 $13::text[])
+                       AS r(job_id, listing_id, amount, stock, remote, lsn, http_status, latency_ms, attempt, egdc,
+                            egdc_price, outcome, error)),
+         l AS (
             UPDATE integ.listings l
-               SET last_pushed_price = $2::numeric, last_pushed_price_at = now(), remote_price = $2::numeric,
-                   last_pushed_stock = coalesce($3, l.last_pushed_stock),
-                   last_pushed_at = CASE WHEN $3 IS NULL THEN l.last_pushed_at ELSE now() END,
-                   remote_stock = CASE WHEN $3 IS NULL THEN l.remote_stock ELSE coalesce($4, $3) END
-             WHERE l.id = $1
-         RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace,
-                   l.desired_price_lsn IS DISTINCT FROM $5 AS price_moved,
-                   $3 IS NOT NULL AND l.desired_stock IS DISTINCT FROM $7 AS stock_moved),
+               SET last_pushed_price = r.amount, last_pushed_price_at = now(), remote_price = r.amount,
+                   last_pushed_stock = coalesce(r.stock, l.last_pushed_stock),
+                   last_pushed_at = CASE WHEN r.stock IS NULL THEN l.last_pushed_at ELSE now() END,
+                   remote_stock = CASE WHEN r.stock IS NULL THEN l.remote_stock ELSE coalesce(r.remote, r.stock) END
+              FROM r WHERE l.id = ANY ($2) AND l.id = r.listing_id
+         RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace, l.product_id, l.external_id,
+                   l.desired_price_lsn IS DISTINCT FROM r.lsn AS price_moved,
+                   r.stock IS NOT NULL AND l.desired_stock IS DISTINCT FROM r.egdc AS stock_moved, r.*),
          requeued AS (
             INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace, price_only)
             SELECT id, connection_id, tenant_id, marketplace, NOT stock_moved FROM l WHERE price_moved OR stock_moved
@@ -170,36 +213,45 @@ pub fn record(w: &Written, o: &Outcome, a: &Attempt) -> bool {
          RETURNING 1),
          done AS (
             UPDATE integ.sync_jobs s
-               SET state = 'done', pushed_stock = coalesce($3, s.pushed_stock), last_http_status = $6,
+               SET state = 'done', pushed_stock = coalesce(r.stock, s.pushed_stock), last_http_status = r.http_status,
                    last_error = NULL, lease_until = NULL, updated_at = now()
-             WHERE s.id = $8
+              FROM r WHERE s.id = ANY ($1) AND s.id = r.job_id
+         RETURNING 1),
+         logged AS (
+            INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
+                                        external_id, operation, outcome, stock, remote_stock, http_status,
+                                        latency_ms, attempt, error, egdc_stock, price, egdc_price)
+            SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'price', outcome,
+                   stock, remote, http_status, latency_ms, attempt, error, egdc, amount, egdc_price
+              FROM l
+         RETURNING 1),
+         noted AS (
+            -- at most once a second per connection, as record_pushed: workers recording into the
+            -- same connection rows at every batch wait on each other's row locks
+            UPDATE integ.connections c SET last_success_at = now()
+             WHERE c.id = ANY (ARRAY(SELECT DISTINCT connection_id FROM l))
+               AND (c.last_success_at IS NULL OR c.last_success_at < now() - interval '1 second')
          RETURNING 1)
-         SELECT (SELECT count(*) FROM requeued) + 0 * (SELECT count(*) FROM done)",
+         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM done), (SELECT count(*) FROM logged),
+                (SELECT count(*) FROM noted)",
         &[
-            w.target.listing_id.into(),
-            w.amount.to_string().into(),
-            w.stock.into(),
-            (*remote).into(),
-            w.lsn.into(),
-            a.http_status.into(),
-            w.target.egdc_stock.into(),
-            job_id.into(),
+            jobs.into(),
+            listings.into(),
+            amounts.into(),
+            stocks.into(),
+            remotes.into(),
+            lsns.into(),
+            statuses.into(),
+            latencies.into(),
+            attempts.into(),
+            egdc.into(),
+            egdc_prices.into(),
+            outcomes.into(),
+            errors.into(),
         ],
+        |t| t.first().get::<i64>(1),
     )
-    .or_raise("recording a price write")
-    .unwrap_or(0);
-    let mismatch = match (w.stock, remote) {
-        (Some(s), Some(r)) if *r != s => Some(format!("mismatch: sent {s}, marketplace reports {r}")),
-        _ => None,
-    };
-    super::log(
-        &w.target,
-        "price",
-        outcome_word(o),
-        w.stock,
-        *remote,
-        a,
-        mismatch.as_deref(),
-    );
-    requeued > 0
+    .or_raise("recording price writes")
+    .unwrap_or(0)
+        > 0
 }

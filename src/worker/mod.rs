@@ -841,6 +841,7 @@ fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> 
 /// Successful pushes go through one set-based statement; everything else job by job.
 fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
     let mut pushed = Vec::new();
+    let mut prices = Vec::new();
     let mut follow = Vec::new();
     let mut requeued = false;
     let mut notes: HashMap<i64, Option<String>> = HashMap::new();
@@ -868,7 +869,14 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
                 stock: with_stock.then_some(f.stock),
                 lsn: *lsn,
             };
-            requeued |= outbox::price::record(&w, o, a);
+            match o {
+                // recorded together below, like stock pushes (which note their connections)
+                Outcome::Pushed { remote, .. } => {
+                    prices.push((w, *remote, a));
+                    continue;
+                }
+                _ => requeued |= outbox::price::record(&w, o, a),
+            }
         } else if let Outcome::Pushed { stock, remote } = o {
             pushed.push(outbox::PushedJob {
                 target: target(&f.job),
@@ -893,6 +901,8 @@ fn record_all(decided: &[(InFlight, Outcome, Attempt)]) -> bool {
         }
     }
     requeued |= outbox::record_pushed(&pushed);
+    let written: Vec<(&Written, Option<i32>, &Attempt)> = prices.iter().map(|(w, r, a)| (w, *r, *a)).collect();
+    requeued |= outbox::price::record_written(&written);
     requeued |= outbox::price::follow(&follow);
     for (connection_id, note) in notes {
         outbox::note_connection(connection_id, note.as_deref());

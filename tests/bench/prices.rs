@@ -16,6 +16,36 @@ pub fn throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    if std::env::var_os("BENCH_PRICE_PROBE").is_some() {
+        // where the time goes: capture applied, jobs claimed, pushes done
+        let start = std::time::Instant::now();
+        env.db().batch_execute("UPDATE prices SET price = 99.00").unwrap();
+        let mut marks = Vec::new();
+        loop {
+            let applied = env.scalar_i64("SELECT count(*) FROM integ.listings WHERE desired_price = 99.00");
+            let done = env.scalar_i64("SELECT count(*) FROM integ.listings WHERE last_pushed_price = 99.00");
+            let pending = env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'pending'");
+            let flight = env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state = 'in_flight'");
+            marks.push(format!(
+                "{:.2}s applied {applied} pending {pending} in_flight {flight} done {done}",
+                start.elapsed().as_secs_f64()
+            ));
+            if done >= total as i64 || start.elapsed().as_secs() > 60 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        println!("BENCH prices probe:\n{}", marks.join("\n"));
+        println!(
+            "BENCH prices probe latency: {}",
+            env.scalar_text(
+                "SELECT string_agg(operation || ' avg ' || round(avg::numeric, 1) || ' ms, max ' || round(max::numeric, 1) || ' ms, n ' || n, '; ')
+                   FROM (SELECT operation, avg(latency_ms) avg, max(latency_ms) max, count(*) n FROM integ.sync_log
+                          WHERE operation IN ('push', 'price') GROUP BY operation) x"
+            )
+        );
+        env.wait_idle(60, "the probe's pushes");
+    }
     let (mut stock, mut price) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let s = measure_pushes(
@@ -31,11 +61,13 @@ pub fn throughput() {
             total,
         );
         println!(
-            "BENCH prices round {round}: stock {:.0} pushes/s ({} logged), price {:.0} pushes/s ({} logged), worker CPU {:.1} / {:.1} s",
+            "BENCH prices round {round}: stock {:.0} pushes/s ({} logged, first at {:.2} s), price {:.0} pushes/s ({} logged, first at {:.2} s), worker CPU {:.1} / {:.1} s",
             s.per_second(total),
             s.logged,
+            s.first_push,
             p.per_second(total),
             p.logged,
+            p.first_push,
             s.cpu,
             p.cpu
         );
