@@ -14,6 +14,17 @@ pub fn invalid(msg: impl AsRef<str>) -> ! {
     fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
 }
 
+/// A required argument of a function that also takes optional ones (pgrx would answer a NULL
+/// with an internal error): NULL is a clear error naming the argument.
+pub fn required<'a>(value: Option<&'a str>, name: &str) -> &'a str {
+    value.unwrap_or_else(|| {
+        fail(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{name} must not be NULL"),
+        )
+    })
+}
+
 pub fn not_found(msg: impl AsRef<str>) -> ! {
     fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, msg)
 }

@@ -16,7 +16,8 @@ const MAX_BUDGET_WAIT_NS: i64 = 30_000_000_000;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn reconcile(tenant_id: &str, marketplace: default!(Option<&str>, "NULL")) -> JsonB {
+fn reconcile(tenant_id: Option<&str>, marketplace: default!(Option<&str>, "NULL")) -> JsonB {
+    let tenant_id = crate::spi_util::required(tenant_id, "tenant_id");
     check_tenant(tenant_id);
     let market = marketplace.map(|m| connector_for(m).0.as_str());
     let connections: Vec<(i64, String)> = Spi::connect(|c| {

@@ -14,8 +14,8 @@ use pgrx::AnyNumeric;
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn remote_stock(
-    tenant_id: &str,
-    product_id: &str,
+    tenant_id: Option<&str>,
+    product_id: Option<&str>,
     marketplace: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -28,6 +28,8 @@ fn remote_stock(
         name!(remote_price, Option<AnyNumeric>),
     ),
 > {
+    let tenant_id = crate::spi_util::required(tenant_id, "tenant_id");
+    let product_id = crate::spi_util::required(product_id, "product_id");
     let listings = mapped_listings(tenant_id, product_id, marketplace);
     let wait_ms = Tuning::read().http_timeout_ms * 2 + 2_000;
     let rows: Vec<_> = listings

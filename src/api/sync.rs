@@ -48,8 +48,8 @@ pub(super) fn agent() -> &'static ureq::Agent {
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn sync_product(
-    tenant_id: &str,
-    product_id: &str,
+    tenant_id: Option<&str>,
+    product_id: Option<&str>,
     marketplace: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -65,6 +65,8 @@ fn sync_product(
         name!(price_error, Option<String>),
     ),
 > {
+    let tenant_id = crate::spi_util::required(tenant_id, "tenant_id");
+    let product_id = crate::spi_util::required(product_id, "product_id");
     let listings = mapped_listings(tenant_id, product_id, marketplace);
     let tuning = Tuning::read();
     let rows: Vec<_> = listings
