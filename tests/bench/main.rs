@@ -162,8 +162,12 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
         env.scalar_text("SELECT mode FROM integ.capture") == "message"
     });
     let mode = env.scalar_text("SELECT mode FROM integ.capture");
-    // alternating pairs (untracked, tracked) so drift in the machine hits both alike
-    let pairs = 8;
+    // alternating pairs (untracked, tracked) so drift in the machine hits both alike;
+    // BENCH_TRIGGER_PAIRS runs more of them (rounds swing by ±8%)
+    let pairs: usize = std::env::var("BENCH_TRIGGER_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let (mut base, mut tracked) = (Vec::new(), Vec::new());
     let mut background_cpu = 0.0;
     let mut retained_max = 0;
