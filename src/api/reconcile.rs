@@ -1,7 +1,7 @@
 //! `integ.reconcile` (compare every mapped listing with the marketplace now and repair drift)
 //! and `integ.resolve_conflict` (a person's decision on a conflict the `manual` strategy kept).
 
-use super::sync::agent;
+use super::sync::{agent, token_wait_ms};
 use super::{check_tenant, connector_for, shown};
 use crate::gucs::Tuning;
 use crate::inbound::drift;
@@ -45,7 +45,7 @@ fn reconcile(tenant_id: Option<&str>, marketplace: default!(Option<&str>, "NULL"
     }
     let side = InBackend {
         agent: agent(),
-        token_wait_ms: Tuning::read().http_timeout_ms * 2 + 2_000,
+        token_wait_ms: token_wait_ms(&Tuning::read()),
     };
     let mut total = Report::default();
     let mut each = serde_json::Map::new();

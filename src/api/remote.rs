@@ -2,10 +2,10 @@
 //! price where the product's price is tracked and the connector reads prices), read live through
 //! its connector (the same read conflict resolution and reconciliation use). For support.
 
-use super::sync::{agent, mapped_listings, take_budget};
+use super::sync::{agent, mapped_listings, take_budget, token_wait_ms};
 use crate::gucs::Tuning;
 use crate::marketplaces::{self, RemoteRead};
-use crate::push::{self, ListingRef};
+use crate::push;
 use crate::tokens;
 use pgrx::prelude::*;
 use pgrx::AnyNumeric;
@@ -31,7 +31,7 @@ fn remote_stock(
     let tenant_id = crate::spi_util::required(tenant_id, "tenant_id");
     let product_id = crate::spi_util::required(product_id, "product_id");
     let listings = mapped_listings(tenant_id, product_id, marketplace);
-    let wait_ms = Tuning::read().http_timeout_ms * 2 + 2_000;
+    let wait_ms = token_wait_ms(&Tuning::read());
     let rows: Vec<_> = listings
         .into_iter()
         .map(|l| {
@@ -53,13 +53,7 @@ fn remote_stock(
                 Ok(t) => t,
                 Err(e) => return row(none(), Some(e)),
             };
-            let listing = ListingRef {
-                marketplace: &l.marketplace,
-                connection_settings: &l.connection_settings,
-                external_id: &l.external_id,
-                listing_settings: &l.settings,
-                last_known: l.remote,
-            };
+            let listing = l.listing_ref();
             let (connector, mut request) =
                 match push::prepare(&listing, l.desired.unwrap_or(0), token, credentials, String::new()) {
                     Ok(p) => p,

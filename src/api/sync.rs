@@ -36,6 +36,40 @@ pub(crate) struct ListingRow {
     pub(super) price_currency: Option<String>,
 }
 
+impl ListingRow {
+    /// The listing as `push::prepare` takes it.
+    pub(super) fn listing_ref(&self) -> push::ListingRef<'_> {
+        push::ListingRef {
+            marketplace: &self.marketplace,
+            connection_settings: &self.connection_settings,
+            external_id: &self.external_id,
+            listing_settings: &self.settings,
+            last_known: self.remote,
+        }
+    }
+
+    /// What a call made now, outside any job, is logged against.
+    pub(super) fn target<'a>(&'a self, tenant_id: &'a str, product_id: &'a str) -> Target<'a> {
+        Target {
+            job_id: None,
+            attempt: None,
+            listing_id: self.listing_id,
+            connection_id: self.connection_id,
+            tenant_id,
+            marketplace: &self.marketplace,
+            product_id,
+            external_id: &self.external_id,
+            egdc_stock: self.desired,
+            price: None,
+        }
+    }
+}
+
+/// How long a backend waits for a worker's token refresh.
+pub(super) fn token_wait_ms(tuning: &Tuning) -> u64 {
+    tuning.http_timeout_ms * 2 + 2_000
+}
+
 pub(super) fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| http::agent(Duration::from_millis(gucs::HTTP_TIMEOUT_MS.get().max(100) as u64), 4))
@@ -172,18 +206,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: &ListingRow, tuning: &Tuning) 
     };
     // what this channel is shown: EGDC's stock through its stock rules
     let stock = crate::rules::effective(&l.connection_settings, &l.settings).apply(egdc);
-    let target = Target {
-        job_id: None,
-        attempt: None,
-        listing_id: l.listing_id,
-        connection_id: l.connection_id,
-        tenant_id,
-        marketplace: &l.marketplace,
-        product_id,
-        external_id: &l.external_id,
-        egdc_stock: Some(egdc),
-        price: None,
-    };
+    let target = l.target(tenant_id, product_id);
     // Failures before any request was sent: logged, reported, nothing else changes.
     let failed = |e: String| {
         outbox::log(
@@ -197,7 +220,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: &ListingRow, tuning: &Tuning) 
         );
         row("failed", Some(stock), None, Some(e))
     };
-    let wait_ms = tuning.http_timeout_ms * 2 + 2_000;
+    let wait_ms = token_wait_ms(tuning);
     let mut stale = None;
     for _ in 0..2 {
         let (token, generation, credentials) = match tokens::backend_token(l.connection_id, stale, wait_ms) {
@@ -208,13 +231,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: &ListingRow, tuning: &Tuning) 
             } => (access_token, generation, credentials),
             TokenStatus::NeedsReauthorization(e) | TokenStatus::Unavailable(e) => return failed(e),
         };
-        let listing = push::ListingRef {
-            marketplace: &l.marketplace,
-            connection_settings: &l.connection_settings,
-            external_id: &l.external_id,
-            listing_settings: &l.settings,
-            last_known: l.remote,
-        };
+        let listing = l.listing_ref();
         // no job: the key is unique to this call (a retry by the caller is a new write)
         let key = format!("integ-sync-{}-{}", l.listing_id, limiter::now_ns());
         let (connector, request) = match push::prepare(&listing, stock, token, credentials, key) {

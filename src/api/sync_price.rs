@@ -3,13 +3,13 @@
 //! marketplace takes prices). Recorded like a worker's price write: the listing's published
 //! price, the sync log's `price` row with the price sent and EGDC's.
 
-use super::sync::{agent, take_budget, ListingRow};
+use super::sync::{agent, take_budget, token_wait_ms, ListingRow};
 use crate::gucs::Tuning;
 use crate::marketplaces::{self, PriceWrite, PushKind};
 use crate::outbox::price::Written;
 use crate::outbox::{self, Attempt, Outcome, PriceFacts, Target};
 use crate::price_rules;
-use crate::push::{self, ListingRef};
+use crate::push;
 use crate::tokens;
 use pgrx::AnyNumeric;
 use rust_decimal::Decimal;
@@ -55,37 +55,21 @@ pub(super) fn push_price(tenant_id: &str, product_id: &str, l: &ListingRow) -> P
         Ok(a) => a,
         Err(why) => return row(None, "refused", Some(why.to_string())),
     };
-    let mut target = Target {
-        job_id: None,
-        attempt: None,
-        listing_id: l.listing_id,
-        connection_id: l.connection_id,
-        tenant_id,
-        marketplace: &l.marketplace,
-        product_id,
-        external_id: &l.external_id,
-        egdc_stock: l.desired,
-        price: Some(PriceFacts {
-            sent: Some(amount),
-            egdc,
-        }),
-    };
+    let mut target = l.target(tenant_id, product_id);
+    target.price = Some(PriceFacts {
+        sent: Some(amount),
+        egdc,
+    });
     let failed = |t: &Target, status: &str, e: String, a: &Attempt| {
         outbox::log(t, "price", "failed", None, None, a, Some(&e));
         row(Some(amount), status, Some(e))
     };
-    let wait_ms = Tuning::read().http_timeout_ms * 2 + 2_000;
+    let wait_ms = token_wait_ms(&Tuning::read());
     let (token, credentials) = match tokens::backend_token(l.connection_id, None, wait_ms).ready_or_error() {
         Ok(t) => t,
         Err(e) => return failed(&target, "failed", e, &Attempt::default()),
     };
-    let listing = ListingRef {
-        marketplace: &l.marketplace,
-        connection_settings: &l.connection_settings,
-        external_id: &l.external_id,
-        listing_settings: &l.settings,
-        last_known: l.remote,
-    };
+    let listing = l.listing_ref();
     let (connector, mut request) = match push::prepare(&listing, 0, token, credentials, String::new()) {
         Ok(p) => p,
         Err(e) => return failed(&target, "failed", e, &Attempt::default()),
@@ -110,7 +94,6 @@ pub(super) fn push_price(tenant_id: &str, product_id: &str, l: &ListingRow) -> P
     };
     match result.kind {
         PushKind::Applied { .. } => {
-            target.job_id = None;
             let w = Written {
                 target,
                 amount,

@@ -9,7 +9,7 @@
 //! [{"skc_name", "sku_info_list": [{"sku_code", "cost", "currency"}]}]}`, one SPU per call, each
 //! SKU answering for itself; a listing names its SPU and SKC (`spu_name`, `skc_name`).
 
-use super::http::elapsed_ms;
+use super::http::{elapsed_ms, Reply};
 use super::shein::{call_failure, post_text};
 use super::{PushKind, PushRequest, PushResult};
 use rust_decimal::RoundingStrategy;
@@ -110,21 +110,31 @@ pub fn push(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         );
         let reply = post_text(agent, first, PATH, &body);
         for (i, _) in &entries {
-            let kind = match &reply {
-                Err(e) => PushKind::Retry {
-                    error: e.clone(),
-                    retry_after: None,
-                },
-                Ok(reply) => call_failure(reply).unwrap_or_else(|| entry_outcome(reply, &reqs[*i].external_id)),
-            };
-            results[*i] = Some(PushResult {
-                kind,
-                http_status: reply.as_ref().ok().map(|r| r.status),
-                latency_ms: elapsed_ms(start),
-                learned: None,
-            });
+            let sku = &reqs[*i].external_id;
+            results[*i] = Some(sku_result(&reply, start, |r| entry_outcome(r, sku)));
         }
     }
+    finish(results)
+}
+
+/// One SKU's result of a call: the call's own failure, else what `answer` reads for the SKU.
+fn sku_result(reply: &Result<Reply, String>, start: Instant, answer: impl Fn(&Reply) -> PushKind) -> PushResult {
+    let kind = match reply {
+        Err(e) => PushKind::Retry {
+            error: e.clone(),
+            retry_after: None,
+        },
+        Ok(r) => call_failure(r).unwrap_or_else(|| answer(r)),
+    };
+    PushResult {
+        kind,
+        http_status: reply.as_ref().ok().map(|r| r.status),
+        latency_ms: elapsed_ms(start),
+        learned: None,
+    }
+}
+
+fn finish(results: Vec<Option<PushResult>>) -> Vec<PushResult> {
     results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| PushResult::refused("no result")))
@@ -182,35 +192,22 @@ fn push_costs(agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         );
         let reply = post_text(agent, &reqs[0], COST_PATH, &body);
         for (i, _) in skcs.values().flatten() {
-            let kind = match &reply {
-                Err(e) => PushKind::Retry {
-                    error: e.clone(),
-                    retry_after: None,
-                },
-                Ok(reply) => call_failure(reply)
-                    .unwrap_or_else(|| answer_for(reply, "skuCode", &reqs[*i].external_id, "the supply cost")),
-            };
-            results[*i] = Some(PushResult {
-                kind,
-                http_status: reply.as_ref().ok().map(|r| r.status),
-                latency_ms: elapsed_ms(start),
-                learned: None,
-            });
+            let sku = &reqs[*i].external_id;
+            results[*i] = Some(sku_result(&reply, start, |r| {
+                answer_for(r, "skuCode", sku, "the supply cost")
+            }));
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| PushResult::refused("no result")))
-        .collect()
+    finish(results)
 }
 
 /// The `info.data[]` entry of one SKU: written, refused with SHEIN's message, or missing.
-pub(crate) fn entry_outcome(reply: &super::http::Reply, sku: &str) -> PushKind {
+pub(crate) fn entry_outcome(reply: &Reply, sku: &str) -> PushKind {
     answer_for(reply, "productCode", sku, "the price")
 }
 
 /// The `info.data[]` entry whose `key` is `sku`.
-pub(crate) fn answer_for(reply: &super::http::Reply, key: &str, sku: &str, what: &str) -> PushKind {
+pub(crate) fn answer_for(reply: &Reply, key: &str, sku: &str, what: &str) -> PushKind {
     let v = reply.json().unwrap_or(Value::Null);
     let entry = v
         .pointer("/info/data")

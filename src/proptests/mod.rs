@@ -555,3 +555,13 @@ fn the_loopback_answers_in_order() {
     assert_eq!(get("/z").status, 503);
     assert_eq!(server.served(), 3);
 }
+
+/// A JSON object of the fields that are present.
+pub(crate) fn object_of<'a>(
+    fields: impl IntoIterator<Item = (&'a str, Option<Value>)>,
+) -> serde_json::Map<String, Value> {
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect()
+}

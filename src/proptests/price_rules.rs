@@ -79,20 +79,14 @@ fn rules() -> BoxedStrategy<Value> {
         prop::option::of((key(), json_leaf())),
     )
         .prop_map(|(markup, add, round, min, max, currency, extra)| {
-            let mut o = serde_json::Map::new();
-            let fields = [
+            let mut o = super::object_of([
                 ("markup_percent", markup),
                 ("add", add),
                 ("round", round),
                 ("min", min),
                 ("max", max),
                 ("currency", currency),
-            ];
-            for (k, v) in fields {
-                if let Some(v) = v {
-                    o.insert(k.into(), v);
-                }
-            }
+            ]);
             if let Some((k, v)) = extra {
                 o.insert(k, v);
             }
@@ -125,20 +119,14 @@ fn valid_rules() -> BoxedStrategy<Value> {
                 (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b))),
                 other => other,
             };
-            let mut o = serde_json::Map::new();
-            let fields = [
+            let o = super::object_of([
                 ("markup_percent", markup),
                 ("add", add),
                 ("round", round),
                 ("min", min.map(Value::from)),
                 ("max", max.map(Value::from)),
                 ("currency", currency.map(Value::from)),
-            ];
-            for (k, v) in fields {
-                if let Some(v) = v {
-                    o.insert(k.into(), v);
-                }
-            }
+            ]);
             json!({ "price_rules": o })
         })
         .boxed()

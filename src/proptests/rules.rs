@@ -30,17 +30,12 @@ fn rules() -> BoxedStrategy<Value> {
         prop::option::of((key(), json_leaf())),
     )
         .prop_map(|(buffer, mode, percent, max, extra)| {
-            let mut o = serde_json::Map::new();
-            for (k, v) in [
+            let mut o = super::object_of([
                 ("buffer", buffer),
                 ("buffer_mode", mode),
                 ("allocation_percent", percent),
                 ("max", max),
-            ] {
-                if let Some(v) = v {
-                    o.insert(k.into(), v);
-                }
-            }
+            ]);
             if let Some((k, v)) = extra {
                 o.insert(k, v);
             }
@@ -73,17 +68,12 @@ fn valid_settings() -> BoxedStrategy<Value> {
         prop::bool::weighted(0.15),
     )
         .prop_map(|(buffer, mode, percent, max, absent)| {
-            let mut o = serde_json::Map::new();
-            for (k, v) in [
+            let o = super::object_of([
                 ("buffer", buffer),
                 ("buffer_mode", mode),
                 ("allocation_percent", percent),
                 ("max", max),
-            ] {
-                if let Some(v) = v {
-                    o.insert(k.into(), v);
-                }
-            }
+            ]);
             if absent {
                 json!({"variation_id": 1})
             } else {
