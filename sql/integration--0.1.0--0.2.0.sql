@@ -535,6 +535,7 @@ ALTER TABLE integ.listings
     ADD COLUMN remote_price numeric,
     ADD COLUMN price_refused_lsn bigint;
 ALTER TABLE integ.sync_jobs ADD COLUMN price_only boolean NOT NULL DEFAULT false;
+ALTER TABLE integ.sync_jobs ADD COLUMN recheck_price_lsn bigint;
 ALTER TABLE integ.sync_log ADD COLUMN price numeric, ADD COLUMN egdc_price numeric;
 
 CREATE FUNCTION integ."enqueue_price"(

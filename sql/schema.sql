@@ -100,7 +100,9 @@ CREATE TABLE integ.sync_jobs (
     recheck          boolean NOT NULL DEFAULT false,
     recheck_stock    integer,
     -- made for a price change: the stock goes too only if it differs from the last one pushed
-    price_only       boolean NOT NULL DEFAULT false
+    price_only       boolean NOT NULL DEFAULT false,
+    -- with `recheck`: the listing's desired_price_lsn the job was claimed with
+    recheck_price_lsn bigint
 );
 CREATE INDEX sync_jobs_recheck ON integ.sync_jobs (id) WHERE recheck;
 CREATE UNIQUE INDEX sync_jobs_one_pending ON integ.sync_jobs (listing_id) WHERE state = 'pending';

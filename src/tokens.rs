@@ -117,6 +117,7 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             external_id: "",
             egdc_stock: None,
             price: None,
+            price_lsn: None,
         };
         match grant {
             Ok(g) => {

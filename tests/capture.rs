@@ -322,6 +322,64 @@ fn a_change_applied_while_its_job_is_being_claimed_still_arrives() {
     assert_eq!(env.sim.item_quantity(&item), Some(2));
 }
 
+/// The capture applies a batch in one statement, whose snapshot can be older than a worker's
+/// claim: a listing whose pending job was claimed, pushed and recorded while the statement was
+/// held up (here by a lock on another listing of the same batch) has no pending job any more
+/// when the statement reaches it, and must get a new one. Only ON CONFLICT knows; a check
+/// against the statement's snapshot lost the change.
+#[test]
+fn a_change_applied_after_its_pending_job_was_claimed_and_recorded_is_pushed() {
+    let env = Env::new("capture_claim_race");
+    let ls = capturing(&env, 2);
+    let ((held_sku, _), (sku, item)) = (ls[0].clone(), ls[1].clone());
+    for s in [&held_sku, &sku] {
+        env.set_stock(s, 5);
+    }
+    env.wait_for(10, "the first stock", || env.sim.item_quantity(&item) == Some(5));
+    env.wait_idle(20, "the first pushes recorded");
+    env.db()
+        .batch_execute(&format!("SELECT integ.pause('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    let job = env.scalar_i64(&format!(
+        "INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+         SELECT id, connection_id, tenant_id, marketplace FROM integ.listings WHERE product_id = '{sku}'
+         RETURNING id"
+    ));
+    let mut holder = session(&env);
+    let mut hold = holder.transaction().unwrap();
+    hold.execute(
+        "SELECT 1 FROM integ.listings WHERE product_id = $1 FOR UPDATE",
+        &[&held_sku],
+    )
+    .unwrap();
+    // one transaction changes both, the held listing first: the capture's statement takes its
+    // snapshot (the job pending) and waits for the held listing
+    env.db()
+        .batch_execute(&format!(
+            "BEGIN; UPDATE inventory SET qty = 9 WHERE sku = '{held_sku}';
+                    UPDATE inventory SET qty = 9 WHERE sku = '{sku}'; COMMIT;"
+        ))
+        .unwrap();
+    env.wait_for(10, "the capture's apply to wait for the held listing", || {
+        env.scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
+        ) == 1
+    });
+    // the worker claims the job, finds the marketplace holding 5, and records that
+    env.db()
+        .batch_execute(&format!("SELECT integ.resume('{TENANT}', 'mercadolibre')"))
+        .unwrap();
+    env.wait_for(10, "the claimed job to be recorded", || {
+        env.scalar_i64(&format!(
+            "SELECT count(*) FROM integ.sync_jobs WHERE id = {job} AND state = 'done' AND NOT recheck"
+        )) == 1
+    });
+    hold.rollback().unwrap();
+    env.wait_for(10, "the change applied after the claim to be pushed", || {
+        env.sim.item_quantity(&item) == Some(9)
+    });
+}
+
 /// A worker claims a listing's pending job and finds nothing to push (the marketplace holds the
 /// stock it reads) while a transaction that found that job pending, and so enqueued nothing,
 /// is still writing a new stock into the listing. The worker's "did the stock move?" check

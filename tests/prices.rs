@@ -698,3 +698,58 @@ fn reconciliation_repairs_a_price_changed_on_the_marketplace_or_adopts_it() {
     );
     assert_eq!(price_of(&env, &c[0].1), "100");
 }
+
+/// A worker claims a listing's pending job while the application's transaction, which found
+/// that job pending and so enqueued nothing, is still writing a new price into the listing: the
+/// job read the listing before that commit. Once it has committed, the listing must get a job
+/// for its price, whether the claimed job pushed a stock (its record waits for the writer) or
+/// pushed nothing (its look at the listing comes after). Table path, so the test holds the
+/// writing transaction open; the capture's apply meets the same check.
+#[test]
+fn a_price_written_while_its_pending_job_is_in_flight_is_published() {
+    let mut env = Env::with_conf("prices-race", "integ.logical_capture = off");
+    let ls = priced_tenant(&mut env, "p5", SELLER_P, 350_000, 2, json!({}));
+    env.set_stock_of("p5", "sku-0", 3);
+    env.set_stock_of("p5", "sku-1", 3);
+    env.wait_idle(20, "the first stock");
+    let worker_waits = || {
+        env.scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration worker' AND wait_event_type = 'Lock'",
+        ) > 0
+    };
+    let skips = || env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE tenant_id = 'p5' AND outcome = 'skipped'");
+    for (sku, stock, price) in [("sku-0", 8, "20.50"), ("sku-1", 3, "30.50")] {
+        // a pending job: for a new stock (sku-0), or one that will find nothing to do (sku-1)
+        env.db()
+            .batch_execute("SELECT integ.pause('p5', 'mercadolibre')")
+            .expect("pause");
+        env.set_stock_of("p5", sku, stock);
+        env.db()
+            .batch_execute(&format!(
+                "INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
+                 SELECT id, connection_id, tenant_id, marketplace FROM integ.listings
+                  WHERE tenant_id = 'p5' AND product_id = '{sku}'
+                 ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING"
+            ))
+            .expect("a pending job");
+        let skipped_before = skips();
+        let mut app = env.pg.client();
+        let mut tx = app.transaction().expect("the application's transaction");
+        tx.execute(
+            "INSERT INTO prices VALUES ('p5', $1, $2::text::numeric, 'MXN')",
+            &[&sku, &price],
+        )
+        .expect("a new price, not committed yet");
+        env.db()
+            .batch_execute("SELECT integ.resume('p5', 'mercadolibre')")
+            .expect("resume");
+        env.wait_for(10, "the worker to push or skip the job it claimed", || {
+            worker_waits() || skips() > skipped_before
+        });
+        tx.commit().expect("commit the price");
+        env.wait_for(20, "the price written meanwhile to reach MercadoLibre", || {
+            price_of(&env, &ls[if sku == "sku-0" { 0 } else { 1 }].1) == price.trim_end_matches('0')
+        });
+        assert_eq!(env.sim.item_quantity(&ls[0].1), Some(8));
+    }
+}

@@ -61,6 +61,7 @@ impl ListingRow {
             external_id: &self.external_id,
             egdc_stock: self.desired,
             price: None,
+            price_lsn: None,
         }
     }
 }

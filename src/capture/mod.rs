@@ -55,14 +55,13 @@ const APPLY: &str = "WITH m AS (
            AND (l.desired_lsn IS NULL OR l.desired_lsn < m.lsn)
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
-        -- a listing whose job is pending in this snapshot needs none: the job reads the
-        -- listing when claimed. A job claimed meanwhile read it before this commits, and the
-        -- worker checks the listing again after the push (see `outbox::record_pushed`).
-        -- A scalar subquery, not NOT EXISTS: it stays a probe of the listing's pending job.
+        -- a listing whose job is still pending needs none: the job reads the listing when
+        -- claimed. A job claimed meanwhile read it before this commits, and the worker checks
+        -- the listing again after the push (see `outbox::record_pushed`). Only ON CONFLICT
+        -- says whether the job is still pending: this statement's snapshot may be older than
+        -- a claim and the push recorded after it, and then nothing would push this change.
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
         SELECT id, connection_id, tenant_id, marketplace FROM l
-         WHERE (SELECT p.id FROM integ.sync_jobs p
-                 WHERE p.listing_id = l.id AND p.state = 'pending' LIMIT 1) IS NULL
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";

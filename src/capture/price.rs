@@ -43,9 +43,8 @@ const APPLY_PRICES: &str = "WITH m AS (
      RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
      j AS (
         INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace, price_only)
+        -- only ON CONFLICT, never this statement's snapshot, says a job is still pending (see APPLY)
         SELECT id, connection_id, tenant_id, marketplace, true FROM l
-         WHERE (SELECT p.id FROM integ.sync_jobs p
-                 WHERE p.listing_id = l.id AND p.state = 'pending' LIMIT 1) IS NULL
         ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
      RETURNING 1)
      SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";

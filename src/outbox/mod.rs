@@ -205,6 +205,9 @@ pub struct Target<'a> {
     pub egdc_stock: Option<i32>,
     /// Set for a price operation: the price sent and EGDC's it came from.
     pub price: Option<PriceFacts>,
+    /// A job's: the `desired_price_lsn` it was claimed with (None: no price then). A price that
+    /// moved on while the job was in flight found it claimed and made no job of its own.
+    pub price_lsn: Option<i64>,
 }
 
 /// What the sync log shows of a price operation.
@@ -262,7 +265,8 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
             let check = t.egdc_stock.or(stock);
             Spi::run_with_args(
                 "UPDATE integ.sync_jobs SET state = $2, pushed_stock = coalesce($3, pushed_stock), last_http_status = $4,
-                        last_error = $5, lease_until = NULL, updated_at = now(), recheck = $6, recheck_stock = $7
+                        last_error = $5, lease_until = NULL, updated_at = now(), recheck = $6, recheck_stock = $7,
+                        recheck_price_lsn = $8
                   WHERE id = $1",
                 &[
                     job_id.into(),
@@ -272,6 +276,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
                     error.into(),
                     in_worker().into(),
                     check.into(),
+                    t.price_lsn.into(),
                 ],
             )
             .or_raise("recording a job that pushed nothing");
@@ -303,6 +308,67 @@ pub struct PushedJob<'a> {
     pub attempt: Attempt,
 }
 
+/// The statement recording successful pushes: `$listing` adds to what is read of each listing,
+/// `$requeue` makes the jobs of listings that moved on.
+macro_rules! record_pushed_sql {
+    ($listing:literal, $requeue:literal) => {
+        concat!(
+            "WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::float8[],
+                                 $7::int[], $8::text[], $9::text[], $10::int[], $11::int8[])
+                       AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error, egdc,
+                            price_lsn)),
+         l AS (
+            UPDATE integ.listings l
+               SET last_pushed_stock = r.stock, last_pushed_at = now(), remote_stock = coalesce(r.remote, r.stock)
+              FROM r WHERE l.id = ANY ($2) AND l.id = r.listing_id
+         RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace, l.product_id, l.external_id,
+                   l.desired_stock IS DISTINCT FROM r.egdc AS stock_moved, ", $listing, " r.*),
+         requeued AS (
+            INSERT INTO integ.sync_jobs ", $requeue, "
+            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
+         RETURNING 1),
+         done AS (
+            UPDATE integ.sync_jobs s
+               SET state = 'done', pushed_stock = r.stock, last_http_status = r.http_status, last_error = r.error,
+                   lease_until = NULL, updated_at = now()
+              FROM r WHERE s.id = ANY ($1) AND s.id = r.job_id
+         RETURNING 1),
+         logged AS (
+            INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
+                                        external_id, operation, outcome, stock, remote_stock, http_status,
+                                        latency_ms, attempt, error, egdc_stock)
+            SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'push', outcome,
+                   stock, remote, http_status, latency_ms, attempt, error, egdc
+              FROM l
+         RETURNING 1),
+         noted AS (
+            -- at most once a second per connection: every worker records into the same few
+            -- connection rows, and a write per batch made them wait on each other's row locks
+            UPDATE integ.connections c SET last_success_at = now()
+             WHERE c.id = ANY (ARRAY(SELECT DISTINCT connection_id FROM l))
+               AND (c.last_success_at IS NULL OR c.last_success_at < now() - interval '1 second')
+         RETURNING 1)
+         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM done), (SELECT count(*) FROM logged),
+                (SELECT count(*) FROM noted)"
+        )
+    };
+}
+/// A worker's jobs: a price change that found the job claimed (in flight) made no job of its
+/// own, so a listing whose price moved on since the claim gets one for its price.
+const RECORD_JOBS_PUSHED: &str = record_pushed_sql!(
+    "l.desired_price_lsn IS DISTINCT FROM r.price_lsn AS price_moved,",
+    "(listing_id, connection_id, tenant_id, marketplace, price_only)
+     SELECT id, connection_id, tenant_id, marketplace, NOT stock_moved FROM l WHERE stock_moved OR price_moved"
+);
+/// A backend's `sync_product` (no job): it may still run on the previous release's schema, until
+/// ALTER EXTENSION UPDATE, so it names no column that release lacks.
+const RECORD_PUSHED: &str = record_pushed_sql!(
+    "",
+    "(listing_id, connection_id, tenant_id, marketplace)
+     SELECT id, connection_id, tenant_id, marketplace FROM l WHERE stock_moved"
+);
+
 /// Records many successful pushes in one statement: listings, jobs, log rows and the
 /// connections' last success. A listing whose EGDC stock moved on while its push was in
 /// flight gets a new pending job (the listing update waits for a writer still holding the row,
@@ -330,6 +396,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
         })
         .collect();
     let egdc: Vec<Option<i32>> = batch.iter().map(|p| p.target.egdc_stock.or(Some(p.stock))).collect();
+    let price_lsns = col(&|p| p.target.price_lsn);
     let errors: Vec<Option<String>> = batch
         .iter()
         .map(|p| {
@@ -338,45 +405,13 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
                 .map(|r| format!("mismatch: sent {}, marketplace reports {r}", p.stock))
         })
         .collect();
+    let sql = if batch.iter().all(|p| p.target.job_id.is_some()) {
+        RECORD_JOBS_PUSHED
+    } else {
+        RECORD_PUSHED
+    };
     run_kept(
-        "WITH r AS (
-            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::float8[],
-                                 $7::int[], $8::text[], $9::text[], $10::int[])
-                       AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error, egdc)),
-         l AS (
-            UPDATE integ.listings l
-               SET last_pushed_stock = r.stock, last_pushed_at = now(), remote_stock = coalesce(r.remote, r.stock)
-              FROM r WHERE l.id = ANY ($2) AND l.id = r.listing_id
-         RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace, l.product_id, l.external_id,
-                   l.desired_stock, r.*),
-         requeued AS (
-            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM l WHERE desired_stock IS DISTINCT FROM egdc
-            ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
-         RETURNING 1),
-         done AS (
-            UPDATE integ.sync_jobs s
-               SET state = 'done', pushed_stock = r.stock, last_http_status = r.http_status, last_error = r.error,
-                   lease_until = NULL, updated_at = now()
-              FROM r WHERE s.id = ANY ($1) AND s.id = r.job_id
-         RETURNING 1),
-         logged AS (
-            INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
-                                        external_id, operation, outcome, stock, remote_stock, http_status,
-                                        latency_ms, attempt, error, egdc_stock)
-            SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'push', outcome,
-                   stock, remote, http_status, latency_ms, attempt, error, egdc
-              FROM l
-         RETURNING 1),
-         noted AS (
-            -- at most once a second per connection: every worker records into the same few
-            -- connection rows, and a write per batch made them wait on each other's row locks
-            UPDATE integ.connections c SET last_success_at = now()
-             WHERE c.id = ANY (ARRAY(SELECT DISTINCT connection_id FROM l))
-               AND (c.last_success_at IS NULL OR c.last_success_at < now() - interval '1 second')
-         RETURNING 1)
-         SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM done), (SELECT count(*) FROM logged),
-                (SELECT count(*) FROM noted)",
+        sql,
         &[
             jobs.into(),
             listings.into(),
@@ -388,6 +423,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
             outcomes.into(),
             errors.into(),
             egdc.into(),
+            price_lsns.into(),
         ],
         |t| t.first().get::<i64>(1),
     )
@@ -447,22 +483,24 @@ fn in_worker() -> bool {
 /// Flagged jobs looked at per statement.
 const RECHECK_BATCH: i64 = 1000;
 
-/// The flagged jobs' listings, enqueued where EGDC's stock moved on from the job's; listings a
-/// writer still holds are skipped (their flag stays for the next turn); a flag is cleared in the
+/// The flagged jobs' listings, enqueued where EGDC's stock or price moved on from the job's (a
+/// job for the price alone when only the price did); listings a writer still holds are skipped (their flag stays for the next turn); a flag is cleared in the
 /// transaction that looked.
 const RECHECK_FLAGGED: &str = "WITH f AS (
-            SELECT j.id, j.listing_id, j.recheck_stock AS stock FROM integ.sync_jobs j
+            SELECT j.id, j.listing_id, j.recheck_stock AS stock, j.recheck_price_lsn AS price_lsn
+              FROM integ.sync_jobs j
              WHERE j.recheck ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED),
-          l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace, l.desired_stock, f.stock
+          l AS (SELECT l.id, l.connection_id, l.tenant_id, l.marketplace,
+                       l.desired_stock IS NOT NULL AND l.desired_stock IS DISTINCT FROM f.stock AS stock_moved,
+                       l.desired_price_lsn IS DISTINCT FROM f.price_lsn AS price_moved
                   FROM f JOIN integ.listings l ON l.id = f.listing_id FOR SHARE OF l SKIP LOCKED),
           r AS (
-            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace)
-            SELECT id, connection_id, tenant_id, marketplace FROM l
-             WHERE desired_stock IS NOT NULL AND desired_stock IS DISTINCT FROM stock
+            INSERT INTO integ.sync_jobs (listing_id, connection_id, tenant_id, marketplace, price_only)
+            SELECT id, connection_id, tenant_id, marketplace, NOT stock_moved FROM l WHERE stock_moved OR price_moved
             ON CONFLICT (listing_id) WHERE state = 'pending' DO NOTHING
          RETURNING 1),
           cleared AS (
-            UPDATE integ.sync_jobs s SET recheck = false, recheck_stock = NULL
+            UPDATE integ.sync_jobs s SET recheck = false, recheck_stock = NULL, recheck_price_lsn = NULL
               FROM f
              WHERE s.id = f.id
                AND (f.listing_id IN (SELECT id FROM l)
@@ -470,7 +508,8 @@ const RECHECK_FLAGGED: &str = "WITH f AS (
          RETURNING 1)
      SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM f), (SELECT count(*) FROM cleared)";
 
-/// After a job that pushed nothing (skipped, dead): has EGDC's stock moved on from `stock`? A
+/// After a job that pushed nothing (skipped, dead): has EGDC's stock moved on from `stock` (or,
+/// for a worker's job, its price from the one it was claimed with)? A
 /// transaction still writing a new stock into the listing (the application's, or the
 /// capture's apply) found this job pending and so enqueued nothing, and a plain read does not
 /// see its stock yet. In a worker the job was flagged `recheck` in the statement that recorded

@@ -924,6 +924,7 @@ fn log_transitions(transitions: &[(i64, String, String, Circuit)]) {
             external_id: "",
             egdc_stock: None,
             price: None,
+            price_lsn: None,
         };
         let why = match state {
             Circuit::Open => "circuit opened: the marketplace keeps failing; jobs wait without burning attempts",
@@ -955,6 +956,7 @@ fn target(job: &ClaimedJob) -> Target<'_> {
         external_id: &job.external_id,
         egdc_stock: job.egdc_stock,
         price: None,
+        price_lsn: job.price.as_ref().map(|p| p.lsn),
     }
 }
 
