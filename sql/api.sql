@@ -853,7 +853,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['connections', 'credential_store', 'listings', 'sync_jobs', 'sync_log', 'webhooks',
-                             'order_lines', 'conflicts', 'alerts', 'authorizations', 'catalog_imports', 'remote_listings']
+                             'order_lines', 'conflicts', 'alerts', 'authorizations', 'catalog_imports', 'remote_listings',
+                             'usage', 'health_buckets']
     LOOP
         EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))
@@ -861,3 +862,10 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Operations (operations.sql)
+GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), integ.metrics(),
+    -- integ.health calls them
+    integ.histogram_sum(bigint[]), integ.histogram_quantile(bigint[], double precision, double precision)
+    TO integ_operator, integ_application;

@@ -134,7 +134,9 @@ CREATE TABLE integ.catalog_imports (
     started_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
-    error           text
+    error           text,
+    -- api_calls already counted in integ.usage
+    calls_rolled    bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX catalog_imports_one_running ON integ.catalog_imports (connection_id) WHERE state = 'running';
 
@@ -537,6 +539,7 @@ ALTER TABLE integ.listings
 ALTER TABLE integ.sync_jobs ADD COLUMN price_only boolean NOT NULL DEFAULT false;
 ALTER TABLE integ.sync_jobs ADD COLUMN recheck_price_lsn bigint;
 ALTER TABLE integ.sync_log ADD COLUMN price numeric, ADD COLUMN egdc_price numeric;
+ALTER TABLE integ.sync_log ADD COLUMN calls integer NOT NULL DEFAULT 0;
 
 CREATE FUNCTION integ."enqueue_price"(
 	"p_tenant" TEXT,
@@ -748,4 +751,456 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'remote_stock_wrapper';
 REVOKE ALL ON FUNCTION integ.sync_product(text, text, text), integ.remote_stock(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION integ.sync_product(text, text, text), integ.remote_stock(text, text, text)
+    TO integ_operator, integ_application;
+
+ALTER TABLE integ.alerts ADD COLUMN clear_since timestamptz, ADD COLUMN resolved_at timestamptz;
+
+-- Operations: what the sync log and the webhook table say, rolled up by the first worker
+-- (integ.roll_up) in the transaction that moves its watermark, so every figure is exact and
+-- survives crashes, and the sync log can be pruned without changing any.
+
+-- Usage for billing: per tenant, marketplace and hour. Never pruned.
+CREATE TABLE integ.usage (
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    hour               timestamptz NOT NULL,
+    push_calls         bigint NOT NULL DEFAULT 0,
+    read_calls         bigint NOT NULL DEFAULT 0,
+    import_calls       bigint NOT NULL DEFAULT 0,
+    token_calls        bigint NOT NULL DEFAULT 0,
+    order_fetch_calls  bigint NOT NULL DEFAULT 0,
+    pushes             bigint NOT NULL DEFAULT 0,
+    failures           bigint NOT NULL DEFAULT 0,
+    throttled          bigint NOT NULL DEFAULT 0,
+    webhooks_received  bigint NOT NULL DEFAULT 0,
+    webhooks_accepted  bigint NOT NULL DEFAULT 0,
+    webhooks_duplicate bigint NOT NULL DEFAULT 0,
+    webhooks_rejected  bigint NOT NULL DEFAULT 0,
+    orders_applied     bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, marketplace, hour)
+);
+
+-- Health per connection in 10-second buckets (kept 15 minutes, for the alert rules), minute
+-- buckets (kept 2 hours), hour buckets (kept 2 days), and one bucket of width 0 counting since
+-- the extension was installed (never pruned: integ.metrics()' counters).
+-- Latencies are histograms over integ.histogram_bounds_ms().
+CREATE TABLE integ.health_buckets (
+    connection_id      bigint NOT NULL,
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    width_s            integer NOT NULL CHECK (width_s IN (0, 10, 60, 3600)),
+    start              timestamptz NOT NULL,
+    calls              bigint NOT NULL DEFAULT 0,
+    successes          bigint NOT NULL DEFAULT 0,
+    failures           bigint NOT NULL DEFAULT 0,
+    throttled          bigint NOT NULL DEFAULT 0,
+    pushes             bigint NOT NULL DEFAULT 0,
+    dead               bigint NOT NULL DEFAULT 0,
+    latency_ms         bigint[],
+    latency_max_ms     double precision,
+    latency_ms_sum     double precision NOT NULL DEFAULT 0,
+    webhooks_received  bigint NOT NULL DEFAULT 0,
+    webhooks_processed bigint NOT NULL DEFAULT 0,
+    webhook_ms_sum     double precision NOT NULL DEFAULT 0,
+    webhook_ms         bigint[],
+    PRIMARY KEY (connection_id, width_s, start)
+);
+CREATE INDEX health_buckets_by_start ON integ.health_buckets (width_s, start);
+
+-- Where each roll-up stands: every row of `source` with an id up to `watermark` is counted,
+-- except the ids in integ.rollup_gaps (not visible yet when the watermark passed them).
+CREATE TABLE integ.rollup_state (
+    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks')),
+    watermark  bigint NOT NULL DEFAULT 0,
+    rolled_at  timestamptz
+);
+INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks');
+
+-- Ids below a watermark that were not visible when it passed them: a transaction still in
+-- progress then (counted when it commits) or rolled back (forgotten once every transaction of
+-- that time has ended).
+CREATE TABLE integ.rollup_gaps (
+    source     text NOT NULL,
+    id         bigint NOT NULL,
+    noted_at   timestamptz NOT NULL DEFAULT now(),
+    noted_xmax xid8 NOT NULL,
+    PRIMARY KEY (source, id)
+);
+
+CREATE FUNCTION integ."histogram_add"(
+	"a" bigint[],
+	"b" bigint[]
+) RETURNS bigint[]
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'histogram_add_wrapper';
+CREATE FUNCTION integ."histogram_bounds_ms"() RETURNS double precision[]
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'histogram_bounds_ms_wrapper';
+CREATE FUNCTION integ."histogram_count"(
+	"state" bigint[],
+	"ms" double precision
+) RETURNS bigint[]
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'histogram_count_wrapper';
+CREATE FUNCTION integ."histogram_quantile"(
+	"h" bigint[],
+	"q" double precision,
+	"max_ms" double precision
+) RETURNS double precision
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'histogram_quantile_wrapper';
+CREATE FUNCTION integ."json_count"(
+	"document" TEXT,
+	"key" TEXT
+) RETURNS bigint
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'json_count_wrapper';
+CREATE FUNCTION integ."metrics"() RETURNS TEXT
+STRICT STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'metrics_wrapper';
+
+-- Operations: usage for billing and health over time, rolled up from the sync log and the
+-- webhook table (see schema.sql), and the views and functions that read them.
+
+CREATE AGGREGATE integ.latency_histogram(double precision) (
+    SFUNC = integ.histogram_count, STYPE = bigint[], PARALLEL = SAFE
+);
+CREATE AGGREGATE integ.histogram_sum(bigint[]) (
+    SFUNC = integ.histogram_add, STYPE = bigint[], PARALLEL = SAFE
+);
+
+-- One step of the roll-up (the first worker calls it every few seconds, in a transaction of its
+-- own): sync-log and webhook rows past each watermark, and those of earlier gaps that became
+-- visible, are added to integ.usage and integ.health_buckets; import calls likewise. Each source
+-- is read in one statement (one snapshot), so a row is counted exactly once. Returns the rows
+-- counted.
+CREATE FUNCTION integ.roll_up(p_limit integer DEFAULT 50000)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w bigint;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    -- sync log
+    SELECT watermark INTO w FROM integ.rollup_state WHERE source = 'sync_log' FOR UPDATE;
+    WITH r AS MATERIALIZED (
+        SELECT l.id, l.at, l.tenant_id, l.marketplace, l.connection_id, l.operation, l.outcome, l.calls,
+               l.latency_ms,
+               CASE WHEN l.operation = 'reconcile'
+                    THEN l.calls - least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
+                    WHEN l.outcome IN ('success', 'mismatch') THEN l.calls ELSE 0 END AS ok,
+               CASE WHEN l.operation = 'reconcile'
+                    THEN least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
+                    WHEN l.outcome IN ('retry', 'dead', 'failed') AND l.http_status IS DISTINCT FROM 429 THEN l.calls
+                    ELSE 0 END AS bad,
+               CASE WHEN l.outcome = 'throttled' OR l.http_status = 429 THEN l.calls ELSE 0 END AS throttled,
+               l.operation IN ('push', 'price') AND l.outcome IN ('success', 'mismatch') AS pushed,
+               l.operation IN ('webhook', 'order') AS delivery
+          FROM (SELECT x.id FROM integ.sync_log x WHERE x.id > w ORDER BY x.id LIMIT p_limit) f
+          JOIN integ.sync_log l ON l.id = f.id
+        UNION ALL
+        SELECT l.id, l.at, l.tenant_id, l.marketplace, l.connection_id, l.operation, l.outcome, l.calls,
+               l.latency_ms,
+               CASE WHEN l.operation = 'reconcile'
+                    THEN l.calls - least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
+                    WHEN l.outcome IN ('success', 'mismatch') THEN l.calls ELSE 0 END,
+               CASE WHEN l.operation = 'reconcile'
+                    THEN least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
+                    WHEN l.outcome IN ('retry', 'dead', 'failed') AND l.http_status IS DISTINCT FROM 429 THEN l.calls
+                    ELSE 0 END,
+               CASE WHEN l.outcome = 'throttled' OR l.http_status = 429 THEN l.calls ELSE 0 END,
+               l.operation IN ('push', 'price') AND l.outcome IN ('success', 'mismatch'),
+               l.operation IN ('webhook', 'order')
+          FROM integ.rollup_gaps g JOIN integ.sync_log l ON l.id = g.id
+         WHERE g.source = 'sync_log' AND g.id <= w),
+    u AS (
+        INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, push_calls, read_calls, token_calls,
+                                      order_fetch_calls, pushes, failures, throttled, orders_applied)
+        SELECT r.tenant_id, r.marketplace, date_trunc('hour', r.at),
+               coalesce(sum(r.calls) FILTER (WHERE r.operation IN ('push', 'price')), 0),
+               coalesce(sum(r.calls) FILTER (WHERE r.operation = 'reconcile'), 0),
+               coalesce(sum(r.calls) FILTER (WHERE r.operation = 'refresh'), 0),
+               coalesce(sum(r.calls) FILTER (WHERE r.delivery), 0),
+               count(*) FILTER (WHERE r.pushed),
+               coalesce(sum(r.bad), 0),
+               coalesce(sum(r.throttled), 0),
+               count(*) FILTER (WHERE r.operation = 'order' AND r.outcome = 'success')
+          FROM r GROUP BY 1, 2, 3
+        ON CONFLICT (tenant_id, marketplace, hour) DO UPDATE
+           SET push_calls = u.push_calls + EXCLUDED.push_calls, read_calls = u.read_calls + EXCLUDED.read_calls,
+               token_calls = u.token_calls + EXCLUDED.token_calls,
+               order_fetch_calls = u.order_fetch_calls + EXCLUDED.order_fetch_calls,
+               pushes = u.pushes + EXCLUDED.pushes, failures = u.failures + EXCLUDED.failures,
+               throttled = u.throttled + EXCLUDED.throttled, orders_applied = u.orders_applied + EXCLUDED.orders_applied
+        RETURNING 1),
+    h AS (
+        INSERT INTO integ.health_buckets AS h (connection_id, tenant_id, marketplace, width_s, start, calls, successes,
+                                               failures, throttled, pushes, dead, latency_ms, latency_max_ms,
+                                               latency_ms_sum, webhooks_processed, webhook_ms_sum, webhook_ms)
+        SELECT r.connection_id, min(r.tenant_id), min(r.marketplace), b.width_s,
+               to_timestamp(coalesce(floor(extract(epoch FROM r.at) / nullif(b.width_s, 0)) * b.width_s, 0)),
+               coalesce(sum(r.calls), 0), coalesce(sum(r.ok), 0), coalesce(sum(r.bad), 0),
+               coalesce(sum(r.throttled), 0), count(*) FILTER (WHERE r.pushed),
+               count(*) FILTER (WHERE r.outcome = 'dead' AND r.operation IN ('push', 'price')),
+               integ.latency_histogram(r.latency_ms) FILTER (WHERE r.calls > 0 AND NOT r.delivery
+                                                              AND r.operation <> 'reconcile'),
+               max(r.latency_ms) FILTER (WHERE r.calls > 0 AND NOT r.delivery AND r.operation <> 'reconcile'),
+               coalesce(sum(r.latency_ms) FILTER (WHERE r.calls > 0 AND NOT r.delivery AND r.operation <> 'reconcile'), 0),
+               count(*) FILTER (WHERE r.delivery AND r.outcome = 'success'),
+               coalesce(sum(r.latency_ms) FILTER (WHERE r.delivery AND r.outcome = 'success'), 0),
+               integ.latency_histogram(r.latency_ms) FILTER (WHERE r.delivery AND r.outcome = 'success')
+          FROM r CROSS JOIN (VALUES (0), (10), (60), (3600)) AS b(width_s)
+         WHERE r.connection_id IS NOT NULL
+         GROUP BY r.connection_id, b.width_s, 5
+        ON CONFLICT (connection_id, width_s, start) DO UPDATE
+           SET calls = h.calls + EXCLUDED.calls, successes = h.successes + EXCLUDED.successes,
+               failures = h.failures + EXCLUDED.failures, throttled = h.throttled + EXCLUDED.throttled,
+               pushes = h.pushes + EXCLUDED.pushes, dead = h.dead + EXCLUDED.dead,
+               latency_ms = integ.histogram_add(h.latency_ms, EXCLUDED.latency_ms),
+               latency_max_ms = greatest(h.latency_max_ms, EXCLUDED.latency_max_ms),
+               latency_ms_sum = h.latency_ms_sum + EXCLUDED.latency_ms_sum,
+               webhooks_processed = h.webhooks_processed + EXCLUDED.webhooks_processed,
+               webhook_ms_sum = h.webhook_ms_sum + EXCLUDED.webhook_ms_sum,
+               webhook_ms = integ.histogram_add(h.webhook_ms, EXCLUDED.webhook_ms)
+        RETURNING 1),
+    gaps AS (
+        INSERT INTO integ.rollup_gaps (source, id, noted_xmax)
+        SELECT 'sync_log', g, pg_snapshot_xmax(pg_current_snapshot())
+          FROM generate_series(w + 1, (SELECT max(id) FROM r)) g
+         WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.id = g)
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    filled AS (
+        DELETE FROM integ.rollup_gaps g USING r WHERE g.source = 'sync_log' AND g.id = r.id RETURNING 1),
+    moved AS (
+        UPDATE integ.rollup_state SET watermark = greatest(w, (SELECT max(id) FROM r)), rolled_at = now()
+         WHERE source = 'sync_log' RETURNING 1)
+    SELECT count(*) INTO n FROM r;
+    total := total + n;
+
+    -- webhook deliveries received (each row is inserted once with its final status)
+    SELECT watermark INTO w FROM integ.rollup_state WHERE source = 'webhooks' FOR UPDATE;
+    WITH r AS MATERIALIZED (
+        SELECT d.id, d.received_at, d.tenant_id, d.marketplace, d.connection_id, d.status
+          FROM (SELECT x.id FROM integ.webhooks x WHERE x.id > w ORDER BY x.id LIMIT p_limit) f
+          JOIN integ.webhooks d ON d.id = f.id
+        UNION ALL
+        SELECT d.id, d.received_at, d.tenant_id, d.marketplace, d.connection_id, d.status
+          FROM integ.rollup_gaps g JOIN integ.webhooks d ON d.id = g.id
+         WHERE g.source = 'webhooks' AND g.id <= w),
+    u AS (
+        INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, webhooks_received, webhooks_accepted,
+                                      webhooks_duplicate, webhooks_rejected)
+        SELECT r.tenant_id, r.marketplace, date_trunc('hour', r.received_at), count(*),
+               count(*) FILTER (WHERE r.status = 'accepted'), count(*) FILTER (WHERE r.status = 'duplicate'),
+               count(*) FILTER (WHERE r.status = 'rejected')
+          FROM r WHERE r.tenant_id IS NOT NULL GROUP BY 1, 2, 3
+        ON CONFLICT (tenant_id, marketplace, hour) DO UPDATE
+           SET webhooks_received = u.webhooks_received + EXCLUDED.webhooks_received,
+               webhooks_accepted = u.webhooks_accepted + EXCLUDED.webhooks_accepted,
+               webhooks_duplicate = u.webhooks_duplicate + EXCLUDED.webhooks_duplicate,
+               webhooks_rejected = u.webhooks_rejected + EXCLUDED.webhooks_rejected
+        RETURNING 1),
+    h AS (
+        INSERT INTO integ.health_buckets AS h (connection_id, tenant_id, marketplace, width_s, start, webhooks_received)
+        SELECT r.connection_id, min(r.tenant_id), min(r.marketplace), b.width_s,
+               to_timestamp(coalesce(floor(extract(epoch FROM r.received_at) / nullif(b.width_s, 0)) * b.width_s, 0)), count(*)
+          FROM r CROSS JOIN (VALUES (0), (10), (60), (3600)) AS b(width_s)
+         WHERE r.connection_id IS NOT NULL AND r.tenant_id IS NOT NULL
+         GROUP BY r.connection_id, b.width_s, 5
+        ON CONFLICT (connection_id, width_s, start) DO UPDATE
+           SET webhooks_received = h.webhooks_received + EXCLUDED.webhooks_received
+        RETURNING 1),
+    gaps AS (
+        INSERT INTO integ.rollup_gaps (source, id, noted_xmax)
+        SELECT 'webhooks', g, pg_snapshot_xmax(pg_current_snapshot())
+          FROM generate_series(w + 1, (SELECT max(id) FROM r)) g
+         WHERE NOT EXISTS (SELECT 1 FROM r WHERE r.id = g)
+        ON CONFLICT DO NOTHING
+        RETURNING 1),
+    filled AS (
+        DELETE FROM integ.rollup_gaps g USING r WHERE g.source = 'webhooks' AND g.id = r.id RETURNING 1),
+    moved AS (
+        UPDATE integ.rollup_state SET watermark = greatest(w, (SELECT max(id) FROM r)), rolled_at = now()
+         WHERE source = 'webhooks' RETURNING 1)
+    SELECT count(*) INTO n FROM r;
+    total := total + n;
+
+    -- import calls: each import's calls since the last step, counted in this hour
+    WITH d AS (
+        SELECT i.id, i.tenant_id, i.marketplace, i.api_calls - i.calls_rolled AS calls
+          FROM integ.catalog_imports i WHERE i.api_calls > i.calls_rolled FOR UPDATE SKIP LOCKED),
+    marked AS (
+        UPDATE integ.catalog_imports i SET calls_rolled = i.calls_rolled + d.calls FROM d WHERE i.id = d.id RETURNING 1)
+    INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, import_calls)
+    SELECT d.tenant_id, d.marketplace, date_trunc('hour', now()), sum(d.calls) FROM d GROUP BY 1, 2
+    ON CONFLICT (tenant_id, marketplace, hour) DO UPDATE SET import_calls = u.import_calls + EXCLUDED.import_calls;
+
+    -- a gap no transaction can fill any more: every one running when it was noted has ended
+    DELETE FROM integ.rollup_gaps
+     WHERE noted_at < now() - interval '1 minute' AND noted_xmax < pg_snapshot_xmin(pg_current_snapshot());
+    DELETE FROM integ.health_buckets
+     WHERE (width_s = 10 AND start < now() - interval '15 minutes')
+        OR (width_s = 60 AND start < now() - interval '2 hours') OR (width_s = 3600 AND start < now() - interval '2 days');
+    RETURN total;
+END
+$$;
+
+-- Deletes sync-log rows older than `p_keep` that the roll-up has counted (at most p_limit);
+-- returns how many.
+CREATE FUNCTION integ.prune_sync_log(p_keep interval, p_limit integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM integ.sync_log l
+         WHERE l.id IN (SELECT x.id FROM integ.sync_log x
+                         WHERE x.id <= (SELECT watermark FROM integ.rollup_state WHERE source = 'sync_log')
+                           AND x.at < now() - p_keep
+                         ORDER BY x.id LIMIT p_limit)
+           AND NOT EXISTS (SELECT 1 FROM integ.rollup_gaps g WHERE g.source = 'sync_log' AND g.id = l.id)
+        RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+-- The alert rules' verdicts (the first worker's, one per connection and rule whose condition
+-- holds or whose alert is open): a condition that holds raises its alert once per episode (a
+-- row and NOTIFY integ_alerts); one clear for `p_clear_after` resolves it (resolved_at and a
+-- second NOTIFY saying so); one that holds again before that keeps the episode open.
+CREATE FUNCTION integ.apply_alert_verdicts(p_connection bigint[], p_tenant text[], p_marketplace text[], p_kind text[],
+                                           p_holds boolean[], p_message text[], p_clear_after interval)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+BEGIN
+    FOR a IN
+        INSERT INTO integ.alerts (tenant_id, marketplace, connection_id, kind, message)
+        SELECT v.tenant_id, v.marketplace, v.connection_id, v.kind, v.message
+          FROM unnest(p_connection, p_tenant, p_marketplace, p_kind, p_holds, p_message)
+               AS v(connection_id, tenant_id, marketplace, kind, holds, message)
+         WHERE v.holds AND NOT EXISTS (SELECT 1 FROM integ.alerts o WHERE o.connection_id = v.connection_id
+                                          AND o.kind = v.kind AND o.resolved_at IS NULL)
+        RETURNING *
+    LOOP
+        PERFORM pg_notify('integ_alerts', left(json_build_object('id', a.id, 'tenant_id', a.tenant_id,
+            'marketplace', a.marketplace, 'connection_id', a.connection_id, 'kind', a.kind, 'message', a.message)::text, 7900));
+    END LOOP;
+    UPDATE integ.alerts o SET clear_since = CASE WHEN v.holds THEN NULL ELSE coalesce(o.clear_since, now()) END
+      FROM unnest(p_connection, p_kind, p_holds) AS v(connection_id, kind, holds)
+     WHERE o.connection_id = v.connection_id AND o.kind = v.kind AND o.resolved_at IS NULL;
+    FOR a IN
+        UPDATE integ.alerts o SET resolved_at = now()
+          FROM unnest(p_connection, p_kind, p_holds) AS v(connection_id, kind, holds)
+         WHERE o.connection_id = v.connection_id AND o.kind = v.kind AND o.resolved_at IS NULL AND NOT v.holds
+           AND o.clear_since <= now() - p_clear_after
+        RETURNING o.*
+    LOOP
+        PERFORM pg_notify('integ_alerts', json_build_object('id', a.id, 'tenant_id', a.tenant_id,
+            'marketplace', a.marketplace, 'connection_id', a.connection_id, 'kind', a.kind, 'resolved', true,
+            'resolved_at', a.resolved_at)::text);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION integ.roll_up(integer), integ.prune_sync_log(interval, integer),
+    integ.apply_alert_verdicts(bigint[], text[], text[], text[], boolean[], text[], interval) FROM PUBLIC;
+
+-- Per connection and window (5m, 1h, 1d): calls and their outcomes, API latency, pushes,
+-- webhooks and their processing time (receipt to applied), dead jobs, and the backlog with the
+-- time it needs at the last 5 minutes' rate. Reads the roll-up's buckets, never the sync log.
+CREATE VIEW integ.health AS
+WITH w(name, width_s, since) AS (
+    VALUES ('5m', 60, date_trunc('minute', now() - interval '5 minutes')),
+           ('1h', 60, date_trunc('minute', now() - interval '1 hour')),
+           ('1d', 3600, date_trunc('hour', now() - interval '1 day'))),
+b AS (
+    SELECT w.name, h.connection_id, sum(h.calls) AS calls, sum(h.successes) AS successes,
+           sum(h.failures) AS failures, sum(h.throttled) AS throttled, sum(h.pushes) AS pushes,
+           sum(h.dead) AS dead, integ.histogram_sum(h.latency_ms) AS latency, max(h.latency_max_ms) AS latency_max,
+           sum(h.webhooks_received) AS webhooks_received, sum(h.webhooks_processed) AS webhooks_processed,
+           sum(h.webhook_ms_sum) AS webhook_ms_sum, integ.histogram_sum(h.webhook_ms) AS webhook_ms
+      FROM w JOIN integ.health_buckets h ON h.width_s = w.width_s AND h.start >= w.since
+     GROUP BY w.name, h.connection_id),
+q AS (
+    SELECT j.connection_id, count(*) AS backlog, min(j.created_at) AS oldest
+      FROM integ.sync_jobs j WHERE j.state = 'pending' GROUP BY j.connection_id)
+SELECT c.id AS connection_id, c.tenant_id, c.marketplace, w.name AS "window",
+       coalesce(b.calls, 0) AS calls, coalesce(b.successes, 0) AS successes, coalesce(b.failures, 0) AS failures,
+       coalesce(b.throttled, 0) AS throttled,
+       round(100.0 * b.successes / nullif(b.successes + b.failures, 0), 2) AS success_rate,
+       integ.histogram_quantile(b.latency, 0.5, b.latency_max) AS latency_p50_ms,
+       integ.histogram_quantile(b.latency, 0.95, b.latency_max) AS latency_p95_ms,
+       b.latency_max AS latency_max_ms,
+       coalesce(b.pushes, 0) AS pushes,
+       coalesce(b.webhooks_received, 0) AS webhooks_received, coalesce(b.webhooks_processed, 0) AS webhooks_processed,
+       round((b.webhook_ms_sum / nullif(b.webhooks_processed, 0))::numeric, 1) AS webhook_ms_mean,
+       integ.histogram_quantile(b.webhook_ms, 0.95, NULL) AS webhook_ms_p95,
+       coalesce(b.dead, 0) AS dead_jobs,
+       coalesce(q.backlog, 0) AS backlog,
+       now() - q.oldest AS oldest_pending_age,
+       CASE WHEN q.backlog > 0 AND r.pushes > 0
+            THEN make_interval(secs => q.backlog * 300.0 / r.pushes) END AS backlog_eta
+  FROM integ.connections c
+ CROSS JOIN w
+  LEFT JOIN b ON b.connection_id = c.id AND b.name = w.name
+  LEFT JOIN b r ON r.connection_id = c.id AND r.name = '5m'
+  LEFT JOIN q ON q.connection_id = c.id
+ WHERE integ.tenant_visible(c.tenant_id);
+
+-- Usage of a tenant summed per marketplace over the hours that start in [from, to).
+CREATE FUNCTION integ.usage_report(tenant_id text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (marketplace text, api_calls bigint, push_calls bigint, read_calls bigint, import_calls bigint,
+               token_calls bigint, order_fetch_calls bigint, pushes bigint, failures bigint, throttled bigint,
+               webhooks_received bigint, webhooks_accepted bigint, orders_applied bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
+        RAISE EXCEPTION 'integ.usage_report: tenant_id, from and to are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM integ.require_tenant($1);
+    IF NOT EXISTS (SELECT 1 FROM integ.connections c WHERE c.tenant_id = $1)
+       AND NOT EXISTS (SELECT 1 FROM integ.usage u WHERE u.tenant_id = $1) THEN
+        RAISE EXCEPTION 'unknown tenant "%": it has no connection and no usage', left($1, 80) USING ERRCODE = 'no_data_found';
+    END IF;
+    IF $2 > $3 THEN
+        RAISE EXCEPTION 'integ.usage_report: from (%) is after to (%)', $2, $3 USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT u.marketplace,
+           sum(u.push_calls + u.read_calls + u.import_calls + u.token_calls + u.order_fetch_calls)::bigint,
+           sum(u.push_calls)::bigint, sum(u.read_calls)::bigint, sum(u.import_calls)::bigint,
+           sum(u.token_calls)::bigint, sum(u.order_fetch_calls)::bigint, sum(u.pushes)::bigint,
+           sum(u.failures)::bigint, sum(u.throttled)::bigint, sum(u.webhooks_received)::bigint,
+           sum(u.webhooks_accepted)::bigint, sum(u.orders_applied)::bigint
+      FROM integ.usage u
+     WHERE u.tenant_id = $1 AND u.hour >= $2 AND u.hour < $3
+     GROUP BY u.marketplace ORDER BY u.marketplace;
+END
+$$;
+
+ALTER TABLE integ.usage ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON integ.usage USING (integ.tenant_visible(tenant_id)) WITH CHECK (integ.tenant_visible(tenant_id));
+ALTER TABLE integ.health_buckets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON integ.health_buckets USING (integ.tenant_visible(tenant_id))
+    WITH CHECK (integ.tenant_visible(tenant_id));
+REVOKE ALL ON integ.usage, integ.health_buckets, integ.rollup_state, integ.rollup_gaps, integ.health FROM PUBLIC;
+GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
+REVOKE ALL ON FUNCTION integ.histogram_add(bigint[], bigint[]), integ.histogram_bounds_ms(),
+    integ.histogram_count(bigint[], double precision), integ.histogram_quantile(bigint[], double precision, double precision),
+    integ.json_count(text, text), integ.metrics(), integ.latency_histogram(double precision),
+    integ.histogram_sum(bigint[]), integ.usage_report(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), integ.metrics(),
+    -- integ.health calls them
+    integ.histogram_sum(bigint[]), integ.histogram_quantile(bigint[], double precision, double precision)
     TO integ_operator, integ_application;

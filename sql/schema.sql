@@ -134,7 +134,10 @@ CREATE TABLE integ.sync_log (
     egdc_stock    integer,
     -- price operations: the price sent (after the channel's price rules) and EGDC's it came from
     price         numeric,
-    egdc_price    numeric
+    egdc_price    numeric,
+    -- API requests this row accounts for: a batch's request is counted on its first row (usage
+    -- and health are rolled up from these)
+    calls         integer NOT NULL DEFAULT 0
 );
 CREATE INDEX sync_log_by_connection ON integ.sync_log (connection_id, id);
 CREATE INDEX sync_log_by_listing ON integ.sync_log (listing_id, id);
@@ -259,7 +262,11 @@ CREATE TABLE integ.alerts (
     kind            text NOT NULL,
     message         text NOT NULL,
     acknowledged_at timestamptz,
-    acknowledged_by text
+    acknowledged_by text,
+    -- alerts of the rules (error_rate, backlog_age, webhook_slow, circuit_open) resolve
+    -- themselves: since when the condition has been clear, and when it had been for a window
+    clear_since     timestamptz,
+    resolved_at     timestamptz
 );
 CREATE INDEX alerts_open ON integ.alerts (at) WHERE acknowledged_at IS NULL;
 
@@ -321,7 +328,9 @@ CREATE TABLE integ.catalog_imports (
     started_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
-    error           text
+    error           text,
+    -- api_calls already counted in integ.usage
+    calls_rolled    bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX catalog_imports_one_running ON integ.catalog_imports (connection_id) WHERE state = 'running';
 
@@ -356,3 +365,75 @@ CREATE INDEX remote_listings_by_sku ON integ.remote_listings (tenant_id, marketp
 -- (src/capture.rs): they run inside the application's stock-changing transactions.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA integ FROM PUBLIC;
+
+-- Operations: what the sync log and the webhook table say, rolled up by the first worker
+-- (integ.roll_up) in the transaction that moves its watermark, so every figure is exact and
+-- survives crashes, and the sync log can be pruned without changing any.
+
+-- Usage for billing: per tenant, marketplace and hour. Never pruned.
+CREATE TABLE integ.usage (
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    hour               timestamptz NOT NULL,
+    push_calls         bigint NOT NULL DEFAULT 0,
+    read_calls         bigint NOT NULL DEFAULT 0,
+    import_calls       bigint NOT NULL DEFAULT 0,
+    token_calls        bigint NOT NULL DEFAULT 0,
+    order_fetch_calls  bigint NOT NULL DEFAULT 0,
+    pushes             bigint NOT NULL DEFAULT 0,
+    failures           bigint NOT NULL DEFAULT 0,
+    throttled          bigint NOT NULL DEFAULT 0,
+    webhooks_received  bigint NOT NULL DEFAULT 0,
+    webhooks_accepted  bigint NOT NULL DEFAULT 0,
+    webhooks_duplicate bigint NOT NULL DEFAULT 0,
+    webhooks_rejected  bigint NOT NULL DEFAULT 0,
+    orders_applied     bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, marketplace, hour)
+);
+
+-- Health per connection in 10-second buckets (kept 15 minutes, for the alert rules), minute
+-- buckets (kept 2 hours), hour buckets (kept 2 days), and one bucket of width 0 counting since
+-- the extension was installed (never pruned: integ.metrics()' counters).
+-- Latencies are histograms over integ.histogram_bounds_ms().
+CREATE TABLE integ.health_buckets (
+    connection_id      bigint NOT NULL,
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    width_s            integer NOT NULL CHECK (width_s IN (0, 10, 60, 3600)),
+    start              timestamptz NOT NULL,
+    calls              bigint NOT NULL DEFAULT 0,
+    successes          bigint NOT NULL DEFAULT 0,
+    failures           bigint NOT NULL DEFAULT 0,
+    throttled          bigint NOT NULL DEFAULT 0,
+    pushes             bigint NOT NULL DEFAULT 0,
+    dead               bigint NOT NULL DEFAULT 0,
+    latency_ms         bigint[],
+    latency_max_ms     double precision,
+    latency_ms_sum     double precision NOT NULL DEFAULT 0,
+    webhooks_received  bigint NOT NULL DEFAULT 0,
+    webhooks_processed bigint NOT NULL DEFAULT 0,
+    webhook_ms_sum     double precision NOT NULL DEFAULT 0,
+    webhook_ms         bigint[],
+    PRIMARY KEY (connection_id, width_s, start)
+);
+CREATE INDEX health_buckets_by_start ON integ.health_buckets (width_s, start);
+
+-- Where each roll-up stands: every row of `source` with an id up to `watermark` is counted,
+-- except the ids in integ.rollup_gaps (not visible yet when the watermark passed them).
+CREATE TABLE integ.rollup_state (
+    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks')),
+    watermark  bigint NOT NULL DEFAULT 0,
+    rolled_at  timestamptz
+);
+INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks');
+
+-- Ids below a watermark that were not visible when it passed them: a transaction still in
+-- progress then (counted when it commits) or rolled back (forgotten once every transaction of
+-- that time has ended).
+CREATE TABLE integ.rollup_gaps (
+    source     text NOT NULL,
+    id         bigint NOT NULL,
+    noted_at   timestamptz NOT NULL DEFAULT now(),
+    noted_xmax xid8 NOT NULL,
+    PRIMARY KEY (source, id)
+);

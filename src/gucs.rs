@@ -26,6 +26,13 @@ pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static SYNC_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+pub static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(5.0);
+pub static ALERT_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static ALERT_MIN_CALLS: GucSetting<i32> = GucSetting::<i32>::new(20);
+pub static ALERT_BACKLOG_AGE_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
+pub static ALERT_WEBHOOK_MS: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static ALERT_CIRCUIT_OPEN_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static REFRESH_AHEAD_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static LOGICAL_CAPTURE: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -244,6 +251,76 @@ fn define_runtime() {
         c"Duplicates are recognised for as long as the first delivery is kept. Deliveries still to be applied are never purged.",
         &WEBHOOK_RETENTION_S,
         MIN_WEBHOOK_RETENTION_S,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.sync_log_retention",
+        c"How long rows stay in integ.sync_log (at least 1 minute).",
+        c"Only rows already counted in integ.usage and integ.health are deleted, so pruning changes no figure.",
+        &SYNC_LOG_RETENTION_S,
+        60,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"integ.alert_error_rate",
+        c"A connection whose failed calls pass this percent of its calls over integ.alert_window raises an alert (0: never).",
+        c"Only once integ.alert_min_calls calls were made in the window. 429s are not failures.",
+        &ALERT_ERROR_RATE,
+        0.0,
+        100.0,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.alert_window",
+        c"The window the alert rules judge rates and means over, and how long a condition must stay clear before its alert resolves.",
+        c"",
+        &ALERT_WINDOW_S,
+        10,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.alert_min_calls",
+        c"Calls a connection must have made in integ.alert_window before its error rate can raise an alert.",
+        c"",
+        &ALERT_MIN_CALLS,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"integ.alert_backlog_age",
+        c"A connection whose oldest pending job has waited longer raises an alert (0: never).",
+        c"",
+        &ALERT_BACKLOG_AGE_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.alert_webhook_ms",
+        c"A connection whose webhooks take longer on average from receipt to applied over integ.alert_window raises an alert (0: never).",
+        c"",
+        &ALERT_WEBHOOK_MS,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"integ.alert_circuit_open",
+        c"A connection whose circuit has stayed open (or half-open) this long raises an alert (0: never).",
+        c"",
+        &ALERT_CIRCUIT_OPEN_S,
+        0,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_S,

@@ -15,6 +15,7 @@ pub mod installation;
 pub mod keys;
 pub mod limits;
 pub mod marketplaces;
+pub mod operations;
 pub mod outbox;
 pub mod price_rules;
 pub mod push;
@@ -34,6 +35,11 @@ pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
+extension_sql_file!(
+    "../sql/operations.sql",
+    name = "operations",
+    requires = ["api", histogram_count, histogram_add, histogram_quantile, json_count]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -70,6 +70,8 @@ pub struct Report {
     pub prices_in_sync: i64,
     pub prices_repaired: i64,
     pub price_conflicts: i64,
+    /// Requests made to read the marketplace (usage counts them).
+    pub calls: i64,
     pub error_samples: Vec<String>,
 }
 
@@ -93,6 +95,7 @@ impl Report {
         self.prices_in_sync += o.prices_in_sync;
         self.prices_repaired += o.prices_repaired;
         self.price_conflicts += o.price_conflicts;
+        self.calls += o.calls;
         for e in &o.error_samples {
             if self.error_samples.len() < 5 {
                 self.error_samples.push(e.clone());
@@ -105,7 +108,8 @@ impl Report {
                "conflicts": self.conflicts, "skipped": self.skipped, "errors": self.errors,
                "missed_notifications": self.missed_notifications, "prices_checked": self.prices_checked,
                "prices_in_sync": self.prices_in_sync, "prices_repaired": self.prices_repaired,
-               "price_conflicts": self.price_conflicts, "error_samples": self.error_samples})
+               "price_conflicts": self.price_conflicts, "calls": self.calls,
+               "error_samples": self.error_samples})
     }
 }
 
@@ -237,6 +241,7 @@ pub fn page<S: Side>(
                 break 'chunks;
             }
         }
+        report.calls += connector.read_calls(&reqs) as i64;
         let results = connector.read_listings(side.agent(), &reqs);
         read.extend(ids.into_iter().zip(results));
     }
@@ -369,9 +374,10 @@ pub fn missed_notifications<S: Side>(side: &S, connection_id: i64, report: &mut 
         listing_settings: &Value::Null,
         last_known: None,
     };
-    let messages = match push::prepare(&l, 0, token, creds, String::new())
-        .and_then(|(connector, req)| connector.missed_notifications(side.agent(), &req))
-    {
+    let messages = match push::prepare(&l, 0, token, creds, String::new()).and_then(|(connector, req)| {
+        report.calls += 1;
+        connector.missed_notifications(side.agent(), &req)
+    }) {
         Ok(m) => m,
         Err(e) => {
             report.error(1, &format!("missed notifications: {e}"));
@@ -400,13 +406,14 @@ pub fn missed_notifications<S: Side>(side: &S, connection_id: i64, report: &mut 
 /// Records a reconciliation run of a connection in the sync log.
 pub fn log(connection_id: i64, report: &Report) {
     Spi::run_with_args(
-        "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, operation, outcome, error)
-         SELECT c.tenant_id, c.marketplace, c.id, 'reconcile', CASE WHEN $2 > 0 THEN 'failed' ELSE 'success' END, $3
+        "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, operation, outcome, error, calls)
+         SELECT c.tenant_id, c.marketplace, c.id, 'reconcile', CASE WHEN $2 > 0 THEN 'failed' ELSE 'success' END, $3, $4
            FROM integ.connections c WHERE c.id = $1",
         &[
             connection_id.into(),
             report.errors.into(),
             report.to_json().to_string().into(),
+            (report.calls.min(i64::from(i32::MAX)) as i32).into(),
         ],
     )
     .or_raise("logging a reconciliation");

@@ -105,6 +105,7 @@ pub fn refresh(agent: &ureq::Agent, connection_id: i64, seen_generation: i64) ->
             http_status: None,
             latency_ms: Some(start.elapsed().as_secs_f64() * 1000.0),
             learned: None,
+            calls: 1,
         };
         let target = Target {
             job_id: None,

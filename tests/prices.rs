@@ -665,10 +665,21 @@ fn reconciliation_repairs_a_price_changed_on_the_marketplace_or_adopts_it() {
     let r = reconcile(&env, "rp2");
     assert_eq!(r["price_conflicts"], 1, "{r}");
 
-    // manual: left for a person, logged with both prices
+    // manual: left for a person, logged with both prices; the catalog cache row an import made
+    // for the item takes the price read
+    env.db()
+        .batch_execute(
+            "INSERT INTO integ.remote_listings (connection_id, tenant_id, marketplace, external_id, price, currency)
+             SELECT connection_id, tenant_id, marketplace, external_id, 100, 'MXN' FROM integ.listings WHERE tenant_id = 'rp3'",
+        )
+        .expect("a cached catalog row");
     edit_price_on_marketplace(&env, &c[0].1, s3, 95.0, 3);
     let r = reconcile(&env, "rp3");
     assert_eq!(r["price_conflicts"], 1, "{r}");
+    assert_eq!(
+        env.scalar_text("SELECT trim_scale(price)::text FROM integ.remote_listings WHERE tenant_id = 'rp3'"),
+        "95"
+    );
     let logged = env.scalar_text(
         "SELECT outcome || ': ' || error FROM integ.sync_log WHERE tenant_id = 'rp3' AND operation = 'price' ORDER BY id DESC LIMIT 1",
     );

@@ -56,7 +56,7 @@ async fn reset(AxState(state): AxState<Arc<State>>) -> Response {
     *state.shopify.lock() = Default::default();
     *state.tiktok.lock() = Default::default();
     *state.hooks.lock() = Default::default();
-    state.faults.lock().by_marketplace.clear();
+    *state.faults.lock() = Default::default();
     state.counters.lock().clear();
     Json(json!({"ok": true})).into_response()
 }
@@ -83,16 +83,19 @@ async fn set_faults(AxState(state): AxState<Arc<State>>, Json(body): Json<Value>
         Ok(f) => f,
         Err(r) => return r,
     };
-    state
-        .faults
-        .lock()
-        .by_marketplace
-        .insert(f.marketplace.clone(), f.fault);
+    let mut faults = state.faults.lock();
+    // `error_every` counts from the moment its fault is set ("*" restarts every count)
+    if f.marketplace == "*" {
+        faults.seen.clear();
+    } else {
+        faults.seen.remove(&f.marketplace);
+    }
+    faults.by_marketplace.insert(f.marketplace.clone(), f.fault);
     Json(json!({"ok": true})).into_response()
 }
 
 async fn clear_faults(AxState(state): AxState<Arc<State>>) -> Response {
-    state.faults.lock().by_marketplace.clear();
+    *state.faults.lock() = Default::default();
     Json(json!({"ok": true})).into_response()
 }
 

@@ -18,6 +18,9 @@ use std::time::Duration;
 pub struct Fault {
     /// Fraction of requests answered with `error_status`.
     pub error_rate: f64,
+    /// Every n-th request (of the marketplace, counted since the fault was set) answered with
+    /// `error_status`: an exact share, where `error_rate` is a chance. 0: off.
+    pub error_every: u64,
     pub error_status: Option<u16>,
     /// Added to every request.
     pub latency_ms: u64,
@@ -32,6 +35,8 @@ pub struct Fault {
 #[derive(Default)]
 pub struct Faults {
     pub by_marketplace: HashMap<String, Fault>,
+    /// Requests seen per marketplace since its fault was set (for `error_every`).
+    pub seen: HashMap<String, u64>,
 }
 
 fn marketplace_of(path: &str) -> &str {
@@ -42,12 +47,16 @@ pub async fn inject(AxState(state): AxState<Arc<State>>, req: Request, next: Nex
     let path = req.uri().path().to_string();
     let market = marketplace_of(&path).to_string();
     state.count(format!("{market} requests"));
-    let fault = {
-        let f = state.faults.lock();
-        f.by_marketplace
+    let (fault, nth) = {
+        let mut f = state.faults.lock();
+        let fault = f
+            .by_marketplace
             .get(&market)
             .or_else(|| f.by_marketplace.get("*"))
-            .cloned()
+            .cloned();
+        let seen = f.seen.entry(market.clone()).or_insert(0);
+        *seen += 1;
+        (fault, *seen)
     };
     let Some(fault) = fault else { return next.run(req).await };
     if fault.latency_ms > 0 {
@@ -58,7 +67,8 @@ pub async fn inject(AxState(state): AxState<Arc<State>>, req: Request, next: Nex
         (
             rng.gen_bool(fault.timeout_rate.clamp(0.0, 1.0)),
             rng.gen_bool(fault.drop_rate.clamp(0.0, 1.0)),
-            rng.gen_bool(fault.error_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(fault.error_rate.clamp(0.0, 1.0))
+                || (fault.error_every > 0 && nth.is_multiple_of(fault.error_every)),
         )
     };
     // Timeouts and drops happen after the request was processed, as on a real network: the

@@ -250,6 +250,7 @@ fn push_one(tenant_id: &str, product_id: &str, l: &ListingRow, tuning: &Tuning) 
             http_status: result.http_status.map(i32::from),
             latency_ms: Some(result.latency_ms),
             learned: None,
+            calls: i32::from(result.made_a_call()),
         };
         match result.kind {
             PushKind::Unauthorized { .. } if stale.is_none() => {

@@ -91,6 +91,7 @@ pub(super) fn push_price(tenant_id: &str, product_id: &str, l: &ListingRow) -> P
         http_status: result.http_status.map(i32::from),
         latency_ms: Some(result.latency_ms),
         learned: None,
+        calls: i32::from(result.made_a_call()),
     };
     match result.kind {
         PushKind::Applied { .. } => {

@@ -147,7 +147,7 @@ pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str)
     // a number from outside that makes no sense is looked at by a person, never adopted
     let max = i64::from(crate::gucs::MAX_STOCK.get());
     if (0..=max).contains(&remote) {
-        note_in_catalog(l.id, remote);
+        note_in_catalog(l.id, Some(remote), None);
     }
     if !(0..=max).contains(&remote) {
         let reason = format!("the marketplace's stock {remote} is outside 0..={max} (integ.max_stock): not adopted");
@@ -232,19 +232,22 @@ pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str)
 }
 
 /// The catalog cache (`integ.remote_listings`) keeps what the marketplace just said it holds for
-/// the listing's unit, so reading it saves a call. Shopify ids may be stored as gids or numbers.
-fn note_in_catalog(listing_id: i64, remote: i64) {
+/// the listing's unit (its stock, its price), so reading it saves a call. Shopify ids may be
+/// stored as gids or numbers.
+pub(crate) fn note_in_catalog(listing_id: i64, stock: Option<i64>, price: Option<rust_decimal::Decimal>) {
     Spi::run_with_args(
-        "UPDATE integ.remote_listings rl SET remote_stock = $2, seen_at = now(), gone_at = NULL
+        "UPDATE integ.remote_listings rl
+            SET remote_stock = coalesce($2, rl.remote_stock), price = coalesce($3::numeric, rl.price),
+                seen_at = now(), gone_at = NULL
            FROM integ.listings l
           WHERE l.id = $1 AND rl.connection_id = l.connection_id
             AND rl.external_id = regexp_replace(l.external_id, '^gid://shopify/InventoryItem/', '')
             AND rl.variation = coalesce(l.settings ->> 'variation_id', '')
             AND regexp_replace(coalesce(rl.settings ->> 'location_id', ''), '^gid://shopify/Location/', '')
               = regexp_replace(coalesce(l.settings ->> 'location_id', ''), '^gid://shopify/Location/', '')",
-        &[listing_id.into(), remote.into()],
+        &[listing_id.into(), stock.into(), price.map(|p| p.to_string()).into()],
     )
-    .or_raise("recording the marketplace's stock in the catalog");
+    .or_raise("recording what the marketplace holds in the catalog");
 }
 
 /// Records what the marketplace holds for the listing.

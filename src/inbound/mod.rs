@@ -56,7 +56,7 @@ pub fn apply_pending(agent: &ureq::Agent, limit: i64, max_attempts: i32) -> Resu
         match process(agent, &d) {
             Ok(true) => applied += 1,
             Ok(false) => {}
-            Err(f) => worker_transaction(|| record_failure(&d, f, max_attempts))?,
+            Err((f, calls)) => worker_transaction(|| record_failure(&d, f, calls, max_attempts))?,
         }
     }
     Ok(applied)
@@ -96,7 +96,9 @@ fn due_deliveries(limit: i64) -> Vec<Delivery> {
     .or_raise("looking for webhooks to apply")
 }
 
-fn record_failure(d: &Delivery, f: Failure, max_attempts: i32) {
+/// Records a failed attempt at a delivery (`calls`: the requests it made) on the delivery and
+/// in the sync log.
+fn record_failure(d: &Delivery, f: Failure, calls: i32, max_attempts: i32) {
     let (error, permanent, wait_ms, burns) = match f {
         Failure::Permanent(e) => (e, true, 0, true),
         Failure::Retry(e) => {
@@ -121,6 +123,7 @@ fn record_failure(d: &Delivery, f: Failure, max_attempts: i32) {
         ],
     )
     .or_raise("recording a webhook failure");
+    log_delivery(d.id, None, calls);
 }
 
 /// A connection's settings, tenant and credentials.
@@ -162,32 +165,43 @@ fn supplier_connection(app_connection: &Connection, supplier: &str) -> Result<Op
     })
 }
 
-fn process(agent: &ureq::Agent, d: &Delivery) -> Result<bool, Failure> {
+/// Applies one delivery; an error comes with the requests made before it.
+fn process(agent: &ureq::Agent, d: &Delivery) -> Result<bool, (Failure, i32)> {
+    let no_call = |f: Failure| (f, 0);
     let retry = Failure::Retry;
     let mut conn = connection(d.connection_id)
-        .map_err(retry)?
-        .ok_or_else(|| Failure::Permanent("the connection is gone".into()))?;
-    let mut event =
-        events::parse(d.marketplace, d.topic.as_deref(), &d.body, &conn.creds).map_err(Failure::Permanent)?;
+        .map_err(retry)
+        .and_then(|c| c.ok_or_else(|| Failure::Permanent("the connection is gone".into())))
+        .map_err(no_call)?;
+    let mut event = events::parse(d.marketplace, d.topic.as_deref(), &d.body, &conn.creds)
+        .map_err(Failure::Permanent)
+        .map_err(no_call)?;
     if let Event::ForSupplier(supplier, inner) = event {
         let id = supplier_connection(&conn, &supplier)
-            .map_err(Failure::Retry)?
-            .ok_or_else(|| Failure::Permanent(format!("no {} connection for supplier {supplier}", d.marketplace)))?;
+            .map_err(Failure::Retry)
+            .and_then(|c| {
+                c.ok_or_else(|| Failure::Permanent(format!("no {} connection for supplier {supplier}", d.marketplace)))
+            })
+            .map_err(no_call)?;
         conn = connection(id)
-            .map_err(Failure::Retry)?
-            .ok_or_else(|| Failure::Permanent("the connection is gone".into()))?;
+            .map_err(Failure::Retry)
+            .and_then(|c| c.ok_or_else(|| Failure::Permanent("the connection is gone".into())))
+            .map_err(no_call)?;
         event = *inner;
     }
-    let event = follow(agent, d.marketplace, &conn, event)?;
+    // a pointer (an order or item id) costs one request to read what it points at
+    let calls = i32::from(matches!(event, Event::FetchOrder(_) | Event::FetchStock(_)));
+    let event = follow(agent, d.marketplace, &conn, event).map_err(|f| (f, calls))?;
     if let Event::Order(o) = &event {
-        orders::check_quantities(o, crate::gucs::MAX_ORDER_QUANTITY.get().into()).map_err(Failure::Permanent)?;
+        orders::check_quantities(o, crate::gucs::MAX_ORDER_QUANTITY.get().into())
+            .map_err(|e| (Failure::Permanent(e), calls))?;
     }
-    worker_transaction(|| apply(d, &conn, &event)).map_err(|e| {
+    worker_transaction(|| apply(d, &conn, &event, calls)).map_err(|e| {
         // the same arithmetic fails the same way every time
         if e.contains(orders::STOCK_OUT_OF_RANGE) {
-            Failure::Permanent(e)
+            (Failure::Permanent(e), calls)
         } else {
-            Failure::Retry(e)
+            (Failure::Retry(e), calls)
         }
     })
 }
@@ -265,7 +279,7 @@ fn follow(agent: &ureq::Agent, m: Marketplace, conn: &Connection, event: Event) 
 
 /// Applies the event and marks the delivery done, in the caller's transaction. Ok(false): it
 /// was already applied (or is being applied) by someone else.
-fn apply(d: &Delivery, conn: &Connection, event: &Event) -> bool {
+fn apply(d: &Delivery, conn: &Connection, event: &Event, calls: i32) -> bool {
     let mine = first::<i64>(
         "SELECT w.id FROM integ.webhooks w WHERE w.id = $1 AND w.state IN ('pending', 'failed') FOR UPDATE SKIP LOCKED",
         &[d.id.into()],
@@ -322,7 +336,25 @@ fn apply(d: &Delivery, conn: &Connection, event: &Event) -> bool {
         &[d.id.into(), note.into(), conn.tenant.as_str().into(), conn.id.into()],
     )
     .or_raise("completing a webhook");
+    log_delivery(d.id, Some(matches!(event, Event::Order(_))), calls);
     true
+}
+
+/// One sync-log row per attempt at a delivery: `order` for an order applied, `webhook` for any
+/// other, with the time since its receipt (applied) and the requests it made; a failed attempt
+/// (`order` None) is logged with the delivery's state (retry or dead) and error.
+fn log_delivery(webhook_id: i64, order: Option<bool>, calls: i32) {
+    Spi::run_with_args(
+        "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, operation, outcome, latency_ms, calls, error)
+         SELECT c.tenant_id, w.marketplace, c.id, CASE WHEN $2 THEN 'order' ELSE 'webhook' END,
+                CASE w.state WHEN 'done' THEN 'success' WHEN 'dead' THEN 'dead' ELSE 'retry' END,
+                CASE WHEN w.state = 'done' THEN extract(epoch FROM clock_timestamp() - w.received_at) * 1000 END,
+                $3, CASE WHEN w.state = 'done' THEN NULL ELSE w.error END
+           FROM integ.webhooks w JOIN integ.connections c ON c.id = w.connection_id
+          WHERE w.id = $1",
+        &[webhook_id.into(), order.unwrap_or(false).into(), calls.into()],
+    )
+    .or_raise("logging a webhook's processing");
 }
 
 /// Deletes deliveries older than the retention that need nothing more; returns how many.
@@ -332,6 +364,9 @@ pub fn purge(retention_s: i64) -> i64 {
             DELETE FROM integ.webhooks WHERE id IN (
                 SELECT id FROM integ.webhooks
                  WHERE received_at < now() - make_interval(secs => $1) AND state NOT IN ('pending', 'failed')
+                   -- counted in usage and health first
+                   AND id <= (SELECT watermark FROM integ.rollup_state WHERE source = 'webhooks')
+                   AND NOT EXISTS (SELECT 1 FROM integ.rollup_gaps g WHERE g.source = 'webhooks' AND g.id = webhooks.id)
                  LIMIT 10000)
          RETURNING 1)
          SELECT count(*) FROM d",

@@ -74,6 +74,7 @@ pub fn resolve(listing_id: i64, remote: Decimal) -> Resolution {
         &[listing_id.into(), remote.to_string().into()],
     )
     .or_raise("recording a listing's remote price");
+    crate::inbound::drift::note_in_catalog(listing_id, None, Some(remote));
     let Some(published) = l.last_pushed else {
         return Resolution::Ignored("no price was published to this listing yet");
     };

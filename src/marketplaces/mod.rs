@@ -230,6 +230,11 @@ impl PushResult {
         }
     }
 
+    /// Whether a request went out (answered or not): what usage counts.
+    pub fn made_a_call(&self) -> bool {
+        self.http_status.is_some() || self.latency_ms > 0.0
+    }
+
     /// Refused before any call, for good.
     pub fn refused(error: impl Into<String>) -> PushResult {
         Self::without_call(PushKind::Permanent { error: error.into() })

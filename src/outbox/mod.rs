@@ -172,6 +172,8 @@ pub struct Attempt {
     pub latency_ms: Option<f64>,
     /// Listing settings the call found out (`PushResult::learned`), kept by [`learn`].
     pub learned: Option<serde_json::Map<String, serde_json::Value>>,
+    /// API requests the attempt made (0 for every job of a batch but its first).
+    pub calls: i32,
 }
 
 /// The listing keeps what a call found out about it (merged into its settings; a null value
@@ -311,13 +313,13 @@ pub struct PushedJob<'a> {
 /// The statement recording successful pushes: `$listing` adds to what is read of each listing,
 /// `$requeue` makes the jobs of listings that moved on.
 macro_rules! record_pushed_sql {
-    ($listing:literal, $requeue:literal) => {
+    ($listing:literal, $requeue:literal, $calls:literal) => {
         concat!(
             "WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::float8[],
-                                 $7::int[], $8::text[], $9::text[], $10::int[], $11::int8[])
+                                 $7::int[], $8::text[], $9::text[], $10::int[], $11::int8[], $12::int[])
                        AS r(job_id, listing_id, stock, remote, http_status, latency_ms, attempt, outcome, error, egdc,
-                            price_lsn)),
+                            price_lsn, calls)),
          l AS (
             UPDATE integ.listings l
                SET last_pushed_stock = r.stock, last_pushed_at = now(), remote_stock = coalesce(r.remote, r.stock)
@@ -337,9 +339,9 @@ macro_rules! record_pushed_sql {
          logged AS (
             INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                         external_id, operation, outcome, stock, remote_stock, http_status,
-                                        latency_ms, attempt, error, egdc_stock)
+                                        latency_ms, attempt, error, egdc_stock", $calls, ")
             SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'push', outcome,
-                   stock, remote, http_status, latency_ms, attempt, error, egdc
+                   stock, remote, http_status, latency_ms, attempt, error, egdc", $calls, "
               FROM l
          RETURNING 1),
          noted AS (
@@ -359,16 +361,16 @@ macro_rules! record_pushed_sql {
 const RECORD_JOBS_PUSHED: &str = record_pushed_sql!(
     "l.desired_price_lsn IS DISTINCT FROM r.price_lsn AS price_moved,",
     "(listing_id, connection_id, tenant_id, marketplace, price_only)
-     SELECT id, connection_id, tenant_id, marketplace, NOT stock_moved FROM l WHERE stock_moved OR price_moved"
+     SELECT id, connection_id, tenant_id, marketplace, NOT stock_moved FROM l WHERE stock_moved OR price_moved",
+    ", calls"
 );
-/// A backend's `sync_product` (no job): it may still run on the previous release's schema, until
-/// ALTER EXTENSION UPDATE, so it names no column that release lacks.
+/// A backend's `sync_product` (no job).
 const RECORD_PUSHED: &str = record_pushed_sql!(
     "",
     "(listing_id, connection_id, tenant_id, marketplace)
-     SELECT id, connection_id, tenant_id, marketplace FROM l WHERE stock_moved"
+     SELECT id, connection_id, tenant_id, marketplace FROM l WHERE stock_moved",
+    ", calls"
 );
-
 /// Records many successful pushes in one statement: listings, jobs, log rows and the
 /// connections' last success. A listing whose EGDC stock moved on while its push was in
 /// flight gets a new pending job (the listing update waits for a writer still holding the row,
@@ -397,6 +399,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
         .collect();
     let egdc: Vec<Option<i32>> = batch.iter().map(|p| p.target.egdc_stock.or(Some(p.stock))).collect();
     let price_lsns = col(&|p| p.target.price_lsn);
+    let calls: Vec<i32> = batch.iter().map(|p| p.attempt.calls).collect();
     let errors: Vec<Option<String>> = batch
         .iter()
         .map(|p| {
@@ -424,6 +427,7 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
             errors.into(),
             egdc.into(),
             price_lsns.into(),
+            calls.into(),
         ],
         |t| t.first().get::<i64>(1),
     )
@@ -582,8 +586,9 @@ pub fn log(
     Spi::run_with_args(
         "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                      external_id, operation, outcome, stock, remote_stock, http_status,
-                                     latency_ms, attempt, error, egdc_stock, price, egdc_price)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric, $18::numeric)",
+                                     latency_ms, attempt, error, egdc_stock, price, egdc_price, calls)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric, $18::numeric,
+                 $19)",
         &[
             t.tenant_id.into(),
             t.marketplace.into(),
@@ -613,6 +618,7 @@ pub fn log(
             t.egdc_stock.into(),
             t.price.and_then(|p| p.sent).map(|d| d.to_string()).into(),
             t.price.and_then(|p| p.egdc).map(|d| d.to_string()).into(),
+            a.calls.into(),
         ],
     )
     .or_raise("writing the sync log");

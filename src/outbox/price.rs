@@ -170,6 +170,7 @@ pub fn record_written(batch: &[(&Written, Option<i32>, &Attempt)]) -> bool {
     let statuses: Vec<Option<i32>> = batch.iter().map(|(.., a)| a.http_status).collect();
     let latencies: Vec<Option<f64>> = batch.iter().map(|(.., a)| a.latency_ms).collect();
     let attempts: Vec<Option<i32>> = batch.iter().map(|(w, ..)| w.target.attempt).collect();
+    let calls: Vec<i32> = batch.iter().map(|(.., a)| a.calls).collect();
     let egdc: Vec<Option<i32>> = batch.iter().map(|(w, ..)| w.target.egdc_stock).collect();
     let egdc_prices: Vec<Option<String>> = batch
         .iter()
@@ -193,9 +194,9 @@ pub fn record_written(batch: &[(&Written, Option<i32>, &Attempt)]) -> bool {
         "WITH r AS (
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]::numeric[], $4::int[], $5::int[], $6::bigint[],
                                  $7::int[], $8::float8[], $9::int[], $10::int[], $11::text[]::numeric[], $12::text[],
-                                 $13::text[])
+                                 $13::text[], $14::int[])
                        AS r(job_id, listing_id, amount, stock, remote, lsn, http_status, latency_ms, attempt, egdc,
-                            egdc_price, outcome, error)),
+                            egdc_price, outcome, error, calls)),
          l AS (
             UPDATE integ.listings l
                SET last_pushed_price = r.amount, last_pushed_price_at = now(), remote_price = r.amount,
@@ -220,9 +221,9 @@ pub fn record_written(batch: &[(&Written, Option<i32>, &Attempt)]) -> bool {
          logged AS (
             INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, listing_id, job_id, product_id,
                                         external_id, operation, outcome, stock, remote_stock, http_status,
-                                        latency_ms, attempt, error, egdc_stock, price, egdc_price)
+                                        latency_ms, attempt, error, egdc_stock, price, egdc_price, calls)
             SELECT tenant_id, marketplace, connection_id, id, job_id, product_id, external_id, 'price', outcome,
-                   stock, remote, http_status, latency_ms, attempt, error, egdc, amount, egdc_price
+                   stock, remote, http_status, latency_ms, attempt, error, egdc, amount, egdc_price, calls
               FROM l
          RETURNING 1),
          noted AS (
@@ -248,6 +249,7 @@ pub fn record_written(batch: &[(&Written, Option<i32>, &Attempt)]) -> bool {
             egdc_prices.into(),
             outcomes.into(),
             errors.into(),
+            calls.into(),
         ],
         |t| t.first().get::<i64>(1),
     )

@@ -140,6 +140,9 @@ struct Worker {
     rng: StdRng,
     last_reclaim: Option<Instant>,
     last_purge: Instant,
+    last_rollup: Instant,
+    last_prune: Instant,
+    alert_rules: crate::operations::alert_rules::Evaluator,
     last_webhooks: Instant,
     reconciler: reconciling::Reconciler,
     importer: importing::Importer,
@@ -166,6 +169,9 @@ impl Worker {
             rng: StdRng::from_entropy(),
             last_reclaim: None,
             last_purge: Instant::now(),
+            last_rollup: Instant::now(),
+            last_prune: Instant::now(),
+            alert_rules: Default::default(),
             last_webhooks: Instant::now(),
             reconciler: Default::default(),
             importer: Default::default(),
@@ -207,6 +213,7 @@ impl Worker {
                     .importer
                     .turn(&self.agent, self.tuning.max_attempts, self.tuning.circuit_cooldown_ns);
                 self.refresh_expiring();
+                self.roll_up();
             }
             let due_now = next_due.is_some_and(|t| Instant::now() >= t);
             if (work_signalled || due_now) && self.calls_in_flight < self.pool.size {
@@ -346,6 +353,45 @@ impl Worker {
         self.last_webhooks = Instant::now();
         if let Err(e) = crate::inbound::apply_pending(&self.agent, 50, self.tuning.max_attempts) {
             self.trouble("applying webhooks", &e);
+        }
+    }
+
+    /// Usage and health take what the sync log and the webhook table gained (every 2 s, a
+    /// backlog in a few batches), the alert rules judge them, and the sync log is pruned past
+    /// its retention (every minute).
+    fn roll_up(&mut self) {
+        if self.last_rollup.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        for _ in 0..4 {
+            match worker_transaction(crate::operations::rollup::roll_up) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.trouble("rolling up usage and health", &e);
+                    break;
+                }
+            }
+        }
+        self.last_rollup = Instant::now();
+        let rules = &mut self.alert_rules;
+        if let Err(e) = worker_transaction(|| rules.evaluate()) {
+            self.trouble("evaluating the alert rules", &e);
+        }
+        if self.last_prune.elapsed() > Duration::from_secs(60) {
+            let keep = gucs::SYNC_LOG_RETENTION_S.get();
+            // in batches, each its own transaction, up to a million rows a minute
+            for _ in 0..100 {
+                match worker_transaction(|| crate::operations::rollup::prune_sync_log(keep)) {
+                    Ok(n) if n >= crate::operations::rollup::PRUNE_BATCH.into() => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.trouble("pruning the sync log", &e);
+                        break;
+                    }
+                }
+            }
+            self.last_prune = Instant::now();
         }
     }
 
@@ -727,6 +773,7 @@ impl Worker {
                     http_status: d.result.http_status.map(i32::from),
                     latency_ms: Some(d.result.latency_ms),
                     learned: d.result.learned.clone(),
+                    calls: i32::from(f.lead && d.result.made_a_call()),
                 };
                 (f, outcome, attempt)
             })

@@ -1,0 +1,366 @@
+//! `integ.metrics()`: the Prometheus text exposition (version 0.0.4) of what `integ.health`,
+//! `integ.usage` and `integ.status` show, for a `postgres_exporter` custom query or any
+//! scraper. Counters come from the roll-up's since-install bucket and `integ.usage` (they never
+//! go down); gauges are read now. Encoded by the `prometheus-client` crate.
+
+use crate::operations::histogram::BOUNDS_MS;
+use crate::spi_util::OrRaise;
+use pgrx::prelude::*;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// One connection's figures.
+#[derive(Debug, Default, Clone)]
+struct Row {
+    tenant: String,
+    marketplace: String,
+    successes: u64,
+    failures: u64,
+    throttled: u64,
+    pushes: u64,
+    dead_letters: u64,
+    latency: Vec<i64>,
+    latency_sum: f64,
+    webhooks_processed: u64,
+    webhook_ms: Vec<i64>,
+    webhook_ms_sum: f64,
+    webhooks_accepted: u64,
+    webhooks_duplicate: u64,
+    webhooks_rejected: u64,
+    pending: i64,
+    in_flight: i64,
+    dead_jobs: i64,
+    oldest_pending_s: f64,
+    circuit_open: i64,
+    alerts_open: i64,
+    limiter_available: Option<i64>,
+    limiter_requests: Option<i64>,
+    limiter_throttled: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    rows: Vec<Row>,
+    capture_unread_bytes: Option<i64>,
+    capture_retained_bytes: Option<i64>,
+}
+
+fn labels(r: &Row) -> Vec<(&'static str, String)> {
+    vec![("tenant", r.tenant.clone()), ("marketplace", r.marketplace.clone())]
+}
+
+fn with(r: &Row, key: &'static str, value: &str) -> Vec<(&'static str, String)> {
+    let mut l = labels(r);
+    l.push((key, value.to_string()));
+    l
+}
+
+/// (upper bound, count) per bucket as the encoder takes them (it adds the counts up).
+fn buckets(h: &[i64]) -> (Vec<(f64, u64)>, u64) {
+    let mut out = Vec::with_capacity(BOUNDS_MS.len() + 1);
+    let mut total = 0u64;
+    for (i, c) in h.iter().enumerate() {
+        let c = (*c).max(0) as u64;
+        total = total.saturating_add(c);
+        out.push((BOUNDS_MS.get(i).copied().unwrap_or(f64::INFINITY), c));
+    }
+    (out, total)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Pick = fn(&Row) -> u64;
+        let counters: [(&str, &str, Pick); 3] = [
+            ("integ_pushes", "Listings written (stock or price).", |r| r.pushes),
+            ("integ_dead_letters", "Jobs dead-lettered.", |r| r.dead_letters),
+            ("integ_webhooks_processed", "Webhook deliveries applied.", |r| {
+                r.webhooks_processed
+            }),
+        ];
+        {
+            let mut m = e.encode_descriptor(
+                "integ_api_calls",
+                "Marketplace API calls by outcome (failure: 5xx, network, refused; throttled: 429).",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.rows {
+                for (outcome, v) in [
+                    ("success", r.successes),
+                    ("failure", r.failures),
+                    ("throttled", r.throttled),
+                ] {
+                    ConstCounter::new(v).encode(m.encode_family(&with(r, "outcome", outcome))?)?;
+                }
+            }
+        }
+        for (name, help, pick) in counters {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for r in &self.rows {
+                ConstCounter::new(pick(r)).encode(m.encode_family(&labels(r))?)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "integ_webhooks_received",
+                "Webhook deliveries received, by status.",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.rows {
+                for (status, v) in [
+                    ("accepted", r.webhooks_accepted),
+                    ("duplicate", r.webhooks_duplicate),
+                    ("rejected", r.webhooks_rejected),
+                ] {
+                    ConstCounter::new(v).encode(m.encode_family(&with(r, "status", status))?)?;
+                }
+            }
+        }
+        type Hist = fn(&Row) -> (&[i64], f64);
+        let histograms: [(&str, &str, Hist); 2] = [
+            (
+                "integ_api_latency_ms",
+                "Marketplace API call latency in milliseconds.",
+                |r| (&r.latency, r.latency_sum),
+            ),
+            (
+                "integ_webhook_processing_ms",
+                "Webhook processing time from receipt to applied, in milliseconds.",
+                |r| (&r.webhook_ms, r.webhook_ms_sum),
+            ),
+        ];
+        for (name, help, pick) in histograms {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for r in &self.rows {
+                let (h, sum) = pick(r);
+                let (b, count) = buckets(h);
+                m.encode_family(&labels(r))?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &b, None)?;
+            }
+        }
+        type Gauge = fn(&Row) -> Option<f64>;
+        let gauges: [(&str, &str, Gauge); 7] = [
+            ("integ_queue_pending", "Jobs waiting to be pushed.", |r| {
+                Some(r.pending as f64)
+            }),
+            ("integ_queue_in_flight", "Jobs being pushed.", |r| {
+                Some(r.in_flight as f64)
+            }),
+            ("integ_oldest_pending_seconds", "Age of the oldest pending job.", |r| {
+                Some(r.oldest_pending_s)
+            }),
+            (
+                "integ_dead_jobs",
+                "Dead-lettered jobs waiting for integ.retry_dead.",
+                |r| Some(r.dead_jobs as f64),
+            ),
+            (
+                "integ_circuit_open",
+                "1 while the connection's circuit is open or half-open.",
+                |r| Some(r.circuit_open as f64),
+            ),
+            ("integ_alerts_open", "Alerts neither resolved nor acknowledged.", |r| {
+                Some(r.alerts_open as f64)
+            }),
+            (
+                "integ_limiter_available",
+                "Requests the rate limit allows at once now.",
+                |r| r.limiter_available.map(|v| v as f64),
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for r in &self.rows {
+                match pick(r) {
+                    // counts print as integers
+                    Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => {
+                        ConstGauge::new(v as i64).encode(m.encode_family(&labels(r))?)?
+                    }
+                    Some(v) => ConstGauge::new(v).encode(m.encode_family(&labels(r))?)?,
+                    None => {}
+                }
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "integ_limiter_requests",
+                "Requests the rate limiter let through, by outcome (since the server started).",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.rows {
+                for (what, v) in [("sent", r.limiter_requests), ("throttled", r.limiter_throttled)] {
+                    if let Some(v) = v {
+                        ConstCounter::new(v.max(0) as u64).encode(m.encode_family(&with(r, "outcome", what))?)?;
+                    }
+                }
+            }
+        }
+        for (name, help, v) in [
+            (
+                "integ_capture_unread_bytes",
+                "WAL written since the capture's last apply.",
+                self.capture_unread_bytes,
+            ),
+            (
+                "integ_capture_retained_bytes",
+                "WAL the capture slot retains.",
+                self.capture_retained_bytes,
+            ),
+        ] {
+            if let Some(v) = v {
+                let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v).encode(m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn counts(v: Option<Vec<Option<i64>>>) -> Vec<i64> {
+    v.unwrap_or_default().into_iter().map(|c| c.unwrap_or(0)).collect()
+}
+
+fn read() -> Snapshot {
+    let rows = Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT c.tenant_id, c.marketplace, t.successes, t.failures, t.throttled, t.pushes, t.dead,
+                    t.latency_ms, t.latency_ms_sum, t.webhooks_processed, t.webhook_ms, t.webhook_ms_sum,
+                    u.accepted, u.duplicate, u.rejected, s.pending, s.in_flight, s.dead,
+                    extract(epoch FROM s.oldest_pending_age)::float8, (s.circuit <> 'closed')::int,
+                    (SELECT count(*) FROM integ.alerts a WHERE a.connection_id = c.id AND a.resolved_at IS NULL
+                        AND a.acknowledged_at IS NULL),
+                    l.available, l.requests, l.throttled
+               FROM integ.connections c
+               JOIN integ.status s ON s.connection_id = c.id
+               LEFT JOIN integ.health_buckets t ON t.connection_id = c.id AND t.width_s = 0
+               LEFT JOIN LATERAL (
+                    SELECT sum(x.webhooks_accepted)::bigint AS accepted, sum(x.webhooks_duplicate)::bigint AS duplicate,
+                           sum(x.webhooks_rejected)::bigint AS rejected
+                      FROM integ.usage x WHERE x.tenant_id = c.tenant_id AND x.marketplace = c.marketplace) u ON true
+               LEFT JOIN integ.limiter_state() l ON l.connection_id = c.id
+              WHERE integ.tenant_visible(c.tenant_id)
+              ORDER BY c.tenant_id, c.marketplace",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        for r in rows {
+            out.push(Row {
+                tenant: r.get(1)?.unwrap_or_default(),
+                marketplace: r.get(2)?.unwrap_or_default(),
+                successes: n(r.get(3)?),
+                failures: n(r.get(4)?),
+                throttled: n(r.get(5)?),
+                pushes: n(r.get(6)?),
+                dead_letters: n(r.get(7)?),
+                latency: counts(r.get(8)?),
+                latency_sum: r.get(9)?.unwrap_or(0.0),
+                webhooks_processed: n(r.get(10)?),
+                webhook_ms: counts(r.get(11)?),
+                webhook_ms_sum: r.get(12)?.unwrap_or(0.0),
+                webhooks_accepted: n(r.get(13)?),
+                webhooks_duplicate: n(r.get(14)?),
+                webhooks_rejected: n(r.get(15)?),
+                pending: r.get(16)?.unwrap_or(0),
+                in_flight: r.get(17)?.unwrap_or(0),
+                dead_jobs: r.get(18)?.unwrap_or(0),
+                oldest_pending_s: r.get(19)?.unwrap_or(0.0),
+                circuit_open: i64::from(r.get::<i32>(20)?.unwrap_or(0)),
+                alerts_open: r.get(21)?.unwrap_or(0),
+                limiter_available: r.get(22)?,
+                limiter_requests: r.get(23)?,
+                limiter_throttled: r.get(24)?,
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .or_raise("reading the metrics");
+    let (unread, retained) = Spi::connect(|c| {
+        let t = c.select("SELECT unread_bytes, retained_bytes FROM integ.capture", None, &[])?;
+        let row = t.first();
+        Ok::<_, pgrx::spi::SpiError>((row.get::<i64>(1)?, row.get::<i64>(2)?))
+    })
+    .unwrap_or((None, None));
+    Snapshot {
+        rows,
+        capture_unread_bytes: unread,
+        capture_retained_bytes: retained,
+    }
+}
+
+fn encode(s: Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(s));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// `integ.metrics()`: every connection the caller may see, in the Prometheus text format.
+#[pg_extern(stable, parallel_safe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn metrics() -> String {
+    encode(read()).unwrap_or_else(|_| pgrx::error!("integ.metrics: the exposition could not be written"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_is_prometheus_text_with_escaped_labels() {
+        let mut h = vec![0i64; BOUNDS_MS.len() + 1];
+        h[0] = 3;
+        h[3] = 1;
+        let s = Snapshot {
+            rows: vec![Row {
+                tenant: "a\"b\\c\nd".into(),
+                marketplace: "shopify".into(),
+                successes: 4,
+                latency: h,
+                latency_sum: 61.5,
+                pending: 2,
+                ..Row::default()
+            }],
+            capture_unread_bytes: Some(10),
+            capture_retained_bytes: None,
+        };
+        let text = encode(s).expect("encoded");
+        assert!(text.contains("# TYPE integ_api_calls_total counter\n"), "{text}");
+        assert!(
+            text.contains(
+                "integ_api_calls_total{tenant=\"a\\\"b\\\\c\\nd\",marketplace=\"shopify\",outcome=\"success\"} 4\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "integ_api_latency_ms_bucket{tenant=\"a\\\"b\\\\c\\nd\",marketplace=\"shopify\",le=\"5\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(",le=\"50\"} 4\n") && text.contains(",le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("integ_api_latency_ms_sum{tenant=\"a\\\"b\\\\c\\nd\",marketplace=\"shopify\"} 61.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("integ_queue_pending{tenant=\"a\\\"b\\\\c\\nd\",marketplace=\"shopify\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("integ_capture_unread_bytes 10\n") && !text.contains("retained"),
+            "{text}"
+        );
+    }
+}
