@@ -866,6 +866,7 @@ $$;
 -- Operations (operations.sql)
 GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
 GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), integ.metrics(),
+    integ.hold(text, text, text), integ.release(text, text, text), integ.revert(text, timestamptz, text, boolean),
     -- integ.health calls them
     integ.histogram_sum(bigint[]), integ.histogram_quantile(bigint[], double precision, double precision)
     TO integ_operator, integ_application;

@@ -536,6 +536,8 @@ ALTER TABLE integ.listings
     ADD COLUMN last_pushed_price_at timestamptz,
     ADD COLUMN remote_price numeric,
     ADD COLUMN price_refused_lsn bigint;
+ALTER TABLE integ.listings ADD COLUMN held_since timestamptz, ADD COLUMN revert_stock integer,
+    ADD COLUMN revert_price numeric;
 ALTER TABLE integ.sync_jobs ADD COLUMN price_only boolean NOT NULL DEFAULT false;
 ALTER TABLE integ.sync_jobs ADD COLUMN recheck_price_lsn bigint;
 ALTER TABLE integ.sync_log ADD COLUMN price numeric, ADD COLUMN egdc_price numeric;
@@ -1132,7 +1134,9 @@ b AS (
      GROUP BY w.name, h.connection_id),
 q AS (
     SELECT j.connection_id, count(*) AS backlog, min(j.created_at) AS oldest
-      FROM integ.sync_jobs j WHERE j.state = 'pending' GROUP BY j.connection_id)
+      FROM integ.sync_jobs j
+     WHERE j.state = 'pending' AND j.next_attempt_at < 'infinity'  -- held jobs are no backlog
+     GROUP BY j.connection_id)
 SELECT c.id AS connection_id, c.tenant_id, c.marketplace, w.name AS "window",
        coalesce(b.calls, 0) AS calls, coalesce(b.successes, 0) AS successes, coalesce(b.failures, 0) AS failures,
        coalesce(b.throttled, 0) AS throttled,
@@ -1189,6 +1193,167 @@ BEGIN
 END
 $$;
 
+-- ---- Holding and reverting ---------------------------------------------------------------------
+
+-- The listings integ.hold, integ.release and integ.revert act on: the tenant's, narrowed by a
+-- marketplace and a product when given. Raises on NULL or unknown arguments.
+CREATE FUNCTION integ.scoped_listings(p_tenant text, p_marketplace text, p_product text)
+RETURNS SETOF bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_tenant IS NULL THEN
+        RAISE EXCEPTION 'tenant_id is required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM integ.require_tenant(p_tenant);
+    IF p_marketplace IS NOT NULL AND p_marketplace NOT IN ('mercadolibre', 'shopify', 'tiktok', 'shein') THEN
+        RAISE EXCEPTION 'unknown marketplace "%" (expected one of: mercadolibre, shopify, tiktok, shein)', left(p_marketplace, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM integ.connections c WHERE c.tenant_id = p_tenant
+                      AND (p_marketplace IS NULL OR c.marketplace = p_marketplace)) THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection', left(p_tenant, 80), coalesce(p_marketplace, 'marketplace')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF p_product IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM integ.listings l WHERE l.tenant_id = p_tenant AND l.product_id = p_product
+           AND (p_marketplace IS NULL OR l.marketplace = p_marketplace)) THEN
+        RAISE EXCEPTION 'product "%" of tenant "%" is not mapped to any listing%', left(p_product, 80), left(p_tenant, 80),
+            coalesce(' on ' || p_marketplace, '') USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY SELECT l.id FROM integ.listings l
+                  WHERE l.tenant_id = p_tenant AND (p_marketplace IS NULL OR l.marketplace = p_marketplace)
+                    AND (p_product IS NULL OR l.product_id = p_product);
+END
+$$;
+
+-- Stops pushes to the matching listings (EGDC's changes are still recorded); returns how many
+-- are held.
+CREATE FUNCTION integ.hold(tenant_id text, marketplace text DEFAULT NULL, product_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM 1 FROM integ.scoped_listings($1, $2, $3) LIMIT 1;  -- its checks, whatever the plan below
+    UPDATE integ.listings l SET held_since = coalesce(l.held_since, now())
+     WHERE l.id IN (SELECT integ.scoped_listings($1, $2, $3));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Lets the matching held listings be pushed again: each gets EGDC's newest value once (values
+-- of a revert are forgotten). Returns how many were released.
+CREATE FUNCTION integ.release(tenant_id text, marketplace text DEFAULT NULL, product_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM 1 FROM integ.scoped_listings($1, $2, $3) LIMIT 1;  -- its checks, whatever the plan below
+    WITH r AS (
+        UPDATE integ.listings l SET held_since = NULL, revert_stock = NULL, revert_price = NULL
+         WHERE l.id IN (SELECT integ.scoped_listings($1, $2, $3)) AND l.held_since IS NOT NULL
+        RETURNING l.id, l.connection_id, l.tenant_id, l.marketplace),
+    j AS (
+        INSERT INTO integ.sync_jobs AS s (listing_id, connection_id, tenant_id, marketplace)
+        SELECT r.id, r.connection_id, r.tenant_id, r.marketplace FROM r
+        ON CONFLICT (listing_id) WHERE state = 'pending' DO UPDATE SET next_attempt_at = now(), price_only = false
+        RETURNING 1)
+    SELECT count(*) INTO n FROM r;
+    IF n > 0 THEN
+        PERFORM integ.wake_workers_at_commit();
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- For every listing of the tenant (and marketplace) we changed since `since`, the stock and
+-- price it held before our first change after `since` (the last values we wrote before it, from
+-- the sync log): a dry run answers what would be done; otherwise those values are pushed and the
+-- listings held until integ.release. Answers per marketplace.
+CREATE FUNCTION integ.revert(tenant_id text, since timestamptz, marketplace text DEFAULT NULL,
+                             dry_run boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    answer jsonb;
+BEGIN
+    IF $2 IS NULL OR $4 IS NULL THEN
+        RAISE EXCEPTION 'since and dry_run are required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $2 > now() THEN
+        RAISE EXCEPTION 'since (%) is in the future', $2 USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM integ.scoped_listings($1, $3, NULL) LIMIT 1;  -- its checks
+    CREATE TEMP TABLE IF NOT EXISTS integ_revert (
+        listing_id bigint, marketplace text, product_id text, external_id text, stock_now integer,
+        stock_before integer, stock_changed boolean, price_now numeric, price_before numeric,
+        price_changed boolean) ON COMMIT DROP;
+    TRUNCATE integ_revert;
+    INSERT INTO integ_revert
+    SELECT l.id, l.marketplace, l.product_id, l.external_id, l.last_pushed_stock,
+           (SELECT x.stock FROM integ.sync_log x
+             WHERE x.listing_id = l.id AND x.at < $2 AND x.operation IN ('push', 'price')
+               AND x.outcome IN ('success', 'mismatch') AND x.stock IS NOT NULL
+             ORDER BY x.id DESC LIMIT 1),
+           c.stock_changed,
+           l.last_pushed_price,
+           (SELECT x.price FROM integ.sync_log x
+             WHERE x.listing_id = l.id AND x.at < $2 AND x.operation = 'price'
+               AND x.outcome IN ('success', 'mismatch') AND x.price IS NOT NULL
+             ORDER BY x.id DESC LIMIT 1),
+           c.price_changed
+      FROM (SELECT x.listing_id, bool_or(x.stock IS NOT NULL) AS stock_changed, bool_or(x.price IS NOT NULL) AS price_changed
+              FROM integ.sync_log x
+             WHERE x.tenant_id = $1 AND x.at >= $2 AND x.operation IN ('push', 'price')
+               AND x.outcome IN ('success', 'mismatch') AND x.listing_id IS NOT NULL
+             GROUP BY x.listing_id) c
+      JOIN integ.listings l ON l.id = c.listing_id
+     WHERE l.id IN (SELECT integ.scoped_listings($1, $3, NULL));
+    -- what is put back: a value we changed that differs from the one before
+    UPDATE integ_revert SET stock_before = NULL WHERE NOT stock_changed OR stock_before IS NOT DISTINCT FROM stock_now;
+    UPDATE integ_revert SET price_before = NULL WHERE NOT price_changed OR price_before IS NOT DISTINCT FROM price_now;
+    IF NOT $4 THEN
+        UPDATE integ.listings l
+           SET held_since = coalesce(l.held_since, now()), revert_stock = r.stock_before, revert_price = r.price_before
+          FROM integ_revert r
+         WHERE l.id = r.listing_id AND (r.stock_before IS NOT NULL OR r.price_before IS NOT NULL);
+        INSERT INTO integ.sync_jobs AS s (listing_id, connection_id, tenant_id, marketplace)
+        SELECT l.id, l.connection_id, l.tenant_id, l.marketplace
+          FROM integ_revert r JOIN integ.listings l ON l.id = r.listing_id
+         WHERE r.stock_before IS NOT NULL OR r.price_before IS NOT NULL
+        ON CONFLICT (listing_id) WHERE state = 'pending' DO UPDATE SET next_attempt_at = now(), price_only = false;
+        PERFORM integ.wake_workers_at_commit();
+    END IF;
+    SELECT jsonb_build_object('dry_run', $4, 'since', $2, 'marketplaces', coalesce(jsonb_object_agg(m.marketplace, m.what), '{}'))
+      INTO answer
+      FROM (SELECT r.marketplace,
+                   jsonb_build_object(
+                       'listings_changed', count(*),
+                       'stock_reverts', count(r.stock_before),
+                       'price_reverts', count(r.price_before),
+                       CASE WHEN $4 THEN 'would_hold' ELSE 'held' END,
+                           count(*) FILTER (WHERE r.stock_before IS NOT NULL OR r.price_before IS NOT NULL),
+                       'unknown', count(*) FILTER (WHERE (r.stock_changed AND r.stock_before IS NULL AND NOT EXISTS (
+                                      SELECT 1 FROM integ.sync_log x WHERE x.listing_id = r.listing_id AND x.at < $2
+                                         AND x.stock IS NOT NULL))),
+                       'samples', (SELECT jsonb_agg(jsonb_build_object('product_id', s.product_id, 'external_id', s.external_id,
+                                                                       'stock', jsonb_build_array(s.stock_now, s.stock_before),
+                                                                       'price', jsonb_build_array(s.price_now, s.price_before)))
+                                     FROM (SELECT * FROM integ_revert s WHERE s.marketplace = r.marketplace
+                                              AND (s.stock_before IS NOT NULL OR s.price_before IS NOT NULL)
+                                            ORDER BY s.product_id LIMIT 5) s)) AS what
+              FROM integ_revert r GROUP BY r.marketplace) m;
+    RETURN answer;
+END
+$$;
+REVOKE ALL ON FUNCTION integ.scoped_listings(text, text, text) FROM PUBLIC;
+
 ALTER TABLE integ.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON integ.usage USING (integ.tenant_visible(tenant_id)) WITH CHECK (integ.tenant_visible(tenant_id));
 ALTER TABLE integ.health_buckets ENABLE ROW LEVEL SECURITY;
@@ -1199,8 +1364,10 @@ GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
 REVOKE ALL ON FUNCTION integ.histogram_add(bigint[], bigint[]), integ.histogram_bounds_ms(),
     integ.histogram_count(bigint[], double precision), integ.histogram_quantile(bigint[], double precision, double precision),
     integ.json_count(text, text), integ.metrics(), integ.latency_histogram(double precision),
-    integ.histogram_sum(bigint[]), integ.usage_report(text, timestamptz, timestamptz) FROM PUBLIC;
+    integ.histogram_sum(bigint[]), integ.usage_report(text, timestamptz, timestamptz), integ.hold(text, text, text),
+    integ.release(text, text, text), integ.revert(text, timestamptz, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), integ.metrics(),
+    integ.hold(text, text, text), integ.release(text, text, text), integ.revert(text, timestamptz, text, boolean),
     -- integ.health calls them
     integ.histogram_sum(bigint[]), integ.histogram_quantile(bigint[], double precision, double precision)
     TO integ_operator, integ_application;

@@ -67,6 +67,11 @@ CREATE TABLE integ.listings (
     -- the desired_price_lsn whose price the rules refused (NULL, negative, another currency):
     -- dead-lettered once, not again until EGDC's price changes
     price_refused_lsn bigint,
+    -- integ.hold: nothing of EGDC's is pushed while set (changes are still recorded); integ.revert
+    -- also sets the values the marketplace held before a bad change, pushed instead
+    held_since        timestamptz,
+    revert_stock      integer,
+    revert_price      numeric,
     UNIQUE (tenant_id, marketplace, product_id)
 ) WITH (fillfactor = 50);  -- room on each page so desired-stock updates are HOT (no index writes)
 -- pattern_ops: the same equality, compared bytewise rather than through the database's

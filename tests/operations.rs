@@ -397,3 +397,118 @@ fn a_waiting_backlog_and_an_open_circuit_raise_their_alerts_and_resolve() {
     assert_eq!(alerts(&env, "backlog_age"), (1, 1), "no second backlog episode");
     assert_eq!(alerts(&env, "circuit_open"), (0, 0), "acme's circuit never opened");
 }
+
+fn ml_price(env: &Env, item: &str) -> String {
+    let v = env.sim.get(&format!("/mercadolibre/items/{item}/prices"));
+    let text = v["price"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v["price"].to_string());
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+fn all_at(env: &Env, ls: &[(String, String)], q: i64) -> bool {
+    ls.iter().all(|(_, item)| env.sim.item_quantity(item) == Some(q))
+}
+
+/// A bad import set 500 products to 0 (and 5 prices to 1.00) and it reached the marketplace:
+/// `integ.revert` (a dry run first) puts back every previous value and holds the listings, so
+/// EGDC's values wait; EGDC's fix and `integ.release` end in sync.
+#[test]
+fn a_bad_bulk_change_is_reverted_held_and_released_in_sync() {
+    let env = Env::new("ops-revert");
+    let ls = env.listings(500);
+    env.db()
+        .batch_execute(
+            "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), PRIMARY KEY (tenant_id, sku));
+             SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');
+             INSERT INTO prices SELECT 'acme', 'sku-' || i, 100.00 FROM generate_series(0, 4) i;
+             UPDATE inventory SET qty = 20 WHERE tenant_id = 'acme';",
+        )
+        .expect("stock and prices");
+    env.wait_for(60, "the good values", || all_at(&env, &ls, 20));
+    env.wait_idle(30, "recorded");
+    assert_eq!(ml_price(&env, &ls[0].1), "100");
+    let since: std::time::SystemTime = env.db().query_one("SELECT now()", &[]).expect("now").get(0);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // the bad import
+    env.db()
+        .batch_execute("UPDATE inventory SET qty = 0 WHERE tenant_id = 'acme'; UPDATE prices SET price = 1;")
+        .expect("bad import");
+    env.wait_for(60, "the bad values everywhere", || all_at(&env, &ls, 0));
+    env.wait_idle(30, "recorded");
+    assert_eq!(ml_price(&env, &ls[0].1), "1");
+
+    let revert = |dry: bool| -> Value {
+        env.db()
+            .query_one("SELECT integ.revert('acme', $1, NULL, $2)", &[&since, &dry])
+            .expect("revert")
+            .get(0)
+    };
+    let plan = revert(true);
+    let m = &plan["marketplaces"]["mercadolibre"];
+    assert_eq!(
+        (
+            m["listings_changed"].clone(),
+            m["stock_reverts"].clone(),
+            m["price_reverts"].clone(),
+            m["would_hold"].clone()
+        ),
+        (json!(500), json!(500), json!(5), json!(500)),
+        "{plan}"
+    );
+    assert_eq!(m["samples"][0]["stock"], json!([0, 20]), "{plan}");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.listings WHERE held_since IS NOT NULL"),
+        0,
+        "a dry run changes nothing"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(all_at(&env, &ls, 0));
+
+    let done = revert(false);
+    assert_eq!(done["marketplaces"]["mercadolibre"]["held"], 500, "{done}");
+    env.wait_for(60, "the previous values back", || all_at(&env, &ls, 20));
+    env.wait_for(20, "the previous prices back", || ml_price(&env, &ls[4].1) == "100");
+    println!("OPERATIONS revert: {done}");
+
+    // EGDC's values wait while held; its fix goes out on release
+    env.db()
+        .batch_execute("UPDATE inventory SET qty = 25 WHERE tenant_id = 'acme'; UPDATE prices SET price = 110;")
+        .expect("the fix");
+    env.wait_captured(10, "the fix recorded");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(all_at(&env, &ls, 20), "held listings wait");
+    assert_eq!(ml_price(&env, &ls[0].1), "100");
+    let sync: String = env
+        .db()
+        .query_one("SELECT status FROM integ.sync_product('acme', 'sku-3')", &[])
+        .expect("sync_product")
+        .get(0);
+    assert_eq!(sync, "held");
+    let released = env.scalar_i64("SELECT integ.release('acme')");
+    assert_eq!(released, 500);
+    env.wait_for(60, "EGDC's fix everywhere", || all_at(&env, &ls, 25));
+    env.wait_for(20, "EGDC's price", || ml_price(&env, &ls[2].1) == "110");
+
+    // hold alone, and bad input
+    assert_eq!(env.scalar_i64("SELECT integ.hold('acme', 'mercadolibre', 'sku-7')"), 1);
+    env.set_stock("sku-7", 3);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(env.sim.item_quantity(&ls[7].1), Some(25));
+    assert_eq!(env.scalar_i64("SELECT integ.release('acme', NULL, 'sku-7')"), 1);
+    env.wait_for(20, "sku-7 released", || env.sim.item_quantity(&ls[7].1) == Some(3));
+    let refused = |sql: &str| format!("{:?}", env.db().batch_execute(sql).expect_err(sql));
+    assert!(refused("SELECT integ.revert('acme', now() + interval '1 hour')").contains("is in the future"));
+    assert!(
+        refused("SELECT integ.revert('nobody', now())").contains("tenant \\\"nobody\\\" has no marketplace connection")
+    );
+    assert!(refused("SELECT integ.hold('acme', 'ebay')").contains("unknown marketplace \\\"ebay\\\""));
+    assert!(refused("SELECT integ.release('acme', NULL, 'no-such')").contains("is not mapped"));
+    assert!(refused("SELECT integ.revert('acme', NULL)").contains("are required"));
+}

@@ -34,6 +34,8 @@ pub(crate) struct ListingRow {
     pub(super) price_lsn: Option<i64>,
     pub(super) egdc_price: Option<String>,
     pub(super) price_currency: Option<String>,
+    /// Held by `integ.hold` or `integ.revert`: `sync_product` pushes nothing to it.
+    pub(super) held: bool,
 }
 
 impl ListingRow {
@@ -107,6 +109,22 @@ fn sync_product(
     let rows: Vec<_> = listings
         .into_iter()
         .map(|l| {
+            if l.held {
+                let why = "the listing is held (integ.hold or integ.revert): integ.release it first";
+                let (m, e) = (l.marketplace.clone(), l.external_id.clone());
+                let held = || Some("held".to_string());
+                return (
+                    m,
+                    e,
+                    "held".into(),
+                    l.desired,
+                    None,
+                    Some(why.into()),
+                    None,
+                    held(),
+                    Some(why.into()),
+                );
+            }
             let (m, e, status, stock, http, error) = push_one(tenant_id, product_id, &l, &tuning);
             let (price, price_status, price_error) = super::sync_price::push_price(tenant_id, product_id, &l);
             (m, e, status, stock, http, error, price, price_status, price_error)
@@ -147,7 +165,8 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
             "SELECT l.id, l.connection_id, l.marketplace, l.external_id, l.settings, l.desired_stock,
                     c.status, c.settings, l.remote_stock,
                     -- read by name: the library also answers on a 0.1.0 schema until ALTER EXTENSION UPDATE
-                    (to_jsonb(l)->>'desired_price_lsn')::bigint, to_jsonb(l)->>'desired_price', to_jsonb(l)->>'price_currency'
+                    (to_jsonb(l)->>'desired_price_lsn')::bigint, to_jsonb(l)->>'desired_price', to_jsonb(l)->>'price_currency',
+                    (to_jsonb(l)->>'held_since') IS NOT NULL
                FROM integ.listings l JOIN integ.connections c ON c.id = l.connection_id
               WHERE l.tenant_id = $1 AND l.product_id = $2 AND ($3::text IS NULL OR l.marketplace = $3)
               ORDER BY l.marketplace",
@@ -169,6 +188,7 @@ fn load_listings(tenant_id: &str, product_id: &str, market: Option<&str>) -> Vec
                 price_lsn: r.get(10)?,
                 egdc_price: r.get(11)?,
                 price_currency: r.get(12)?,
+                held: r.get(13)?.unwrap_or(false),
             });
         }
         Ok::<_, pgrx::spi::SpiError>(out)

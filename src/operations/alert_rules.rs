@@ -164,7 +164,9 @@ fn conditions(t: &Thresholds, not_closed: &[i64]) -> Vec<(i64, String, String, F
                  GROUP BY h.connection_id),
              b AS (
                 SELECT j.connection_id, extract(epoch FROM now() - min(j.created_at))::bigint AS oldest
-                  FROM integ.sync_jobs j WHERE j.state = 'pending' GROUP BY j.connection_id),
+                  FROM integ.sync_jobs j
+                 WHERE j.state = 'pending' AND j.next_attempt_at < 'infinity'  -- held: no backlog
+                 GROUP BY j.connection_id),
              o AS (
                 SELECT a.connection_id, array_agg(a.kind) AS kinds FROM integ.alerts a
                  WHERE a.resolved_at IS NULL AND a.kind = ANY ($2) GROUP BY a.connection_id)

@@ -34,6 +34,16 @@ pub struct ClaimedJob {
     pub price_only: bool,
     /// EGDC's price as the listing holds it; None when no tracked price table has the product.
     pub price: Option<price::ListingPrice>,
+    /// The listing is held (`integ.hold`, `integ.revert`): nothing of EGDC's goes out, only the
+    /// values a revert set (`desired_stock` is then the revert's stock).
+    pub held: Option<Held>,
+}
+
+/// What a held listing may still be brought to: the values `integ.revert` found it had.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Held {
+    pub stock: Option<i32>,
+    pub price: Option<rust_decimal::Decimal>,
 }
 
 /// Active connections that have due pending jobs: (id, marketplace, settings). One index
@@ -95,7 +105,8 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
              SELECT s.id, s.listing_id, s.connection_id, s.tenant_id, s.marketplace, s.attempts,
                     l.product_id, l.external_id, l.settings, l.desired_stock, l.remote_stock, c.settings,
                     l.last_pushed_stock, s.price_only, l.desired_price_lsn, l.desired_price::text, l.price_currency,
-                    l.last_pushed_price::text, l.price_refused_lsn
+                    l.last_pushed_price::text, l.price_refused_lsn, l.held_since IS NOT NULL, l.revert_stock,
+                    l.revert_price::text
                FROM claimed s
               CROSS JOIN LATERAL (SELECT * FROM integ.listings l WHERE l.id = s.listing_id LIMIT 1) l
               CROSS JOIN LATERAL (SELECT settings FROM integ.connections c WHERE c.id = s.connection_id LIMIT 1) c",
@@ -131,12 +142,25 @@ pub fn claim(caps: &[(i64, i32)], per_connection_max: i64, lease_ms: i64) -> Vec
                         r.get::<String>(18)?,
                         r.get(19)?,
                     ),
+                    held: match r.get::<bool>(20)? {
+                        Some(true) => Some(Held {
+                            stock: r.get(21)?,
+                            price: r
+                                .get::<String>(22)?
+                                .and_then(|t| rust_decimal::Decimal::from_str_exact(&t).ok()),
+                        }),
+                        _ => None,
+                    },
                 });
             }
-            // what each channel is shown: EGDC's stock through its stock rules
+            // what each channel is shown: EGDC's stock through its stock rules (a held listing:
+            // the stock a revert put back, as it was)
             for j in &mut jobs {
                 let rules = crate::rules::effective(&j.connection_settings, &j.listing_settings);
-                j.desired_stock = j.egdc_stock.map(|s| rules.apply(s));
+                j.desired_stock = match &j.held {
+                    Some(h) => h.stock,
+                    None => j.egdc_stock.map(|s| rules.apply(s)),
+                };
             }
             Ok(jobs)
         },
@@ -434,6 +458,28 @@ pub fn record_pushed(batch: &[PushedJob]) -> bool {
     .or_raise("recording pushes")
     .unwrap_or(0)
         > 0
+}
+
+/// Jobs of held listings go back to the queue due never: `integ.release` makes them due. A
+/// job finding another pending one for its listing folds into it.
+pub fn park(job_ids: &[i64]) {
+    if job_ids.is_empty() {
+        return;
+    }
+    Spi::run_with_args(
+        "WITH j AS (SELECT s.id, s.listing_id FROM integ.sync_jobs s WHERE s.id = ANY ($1)),
+              folded AS (
+                UPDATE integ.sync_jobs p SET next_attempt_at = 'infinity'
+                  FROM j WHERE p.listing_id = j.listing_id AND p.state = 'pending'
+                RETURNING j.id)
+         UPDATE integ.sync_jobs s
+            SET state = CASE WHEN s.id IN (SELECT id FROM folded) THEN 'done' ELSE 'pending' END,
+                next_attempt_at = 'infinity', attempts = greatest(s.attempts - 1, 0), lease_until = NULL,
+                last_error = 'held (integ.hold): waits for integ.release', updated_at = now()
+          WHERE s.id = ANY ($1)",
+        &[job_ids.to_vec().into()],
+    )
+    .or_raise("parking the jobs of held listings");
 }
 
 /// Puts a job back in the queue after `delay_ms`. If a newer pending job exists for the listing,

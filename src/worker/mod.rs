@@ -512,7 +512,15 @@ impl Worker {
             let jobs = outbox::claim(&caps, most, lease_ms);
             let mut to_push = Vec::new();
             let mut requeued = false;
+            let mut parked = Vec::new();
             for job in jobs {
+                if let Some(held) = &job.held {
+                    match held_call(&job, held) {
+                        Some(call) => to_push.push((job, call)),
+                        None => parked.push(job.job_id),
+                    }
+                    continue;
+                }
                 match decide_call(&job) {
                     Ok(call) => to_push.push((job, call)),
                     Err((outcome, price)) => {
@@ -522,6 +530,7 @@ impl Worker {
                     }
                 }
             }
+            outbox::park(&parked);
             // Tokens for the claimed connections, read in this same transaction (decrypted only
             // when this process does not hold that generation yet).
             let mut tokens: HashMap<i64, Option<TokenStatus>> = HashMap::new();
@@ -882,6 +891,34 @@ fn decide_call(job: &ClaimedJob) -> Result<Call, (Outcome, Option<PriceFacts>)> 
                 None,
             ))
         }
+    }
+}
+
+/// What a held listing's job does: write the values a revert put back, where the listing does
+/// not show them yet; None when there is nothing (the job is parked until `integ.release`).
+fn held_call(job: &ClaimedJob, held: &outbox::Held) -> Option<Call> {
+    let stock_needed = held
+        .stock
+        .is_some_and(|s| job.remote_stock != Some(s) || job.last_pushed_stock != Some(s));
+    let published = job.price.as_ref().and_then(|p| p.last_pushed);
+    let price = held.price.filter(|p| published != Some(*p));
+    let connector = job
+        .marketplace
+        .parse()
+        .ok()
+        .and_then(|m| marketplaces::connector(m).ok())
+        .filter(|c| c.writes_prices());
+    match (price, connector) {
+        (Some(amount), Some(c)) if c.writes_price_with_stock() || !stock_needed => Some(Call::Price {
+            amount,
+            egdc: job.price.as_ref().and_then(|p| p.egdc).unwrap_or(amount),
+            lsn: job.price.as_ref().map_or(0, |p| p.lsn),
+            currency: job.price.as_ref().and_then(|p| p.currency.clone()),
+            with_stock: stock_needed,
+        }),
+        (Some(_), Some(_)) => Some(Call::Stock { price_follows: true }),
+        _ if stock_needed => Some(Call::Stock { price_follows: false }),
+        _ => None,
     }
 }
 

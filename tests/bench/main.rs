@@ -4,6 +4,7 @@
 
 mod import;
 mod prices;
+mod scale;
 
 use e2e::*;
 use serde_json::json;
@@ -56,6 +57,7 @@ fn main() {
             "rss" => worker_rss(),
             "webhooks" => webhooks(),
             "import" => import::import(),
+            "scale" => scale::scale(),
             other => {
                 eprintln!("unknown benchmark {other}; choose from {all:?}");
                 std::process::exit(2);
