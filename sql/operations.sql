@@ -90,7 +90,8 @@ BEGIN
                count(*) FILTER (WHERE r.delivery AND r.outcome = 'success'),
                coalesce(sum(r.latency_ms) FILTER (WHERE r.delivery AND r.outcome = 'success'), 0),
                integ.latency_histogram(r.latency_ms) FILTER (WHERE r.delivery AND r.outcome = 'success')
-          FROM r CROSS JOIN (VALUES (0), (10), (60), (3600)) AS b(width_s)
+          FROM r JOIN (VALUES (0, NULL), (10, interval '15 minutes'), (60, interval '2 hours'), (3600, interval '2 days'))
+                      AS b(width_s, kept) ON b.kept IS NULL OR r.at >= now() - b.kept  -- none the step below deletes
          WHERE r.connection_id IS NOT NULL
          GROUP BY r.connection_id, b.width_s, 5
         ON CONFLICT (connection_id, width_s, start) DO UPDATE
@@ -146,7 +147,8 @@ BEGIN
         INSERT INTO integ.health_buckets AS h (connection_id, tenant_id, marketplace, width_s, start, webhooks_received)
         SELECT r.connection_id, min(r.tenant_id), min(r.marketplace), b.width_s,
                to_timestamp(coalesce(floor(extract(epoch FROM r.received_at) / nullif(b.width_s, 0)) * b.width_s, 0)), count(*)
-          FROM r CROSS JOIN (VALUES (0), (10), (60), (3600)) AS b(width_s)
+          FROM r JOIN (VALUES (0, NULL), (10, interval '15 minutes'), (60, interval '2 hours'), (3600, interval '2 days'))
+                      AS b(width_s, kept) ON b.kept IS NULL OR r.received_at >= now() - b.kept
          WHERE r.connection_id IS NOT NULL AND r.tenant_id IS NOT NULL
          GROUP BY r.connection_id, b.width_s, 5
         ON CONFLICT (connection_id, width_s, start) DO UPDATE
@@ -193,12 +195,14 @@ CREATE FUNCTION integ.prune_sync_log(p_keep interval, p_limit integer DEFAULT 10
 RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
 AS $$
+    -- the oldest p_limit rows by id (ids follow time closely): never a scan of the whole log
+    -- to find that nothing is old enough
     WITH gone AS (
         DELETE FROM integ.sync_log l
-         WHERE l.id IN (SELECT x.id FROM integ.sync_log x
-                         WHERE x.id <= (SELECT watermark FROM integ.rollup_state WHERE source = 'sync_log')
-                           AND x.at < now() - p_keep
-                         ORDER BY x.id LIMIT p_limit)
+         WHERE l.id IN (SELECT x.id FROM (SELECT y.id, y.at FROM integ.sync_log y
+                                           WHERE y.id <= (SELECT watermark FROM integ.rollup_state WHERE source = 'sync_log')
+                                           ORDER BY y.id LIMIT p_limit) x
+                         WHERE x.at < now() - p_keep)
            AND NOT EXISTS (SELECT 1 FROM integ.rollup_gaps g WHERE g.source = 'sync_log' AND g.id = l.id)
         RETURNING 1)
     SELECT count(*) FROM gone
@@ -250,18 +254,23 @@ REVOKE ALL ON FUNCTION integ.roll_up(integer), integ.prune_sync_log(interval, in
 -- webhooks and their processing time (receipt to applied), dead jobs, and the backlog with the
 -- time it needs at the last 5 minutes' rate. Reads the roll-up's buckets, never the sync log.
 CREATE VIEW integ.health AS
-WITH w(name, width_s, since) AS (
-    VALUES ('5m', 60, date_trunc('minute', now() - interval '5 minutes')),
-           ('1h', 60, date_trunc('minute', now() - interval '1 hour')),
-           ('1d', 3600, date_trunc('hour', now() - interval '1 day'))),
+WITH w(name) AS (VALUES ('5m'), ('1h'), ('1d')),
+h AS (  -- each window's buckets, by index range
+    SELECT '5m'::text AS name, h.* FROM integ.health_buckets h
+     WHERE h.width_s = 60 AND h.start >= date_trunc('minute', now() - interval '5 minutes')
+    UNION ALL
+    SELECT '1h', h.* FROM integ.health_buckets h
+     WHERE h.width_s = 60 AND h.start >= date_trunc('minute', now() - interval '1 hour')
+    UNION ALL
+    SELECT '1d', h.* FROM integ.health_buckets h
+     WHERE h.width_s = 3600 AND h.start >= date_trunc('hour', now() - interval '1 day')),
 b AS (
-    SELECT w.name, h.connection_id, sum(h.calls) AS calls, sum(h.successes) AS successes,
+    SELECT h.name, h.connection_id, sum(h.calls) AS calls, sum(h.successes) AS successes,
            sum(h.failures) AS failures, sum(h.throttled) AS throttled, sum(h.pushes) AS pushes,
            sum(h.dead) AS dead, integ.histogram_sum(h.latency_ms) AS latency, max(h.latency_max_ms) AS latency_max,
            sum(h.webhooks_received) AS webhooks_received, sum(h.webhooks_processed) AS webhooks_processed,
            sum(h.webhook_ms_sum) AS webhook_ms_sum, integ.histogram_sum(h.webhook_ms) AS webhook_ms
-      FROM w JOIN integ.health_buckets h ON h.width_s = w.width_s AND h.start >= w.since
-     GROUP BY w.name, h.connection_id),
+      FROM h GROUP BY h.name, h.connection_id),
 q AS (
     SELECT j.connection_id, count(*) AS backlog, min(j.created_at) AS oldest
       FROM integ.sync_jobs j

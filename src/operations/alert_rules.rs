@@ -11,7 +11,7 @@ use crate::shmem::limiter;
 use crate::spi_util::OrRaise;
 use pgrx::prelude::*;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The rules' settings as read now.
 #[derive(Clone, Copy, Debug)]
@@ -113,12 +113,29 @@ fn minutes(s: i64) -> String {
 #[derive(Default)]
 pub struct Evaluator {
     circuit_since: HashMap<i64, Instant>,
+    /// When the last evaluation started and how long it took.
+    last: Option<(Instant, Duration)>,
 }
 
+/// The share of the worker's time the rules may take at most (a look every 100 times its cost).
+const MAX_SHARE: u32 = 100;
+
 impl Evaluator {
+    /// Whether a look is due: at most one per 2 s, and at most 1/100 of the time.
+    pub fn due(&self) -> bool {
+        self.last
+            .is_none_or(|(at, cost)| at.elapsed() >= (cost * MAX_SHARE).max(Duration::from_secs(2)))
+    }
+
     /// Evaluates every rule for every connection with something to judge and records the
     /// verdicts (call in a transaction).
     pub fn evaluate(&mut self) {
+        let started = Instant::now();
+        self.judge_all();
+        self.last = Some((started, started.elapsed()));
+    }
+
+    fn judge_all(&mut self) {
         let t = Thresholds::read();
         crate::installation::check();
         let installation = crate::installation::id();

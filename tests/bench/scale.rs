@@ -91,13 +91,30 @@ fn one(n: i64, per_connection: i64) {
     // idle: nothing changes for a minute
     std::thread::sleep(Duration::from_secs(5));
     let cpu0 = worker_cpu_seconds(&env);
+    let capture0 = capture_cpu_seconds(&env);
     let idle = Duration::from_secs(60);
     std::thread::sleep(idle);
     let cpu = (worker_cpu_seconds(&env) - cpu0) / idle.as_secs_f64() * 100.0;
+    let capture = (capture_cpu_seconds(&env) - capture0) / idle.as_secs_f64() * 100.0;
+    println!("BENCH scale {n}: idle CPU of the capture worker alone {capture:.2}% of one core");
+    if std::env::var("BENCH_SCALE_EXPLAIN").is_ok() {
+        for sql in [
+            "SELECT count(*) FROM (SELECT * FROM integ.health) h",
+            "SELECT length(integ.metrics())",
+        ] {
+            for r in env
+                .db()
+                .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &[])
+                .expect("explain")
+            {
+                println!("BENCH scale explain: {}", r.get::<_, String>(0));
+            }
+        }
+    }
     let status = time_ms(&env, "SELECT count(*) FROM integ.status", 5);
     let health = time_ms(&env, "SELECT count(*) FROM (SELECT * FROM integ.health) h", 5);
     let metrics = time_ms(&env, "SELECT length(integ.metrics())", 5);
-    let size = env.scalar_i64("SELECT length(integ.metrics())");
+    let size = env.scalar_i64("SELECT length(integ.metrics())::bigint");
     let rss: Vec<String> = worker_rss_kib(&env)
         .iter()
         .map(|k| format!("{:.1} MB", *k as f64 / 1024.0))
@@ -130,4 +147,17 @@ fn worker_rss_kib(env: &Env) -> Vec<i64> {
                 .and_then(|v| v.parse().ok())
         })
         .collect()
+}
+
+/// CPU seconds of the capture worker alone (`worker_cpu_seconds` counts it too).
+fn capture_cpu_seconds(env: &Env) -> f64 {
+    let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .map(|s| {
+            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (tick(11) + tick(12)) / 100.0
+        })
+        .unwrap_or(0.0)
 }
