@@ -854,7 +854,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['connections', 'credential_store', 'listings', 'sync_jobs', 'sync_log', 'webhooks',
                              'order_lines', 'conflicts', 'alerts', 'authorizations', 'catalog_imports', 'remote_listings',
-                             'usage', 'health_buckets']
+                             'usage', 'health_buckets', 'health_windows']
     LOOP
         EXECUTE format('ALTER TABLE integ.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant_rows ON integ.%I USING (integ.tenant_visible(tenant_id))

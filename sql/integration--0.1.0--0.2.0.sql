@@ -809,14 +809,38 @@ CREATE TABLE integ.health_buckets (
 );
 CREATE INDEX health_buckets_by_start ON integ.health_buckets (width_s, start);
 
+-- What integ.health shows per connection and window (5m, 1h, 1d): the sums of the window's
+-- buckets, recomputed by the roll-up for the connections it counted rows of and those whose
+-- oldest bucket of a window left it, so integ.health reads one row per connection and window.
+CREATE TABLE integ.health_windows (
+    connection_id      bigint NOT NULL,
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    "window"           text NOT NULL CHECK ("window" IN ('5m', '1h', '1d')),
+    calls              bigint NOT NULL,
+    successes          bigint NOT NULL,
+    failures           bigint NOT NULL,
+    throttled          bigint NOT NULL,
+    pushes             bigint NOT NULL,
+    dead               bigint NOT NULL,
+    latency_ms         bigint[],
+    latency_max_ms     double precision,
+    webhooks_received  bigint NOT NULL,
+    webhooks_processed bigint NOT NULL,
+    webhook_ms_sum     double precision NOT NULL,
+    webhook_ms         bigint[],
+    PRIMARY KEY (connection_id, "window")
+);
+
 -- Where each roll-up stands: every row of `source` with an id up to `watermark` is counted,
 -- except the ids in integ.rollup_gaps (not visible yet when the watermark passed them).
 CREATE TABLE integ.rollup_state (
-    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks')),
+    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks', 'health_windows')),
     watermark  bigint NOT NULL DEFAULT 0,
     rolled_at  timestamptz
 );
-INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks');
+-- 'health_windows': when integ.health_windows were last brought up to date (NULL: recount all)
+INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks'), ('health_windows');
 
 -- Ids below a watermark that were not visible when it passed them: a transaction still in
 -- progress then (counted when it commits) or rolled back (forgotten once every transaction of
@@ -891,6 +915,10 @@ DECLARE
     w bigint;
     n bigint;
     total bigint := 0;
+    prev timestamptz;
+    touched bigint[];
+    more bigint[];
+    recount bigint[];
 BEGIN
     -- sync log
     SELECT watermark INTO w FROM integ.rollup_state WHERE source = 'sync_log' FOR UPDATE;
@@ -974,7 +1002,7 @@ BEGIN
                webhooks_processed = h.webhooks_processed + EXCLUDED.webhooks_processed,
                webhook_ms_sum = h.webhook_ms_sum + EXCLUDED.webhook_ms_sum,
                webhook_ms = integ.histogram_add(h.webhook_ms, EXCLUDED.webhook_ms)
-        RETURNING 1),
+        RETURNING h.connection_id),
     gaps AS (
         INSERT INTO integ.rollup_gaps (source, id, noted_xmax)
         SELECT 'sync_log', g, pg_snapshot_xmax(pg_current_snapshot())
@@ -987,7 +1015,7 @@ BEGIN
     moved AS (
         UPDATE integ.rollup_state SET watermark = greatest(w, (SELECT max(id) FROM r)), rolled_at = now()
          WHERE source = 'sync_log' RETURNING 1)
-    SELECT count(*) INTO n FROM r;
+    SELECT (SELECT count(*) FROM r), (SELECT array_agg(DISTINCT h.connection_id) FROM h) INTO n, touched;
     total := total + n;
 
     -- webhook deliveries received (each row is inserted once with its final status)
@@ -1023,7 +1051,7 @@ BEGIN
          GROUP BY r.connection_id, b.width_s, 5
         ON CONFLICT (connection_id, width_s, start) DO UPDATE
            SET webhooks_received = h.webhooks_received + EXCLUDED.webhooks_received
-        RETURNING 1),
+        RETURNING h.connection_id),
     gaps AS (
         INSERT INTO integ.rollup_gaps (source, id, noted_xmax)
         SELECT 'webhooks', g, pg_snapshot_xmax(pg_current_snapshot())
@@ -1036,7 +1064,7 @@ BEGIN
     moved AS (
         UPDATE integ.rollup_state SET watermark = greatest(w, (SELECT max(id) FROM r)), rolled_at = now()
          WHERE source = 'webhooks' RETURNING 1)
-    SELECT count(*) INTO n FROM r;
+    SELECT (SELECT count(*) FROM r), (SELECT array_agg(DISTINCT h.connection_id) FROM h) INTO n, more;
     total := total + n;
 
     -- import calls: each import's calls since the last step, counted in this hour
@@ -1055,6 +1083,55 @@ BEGIN
     DELETE FROM integ.health_buckets
      WHERE (width_s = 10 AND start < now() - interval '15 minutes')
         OR (width_s = 60 AND start < now() - interval '2 hours') OR (width_s = 3600 AND start < now() - interval '2 days');
+
+    -- integ.health's windows, recomputed where they changed: connections counted now, and
+    -- those with a bucket that left a window since the last time (all of them the first time,
+    -- and after a backlog, which is counted in full batches without recomputing)
+    SELECT rolled_at INTO prev FROM integ.rollup_state WHERE source = 'health_windows' FOR UPDATE;
+    IF total >= p_limit THEN
+        UPDATE integ.rollup_state SET rolled_at = NULL WHERE source = 'health_windows';
+        RETURN total;
+    END IF;
+    UPDATE integ.rollup_state SET rolled_at = now() WHERE source = 'health_windows';
+    IF prev IS NULL THEN
+        SELECT array_agg(DISTINCT b.connection_id) INTO recount FROM integ.health_buckets b;
+    ELSE
+        -- each window's leaving buckets by index range (usually none: a minute boundary passed)
+        SELECT array_agg(DISTINCT c) INTO recount FROM (
+            SELECT unnest(coalesce(touched, '{}') || coalesce(more, '{}')) AS c
+            UNION ALL
+            SELECT b.connection_id FROM integ.health_buckets b
+             WHERE b.width_s = 60 AND b.start < date_trunc('minute', now() - interval '5 minutes')
+               AND b.start >= date_trunc('minute', prev - interval '5 minutes')
+            UNION ALL
+            SELECT b.connection_id FROM integ.health_buckets b
+             WHERE b.width_s = 60 AND b.start < date_trunc('minute', now() - interval '1 hour')
+               AND b.start >= date_trunc('minute', prev - interval '1 hour')
+            UNION ALL
+            SELECT b.connection_id FROM integ.health_buckets b
+             WHERE b.width_s = 3600 AND b.start < date_trunc('hour', now() - interval '1 day')
+               AND b.start >= date_trunc('hour', prev - interval '1 day')) x;
+    END IF;
+    IF recount IS NOT NULL THEN
+        DELETE FROM integ.health_windows hw WHERE hw.connection_id = ANY (recount);
+        INSERT INTO integ.health_windows
+        SELECT h.connection_id, min(h.tenant_id), min(h.marketplace), h.name, sum(h.calls), sum(h.successes),
+               sum(h.failures), sum(h.throttled), sum(h.pushes), sum(h.dead), integ.histogram_sum(h.latency_ms),
+               max(h.latency_max_ms), sum(h.webhooks_received), sum(h.webhooks_processed), sum(h.webhook_ms_sum),
+               integ.histogram_sum(h.webhook_ms)
+          FROM (SELECT '5m'::text AS name, b.* FROM integ.health_buckets b
+                 WHERE b.connection_id = ANY (recount) AND b.width_s = 60
+                   AND b.start >= date_trunc('minute', now() - interval '5 minutes')
+                UNION ALL
+                SELECT '1h', b.* FROM integ.health_buckets b
+                 WHERE b.connection_id = ANY (recount) AND b.width_s = 60
+                   AND b.start >= date_trunc('minute', now() - interval '1 hour')
+                UNION ALL
+                SELECT '1d', b.* FROM integ.health_buckets b
+                 WHERE b.connection_id = ANY (recount) AND b.width_s = 3600
+                   AND b.start >= date_trunc('hour', now() - interval '1 day')) h
+         GROUP BY h.connection_id, h.name;
+    END IF;
     RETURN total;
 END
 $$;
@@ -1122,25 +1199,15 @@ REVOKE ALL ON FUNCTION integ.roll_up(integer), integ.prune_sync_log(interval, in
 
 -- Per connection and window (5m, 1h, 1d): calls and their outcomes, API latency, pushes,
 -- webhooks and their processing time (receipt to applied), dead jobs, and the backlog with the
--- time it needs at the last 5 minutes' rate. Reads the roll-up's buckets, never the sync log.
+-- time it needs at the last 5 minutes' rate. Reads the windows the roll-up keeps, never the
+-- sync log.
 CREATE VIEW integ.health AS
 WITH w(name) AS (VALUES ('5m'), ('1h'), ('1d')),
-h AS (  -- each window's buckets, by index range
-    SELECT '5m'::text AS name, h.* FROM integ.health_buckets h
-     WHERE h.width_s = 60 AND h.start >= date_trunc('minute', now() - interval '5 minutes')
-    UNION ALL
-    SELECT '1h', h.* FROM integ.health_buckets h
-     WHERE h.width_s = 60 AND h.start >= date_trunc('minute', now() - interval '1 hour')
-    UNION ALL
-    SELECT '1d', h.* FROM integ.health_buckets h
-     WHERE h.width_s = 3600 AND h.start >= date_trunc('hour', now() - interval '1 day')),
-b AS (
-    SELECT h.name, h.connection_id, sum(h.calls) AS calls, sum(h.successes) AS successes,
-           sum(h.failures) AS failures, sum(h.throttled) AS throttled, sum(h.pushes) AS pushes,
-           sum(h.dead) AS dead, integ.histogram_sum(h.latency_ms) AS latency, max(h.latency_max_ms) AS latency_max,
-           sum(h.webhooks_received) AS webhooks_received, sum(h.webhooks_processed) AS webhooks_processed,
-           sum(h.webhook_ms_sum) AS webhook_ms_sum, integ.histogram_sum(h.webhook_ms) AS webhook_ms
-      FROM h GROUP BY h.name, h.connection_id),
+b AS (  -- kept by the roll-up
+    SELECT hw."window" AS name, hw.connection_id, hw.calls, hw.successes, hw.failures, hw.throttled, hw.pushes,
+           hw.dead, hw.latency_ms AS latency, hw.latency_max_ms AS latency_max, hw.webhooks_received,
+           hw.webhooks_processed, hw.webhook_ms_sum, hw.webhook_ms
+      FROM integ.health_windows hw),
 q AS (
     SELECT j.connection_id, count(*) AS backlog, min(j.created_at) AS oldest
       FROM integ.sync_jobs j
@@ -1365,10 +1432,13 @@ REVOKE ALL ON FUNCTION integ.scoped_listings(text, text, text) FROM PUBLIC;
 
 ALTER TABLE integ.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON integ.usage USING (integ.tenant_visible(tenant_id)) WITH CHECK (integ.tenant_visible(tenant_id));
+ALTER TABLE integ.health_windows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON integ.health_windows USING (integ.tenant_visible(tenant_id))
+    WITH CHECK (integ.tenant_visible(tenant_id));
 ALTER TABLE integ.health_buckets ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON integ.health_buckets USING (integ.tenant_visible(tenant_id))
     WITH CHECK (integ.tenant_visible(tenant_id));
-REVOKE ALL ON integ.usage, integ.health_buckets, integ.rollup_state, integ.rollup_gaps, integ.health FROM PUBLIC;
+REVOKE ALL ON integ.usage, integ.health_buckets, integ.health_windows, integ.rollup_state, integ.rollup_gaps, integ.health FROM PUBLIC;
 GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
 REVOKE ALL ON FUNCTION integ.histogram_add(bigint[], bigint[]), integ.histogram_bounds_ms(),
     integ.histogram_count(bigint[], double precision), integ.histogram_quantile(bigint[], double precision, double precision),

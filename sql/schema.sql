@@ -423,14 +423,38 @@ CREATE TABLE integ.health_buckets (
 );
 CREATE INDEX health_buckets_by_start ON integ.health_buckets (width_s, start);
 
+-- What integ.health shows per connection and window (5m, 1h, 1d): the sums of the window's
+-- buckets, recomputed by the roll-up for the connections it counted rows of and those whose
+-- oldest bucket of a window left it, so integ.health reads one row per connection and window.
+CREATE TABLE integ.health_windows (
+    connection_id      bigint NOT NULL,
+    tenant_id          text NOT NULL,
+    marketplace        text NOT NULL,
+    "window"           text NOT NULL CHECK ("window" IN ('5m', '1h', '1d')),
+    calls              bigint NOT NULL,
+    successes          bigint NOT NULL,
+    failures           bigint NOT NULL,
+    throttled          bigint NOT NULL,
+    pushes             bigint NOT NULL,
+    dead               bigint NOT NULL,
+    latency_ms         bigint[],
+    latency_max_ms     double precision,
+    webhooks_received  bigint NOT NULL,
+    webhooks_processed bigint NOT NULL,
+    webhook_ms_sum     double precision NOT NULL,
+    webhook_ms         bigint[],
+    PRIMARY KEY (connection_id, "window")
+);
+
 -- Where each roll-up stands: every row of `source` with an id up to `watermark` is counted,
 -- except the ids in integ.rollup_gaps (not visible yet when the watermark passed them).
 CREATE TABLE integ.rollup_state (
-    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks')),
+    source     text PRIMARY KEY CHECK (source IN ('sync_log', 'webhooks', 'health_windows')),
     watermark  bigint NOT NULL DEFAULT 0,
     rolled_at  timestamptz
 );
-INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks');
+-- 'health_windows': when integ.health_windows were last brought up to date (NULL: recount all)
+INSERT INTO integ.rollup_state (source) VALUES ('sync_log'), ('webhooks'), ('health_windows');
 
 -- Ids below a watermark that were not visible when it passed them: a transaction still in
 -- progress then (counted when it commits) or rolled back (forgotten once every transaction of

@@ -10,7 +10,8 @@ fn wait_rolled_up(env: &Env) {
     env.wait_for(20, "the roll-up to count every row", || {
         env.scalar_i64(
             "SELECT count(*) FROM integ.rollup_state s
-              WHERE s.watermark < coalesce(CASE s.source WHEN 'sync_log' THEN (SELECT max(id) FROM integ.sync_log)
+              WHERE s.source IN ('sync_log', 'webhooks')
+                AND s.watermark < coalesce(CASE s.source WHEN 'sync_log' THEN (SELECT max(id) FROM integ.sync_log)
                                                           ELSE (SELECT max(id) FROM integ.webhooks) END, 0)",
         ) == 0
             // a gap whose row exists is a transaction committed after the watermark passed it;

@@ -139,6 +139,9 @@ impl Collector for Snapshot {
             for r in &self.rows {
                 let (h, sum) = pick(r);
                 let (b, count) = buckets(h);
+                if count == 0 {
+                    continue; // nothing observed yet: no series (the exposition stays small)
+                }
                 m.encode_family(&labels(r))?
                     .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &b, None)?;
             }
