@@ -28,6 +28,13 @@ fn session(env: &Env) -> Client {
     env.pg.client()
 }
 
+/// Whether the capture worker is waiting for a row or transaction lock.
+fn capture_waits_on_a_lock(env: &Env) -> bool {
+    env.scalar_i64(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
+    ) == 1
+}
+
 /// `n` synced listings, with capture by message running.
 fn capturing(env: &Env, n: usize) -> Vec<(String, String)> {
     let ls = env.listings(n);
@@ -298,9 +305,7 @@ fn a_change_applied_while_its_job_is_being_claimed_still_arrives() {
         )
         .unwrap();
     env.wait_for(10, "the capture's apply to wait for the blocker's job", || {
-        env.scalar_i64(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
-        ) == 1
+        capture_waits_on_a_lock(&env)
     });
     // the worker claims the pending job now and reads the listing before the apply commits
     env.db()
@@ -361,9 +366,7 @@ fn a_change_applied_after_its_pending_job_was_claimed_and_recorded_is_pushed() {
         ))
         .unwrap();
     env.wait_for(10, "the capture's apply to wait for the held listing", || {
-        env.scalar_i64(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'integration capture' AND wait_event_type = 'Lock'",
-        ) == 1
+        capture_waits_on_a_lock(&env)
     });
     // the worker claims the job, finds the marketplace holding 5, and records that
     env.db()

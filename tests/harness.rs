@@ -781,16 +781,20 @@ pub fn worker_cpu_seconds(env: &Env) -> f64 {
         .iter()
         .map(|r| r.get(0))
         .collect();
+    pids.iter().map(|p| process_cpu_seconds(*p)).sum()
+}
+
+/// User plus system CPU seconds of a process (`/proc/<pid>/stat`; 0 when it is gone).
+pub fn process_cpu_seconds(pid: i32) -> f64 {
     let tick = 100.0; // USER_HZ
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
             let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
             let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
             (ut + st) / tick
         })
-        .sum()
+        .unwrap_or(0.0)
 }
 
 pub fn tail(s: &str, lines: usize) -> String {

@@ -546,7 +546,7 @@ fn fairness() {
 
 /// Each worker's private memory (RssAnon, KiB): VmRSS also counts the shared buffers a worker
 /// has touched, which are the cluster's, not the worker's.
-fn worker_rss_kib(env: &Env) -> Vec<i64> {
+pub(crate) fn worker_rss_kib(env: &Env) -> Vec<i64> {
     let pids: Vec<i32> = env
         .db()
         .query(

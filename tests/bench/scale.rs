@@ -4,6 +4,7 @@
 //! `integ.status`, `integ.health` and `integ.metrics()`, and each worker's memory, at each size.
 //! `BENCH_SCALE_SIZES=100,1000` picks the sizes; `BENCH_SCALE_LOG_ROWS` the rows per connection.
 
+use crate::worker_rss_kib;
 use e2e::*;
 use std::time::{Duration, Instant};
 
@@ -126,38 +127,8 @@ fn one(n: i64, per_connection: i64) {
     );
 }
 
-/// Each worker's private memory (RssAnon, KiB).
-fn worker_rss_kib(env: &Env) -> Vec<i64> {
-    let pids: Vec<i32> = env
-        .db()
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'integration worker' ORDER BY pid",
-            &[],
-        )
-        .expect("workers")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .collect()
-}
-
 /// CPU seconds of the capture worker alone (`worker_cpu_seconds` counts it too).
 fn capture_cpu_seconds(env: &Env) -> f64 {
     let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .map(|s| {
-            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            (tick(11) + tick(12)) / 100.0
-        })
-        .unwrap_or(0.0)
+    process_cpu_seconds(pid as i32)
 }
