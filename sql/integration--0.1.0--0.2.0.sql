@@ -935,23 +935,10 @@ BEGIN
                CASE WHEN l.outcome = 'throttled' OR l.http_status = 429 THEN l.calls ELSE 0 END AS throttled,
                l.operation IN ('push', 'price') AND l.outcome IN ('success', 'mismatch') AS pushed,
                l.operation IN ('webhook', 'order') AS delivery
-          FROM (SELECT x.id FROM integ.sync_log x WHERE x.id > w ORDER BY x.id LIMIT p_limit) f
-          JOIN integ.sync_log l ON l.id = f.id
-        UNION ALL
-        SELECT l.id, l.at, l.tenant_id, l.marketplace, l.connection_id, l.operation, l.outcome, l.calls,
-               l.latency_ms,
-               CASE WHEN l.operation = 'reconcile'
-                    THEN l.calls - least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
-                    WHEN l.outcome IN ('success', 'mismatch') THEN l.calls ELSE 0 END,
-               CASE WHEN l.operation = 'reconcile'
-                    THEN least(l.calls, coalesce(integ.json_count(l.error, 'errors'), 0))
-                    WHEN l.outcome IN ('retry', 'dead', 'failed') AND l.http_status IS DISTINCT FROM 429 THEN l.calls
-                    ELSE 0 END,
-               CASE WHEN l.outcome = 'throttled' OR l.http_status = 429 THEN l.calls ELSE 0 END,
-               l.operation IN ('push', 'price') AND l.outcome IN ('success', 'mismatch'),
-               l.operation IN ('webhook', 'order')
-          FROM integ.rollup_gaps g JOIN integ.sync_log l ON l.id = g.id
-         WHERE g.source = 'sync_log' AND g.id <= w),
+          FROM ((SELECT x.id FROM integ.sync_log x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
+                UNION ALL  -- rows of earlier gaps that became visible
+                SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'sync_log' AND g.id <= w) f
+          JOIN integ.sync_log l ON l.id = f.id),
     u AS (
         INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, push_calls, read_calls, token_calls,
                                       order_fetch_calls, pushes, failures, throttled, orders_applied)
@@ -1022,12 +1009,10 @@ BEGIN
     SELECT watermark INTO w FROM integ.rollup_state WHERE source = 'webhooks' FOR UPDATE;
     WITH r AS MATERIALIZED (
         SELECT d.id, d.received_at, d.tenant_id, d.marketplace, d.connection_id, d.status
-          FROM (SELECT x.id FROM integ.webhooks x WHERE x.id > w ORDER BY x.id LIMIT p_limit) f
-          JOIN integ.webhooks d ON d.id = f.id
-        UNION ALL
-        SELECT d.id, d.received_at, d.tenant_id, d.marketplace, d.connection_id, d.status
-          FROM integ.rollup_gaps g JOIN integ.webhooks d ON d.id = g.id
-         WHERE g.source = 'webhooks' AND g.id <= w),
+          FROM ((SELECT x.id FROM integ.webhooks x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
+                UNION ALL
+                SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'webhooks' AND g.id <= w) f
+          JOIN integ.webhooks d ON d.id = f.id),
     u AS (
         INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, webhooks_received, webhooks_accepted,
                                       webhooks_duplicate, webhooks_rejected)
