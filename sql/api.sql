@@ -367,7 +367,8 @@ LEFT JOIN LATERAL (
            count(*) FILTER (WHERE j.state = 'dead') AS dead,
            min(j.created_at) FILTER (WHERE j.state = 'pending') AS oldest_pending
     FROM integ.sync_jobs j
-    WHERE j.connection_id = c.id AND j.state <> 'done'
+    -- three probes of (connection_id, state): a finished job is never read
+    WHERE j.connection_id = c.id AND j.state IN ('pending', 'in_flight', 'dead')
 ) q ON true
 WHERE integ.tenant_visible(c.tenant_id);
 
@@ -460,6 +461,18 @@ SELECT CASE WHEN c.by_message THEN 'message' ELSE 'table' END AS mode,
        c.messages_applied
   FROM integ.capture_counters() c
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = 'integ_capture';
+
+-- What a readiness probe (the gateway's /readyz) needs to know, without reading other roles'
+-- sessions: how many of the extension's workers run, whether the capture runs, and how much WAL
+-- it has not applied yet.
+CREATE FUNCTION integ.readiness(OUT workers integer, OUT capture_running boolean, OUT capture_unread_bytes bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT count(*)::integer FROM pg_stat_activity WHERE backend_type = 'integration worker'),
+           EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'integration capture'),
+           (SELECT c.unread_bytes FROM integ.capture c)
+$$;
+REVOKE ALL ON FUNCTION integ.readiness() FROM PUBLIC;
 
 -- ---- Catalog: imports, remote listings, linking by SKU -----------------------------------------
 
@@ -864,7 +877,8 @@ END
 $$;
 
 -- Operations (operations.sql)
-GRANT SELECT ON integ.health, integ.usage TO integ_operator, integ_application;
+GRANT SELECT ON integ.health, integ.usage, integ.health_buckets TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.readiness() TO integ_operator, integ_application;
 GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), integ.metrics(),
     integ.hold(text, text, text), integ.release(text, text, text), integ.revert(text, timestamptz, text, boolean),
     -- integ.health calls them

@@ -133,15 +133,21 @@ BEGIN
                webhooks_rejected = u.webhooks_rejected + EXCLUDED.webhooks_rejected
         RETURNING 1),
     h AS (
-        INSERT INTO integ.health_buckets AS h (connection_id, tenant_id, marketplace, width_s, start, webhooks_received)
+        INSERT INTO integ.health_buckets AS h (connection_id, tenant_id, marketplace, width_s, start, webhooks_received,
+                                               webhooks_accepted, webhooks_duplicate, webhooks_rejected)
         SELECT r.connection_id, min(r.tenant_id), min(r.marketplace), b.width_s,
-               to_timestamp(coalesce(floor(extract(epoch FROM r.received_at) / nullif(b.width_s, 0)) * b.width_s, 0)), count(*)
+               to_timestamp(coalesce(floor(extract(epoch FROM r.received_at) / nullif(b.width_s, 0)) * b.width_s, 0)), count(*),
+               count(*) FILTER (WHERE r.status = 'accepted'), count(*) FILTER (WHERE r.status = 'duplicate'),
+               count(*) FILTER (WHERE r.status = 'rejected')
           FROM r JOIN (VALUES (0, NULL), (10, interval '15 minutes'), (60, interval '2 hours'), (3600, interval '2 days'))
                       AS b(width_s, kept) ON b.kept IS NULL OR r.received_at >= now() - b.kept
          WHERE r.connection_id IS NOT NULL AND r.tenant_id IS NOT NULL
          GROUP BY r.connection_id, b.width_s, 5
         ON CONFLICT (connection_id, width_s, start) DO UPDATE
-           SET webhooks_received = h.webhooks_received + EXCLUDED.webhooks_received
+           SET webhooks_received = h.webhooks_received + EXCLUDED.webhooks_received,
+               webhooks_accepted = h.webhooks_accepted + EXCLUDED.webhooks_accepted,
+               webhooks_duplicate = h.webhooks_duplicate + EXCLUDED.webhooks_duplicate,
+               webhooks_rejected = h.webhooks_rejected + EXCLUDED.webhooks_rejected
         RETURNING h.connection_id),
     gaps AS (
         INSERT INTO integ.rollup_gaps (source, id, noted_xmax)
@@ -175,33 +181,67 @@ BEGIN
      WHERE (width_s = 10 AND start < now() - interval '15 minutes')
         OR (width_s = 60 AND start < now() - interval '2 hours') OR (width_s = 3600 AND start < now() - interval '2 days');
 
-    -- integ.health's windows, recomputed where they changed: connections counted now, and
-    -- those with a bucket that left a window since the last time (all of them the first time,
-    -- and after a backlog, which is counted in full batches without recomputing)
+    -- integ.health's windows, kept up to date where they changed: buckets that left a window
+    -- since the last time come off it; connections counted now, and windows whose largest
+    -- latency left (a maximum cannot be taken back), are recomputed from their buckets (all of
+    -- them the first time, and after a backlog, which is counted in full batches)
     SELECT rolled_at INTO prev FROM integ.rollup_state WHERE source = 'health_windows' FOR UPDATE;
     IF total >= p_limit THEN
         UPDATE integ.rollup_state SET rolled_at = NULL WHERE source = 'health_windows';
         RETURN total;
     END IF;
     UPDATE integ.rollup_state SET rolled_at = now() WHERE source = 'health_windows';
-    IF prev IS NULL THEN
+    IF prev IS NULL OR prev < now() - interval '1 hour' THEN
+        -- (after an hour away, buckets that left a window may have been deleted already)
         SELECT array_agg(DISTINCT b.connection_id) INTO recount FROM integ.health_buckets b;
     ELSE
+        recount := coalesce(touched, '{}') || coalesce(more, '{}');
         -- each window's leaving buckets by index range (usually none: a minute boundary passed)
-        SELECT array_agg(DISTINCT c) INTO recount FROM (
-            SELECT unnest(coalesce(touched, '{}') || coalesce(more, '{}')) AS c
-            UNION ALL
-            SELECT b.connection_id FROM integ.health_buckets b
+        WITH leaving AS (
+            SELECT '5m'::text AS name, b.* FROM integ.health_buckets b
              WHERE b.width_s = 60 AND b.start < date_trunc('minute', now() - interval '5 minutes')
                AND b.start >= date_trunc('minute', prev - interval '5 minutes')
             UNION ALL
-            SELECT b.connection_id FROM integ.health_buckets b
+            SELECT '1h', b.* FROM integ.health_buckets b
              WHERE b.width_s = 60 AND b.start < date_trunc('minute', now() - interval '1 hour')
                AND b.start >= date_trunc('minute', prev - interval '1 hour')
             UNION ALL
-            SELECT b.connection_id FROM integ.health_buckets b
+            SELECT '1d', b.* FROM integ.health_buckets b
              WHERE b.width_s = 3600 AND b.start < date_trunc('hour', now() - interval '1 day')
-               AND b.start >= date_trunc('hour', prev - interval '1 day')) x;
+               AND b.start >= date_trunc('hour', prev - interval '1 day')),
+        gone AS (
+            SELECT l.connection_id, l.name, sum(l.calls) AS calls, sum(l.successes) AS successes,
+                   sum(l.failures) AS failures, sum(l.throttled) AS throttled, sum(l.pushes) AS pushes,
+                   sum(l.dead) AS dead, integ.histogram_sum(l.latency_ms) AS latency_ms,
+                   max(l.latency_max_ms) AS latency_max_ms, sum(l.webhooks_received) AS webhooks_received,
+                   sum(l.webhooks_processed) AS webhooks_processed, sum(l.webhook_ms_sum) AS webhook_ms_sum,
+                   integ.histogram_sum(l.webhook_ms) AS webhook_ms
+              FROM leaving l WHERE l.connection_id <> ALL (recount) GROUP BY 1, 2),
+        taken AS (
+            UPDATE integ.health_windows hw
+               SET calls = hw.calls - g.calls, successes = hw.successes - g.successes,
+                   failures = hw.failures - g.failures, throttled = hw.throttled - g.throttled,
+                   pushes = hw.pushes - g.pushes, dead = hw.dead - g.dead,
+                   latency_ms = CASE WHEN g.latency_ms IS NULL THEN hw.latency_ms ELSE
+                       ARRAY(SELECT coalesce(u.a, 0) - coalesce(u.b, 0)
+                               FROM unnest(hw.latency_ms, g.latency_ms) WITH ORDINALITY u(a, b, i) ORDER BY u.i) END,
+                   webhooks_received = hw.webhooks_received - g.webhooks_received,
+                   webhooks_processed = hw.webhooks_processed - g.webhooks_processed,
+                   webhook_ms_sum = hw.webhook_ms_sum - g.webhook_ms_sum,
+                   webhook_ms = CASE WHEN g.webhook_ms IS NULL THEN hw.webhook_ms ELSE
+                       ARRAY(SELECT coalesce(u.a, 0) - coalesce(u.b, 0)
+                               FROM unnest(hw.webhook_ms, g.webhook_ms) WITH ORDINALITY u(a, b, i) ORDER BY u.i) END
+              FROM gone g
+             WHERE hw.connection_id = g.connection_id AND hw."window" = g.name
+               AND (g.latency_max_ms IS NULL OR g.latency_max_ms < hw.latency_max_ms)
+            RETURNING 1)
+        SELECT recount || coalesce(array_agg(DISTINCT g.connection_id), '{}') INTO recount
+          FROM gone g JOIN integ.health_windows hw ON hw.connection_id = g.connection_id AND hw."window" = g.name
+         WHERE g.latency_max_ms >= hw.latency_max_ms OR (g.latency_max_ms IS NOT NULL AND hw.latency_max_ms IS NULL);
+        recount := ARRAY(SELECT DISTINCT unnest(recount));
+        IF cardinality(recount) = 0 THEN
+            recount := NULL;
+        END IF;
     END IF;
     IF recount IS NOT NULL THEN
         DELETE FROM integ.health_windows hw WHERE hw.connection_id = ANY (recount);
@@ -285,6 +325,10 @@ BEGIN
     END LOOP;
 END
 $$;
+-- One row per connection: with thousands, the planner's costs pass jit_above_cost, and compiling
+-- the plan took longer than running it.
+ALTER FUNCTION integ.metrics() SET jit = off;
+
 REVOKE ALL ON FUNCTION integ.roll_up(integer), integ.prune_sync_log(interval, integer),
     integ.apply_alert_verdicts(bigint[], text[], text[], text[], boolean[], text[], interval) FROM PUBLIC;
 

@@ -113,6 +113,8 @@ CREATE INDEX sync_jobs_recheck ON integ.sync_jobs (id) WHERE recheck;
 CREATE UNIQUE INDEX sync_jobs_one_pending ON integ.sync_jobs (listing_id) WHERE state = 'pending';
 CREATE UNIQUE INDEX sync_jobs_one_in_flight ON integ.sync_jobs (listing_id) WHERE state = 'in_flight';
 CREATE INDEX sync_jobs_due ON integ.sync_jobs (connection_id, next_attempt_at) WHERE state = 'pending';
+-- dead jobs per connection without reading the others (integ.metrics)
+CREATE INDEX sync_jobs_dead ON integ.sync_jobs (connection_id) WHERE state = 'dead';
 CREATE INDEX sync_jobs_by_connection ON integ.sync_jobs (connection_id, state);
 CREATE INDEX sync_jobs_done ON integ.sync_jobs (updated_at) WHERE state = 'done';
 
@@ -416,6 +418,9 @@ CREATE TABLE integ.health_buckets (
     latency_max_ms     double precision,
     latency_ms_sum     double precision NOT NULL DEFAULT 0,
     webhooks_received  bigint NOT NULL DEFAULT 0,
+    webhooks_accepted  bigint NOT NULL DEFAULT 0,
+    webhooks_duplicate bigint NOT NULL DEFAULT 0,
+    webhooks_rejected  bigint NOT NULL DEFAULT 0,
     webhooks_processed bigint NOT NULL DEFAULT 0,
     webhook_ms_sum     double precision NOT NULL DEFAULT 0,
     webhook_ms         bigint[],

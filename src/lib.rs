@@ -38,7 +38,14 @@ extension_sql_file!("../sql/api.sql", name = "api", finalize);
 extension_sql_file!(
     "../sql/operations.sql",
     name = "operations",
-    requires = ["api", histogram_count, histogram_add, histogram_quantile, json_count]
+    requires = [
+        "api",
+        histogram_count,
+        histogram_add,
+        histogram_quantile,
+        json_count,
+        metrics
+    ]
 );
 
 #[pg_guard]

@@ -513,3 +513,81 @@ fn a_bad_bulk_change_is_reverted_held_and_released_in_sync() {
     assert!(refused("SELECT integ.release('acme', NULL, 'no-such')").contains("is not mapped"));
     assert!(refused("SELECT integ.revert('acme', NULL)").contains("are required"));
 }
+
+/// How many rows of `integ.health_windows` differ from their windows recomputed from the buckets
+/// now, and which ("0 " when none).
+const WINDOWS_OFF_THEIR_BUCKETS: &str = "
+    WITH e AS (
+        SELECT h.connection_id, h.name, sum(h.calls) AS calls, sum(h.successes) AS successes,
+               sum(h.failures) AS failures, sum(h.pushes) AS pushes, integ.histogram_sum(h.latency_ms) AS latency_ms,
+               max(h.latency_max_ms) AS latency_max_ms
+          FROM (SELECT '5m'::text AS name, b.* FROM integ.health_buckets b
+                 WHERE b.width_s = 60 AND b.start >= date_trunc('minute', now() - interval '5 minutes')
+                UNION ALL
+                SELECT '1h', b.* FROM integ.health_buckets b
+                 WHERE b.width_s = 60 AND b.start >= date_trunc('minute', now() - interval '1 hour')
+                UNION ALL
+                SELECT '1d', b.* FROM integ.health_buckets b
+                 WHERE b.width_s = 3600 AND b.start >= date_trunc('hour', now() - interval '1 day')) h
+         GROUP BY 1, 2)
+    SELECT count(*)::bigint || ' ' || coalesce(string_agg(concat_ws(' ', e.connection_id, e.name, e.calls, e.latency_ms, e.latency_max_ms,
+                                                          w.connection_id, w.\"window\", w.calls, w.latency_ms, w.latency_max_ms), '; '), '')
+      FROM e FULL JOIN integ.health_windows w ON w.connection_id = e.connection_id AND w.\"window\" = e.name
+     WHERE coalesce(w.calls, 0) <> coalesce(e.calls, 0) OR coalesce(w.successes, 0) <> coalesce(e.successes, 0)
+        OR coalesce(w.failures, 0) <> coalesce(e.failures, 0) OR coalesce(w.pushes, 0) <> coalesce(e.pushes, 0)
+        OR integ.histogram_add(w.latency_ms, array_fill(0::bigint, ARRAY[12]))
+           IS DISTINCT FROM integ.histogram_add(e.latency_ms, array_fill(0::bigint, ARRAY[12]))
+        OR (e.calls > 0 AND w.latency_max_ms IS DISTINCT FROM e.latency_max_ms)";
+
+#[test]
+fn health_windows_lose_the_buckets_that_leave_them_as_a_recount_would() {
+    let mut env = Env::new("ops-windows");
+    env.add_tenant("beta", SELLER + 1, json!({}));
+    // per connection: calls that leave the 5-minute and the 1-hour window within 20-80 s, and
+    // calls that stay; acme's slowest call leaves (its window is recounted), beta's stays (the
+    // leaving buckets are taken off)
+    env.db()
+        .batch_execute(
+            "INSERT INTO integ.sync_log (at, tenant_id, marketplace, connection_id, operation, outcome, stock,
+                                         http_status, latency_ms, calls)
+             SELECT now() - x.age, c.tenant_id, 'mercadolibre', c.id, 'push', x.outcome, 5, x.status,
+                    CASE WHEN c.tenant_id = 'acme' THEN x.acme_ms ELSE x.beta_ms END, 1
+               FROM integ.connections c,
+                    (VALUES (interval '4 minutes 40 seconds', 'success', 200, 900.0, 20.0),
+                            (interval '4 minutes 40 seconds', 'retry', 503, 30.0, 30.0),
+                            (interval '59 minutes 40 seconds', 'success', 200, 700.0, 40.0),
+                            (interval '1 minute', 'success', 200, 50.0, 800.0),
+                            (interval '30 minutes', 'success', 200, 60.0, 70.0)) x(age, outcome, status, acme_ms, beta_ms)",
+        )
+        .expect("sync log");
+    wait_rolled_up(&env);
+    let calls = |window: &str| {
+        env.scalar_i64(&format!(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM integ.health WHERE \"window\" = '{window}'"
+        ))
+    };
+    assert_eq!((calls("5m"), calls("1h"), calls("1d")), (6, 10, 10));
+    assert_eq!(env.scalar_text(WINDOWS_OFF_THEIR_BUCKETS), "0 ");
+    env.wait_for(
+        150,
+        "the oldest calls to leave the 5-minute and the 1-hour windows",
+        || calls("5m") == 2 && calls("1h") == 8,
+    );
+    assert_eq!(
+        env.scalar_text(WINDOWS_OFF_THEIR_BUCKETS),
+        "0 ",
+        "windows differ from a recount"
+    );
+    let max = |tenant: &str| {
+        env.scalar_text(&format!(
+            "SELECT coalesce(latency_max_ms::bigint::text, 'none') FROM integ.health
+              WHERE tenant_id = '{tenant}' AND \"window\" = '5m'"
+        ))
+    };
+    assert_eq!(
+        (max("acme"), max("beta")),
+        ("50".to_string(), "800".to_string()),
+        "{}",
+        env.scalar_text("SELECT string_agg(h::text, E'\n') FROM integ.health h")
+    );
+}

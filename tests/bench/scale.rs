@@ -2,7 +2,8 @@
 //! mostly idle, and a sync log of 1,000 rows per connection spread over the last day (10 million
 //! at 10,000 connections) rolled up into health: the workers' idle CPU, the time of
 //! `integ.status`, `integ.health` and `integ.metrics()`, and each worker's memory, at each size.
-//! `BENCH_SCALE_SIZES=100,1000` picks the sizes; `BENCH_SCALE_LOG_ROWS` the rows per connection.
+//! `BENCH_SCALE_SIZES=100,1000` picks the sizes; `BENCH_SCALE_LOG_ROWS` the rows per connection;
+//! `BENCH_SCALE_HOLD=<seconds>` keeps each cluster up afterwards (for a profiler or psql).
 
 use crate::worker_rss_kib;
 use e2e::*;
@@ -23,12 +24,13 @@ pub fn scale() {
     }
 }
 
-/// The median of `runs` timings of `sql`, in ms.
+/// The median of `runs` timings of `sql`, in ms: every row fetched, as a client reads them.
 fn time_ms(env: &Env, sql: &str, runs: usize) -> f64 {
     let mut ms: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
-            env.db().batch_execute(sql).expect(sql);
+            let rows = env.db().query(sql, &[]).expect(sql);
+            assert!(!rows.is_empty(), "{sql}: no rows");
             start.elapsed().as_secs_f64() * 1000.0
         })
         .collect();
@@ -51,13 +53,21 @@ fn one(n: i64, per_connection: i64) {
                                         'refresh_token', 'TG-' || i, 'expires_in', 315360000, 'user_id', 700000 + i),
                      jsonb_build_object('base_url', '{base}')))
                FROM generate_series(1, {n}) i;
-             INSERT INTO inventory SELECT 't' || i, 'p-' || k, 5 FROM generate_series(1, {n}) i, generate_series(0, 99) k;
-             INSERT INTO integ.listings (connection_id, tenant_id, marketplace, product_id, external_id, desired_stock,
+             INSERT INTO inventory SELECT 't' || i, 'p-' || k, 5 FROM generate_series(1, {n}) i, generate_series(0, 99) k;"
+        ))
+        .expect("connections and inventory");
+    // the capture applies the inserts before the listings exist, so they enqueue nothing
+    env.wait_for(3600, "the capture to apply the inventory", || {
+        env.scalar_i64("SELECT messages_applied FROM integ.capture") >= n * 100
+    });
+    env.db()
+        .batch_execute(
+            "INSERT INTO integ.listings (connection_id, tenant_id, marketplace, product_id, external_id, desired_stock,
                                          last_pushed_stock, remote_stock)
              SELECT c.id, c.tenant_id, 'mercadolibre', 'p-' || k, 'MLM' || (c.id * 1000 + k), 5, 5, 5
-               FROM integ.connections c, generate_series(0, 99) k WHERE c.tenant_id <> 'acme';"
-        ))
-        .expect("connections and listings");
+               FROM integ.connections c, generate_series(0, 99) k WHERE c.tenant_id <> 'acme';",
+        )
+        .expect("listings");
     // the sync log of a day's work: every connection's rows spread over the last 24 hours
     let rows = n * per_connection;
     env.db()
@@ -76,6 +86,9 @@ fn one(n: i64, per_connection: i64) {
         n * 100,
         setup.elapsed().as_secs_f64()
     );
+    env.wait_for(600, "no job left", || {
+        env.scalar_i64("SELECT count(*) FROM integ.sync_jobs WHERE state IN ('pending', 'in_flight') OR recheck") == 0
+    });
     let rolled = Instant::now();
     env.wait_for(3600, "the roll-up to count the sync log", || {
         env.scalar_i64("SELECT (SELECT watermark FROM integ.rollup_state WHERE source = 'sync_log') - (SELECT max(id) FROM integ.sync_log)")
@@ -100,7 +113,8 @@ fn one(n: i64, per_connection: i64) {
     println!("BENCH scale {n}: idle CPU of the capture worker alone {capture:.2}% of one core");
     if std::env::var("BENCH_SCALE_EXPLAIN").is_ok() {
         for sql in [
-            "SELECT count(*) FROM (SELECT * FROM integ.health) h",
+            "SELECT sum(length(s::text)) FROM integ.status s",
+            "SELECT sum(length(h::text)) FROM integ.health h",
             "SELECT length(integ.metrics())",
         ] {
             for r in env
@@ -112,9 +126,10 @@ fn one(n: i64, per_connection: i64) {
             }
         }
     }
-    let status = time_ms(&env, "SELECT count(*) FROM integ.status", 5);
-    let health = time_ms(&env, "SELECT count(*) FROM (SELECT * FROM integ.health) h", 5);
-    let metrics = time_ms(&env, "SELECT length(integ.metrics())", 5);
+    // every row and column fetched (a count(*) lets the planner drop the joins that compute them)
+    let status = time_ms(&env, "SELECT * FROM integ.status", 5);
+    let health = time_ms(&env, "SELECT * FROM integ.health", 5);
+    let metrics = time_ms(&env, "SELECT integ.metrics()", 5);
     let size = env.scalar_i64("SELECT length(integ.metrics())::bigint");
     let rss: Vec<String> = worker_rss_kib(&env)
         .iter()
@@ -125,6 +140,18 @@ fn one(n: i64, per_connection: i64) {
          integ.metrics() {metrics:.1} ms for {size} bytes (goal < 100 ms each); worker memory {}",
         rss.join(", ")
     );
+    // BENCH_SCALE_HOLD=<seconds> keeps the cluster up for a profiler or psql
+    if let Some(hold) = std::env::var("BENCH_SCALE_HOLD")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        println!(
+            "BENCH scale {n}: holding for {hold} s: psql -h {} -p {} -U postgres",
+            env.pg.dir.display(),
+            env.pg.port
+        );
+        std::thread::sleep(Duration::from_secs(hold));
+    }
 }
 
 /// CPU seconds of the capture worker alone (`worker_cpu_seconds` counts it too).
