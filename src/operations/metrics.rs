@@ -216,14 +216,14 @@ impl Collector for Snapshot {
         for (name, help, pick) in gauges {
             let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for r in &self.rows {
-                match pick(r) {
-                    None => {}
-                    Some(v) if v == 0.0 => {}
+                let Some(v) = pick(r).filter(|v| *v != 0.0) else {
+                    continue;
+                };
+                if v.fract() == 0.0 && v.abs() < 9e15 {
                     // counts print as integers
-                    Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => {
-                        ConstGauge::new(v as i64).encode(m.encode_family(&labels(r))?)?
-                    }
-                    Some(v) => ConstGauge::new(v).encode(m.encode_family(&labels(r))?)?,
+                    ConstGauge::new(v as i64).encode(m.encode_family(&labels(r))?)?
+                } else {
+                    ConstGauge::new(v).encode(m.encode_family(&labels(r))?)?
                 }
             }
         }
@@ -344,9 +344,10 @@ fn read() -> Snapshot {
 }
 
 fn encode(s: Snapshot) -> Result<String, std::fmt::Error> {
+    // about 1 KB per busy connection: sized once rather than doubled a dozen times
+    let mut out = String::with_capacity(4096 + s.rows.len() * 1200);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(s));
-    let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
 }

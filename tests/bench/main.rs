@@ -2,6 +2,7 @@
 //! baseline measured in the same run. `bench/run [name...]` builds and runs them; method and
 //! latest figures are in BENCHMARKS.md.
 
+mod gateway;
 mod import;
 mod prices;
 mod scale;
@@ -25,6 +26,7 @@ fn main() {
         "import",
         "trigger-price",
         "prices",
+        "gateway",
     ];
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -58,6 +60,7 @@ fn main() {
             "webhooks" => webhooks(),
             "import" => import::import(),
             "scale" => scale::scale(),
+            "gateway" => gateway::gateway(),
             other => {
                 eprintln!("unknown benchmark {other}; choose from {all:?}");
                 std::process::exit(2);

@@ -1,0 +1,198 @@
+//! The gateway's cost: signed Shopify deliveries through `integ-gateway` (HTTP, keep-alive)
+//! against the same deliveries handed to `integ.receive_webhook` directly, alternating rounds in
+//! one run, at the same concurrency; then one client alone for the added latency; and the
+//! gateway's memory under that load. Workers are off, so only receiving is measured.
+//! `BENCH_GATEWAY_CLIENTS` (4), `BENCH_GATEWAY_SECS` (8 per round).
+
+#[allow(dead_code)]
+#[path = "../gateway_support.rs"]
+mod gateway_support;
+
+use e2e::*;
+use gateway_support::Gateway;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Delivery = (Vec<(String, String)>, Vec<u8>);
+
+/// Deliveries handed out once each across threads.
+struct Pool {
+    items: Vec<Delivery>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn take(&self) -> Option<&Delivery> {
+        self.items.get(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// (deliveries per second, latencies in ms) of `clients` threads each running `send` for `secs`.
+fn round<C: Send>(
+    clients: usize,
+    secs: f64,
+    pool: &Arc<Pool>,
+    connect: impl Fn() -> C + Sync,
+    send: impl Fn(&mut C, &Delivery) + Sync,
+) -> (f64, Vec<f64>) {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let per_thread: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = connect();
+                    let mut ms = Vec::new();
+                    while Instant::now() < end {
+                        let Some(d) = pool.take() else { break };
+                        let t = Instant::now();
+                        send(&mut c, d);
+                        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    ms
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client")).collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut ms: Vec<f64> = per_thread.into_iter().flatten().collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    (ms.len() as f64 / elapsed, ms)
+}
+
+fn status_kib(pid: u32, field: &str) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn gateway() {
+    let clients: usize = std::env::var("BENCH_GATEWAY_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let secs: f64 = std::env::var("BENCH_GATEWAY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8.0);
+    let mut env = Env::with_conf("bench-gateway", "integ.workers = 0");
+    env.add_shopify_tenant(TENANT, "bench.myshopify.com", json!({}));
+    let n = 300_000;
+    let rows = env
+        .db()
+        .query(
+            &format!(
+                "SELECT jsonb_build_object('X-Shopify-Hmac-Sha256', encode(hmac(b, '{SHOPIFY_CLIENT_SECRET}', 'sha256'), 'base64'),
+                                           'X-Shopify-Topic', 'orders/create', 'X-Shopify-Shop-Domain', 'bench.myshopify.com',
+                                           'X-Shopify-Webhook-Id', 'bench-' || i, 'X-Shopify-API-Version', '2026-10',
+                                           'Content-Type', 'application/json'), b
+                   FROM (SELECT i, convert_to(json_build_object('id', i, 'line_items',
+                                  json_build_array(json_build_object('id', i, 'sku', 'p1', 'quantity', 1)))::text, 'UTF8') AS b
+                           FROM generate_series(1, {n}) i) s"
+            ),
+            &[],
+        )
+        .expect("deliveries");
+    let items: Vec<Delivery> = rows
+        .iter()
+        .map(|r| {
+            let h: Value = r.get(0);
+            let headers = h
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (headers, r.get::<_, Vec<u8>>(1))
+        })
+        .collect();
+    let pool = Arc::new(Pool {
+        items,
+        next: AtomicUsize::new(0),
+    });
+    let g = Gateway::start(&env);
+    let gateway_pid = g.child.id();
+    let url = g.url("/webhooks/shopify");
+    let pg = &env.pg;
+
+    let direct_connect = || {
+        let mut c = pg.client();
+        let s = c
+            .prepare("SELECT integ.receive_webhook('shopify', $1, $2)")
+            .expect("prepare");
+        (c, s)
+    };
+    let direct_send = |(c, s): &mut (postgres::Client, postgres::Statement), d: &Delivery| {
+        let headers: serde_json::Map<String, Value> = d.0.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let answer: Value = c
+            .query_one(&*s, &[&Value::Object(headers), &d.1])
+            .expect("receive")
+            .get(0);
+        assert_eq!(answer["status"], "accepted", "{answer}");
+    };
+    let http_connect = gateway_support::http;
+    let http_send = |c: &mut reqwest::blocking::Client, d: &Delivery| {
+        let mut req = c.post(&url);
+        for (k, v) in &d.0 {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let r = req.body(d.1.clone()).send().expect("deliver");
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+    };
+
+    let (mut direct, mut through, mut direct_ms, mut through_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut peak_rss = 0;
+    for _ in 0..3 {
+        let (r, ms) = round(clients, secs, &pool, direct_connect, direct_send);
+        direct.push(r);
+        direct_ms.extend(ms);
+        let (r, ms) = round(clients, secs, &pool, http_connect, http_send);
+        through.push(r);
+        through_ms.extend(ms);
+        peak_rss = peak_rss.max(status_kib(gateway_pid, "VmRSS:"));
+    }
+    // one client alone: the latency the gateway adds to one delivery
+    let (_, alone_direct) = round(1, secs / 2.0, &pool, direct_connect, direct_send);
+    let (_, alone_through) = round(1, secs / 2.0, &pool, http_connect, http_send);
+    let used = pool.next.load(Ordering::Relaxed).min(n);
+    assert!(used < n, "more calls than prepared deliveries: raise n");
+    let accepted = env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE status = 'accepted' AND verified");
+    assert_eq!(
+        accepted as usize, used,
+        "every delivery was received once, verified and new"
+    );
+    direct_ms.sort_by(|a, b| a.total_cmp(b));
+    through_ms.sort_by(|a, b| a.total_cmp(b));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (d, t) = (mean(&direct), mean(&through));
+    println!(
+        "BENCH gateway ({clients} clients): through the gateway {t:.0}/s (rounds {through:.0?}), directly {d:.0}/s \
+         (rounds {direct:.0?}): {:.1}% (goal >= 80%); p50/p99 {:.2}/{:.2} ms through, {:.2}/{:.2} ms directly",
+        100.0 * t / d,
+        percentile(&through_ms, 50.0),
+        percentile(&through_ms, 99.0),
+        percentile(&direct_ms, 50.0),
+        percentile(&direct_ms, 99.0),
+    );
+    println!(
+        "BENCH gateway (1 client): p50/p99 {:.2}/{:.2} ms through, {:.2}/{:.2} ms directly: added p50 {:.2} ms, \
+         p99 {:.2} ms (goal < 2 ms); gateway memory VmRSS peak sample {:.1} MB, VmHWM {:.1} MB; {accepted} deliveries",
+        percentile(&alone_through, 50.0),
+        percentile(&alone_through, 99.0),
+        percentile(&alone_direct, 50.0),
+        percentile(&alone_direct, 99.0),
+        percentile(&alone_through, 50.0) - percentile(&alone_direct, 50.0),
+        percentile(&alone_through, 99.0) - percentile(&alone_direct, 99.0),
+        peak_rss as f64 / 1024.0,
+        status_kib(gateway_pid, "VmHWM:") as f64 / 1024.0,
+    );
+    drop(g);
+}
