@@ -59,8 +59,10 @@ impl Gateway {
         let child = Command::new(gateway_binary())
             .env(
                 "INTEG_GATEWAY_DSN",
+                // the server's socket directory, as a gateway on the database's host would
                 format!(
-                    "host=127.0.0.1 port={} user=gw password=gw-role-password dbname=postgres",
+                    "host={} port={} user=gw password=gw-role-password dbname=postgres",
+                    env.pg.dir.display(),
                     env.pg.port
                 ),
             )

@@ -2,7 +2,7 @@
 //! against the same deliveries handed to `integ.receive_webhook` directly, alternating rounds in
 //! one run, at the same concurrency; then one client alone for the added latency; and the
 //! gateway's memory under that load. Workers are off, so only receiving is measured.
-//! `BENCH_GATEWAY_CLIENTS` (4), `BENCH_GATEWAY_SECS` (8 per round).
+//! `BENCH_GATEWAY_CLIENTS` (4), `BENCH_GATEWAY_SECS` (5 per round).
 
 #[allow(dead_code)]
 #[path = "../gateway_support.rs"]
@@ -80,10 +80,10 @@ pub fn gateway() {
     let secs: f64 = std::env::var("BENCH_GATEWAY_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8.0);
+        .unwrap_or(5.0);
     let mut env = Env::with_conf("bench-gateway", "integ.workers = 0");
     env.add_shopify_tenant(TENANT, "bench.myshopify.com", json!({}));
-    let n = 300_000;
+    let n = 600_000;
     let rows = env
         .db()
         .query(
@@ -147,14 +147,22 @@ pub fn gateway() {
         let r = req.body(d.1.clone()).send().expect("deliver");
         assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
     };
+    let me = std::process::id() as i32;
+    let cpu = |pid: i32| process_cpu_seconds(pid);
 
     let (mut direct, mut through, mut direct_ms, mut through_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak_rss = 0;
+    // CPU seconds of the gateway and of this client per delivery through the gateway
+    let (mut gateway_cpu, mut client_cpu, mut through_n) = (0.0, 0.0, 0usize);
     for _ in 0..3 {
         let (r, ms) = round(clients, secs, &pool, direct_connect, direct_send);
         direct.push(r);
         direct_ms.extend(ms);
+        let (g0, c0) = (cpu(gateway_pid as i32), cpu(me));
         let (r, ms) = round(clients, secs, &pool, http_connect, http_send);
+        gateway_cpu += cpu(gateway_pid as i32) - g0;
+        client_cpu += cpu(me) - c0;
+        through_n += ms.len();
         through.push(r);
         through_ms.extend(ms);
         peak_rss = peak_rss.max(status_kib(gateway_pid, "VmRSS:"));
@@ -184,7 +192,8 @@ pub fn gateway() {
     );
     println!(
         "BENCH gateway (1 client): p50/p99 {:.2}/{:.2} ms through, {:.2}/{:.2} ms directly: added p50 {:.2} ms, \
-         p99 {:.2} ms (goal < 2 ms); gateway memory VmRSS peak sample {:.1} MB, VmHWM {:.1} MB; {accepted} deliveries",
+         p99 {:.2} ms (goal < 2 ms); gateway memory VmRSS peak sample {:.1} MB, VmHWM {:.1} MB; CPU per delivery: \
+         gateway {:.0} µs, the client {:.0} µs; {accepted} deliveries",
         percentile(&alone_through, 50.0),
         percentile(&alone_through, 99.0),
         percentile(&alone_direct, 50.0),
@@ -193,6 +202,8 @@ pub fn gateway() {
         percentile(&alone_through, 99.0) - percentile(&alone_direct, 99.0),
         peak_rss as f64 / 1024.0,
         status_kib(gateway_pid, "VmHWM:") as f64 / 1024.0,
+        gateway_cpu / through_n.max(1) as f64 * 1e6,
+        client_cpu / through_n.max(1) as f64 * 1e6,
     );
     drop(g);
 }
