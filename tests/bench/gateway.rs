@@ -8,6 +8,7 @@
 #[path = "../gateway_support.rs"]
 mod gateway_support;
 
+use crate::status_kib;
 use e2e::*;
 use gateway_support::Gateway;
 use serde_json::{json, Value};
@@ -61,15 +62,6 @@ fn round<C: Send>(
     let mut ms: Vec<f64> = per_thread.into_iter().flatten().collect();
     ms.sort_by(|a, b| a.total_cmp(b));
     (ms.len() as f64 / elapsed, ms)
-}
-
-fn status_kib(pid: u32, field: &str) -> i64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 pub fn gateway() {
@@ -165,7 +157,7 @@ pub fn gateway() {
         through_n += ms.len();
         through.push(r);
         through_ms.extend(ms);
-        peak_rss = peak_rss.max(status_kib(gateway_pid, "VmRSS:"));
+        peak_rss = peak_rss.max(status_kib(gateway_pid, "VmRSS:").unwrap_or(0));
     }
     // one client alone: the latency the gateway adds to one delivery
     let (_, alone_direct) = round(1, secs / 2.0, &pool, direct_connect, direct_send);
@@ -201,7 +193,7 @@ pub fn gateway() {
         percentile(&alone_through, 50.0) - percentile(&alone_direct, 50.0),
         percentile(&alone_through, 99.0) - percentile(&alone_direct, 99.0),
         peak_rss as f64 / 1024.0,
-        status_kib(gateway_pid, "VmHWM:") as f64 / 1024.0,
+        status_kib(gateway_pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0,
         gateway_cpu / through_n.max(1) as f64 * 1e6,
         client_cpu / through_n.max(1) as f64 * 1e6,
     );

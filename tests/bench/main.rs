@@ -560,14 +560,16 @@ pub(crate) fn worker_rss_kib(env: &Env) -> Vec<i64> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .collect()
+    pids.iter().filter_map(|p| status_kib(*p as u32, "RssAnon:")).collect()
+}
+
+/// A KiB field of `/proc/<pid>/status` (`RssAnon:`, `VmRSS:`, `VmHWM:`); None when unreadable.
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<i64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// Benchmark 6, second half: worker RSS over 1,000,000 pushes (10,000 listings changed 100
