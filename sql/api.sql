@@ -358,9 +358,23 @@ SELECT c.id AS connection_id,
        c.last_error,
        c.last_error_at,
        CASE WHEN c.status = 'paused' THEN 'open (paused)' ELSE coalesce(ls.circuit, 'closed') END AS circuit,
-       coalesce(ls.consecutive_failures, 0) AS consecutive_failures
+       coalesce(ls.consecutive_failures, 0) AS consecutive_failures,
+       ws.summary AS webhooks
 FROM integ.connections c
 LEFT JOIN integ.limiter_state() ls ON ls.connection_id = c.id
+-- the webhook subscriptions in one line: subscribed, manual (configured in the marketplace's
+-- console), failing, skipped (no integ.webhook_base_url) or pending (not checked yet)
+LEFT JOIN LATERAL (
+    SELECT CASE
+             WHEN count(*) = 0 THEN 'pending'
+             WHEN bool_or(s.state = 'skipped') THEN 'skipped: integ.webhook_base_url is not set'
+             WHEN bool_or(s.state = 'failed')
+               THEN 'failing: ' || string_agg(s.topic, ', ' ORDER BY s.topic) FILTER (WHERE s.state = 'failed')
+             WHEN bool_and(s.state = 'manual') THEN 'manual: enter ' || min(s.address) || ' in the marketplace''s console'
+             ELSE 'subscribed' END AS summary
+      FROM integ.webhook_subscriptions s
+     WHERE s.connection_id = c.id
+) ws ON true
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE j.state = 'pending') AS pending,
            count(*) FILTER (WHERE j.state = 'in_flight') AS in_flight,
@@ -424,7 +438,8 @@ BEGIN
         RAISE EXCEPTION 'the % connection of tenant "%" needs re-authorization: call integ.connect with new credentials',
             left($2, 64), left($1, 80) USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    UPDATE integ.connections c SET status = 'active', updated_at = now() WHERE c.tenant_id = $1 AND c.marketplace = $2;
+    UPDATE integ.connections c SET status = 'active', updated_at = now(), subscriptions_due_at = now()
+     WHERE c.tenant_id = $1 AND c.marketplace = $2;
     PERFORM integ.wake_workers_at_commit();
 END
 $$;
@@ -820,6 +835,64 @@ BEGIN
 END
 $$;
 
+-- Each connection's webhook subscriptions: topic, address, state, the marketplace's id, when
+-- the workers last checked it, and the last error.
+CREATE VIEW integ.subscriptions AS
+SELECT c.tenant_id, c.marketplace, s.connection_id, s.topic, s.address, s.state, s.remote_id, s.checked_at, s.error
+  FROM integ.webhook_subscriptions s JOIN integ.connections c ON c.id = s.connection_id
+ WHERE integ.tenant_visible(c.tenant_id);
+
+-- A stored webhook body as JSON (NULL: not JSON, e.g. a SHEIN form, or reduced away).
+CREATE FUNCTION integ.body_json(p_body bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN convert_from(p_body, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- What the extension holds about one customer of a Shopify shop (customers/data_request):
+-- the deliveries that name the customer or an order of theirs, the ledger lines of those
+-- orders, and the privacy requests received for them.
+CREATE FUNCTION integ.customer_data(shop text, customer_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    conn integ.connections;
+    v_orders text[];
+    deliveries jsonb;
+    ledger jsonb;
+    requests jsonb;
+BEGIN
+    SELECT c.* INTO conn FROM integ.connections c JOIN integ.credential_store k ON k.connection_id = c.id
+     WHERE c.marketplace = 'shopify' AND k.identifiers ->> 'shop' = $1;
+    IF conn.id IS NOT NULL THEN
+        PERFORM integ.require_tenant(conn.tenant_id);
+    ELSIF NOT EXISTS (SELECT 1 FROM integ.privacy_requests r WHERE r.shop = $1 AND integ.tenant_visible(r.tenant_id)) THEN
+        RAISE EXCEPTION 'no Shopify shop "%" is connected or known', left($1, 200) USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT coalesce(jsonb_agg(to_jsonb(r) - 'tenant_id' ORDER BY r.id), '[]'), coalesce(array_agg(DISTINCT o), '{}')
+      INTO requests, v_orders
+      FROM integ.privacy_requests r LEFT JOIN LATERAL unnest(r.orders) o ON true
+     WHERE r.shop = $1 AND r.customer_id = $2 AND integ.tenant_visible(r.tenant_id);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('webhook_id', w.id, 'received_at', w.received_at, 'topic', w.topic,
+                                                 'state', w.state, 'reduced', w.body_reduced, 'body', w.b) ORDER BY w.id), '[]')
+      INTO deliveries
+      FROM (SELECT w.*, integ.body_json(w.body) AS b FROM integ.webhooks w
+             WHERE w.connection_id = conn.id AND w.status = 'accepted') w
+     WHERE w.b #>> '{customer,id}' = $2 OR w.b ->> 'id' = ANY (v_orders);
+    SELECT coalesce(array_agg(DISTINCT x), '{}') INTO v_orders
+      FROM (SELECT unnest(v_orders) x
+            UNION SELECT d ->> 'id' FROM jsonb_array_elements(deliveries) e, LATERAL (SELECT e -> 'body' AS d) b
+             WHERE d ? 'line_items') u WHERE x IS NOT NULL;
+    SELECT coalesce(jsonb_agg(to_jsonb(l) - 'tenant_id' ORDER BY l.order_id, l.line_id), '[]') INTO ledger
+      FROM integ.order_lines l
+     WHERE l.marketplace = 'shopify' AND l.tenant_id = conn.tenant_id AND l.order_id = ANY (v_orders);
+    RETURN jsonb_build_object('shop', $1, 'customer_id', $2, 'deliveries', deliveries, 'order_lines', ledger,
+                              'privacy_requests', requests);
+END
+$$;
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA integ FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA integ FROM PUBLIC;
 GRANT USAGE ON SCHEMA integ TO integ_operator, integ_application;
@@ -858,6 +931,8 @@ GRANT SELECT ON integ.imports, integ.unlinked, integ.remote_listings TO integ_op
 GRANT EXECUTE ON FUNCTION integ.import_catalog(text, text), integ.cancel_import(bigint),
     integ.link_by_sku(text, text, jsonb), integ.tracked_products(text), integ.normalize_sku(text, text[])
     TO integ_operator, integ_application;
+GRANT SELECT ON integ.subscriptions TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.customer_data(text, text) TO integ_operator;
 
 -- Row-level security: the extension's owner (workers, SECURITY DEFINER functions) is not
 -- subject to it; every other role sees the tenants integ.tenant_visible allows.

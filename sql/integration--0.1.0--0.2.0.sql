@@ -997,7 +997,7 @@ BEGIN
                                       order_fetch_calls, pushes, failures, throttled, orders_applied)
         SELECT r.tenant_id, r.marketplace, date_trunc('hour', r.at),
                coalesce(sum(r.calls) FILTER (WHERE r.operation IN ('push', 'price')), 0),
-               coalesce(sum(r.calls) FILTER (WHERE r.operation = 'reconcile'), 0),
+               coalesce(sum(r.calls) FILTER (WHERE r.operation IN ('reconcile', 'subscribe')), 0),
                coalesce(sum(r.calls) FILTER (WHERE r.operation = 'refresh'), 0),
                coalesce(sum(r.calls) FILTER (WHERE r.delivery), 0),
                count(*) FILTER (WHERE r.pushed),
@@ -1534,3 +1534,169 @@ GRANT EXECUTE ON FUNCTION integ.usage_report(text, timestamptz, timestamptz), in
     -- integ.health calls them
     integ.histogram_sum(bigint[]), integ.histogram_quantile(bigint[], double precision, double precision)
     TO integ_operator, integ_application;
+
+-- Webhook subscriptions, uninstalls and Shopify's privacy topics (issue "Webhook subscriptions"):
+-- the workers subscribe every connection at integ.webhook_base_url; applied deliveries keep only
+-- the fields processing read.
+ALTER TABLE integ.connections ADD COLUMN subscriptions_due_at timestamptz DEFAULT now();
+CREATE INDEX connections_subscriptions_due ON integ.connections (subscriptions_due_at)
+    WHERE subscriptions_due_at IS NOT NULL;
+ALTER TABLE integ.webhooks ADD COLUMN body_reduced boolean NOT NULL DEFAULT false;
+
+-- Webhook subscriptions: each connection's topics at the marketplace, as the workers last found
+-- or made them (integ.subscriptions shows them). MercadoLibre and SHEIN configure notifications
+-- per application in their consoles: their rows are `manual`, with the address to enter.
+CREATE TABLE integ.webhook_subscriptions (
+    connection_id bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    topic         text NOT NULL,
+    -- integ.webhook_base_url || '/webhooks/' || marketplace (NULL: the GUC is not set)
+    address       text,
+    state         text NOT NULL CHECK (state IN ('subscribed', 'failed', 'skipped', 'manual')),
+    remote_id     text,
+    checked_at    timestamptz NOT NULL DEFAULT now(),
+    error         text,
+    PRIMARY KEY (connection_id, topic)
+);
+
+-- Shopify's mandatory privacy requests as the workers handled them; the record of a request
+-- outlives the data it removed (shop/redact deletes the connection, not this row).
+CREATE TABLE integ.privacy_requests (
+    id          bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    webhook_id  bigint,
+    tenant_id   text NOT NULL,
+    marketplace text NOT NULL,
+    shop        text NOT NULL,
+    topic       text NOT NULL CHECK (topic IN ('customers/data_request', 'customers/redact', 'shop/redact')),
+    customer_id text,
+    orders      text[] NOT NULL DEFAULT '{}',
+    -- what was done: deliveries scrubbed, rows removed
+    outcome     text
+);
+CREATE INDEX privacy_requests_by_customer ON integ.privacy_requests (shop, customer_id);
+
+CREATE OR REPLACE FUNCTION integ.resume(tenant_id text, marketplace text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    s text;
+BEGIN
+    PERFORM integ.require_tenant($1);
+    SELECT c.status INTO s FROM integ.connections c WHERE c.tenant_id = $1 AND c.marketplace = $2 FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" has no % connection', left($1, 80), left($2, 64) USING ERRCODE = 'no_data_found';
+    END IF;
+    IF s = 'needs_reauthorization' THEN
+        RAISE EXCEPTION 'the % connection of tenant "%" needs re-authorization: call integ.connect with new credentials',
+            left($2, 64), left($1, 80) USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE integ.connections c SET status = 'active', updated_at = now(), subscriptions_due_at = now()
+     WHERE c.tenant_id = $1 AND c.marketplace = $2;
+    PERFORM integ.wake_workers_at_commit();
+END
+$$;
+
+CREATE OR REPLACE VIEW integ.status AS
+SELECT c.id AS connection_id,
+       c.tenant_id,
+       c.marketplace,
+       c.status,
+       coalesce(q.pending, 0) AS pending,
+       coalesce(q.in_flight, 0) AS in_flight,
+       coalesce(q.pending, 0) + coalesce(q.in_flight, 0) AS queue_depth,
+       now() - q.oldest_pending AS oldest_pending_age,
+       coalesce(q.dead, 0) AS dead,
+       c.last_success_at AS last_success,
+       c.last_error,
+       c.last_error_at,
+       CASE WHEN c.status = 'paused' THEN 'open (paused)' ELSE coalesce(ls.circuit, 'closed') END AS circuit,
+       coalesce(ls.consecutive_failures, 0) AS consecutive_failures,
+       ws.summary AS webhooks
+FROM integ.connections c
+LEFT JOIN integ.limiter_state() ls ON ls.connection_id = c.id
+-- the webhook subscriptions in one line: subscribed, manual (configured in the marketplace's
+-- console), failing, skipped (no integ.webhook_base_url) or pending (not checked yet)
+LEFT JOIN LATERAL (
+    SELECT CASE
+             WHEN count(*) = 0 THEN 'pending'
+             WHEN bool_or(s.state = 'skipped') THEN 'skipped: integ.webhook_base_url is not set'
+             WHEN bool_or(s.state = 'failed')
+               THEN 'failing: ' || string_agg(s.topic, ', ' ORDER BY s.topic) FILTER (WHERE s.state = 'failed')
+             WHEN bool_and(s.state = 'manual') THEN 'manual: enter ' || min(s.address) || ' in the marketplace''s console'
+             ELSE 'subscribed' END AS summary
+      FROM integ.webhook_subscriptions s
+     WHERE s.connection_id = c.id
+) ws ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE j.state = 'pending') AS pending,
+           count(*) FILTER (WHERE j.state = 'in_flight') AS in_flight,
+           count(*) FILTER (WHERE j.state = 'dead') AS dead,
+           min(j.created_at) FILTER (WHERE j.state = 'pending') AS oldest_pending
+    FROM integ.sync_jobs j
+    -- three probes of (connection_id, state): a finished job is never read
+    WHERE j.connection_id = c.id AND j.state IN ('pending', 'in_flight', 'dead')
+) q ON true
+WHERE integ.tenant_visible(c.tenant_id);
+
+CREATE VIEW integ.subscriptions AS
+SELECT c.tenant_id, c.marketplace, s.connection_id, s.topic, s.address, s.state, s.remote_id, s.checked_at, s.error
+  FROM integ.webhook_subscriptions s JOIN integ.connections c ON c.id = s.connection_id
+ WHERE integ.tenant_visible(c.tenant_id);
+
+-- A stored webhook body as JSON (NULL: not JSON, e.g. a SHEIN form, or reduced away).
+CREATE FUNCTION integ.body_json(p_body bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN convert_from(p_body, 'UTF8')::jsonb;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- What the extension holds about one customer of a Shopify shop (customers/data_request):
+-- the deliveries that name the customer or an order of theirs, the ledger lines of those
+-- orders, and the privacy requests received for them.
+CREATE FUNCTION integ.customer_data(shop text, customer_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    conn integ.connections;
+    v_orders text[];
+    deliveries jsonb;
+    ledger jsonb;
+    requests jsonb;
+BEGIN
+    SELECT c.* INTO conn FROM integ.connections c JOIN integ.credential_store k ON k.connection_id = c.id
+     WHERE c.marketplace = 'shopify' AND k.identifiers ->> 'shop' = $1;
+    IF conn.id IS NOT NULL THEN
+        PERFORM integ.require_tenant(conn.tenant_id);
+    ELSIF NOT EXISTS (SELECT 1 FROM integ.privacy_requests r WHERE r.shop = $1 AND integ.tenant_visible(r.tenant_id)) THEN
+        RAISE EXCEPTION 'no Shopify shop "%" is connected or known', left($1, 200) USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT coalesce(jsonb_agg(to_jsonb(r) - 'tenant_id' ORDER BY r.id), '[]'), coalesce(array_agg(DISTINCT o), '{}')
+      INTO requests, v_orders
+      FROM integ.privacy_requests r LEFT JOIN LATERAL unnest(r.orders) o ON true
+     WHERE r.shop = $1 AND r.customer_id = $2 AND integ.tenant_visible(r.tenant_id);
+    SELECT coalesce(jsonb_agg(jsonb_build_object('webhook_id', w.id, 'received_at', w.received_at, 'topic', w.topic,
+                                                 'state', w.state, 'reduced', w.body_reduced, 'body', w.b) ORDER BY w.id), '[]')
+      INTO deliveries
+      FROM (SELECT w.*, integ.body_json(w.body) AS b FROM integ.webhooks w
+             WHERE w.connection_id = conn.id AND w.status = 'accepted') w
+     WHERE w.b #>> '{customer,id}' = $2 OR w.b ->> 'id' = ANY (v_orders);
+    SELECT coalesce(array_agg(DISTINCT x), '{}') INTO v_orders
+      FROM (SELECT unnest(v_orders) x
+            UNION SELECT d ->> 'id' FROM jsonb_array_elements(deliveries) e, LATERAL (SELECT e -> 'body' AS d) b
+             WHERE d ? 'line_items') u WHERE x IS NOT NULL;
+    SELECT coalesce(jsonb_agg(to_jsonb(l) - 'tenant_id' ORDER BY l.order_id, l.line_id), '[]') INTO ledger
+      FROM integ.order_lines l
+     WHERE l.marketplace = 'shopify' AND l.tenant_id = conn.tenant_id AND l.order_id = ANY (v_orders);
+    RETURN jsonb_build_object('shop', $1, 'customer_id', $2, 'deliveries', deliveries, 'order_lines', ledger,
+                              'privacy_requests', requests);
+END
+$$;
+
+REVOKE ALL ON integ.webhook_subscriptions, integ.privacy_requests, integ.subscriptions FROM PUBLIC;
+REVOKE ALL ON FUNCTION integ.body_json(bytea), integ.customer_data(text, text) FROM PUBLIC;
+GRANT SELECT ON integ.subscriptions TO integ_operator, integ_application;
+GRANT EXECUTE ON FUNCTION integ.customer_data(text, text) TO integ_operator;

@@ -50,7 +50,7 @@ BEGIN
                                       order_fetch_calls, pushes, failures, throttled, orders_applied)
         SELECT r.tenant_id, r.marketplace, date_trunc('hour', r.at),
                coalesce(sum(r.calls) FILTER (WHERE r.operation IN ('push', 'price')), 0),
-               coalesce(sum(r.calls) FILTER (WHERE r.operation = 'reconcile'), 0),
+               coalesce(sum(r.calls) FILTER (WHERE r.operation IN ('reconcile', 'subscribe')), 0),
                coalesce(sum(r.calls) FILTER (WHERE r.operation = 'refresh'), 0),
                coalesce(sum(r.calls) FILTER (WHERE r.delivery), 0),
                count(*) FILTER (WHERE r.pushed),

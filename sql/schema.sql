@@ -15,8 +15,13 @@ CREATE TABLE integ.connections (
     last_error_at   timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- when the workers next check its webhook subscriptions (NULL: not due; set by connecting,
+    -- authorizing, every reconciliation and a change of integ.webhook_base_url)
+    subscriptions_due_at timestamptz DEFAULT now(),
     UNIQUE (tenant_id, marketplace)
 );
+CREATE INDEX connections_subscriptions_due ON integ.connections (subscriptions_due_at)
+    WHERE subscriptions_due_at IS NOT NULL;
 
 -- Secrets are one pgcrypto-encrypted JSON document; identifiers needed for routing
 -- (client id, seller id, shop domain) stay readable.
@@ -172,7 +177,10 @@ CREATE TABLE integ.webhooks (
     attempts      integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     processed_at  timestamptz,
-    error         text
+    error         text,
+    -- once applied, `body` keeps only the fields processing used (ids, lines, quantities,
+    -- timestamps: no customer data); body_size and body_sha256 still describe what arrived
+    body_reduced  boolean NOT NULL DEFAULT false
 );
 CREATE UNIQUE INDEX webhooks_one_event ON integ.webhooks (marketplace, event_id) WHERE status = 'accepted';
 CREATE INDEX webhooks_to_process ON integ.webhooks (next_attempt_at, id) WHERE state IN ('pending', 'failed');
@@ -372,6 +380,38 @@ CREATE INDEX remote_listings_by_sku ON integ.remote_listings (tenant_id, marketp
 -- (src/capture.rs): they run inside the application's stock-changing transactions.
 
 REVOKE ALL ON ALL TABLES IN SCHEMA integ FROM PUBLIC;
+
+-- Webhook subscriptions: each connection's topics at the marketplace, as the workers last found
+-- or made them (integ.subscriptions shows them). MercadoLibre and SHEIN configure notifications
+-- per application in their consoles: their rows are `manual`, with the address to enter.
+CREATE TABLE integ.webhook_subscriptions (
+    connection_id bigint NOT NULL REFERENCES integ.connections (id) ON DELETE CASCADE,
+    topic         text NOT NULL,
+    -- integ.webhook_base_url || '/webhooks/' || marketplace (NULL: the GUC is not set)
+    address       text,
+    state         text NOT NULL CHECK (state IN ('subscribed', 'failed', 'skipped', 'manual')),
+    remote_id     text,
+    checked_at    timestamptz NOT NULL DEFAULT now(),
+    error         text,
+    PRIMARY KEY (connection_id, topic)
+);
+
+-- Shopify's mandatory privacy requests as the workers handled them; the record of a request
+-- outlives the data it removed (shop/redact deletes the connection, not this row).
+CREATE TABLE integ.privacy_requests (
+    id          bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    webhook_id  bigint,
+    tenant_id   text NOT NULL,
+    marketplace text NOT NULL,
+    shop        text NOT NULL,
+    topic       text NOT NULL CHECK (topic IN ('customers/data_request', 'customers/redact', 'shop/redact')),
+    customer_id text,
+    orders      text[] NOT NULL DEFAULT '{}',
+    -- what was done: deliveries scrubbed, rows removed
+    outcome     text
+);
+CREATE INDEX privacy_requests_by_customer ON integ.privacy_requests (shop, customer_id);
 
 -- Operations: what the sync log and the webhook table say, rolled up by the first worker
 -- (integ.roll_up) in the transaction that moves its watermark, so every figure is exact and

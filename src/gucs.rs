@@ -25,6 +25,7 @@ pub static DONE_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static WEBHOOK_MAX_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOWED_HOSTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static WEBHOOK_BASE_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WEBHOOK_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static SYNC_LOG_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 pub static ALERT_ERROR_RATE: GucSetting<f64> = GucSetting::<f64>::new(5.0);
@@ -245,6 +246,14 @@ fn define_runtime() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_string_guc(
+        c"integ.webhook_base_url",
+        c"Where the gateway receives webhooks (e.g. https://hooks.example.com): connections are subscribed at <this>/webhooks/<marketplace>.",
+        c"Empty: no subscription is made and integ.status says so. A change re-subscribes every connection.",
+        &WEBHOOK_BASE_URL,
+        GucContext::Sighup,
+        GucFlags::empty(),
+    );
     GucRegistry::define_int_guc(
         c"integ.webhook_retention",
         c"How long received webhooks stay in integ.webhooks (at least 1 day).",
@@ -453,4 +462,60 @@ pub fn allowed_hosts() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `integ.webhook_base_url`, checked: Ok(None) when unset, Err when it is not an absolute
+/// http(s) URL without query or fragment. Main thread only.
+pub fn webhook_base_url() -> Result<Option<String>, String> {
+    let raw = WEBHOOK_BASE_URL
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default();
+    check_webhook_base_url(&raw)
+}
+
+pub fn check_webhook_base_url(raw: &str) -> Result<Option<String>, String> {
+    let url = raw.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("integ.webhook_base_url must start with https:// (or http://)")?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || url.contains(['?', '#', ' ', '@', '\\']) || url.chars().any(char::is_control) {
+        return Err("integ.webhook_base_url must be an absolute URL without query, fragment or credentials".into());
+    }
+    Ok(Some(url.to_string()))
+}
+
+#[cfg(test)]
+mod webhook_base_url_tests {
+    use super::check_webhook_base_url as check;
+
+    #[test]
+    fn the_webhook_base_url_is_an_absolute_url_or_unset() {
+        assert_eq!(check(""), Ok(None));
+        assert_eq!(check("  "), Ok(None));
+        assert_eq!(
+            check("https://hooks.example.com/"),
+            Ok(Some("https://hooks.example.com".into()))
+        );
+        assert_eq!(
+            check("http://127.0.0.1:8080/edge"),
+            Ok(Some("http://127.0.0.1:8080/edge".into()))
+        );
+        for bad in [
+            "hooks.example.com",
+            "ftp://x",
+            "https://",
+            "https://a/b?x=1",
+            "https://a/#f",
+            "https://u:p@a",
+            "https://a b",
+        ] {
+            assert!(check(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -36,6 +36,23 @@ pub struct ListingRef<'a> {
     pub last_known: Option<i32>,
 }
 
+/// A request about a connection rather than a listing (catalog pages, webhook subscriptions).
+pub fn connection_request(
+    marketplace: &str,
+    connection_settings: &Value,
+    access_token: String,
+    credentials: Credentials,
+) -> Result<(&'static dyn Connector, PushRequest), String> {
+    let listing = ListingRef {
+        marketplace,
+        connection_settings,
+        external_id: "",
+        listing_settings: &Value::Null,
+        last_known: None,
+    };
+    prepare(&listing, 0, access_token, credentials, String::new())
+}
+
 /// Resolves the connector and builds the request for one listing.
 pub fn prepare(
     listing: &ListingRef,

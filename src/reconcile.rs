@@ -417,4 +417,11 @@ pub fn log(connection_id: i64, report: &Report) {
         ],
     )
     .or_raise("logging a reconciliation");
+    // every reconciliation checks the webhook subscriptions too (the first worker does it)
+    Spi::run_with_args(
+        "UPDATE integ.connections SET subscriptions_due_at = now()
+          WHERE id = $1 AND (subscriptions_due_at IS NULL OR subscriptions_due_at > now())",
+        &[connection_id.into()],
+    )
+    .or_raise("marking the webhook subscriptions for a check");
 }

@@ -3,7 +3,7 @@
 //! requests of the sweep.
 
 use e2e::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -162,9 +162,11 @@ pub fn hook_log(env: &Env) -> Vec<(String, i64)> {
 }
 
 pub fn hooks(env: &Env, g: &Gateway, marketplace: &str, delays: &[u64]) {
-    env.sim.post(
-        "/webhooks",
-        json!({"marketplace": marketplace, "url": g.url(&format!("/webhooks/{marketplace}")), "retry_delays_ms": delays}),
+    app_hooks(
+        &env.sim,
+        marketplace,
+        &g.url(&format!("/webhooks/{marketplace}")),
+        delays,
     );
 }
 

@@ -347,6 +347,27 @@ pub struct Env {
     pub secrets: Vec<String>,
 }
 
+/// The callback configuration of a marketplace's app in the sandbox: Shopify sends the app-level
+/// URL only the topics the app's configuration lists, so a test that wants every delivery there
+/// lists them all.
+pub fn app_hooks(sim: &Sim, marketplace: &str, url: &str, delays: &[u64]) {
+    let mut body = json!({"marketplace": marketplace, "url": url, "retry_delays_ms": delays});
+    if marketplace == "shopify" {
+        body["topics"] = json!([
+            "orders/create",
+            "orders/cancelled",
+            "orders/paid",
+            "orders/updated",
+            "inventory_levels/update",
+            "app/uninstalled",
+            "customers/data_request",
+            "customers/redact",
+            "shop/redact"
+        ]);
+    }
+    sim.post("/webhooks", body);
+}
+
 pub const TENANT: &str = "acme";
 pub const SELLER: u64 = 5001;
 pub const CLIENT_ID: &str = "7001";

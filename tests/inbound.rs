@@ -10,10 +10,7 @@ use std::time::Duration;
 const SHOP: &str = "sales-mx.myshopify.com";
 
 fn hooks(env: &Env, r: &Receiver, marketplace: &str, delays: &[u64]) {
-    env.sim.post(
-        "/webhooks",
-        json!({"marketplace": marketplace, "url": r.url(marketplace), "retry_delays_ms": delays}),
-    );
+    app_hooks(&env.sim, marketplace, &r.url(marketplace), delays);
 }
 
 /// All four marketplaces on one product, each sending its orders to the receiver.

@@ -18,11 +18,14 @@ mod shein_prices;
 mod shopify;
 mod shopify_catalog;
 mod shopify_prices;
+mod shopify_privacy;
+mod shopify_webhooks;
 mod state;
 mod tiktok;
 mod tiktok_catalog;
 mod tiktok_orders;
 mod tiktok_prices;
+mod tiktok_webhooks;
 mod webhooks;
 
 use std::net::SocketAddr;

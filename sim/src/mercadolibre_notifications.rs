@@ -139,6 +139,8 @@ fn notification(state: &State, seller: u64, topic: &str, resource: &str) -> Resu
         marketplace: "mercadolibre",
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.to_string(),
+        // notifications are configured per application in MercadoLibre's console
+        targets: None,
     };
     Ok((d, app))
 }

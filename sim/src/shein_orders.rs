@@ -75,6 +75,8 @@ fn event(state: &State, no: &str, o: &Order) -> Result<Delivery, Response> {
             ("x-lt-signature".into(), signature),
         ],
         body: format!("eventData={}", form_escape(&encrypted)),
+        // SHEIN's callback is set per application in its console
+        targets: None,
     })
 }
 

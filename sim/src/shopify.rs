@@ -4,7 +4,9 @@
 //! cost extension and HTTP 200 `THROTTLED`), an `inventoryItem` level query, and the legacy REST
 //! `inventory_levels/set.json` with `X-Shopify-Shop-Api-Call-Limit` and 429 `Retry-After`. The
 //! catalog query (`productVariants`) is answered by shopify_catalog.rs; prices
-//! (`productVariantsBulkUpdate`, `inventoryItem { variant(s) }`) by shopify_prices.rs.
+//! (`productVariantsBulkUpdate`, `inventoryItem { variant(s) }`) by shopify_prices.rs; webhook
+//! subscriptions and where deliveries go by shopify_webhooks.rs; uninstalls and the privacy
+//! webhooks by shopify_privacy.rs.
 //! One server plays every shop: the access token says which.
 
 use crate::state::{random_token, State};
@@ -27,9 +29,9 @@ pub struct Shopify {
     /// client_id -> client_secret
     pub apps: HashMap<String, String>,
     /// access token -> (shop, expiry; None = non-expiring)
-    access: HashMap<String, (String, Option<Instant>)>,
+    pub(crate) access: HashMap<String, (String, Option<Instant>)>,
     /// refresh token -> (shop, client_id); removed on first use
-    refresh: HashMap<String, (String, String)>,
+    pub(crate) refresh: HashMap<String, (String, String)>,
     /// authorization code -> (shop, client_id, issued); single use, 10 minutes
     codes: HashMap<String, (String, String, Instant)>,
     /// (shop, inventory item id, location id) -> available
@@ -54,6 +56,8 @@ pub struct Shopify {
     pub orders: HashMap<u64, Order>,
     /// shop -> products and variants (`productVariants`; see shopify_catalog.rs)
     pub catalog: crate::shopify_catalog::Catalog,
+    /// webhook subscriptions made through the API (see shopify_webhooks.rs)
+    pub webhooks: crate::shopify_webhooks::Subscriptions,
     next_id: u64,
 }
 
@@ -64,6 +68,8 @@ pub struct Order {
     /// (line id, inventory item id, location id, sku, quantity)
     pub lines: Vec<(u64, String, String, String, i64)>,
     pub cancelled: bool,
+    /// the buyer (`customer` in the order body; see shopify_privacy.rs)
+    pub customer: Value,
 }
 
 impl Default for Shopify {
@@ -87,6 +93,7 @@ impl Default for Shopify {
             webhook_secrets: HashMap::new(),
             orders: HashMap::new(),
             catalog: Default::default(),
+            webhooks: Default::default(),
             next_id: 450_789_469_000,
         }
     }
@@ -156,15 +163,21 @@ impl Shopify {
         b.0
     }
 
-    fn next_id(&mut self) -> u64 {
+    pub(crate) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
 
-    /// A webhook as Shopify sends it: the raw JSON body signed (base64 HMAC-SHA256) with the
-    /// shop's app secret, and Shopify's headers.
+    /// A webhook as Shopify sends it, signed with the app the shop installed; routed to no
+    /// address yet (`shopify_webhooks::delivery` routes it).
     pub fn delivery(&self, shop: &str, topic: &str, body: &Value) -> Result<Delivery, String> {
         let app = self.shop_apps.get(shop).ok_or("the shop has installed no app")?;
+        self.signed(app, shop, topic, body)
+    }
+
+    /// The raw JSON body signed (base64 HMAC-SHA256) with `app`'s webhook secret, and Shopify's
+    /// headers (an uninstalled shop's `shop/redact` is still signed with its former app).
+    pub(crate) fn signed(&self, app: &str, shop: &str, topic: &str, body: &Value) -> Result<Delivery, String> {
         let secret = self
             .webhook_secrets
             .get(app)
@@ -186,6 +199,7 @@ impl Shopify {
                 ("X-Shopify-Triggered-At".into(), crate::state::rfc3339_now()),
             ],
             body: raw,
+            targets: Some(Vec::new()),
         })
     }
 
@@ -195,11 +209,12 @@ impl Shopify {
                "created_at": now, "updated_at": now, "financial_status": "paid",
                "cancelled_at": if o.cancelled { Value::String(now.clone()) } else { Value::Null },
                "cancel_reason": if o.cancelled { json!("customer") } else { Value::Null },
+               "customer": o.customer, "shipping_address": crate::shopify_privacy::shipping_address(&o.customer),
                "line_items": o.lines.iter().map(|(lid, _, _, sku, q)| json!({"id": lid, "sku": sku, "quantity": q,
                    "variant_id": lid + 1_000_000, "title": sku})).collect::<Vec<_>>()})
     }
 
-    fn cost(&self, requested: f64, actual: f64, available: f64) -> Value {
+    pub(crate) fn cost(&self, requested: f64, actual: f64, available: f64) -> Value {
         json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
                "throttleStatus": {"maximumAvailable": self.bucket_max, "currentlyAvailable": available,
                                   "restoreRate": self.restore_rate}}})
@@ -241,7 +256,7 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<String, Response> 
     }
 }
 
-async fn access_token(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+pub(crate) async fn access_token(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
     let mut m = state.shopify.lock();
     let bad_grant = |why: &str| {
@@ -308,6 +323,22 @@ fn level_id(v: &Value) -> String {
     }
 }
 
+/// Takes a fixed `cost` from the shop's bucket: the `extensions` to answer with, or the whole
+/// HTTP 200 `THROTTLED` reply when the bucket is short.
+pub(crate) fn charge(state: &State, m: &mut Shopify, shop: &str, cost: f64) -> Result<Value, Value> {
+    match m.spend(shop, cost) {
+        Ok(available) => Ok(m.cost(cost, cost, available)),
+        Err(available) => {
+            state.count("shopify throttled");
+            let ext = m.cost(cost, 0.0, available);
+            Err(
+                json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
+                "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": ext}),
+            )
+        }
+    }
+}
+
 pub(crate) async fn graphql(
     AxState(state): AxState<Arc<State>>,
     Path(version): Path<String>,
@@ -321,6 +352,11 @@ pub(crate) async fn graphql(
     let query = b.get("query").and_then(Value::as_str).unwrap_or("").to_string();
     let vars = b.get("variables").cloned().unwrap_or(Value::Null);
     let mut m = state.shopify.lock();
+    if crate::shopify_webhooks::is_webhook_document(&query) {
+        // webhookSubscriptions and their mutations: the subscriptions of the shop's app
+        let answer = crate::shopify_webhooks::answer(&state, &mut m, &shop, &version, &query, &vars);
+        return Json(answer).into_response();
+    }
     if crate::shopify_catalog::is_catalog_query(&query) {
         // productVariants: its own cost, paging and limits
         return Json(crate::shopify_catalog::answer(&state, &mut m, &shop, &query, &vars)).into_response();
@@ -332,19 +368,10 @@ pub(crate) async fn graphql(
     }
     let mutation = query.contains("inventorySetQuantities");
     let cost = if mutation { MUTATION_COST } else { QUERY_COST };
-    let available = match m.spend(&shop, cost) {
-        Ok(a) => a,
-        Err(a) => {
-            state.count("shopify throttled");
-            let ext = m.cost(cost, 0.0, a);
-            return Json(
-                json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
-                "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": ext}),
-            )
-            .into_response();
-        }
+    let ext = match charge(&state, &mut m, &shop, cost) {
+        Ok(ext) => ext,
+        Err(throttled) => return Json(throttled).into_response(),
     };
-    let ext = m.cost(cost, cost, available);
     if !mutation {
         if !query.contains("inventoryItem") {
             return Json(json!({"errors": [{"message": "Only inventory queries are emulated"}], "extensions": ext}))
@@ -570,6 +597,8 @@ pub fn admin_router() -> Router<Arc<State>> {
         .route("/issued_tokens", get(admin_issued))
         .merge(crate::shopify_catalog::admin_router())
         .merge(crate::shopify_prices::admin_router())
+        .merge(crate::shopify_webhooks::admin_router())
+        .merge(crate::shopify_privacy::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -704,7 +733,7 @@ async fn admin_bump(
     let event = json!({"inventory_item_id": num(&k.1), "location_id": num(&k.2), "available": available,
                        "updated_at": crate::state::rfc3339_now(),
                        "admin_graphql_api_id": format!("gid://shopify/InventoryLevel/{}?inventory_item_id={}", k.2, k.1)});
-    match m.delivery(&k.0, "inventory_levels/update", &event) {
+    match crate::shopify_webhooks::delivery(&state, &m, &k.0, "inventory_levels/update", &event) {
         Ok(d) => {
             drop(m);
             webhooks::produced(&state, &b, json!({"ok": true, "available": available}), &d, None)
@@ -714,12 +743,16 @@ async fn admin_bump(
     }
 }
 
-/// A sale: `{"shop", "lines": [{"inventory_item_id", "location_id", "sku", "quantity"}], "send"?}`
-/// takes from the levels and sends `orders/create`.
-async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+/// A sale: `{"shop", "lines": [{"inventory_item_id", "location_id", "sku", "quantity"}],
+/// "customer"?, "send"?}` takes from the levels and sends `orders/create`. The order carries a
+/// generated buyer (`customer` fields given override it) and their shipping address.
+pub(crate) async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let Some(shop) = text(&b, "shop") else {
         return bad("shop is required");
     };
+    if b.get("customer").is_some_and(|c| !c.is_object()) {
+        return bad("customer must be an object");
+    }
     let mut m = state.shopify.lock();
     let mut lines = Vec::new();
     for l in b.get("lines").and_then(Value::as_array).into_iter().flatten() {
@@ -744,14 +777,17 @@ async fn admin_order(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) 
         }
     }
     let id = m.next_id();
+    // a buyer per order, its id derived (not drawn) so order and line ids stay as they were
+    let customer_id = id + 100_000_000_000;
     let order = Order {
         shop: shop.to_string(),
         lines,
         cancelled: false,
+        customer: crate::shopify_privacy::customer(customer_id, b.get("customer")),
     };
     let body = m.order_body(id, &order);
     m.orders.insert(id, order);
-    match m.delivery(shop, "orders/create", &body) {
+    match crate::shopify_webhooks::delivery(&state, &m, shop, "orders/create", &body) {
         Ok(d) => {
             drop(m);
             webhooks::produced(&state, &b, json!({"order_id": id}), &d, None)
@@ -777,7 +813,7 @@ async fn admin_cancel(AxState(state): AxState<Arc<State>>, Path(id): Path<u64>, 
     let body = m.order_body(id, &order);
     let shop = order.shop.clone();
     m.orders.insert(id, order);
-    match m.delivery(&shop, "orders/cancelled", &body) {
+    match crate::shopify_webhooks::delivery(&state, &m, &shop, "orders/cancelled", &body) {
         Ok(d) => {
             drop(m);
             webhooks::produced(&state, &b, json!({"order_id": id}), &d, None)
@@ -802,9 +838,14 @@ async fn admin_expire(AxState(state): AxState<Arc<State>>) -> Response {
     Json(json!({"expired": n})).into_response()
 }
 
-/// `{"bucket_max"?, "restore_rate"?, "token_lifetime_s"?, "rest_bucket"?, "rest_leak_per_s"?}`
-async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
+/// `{"bucket_max"?, "restore_rate"?, "token_lifetime_s"?, "rest_bucket"?, "rest_leak_per_s"?,
+/// "allow_http_webhooks"?}`
+pub(crate) async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let mut m = state.shopify.lock();
+    if let Some(v) = b.get("allow_http_webhooks").and_then(Value::as_bool) {
+        // loopback tests subscribe http:// addresses; Shopify takes https only
+        m.webhooks.allow_http = v;
+    }
     let num = |k: &str| b.get(k).and_then(Value::as_f64).filter(|v| *v > 0.0 && v.is_finite());
     if let Some(v) = num("bucket_max") {
         m.bucket_max = v;

@@ -4,7 +4,8 @@
 //! real 401 `106001`), `x-tts-access-token`, `shop_cipher`, inventory update per SKU and
 //! warehouse, inventory search. Envelope: `{"code", "message", "data", "request_id"}`.
 //! The catalog (products search and detail, the catalog generator) is in `tiktok_catalog`,
-//! prices (prices/update, shop regions and their currencies, promotion locks) in `tiktok_prices`.
+//! prices (prices/update, shop regions and their currencies, promotion locks) in `tiktok_prices`,
+//! the event API (webhook addresses per shop) in `tiktok_webhooks`.
 
 use crate::state::{random_token, State};
 use axum::body::Bytes;
@@ -41,6 +42,8 @@ pub struct TikTok {
     pub orders: HashMap<String, crate::tiktok_orders::Order>,
     /// shop regions, price limits, promotion locks and price write counts
     pub prices: crate::tiktok_prices::Prices,
+    /// webhook addresses set through the event API
+    pub webhooks: crate::tiktok_webhooks::Webhooks,
 }
 
 /// The products by id. Reads go through `Deref`; every mutable access (`DerefMut`) moves the
@@ -210,6 +213,7 @@ pub fn router() -> Router<Arc<State>> {
         .route("/authorization/202309/shops", get(authorized_shops))
         .merge(crate::tiktok_catalog::router())
         .merge(crate::tiktok_prices::router())
+        .merge(crate::tiktok_webhooks::router())
 }
 
 /// The shops the token was granted for (the app learns `shop_cipher` here).
@@ -507,6 +511,7 @@ pub fn admin_router() -> Router<Arc<State>> {
         .merge(crate::tiktok_orders::admin_router())
         .merge(crate::tiktok_catalog::admin_router())
         .merge(crate::tiktok_prices::admin_router())
+        .merge(crate::tiktok_webhooks::admin_router())
 }
 
 fn bad(msg: &str) -> Response {
@@ -644,9 +649,13 @@ async fn admin_expire(AxState(state): AxState<Arc<State>>) -> Response {
     Json(json!({"expired": n})).into_response()
 }
 
-/// `{"token_lifetime_s"?, "rate_limit_per_minute"?: n|null, "rate_window_s"?}`
+/// `{"token_lifetime_s"?, "rate_limit_per_minute"?: n|null, "rate_window_s"?, "allow_http_webhooks"?}`
 async fn admin_config(AxState(state): AxState<Arc<State>>, Json(b): Json<Value>) -> Response {
     let mut m = state.tiktok.lock();
+    if let Some(v) = b.get("allow_http_webhooks").and_then(Value::as_bool) {
+        // loopback tests set http:// addresses; TikTok takes https only
+        m.webhooks.allow_http = v;
+    }
     if let Some(t) = b.get("token_lifetime_s").and_then(Value::as_i64) {
         m.token_lifetime_s = t;
     }

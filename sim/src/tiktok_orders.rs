@@ -81,7 +81,8 @@ fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
 }
 
-/// The type-1 webhook for an order's new status, signed with the shop's app.
+/// The type-1 webhook for an order's new status, signed with the shop's app and routed to the
+/// shop's ORDER_STATUS_CHANGE address (else the app-level URL).
 fn status_webhook(state: &State, id: &str, o: &Order) -> Result<Delivery, Response> {
     let m = state.tiktok.lock();
     let app = m
@@ -103,6 +104,7 @@ fn status_webhook(state: &State, id: &str, o: &Order) -> Result<Delivery, Respon
             ),
         ],
         body,
+        targets: Some(crate::tiktok_webhooks::targets(state, &m, &o.shop_cipher, 1)),
     })
 }
 

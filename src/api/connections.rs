@@ -31,7 +31,8 @@ pub(crate) fn upsert(
         "INSERT INTO integ.connections AS c (tenant_id, marketplace, settings)
          VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, marketplace) DO UPDATE
-            SET settings = EXCLUDED.settings, status = 'active', last_error = NULL, updated_at = now()
+            SET settings = EXCLUDED.settings, status = 'active', last_error = NULL, updated_at = now(),
+                subscriptions_due_at = now()
          RETURNING c.id",
         &[tenant_id.into(), m.as_str().into(), JsonB(settings.clone()).into()],
     )

@@ -7,6 +7,8 @@
 pub mod drift;
 pub mod orders;
 pub mod price_drift;
+mod privacy;
+pub mod reduce;
 
 /// Moves EGDC's stock of a product by `delta` in the tracked table that has it (its trigger
 /// then sends the new stock to every channel); false when no tracked table has the product.
@@ -326,14 +328,24 @@ fn apply(d: &Delivery, conn: &Connection, event: &Event, calls: i32) -> bool {
             }
             Some(format!("alert: {kind}"))
         }
+        Event::Privacy(r) => Some(privacy::apply(conn.id, &conn.tenant, &conn.creds, d.id, r)),
         Event::Ignored(why) => Some(why.clone()),
         Event::FetchOrder(_) | Event::FetchStock(_) | Event::ForSupplier(..) => Some("not followed".into()),
     };
+    // only what processing read is kept (shop/redact has removed the connection itself)
+    let reduced = reduce::reduce(d.marketplace, d.topic.as_deref(), &d.body, &conn.creds);
     Spi::run_with_args(
         "UPDATE integ.webhooks SET state = 'done', processed_at = now(), attempts = attempts + 1, error = $2,
-                tenant_id = $3, connection_id = $4
+                tenant_id = $3, body = $5, body_reduced = true,
+                connection_id = (SELECT c.id FROM integ.connections c WHERE c.id = $4)
           WHERE id = $1",
-        &[d.id.into(), note.into(), conn.tenant.as_str().into(), conn.id.into()],
+        &[
+            d.id.into(),
+            note.into(),
+            conn.tenant.as_str().into(),
+            conn.id.into(),
+            reduced.into(),
+        ],
     )
     .or_raise("completing a webhook");
     log_delivery(d.id, Some(matches!(event, Event::Order(_))), calls);
@@ -346,12 +358,12 @@ fn apply(d: &Delivery, conn: &Connection, event: &Event, calls: i32) -> bool {
 fn log_delivery(webhook_id: i64, order: Option<bool>, calls: i32) {
     Spi::run_with_args(
         "INSERT INTO integ.sync_log (tenant_id, marketplace, connection_id, operation, outcome, latency_ms, calls, error)
-         SELECT c.tenant_id, w.marketplace, c.id, CASE WHEN $2 THEN 'order' ELSE 'webhook' END,
+         SELECT w.tenant_id, w.marketplace, w.connection_id, CASE WHEN $2 THEN 'order' ELSE 'webhook' END,
                 CASE w.state WHEN 'done' THEN 'success' WHEN 'dead' THEN 'dead' ELSE 'retry' END,
                 CASE WHEN w.state = 'done' THEN extract(epoch FROM clock_timestamp() - w.received_at) * 1000 END,
                 $3, CASE WHEN w.state = 'done' THEN NULL ELSE w.error END
-           FROM integ.webhooks w JOIN integ.connections c ON c.id = w.connection_id
-          WHERE w.id = $1",
+           FROM integ.webhooks w
+          WHERE w.id = $1 AND w.tenant_id IS NOT NULL",
         &[webhook_id.into(), order.unwrap_or(false).into(), calls.into()],
     )
     .or_raise("logging a webhook's processing");

@@ -50,11 +50,40 @@ pub enum Event {
         message: String,
         deauthorized: bool,
     },
+    /// One of Shopify's mandatory privacy topics.
+    Privacy(PrivacyRequest),
     /// A topic we do not act on (kept as done, with this note).
     Ignored(String),
     /// Which supplier's event this is (SHEIN notifies per app; the event names the supplier),
     /// wrapping what it says.
     ForSupplier(String, Box<Event>),
+}
+
+/// Shopify's mandatory privacy topics (configured in the app's settings, not subscribed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivacyTopic {
+    DataRequest,
+    CustomerRedact,
+    ShopRedact,
+}
+
+impl PrivacyTopic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivacyTopic::DataRequest => "customers/data_request",
+            PrivacyTopic::CustomerRedact => "customers/redact",
+            PrivacyTopic::ShopRedact => "shop/redact",
+        }
+    }
+}
+
+/// A privacy request: whose data (`customer_id`, absent for a shop) and which orders it names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrivacyRequest {
+    pub topic: PrivacyTopic,
+    pub shop: String,
+    pub customer_id: Option<String>,
+    pub orders: Vec<String>,
 }
 
 /// Reads an accepted delivery. Err: the delivery cannot be understood (it goes dead).
@@ -142,12 +171,43 @@ fn shopify(topic: &str, body: &[u8]) -> Result<Event, String> {
                 .ok_or("the level has no available quantity")?,
             changed_at: v.get("updated_at").and_then(Value::as_str).map(str::to_string),
         }),
+        // the app's grant is gone with it: stop calling and wait for a new authorization
+        "app/uninstalled" => Ok(Event::Alert {
+            kind: "needs_reauthorization",
+            message: "Shopify: the app was uninstalled from the shop; the seller must install it again".into(),
+            deauthorized: true,
+        }),
+        "customers/data_request" => privacy(&v, PrivacyTopic::DataRequest, "orders_requested"),
+        "customers/redact" => privacy(&v, PrivacyTopic::CustomerRedact, "orders_to_redact"),
+        "shop/redact" => privacy(&v, PrivacyTopic::ShopRedact, ""),
         t => Ok(Event::Ignored(format!("topic {t} is not applied"))),
     }
 }
 
+fn privacy(v: &Value, topic: PrivacyTopic, orders_key: &str) -> Result<Event, String> {
+    let shop = text(v, "/shop_domain").ok_or("the privacy request has no shop_domain")?;
+    let customer_id = id_text(v.pointer("/customer/id"));
+    if topic != PrivacyTopic::ShopRedact && customer_id.is_none() {
+        return Err(format!("the {} request has no customer id", topic.as_str()));
+    }
+    let orders = match v.get(orders_key) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| id_text(Some(id)).ok_or_else(|| format!("{orders_key} holds a value that is not an order id")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(format!("{orders_key} is not a list")),
+    };
+    Ok(Event::Privacy(PrivacyRequest {
+        topic,
+        shop,
+        customer_id,
+        orders,
+    }))
+}
+
 /// The decrypted `eventData` of a SHEIN callback (form field, URL-encoded base64).
-fn shein_event(body: &[u8], app_secret_key: &str) -> Result<Value, String> {
+pub fn shein_event(body: &[u8], app_secret_key: &str) -> Result<Value, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the callback body is not text")?;
     let field = text
         .split('&')
@@ -376,6 +436,60 @@ mod tests {
             matches!(&e, Ok(Event::Alert { kind: "authorization_expiring", message, deauthorized: false }) if message.contains("1700000000")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn shopify_uninstall_and_privacy_topics() {
+        let creds = Credentials::default();
+        let parse = |topic: &str, body: &str| parse(Marketplace::Shopify, Some(topic), body.as_bytes(), &creds);
+        assert!(matches!(
+            parse("app/uninstalled", r#"{"id":1,"myshopify_domain":"a.myshopify.com"}"#),
+            Ok(Event::Alert {
+                kind: "needs_reauthorization",
+                deauthorized: true,
+                ..
+            })
+        ));
+        let redact = r#"{"shop_id":9,"shop_domain":"a.myshopify.com","customer":{"id":191167,"email":"j@x.com"},
+                         "orders_to_redact":[299938,"280263"]}"#;
+        assert_eq!(
+            parse("customers/redact", redact),
+            Ok(Event::Privacy(PrivacyRequest {
+                topic: PrivacyTopic::CustomerRedact,
+                shop: "a.myshopify.com".into(),
+                customer_id: Some("191167".into()),
+                orders: vec!["299938".into(), "280263".into()],
+            }))
+        );
+        let request =
+            r#"{"shop_domain":"a.myshopify.com","customer":{"id":5},"orders_requested":[1],"data_request":{"id":9}}"#;
+        assert!(matches!(parse("customers/data_request", request),
+            Ok(Event::Privacy(PrivacyRequest { topic: PrivacyTopic::DataRequest, ref orders, .. })) if orders == &["1".to_string()]));
+        assert!(matches!(
+            parse("shop/redact", r#"{"shop_id":9,"shop_domain":"a.myshopify.com"}"#),
+            Ok(Event::Privacy(PrivacyRequest {
+                topic: PrivacyTopic::ShopRedact,
+                customer_id: None,
+                ..
+            }))
+        ));
+        for (topic, bad) in [
+            (
+                "customers/redact",
+                r#"{"shop_domain":"a.myshopify.com","orders_to_redact":[]}"#,
+            ),
+            (
+                "customers/redact",
+                r#"{"shop_domain":"a.myshopify.com","customer":{"id":1},"orders_to_redact":{}}"#,
+            ),
+            (
+                "customers/redact",
+                r#"{"shop_domain":"a.myshopify.com","customer":{"id":1},"orders_to_redact":[[1]]}"#,
+            ),
+            ("shop/redact", r#"{"shop_id":9}"#),
+        ] {
+            assert!(parse(topic, bad).is_err(), "{topic} {bad}");
+        }
     }
 
     #[test]

@@ -14,9 +14,12 @@ pub mod shein_prices;
 pub mod shopify;
 pub mod shopify_catalog;
 pub mod shopify_prices;
+pub mod shopify_subscriptions;
+pub mod subscriptions;
 pub mod tiktok;
 pub mod tiktok_catalog;
 pub mod tiktok_prices;
+pub mod tiktok_subscriptions;
 pub mod webhooks;
 
 use serde_json::{Map, Value};
@@ -341,6 +344,33 @@ pub trait Connector: Send + Sync {
     /// feeds), as their original bodies.
     fn missed_notifications(&self, _http: &ureq::Agent, _req: &PushRequest) -> Result<Vec<Value>, String> {
         Ok(Vec::new())
+    }
+    /// The webhook topics the extension applies, named as this marketplace's subscription API names
+    /// them (empty: subscriptions are configured per application in the marketplace's console).
+    fn webhook_topics(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// The connection's webhook subscriptions, every page (`req` carries the connection: base_url,
+    /// access_token, credentials, connection_settings; its listing fields are unused). Each page
+    /// is one call, for the rate limit.
+    fn list_subscriptions(
+        &self,
+        _http: &ureq::Agent,
+        _req: &PushRequest,
+    ) -> Result<Vec<subscriptions::RemoteSubscription>, subscriptions::SubscriptionError> {
+        Err(subscriptions::SubscriptionError::Unsupported)
+    }
+    /// Points `topic` at `address`: updates `remote_id` when given (Shopify), else creates (or,
+    /// where the API has one address per topic, sets) it; the subscription as it now stands.
+    fn subscribe(
+        &self,
+        _http: &ureq::Agent,
+        _req: &PushRequest,
+        _topic: &str,
+        _address: &str,
+        _remote_id: Option<&str>,
+    ) -> Result<subscriptions::RemoteSubscription, subscriptions::SubscriptionError> {
+        Err(subscriptions::SubscriptionError::Unsupported)
     }
     /// Whether access tokens expire and are refreshed (false: permanent signing keys).
     fn refreshes_tokens(&self) -> bool {

@@ -7,6 +7,7 @@
 //! `THROTTLED` (HTTP 200) and the cost extension feed the limiter. Up to 250 quantities per call.
 
 use super::http::{self, elapsed_ms, Reply};
+use super::subscriptions::{RemoteSubscription, SubscriptionError};
 use super::{
     check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, RemoteRead,
     TokenGrant,
@@ -332,6 +333,29 @@ impl Connector for Shopify {
                 .check_listing("1", &json!({ "location_id": loc }))
                 .map_err(|_| "settings.location_id must be a number or gid://shopify/Location/<number>".into()),
         }
+    }
+
+    fn webhook_topics(&self) -> &'static [&'static str] {
+        super::shopify_subscriptions::TOPICS
+    }
+
+    fn list_subscriptions(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+    ) -> Result<Vec<RemoteSubscription>, SubscriptionError> {
+        super::shopify_subscriptions::list(agent, req)
+    }
+
+    fn subscribe(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+        topic: &str,
+        address: &str,
+        remote_id: Option<&str>,
+    ) -> Result<RemoteSubscription, SubscriptionError> {
+        super::shopify_subscriptions::subscribe(agent, req, topic, address, remote_id)
     }
 
     fn catalog_page(

@@ -7,6 +7,7 @@
 
 use super::events::{Order, OrderLine};
 use super::http::{self, elapsed_ms, Reply};
+use super::subscriptions::{RemoteSubscription, SubscriptionError};
 use super::unix_now;
 use super::{
     check_keys, Connector, Credentials, Marketplace, PushKind, PushRequest, PushResult, RefreshError, RemoteRead,
@@ -53,6 +54,23 @@ pub(super) fn signed(
     extra: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Result<Reply, String> {
+    send(agent, req, false, path, extra, body)
+}
+
+/// A signed shop call sending `body` with PUT (the event API sets a webhook so).
+pub(super) fn signed_put(agent: &ureq::Agent, req: &PushRequest, path: &str, body: &Value) -> Result<Reply, String> {
+    send(agent, req, true, path, &[], Some(body))
+}
+
+/// A signed shop call; a body goes by PUT when `put`, else by POST.
+fn send(
+    agent: &ureq::Agent,
+    req: &PushRequest,
+    put: bool,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<Reply, String> {
     let creds = &req.credentials;
     let app_secret = creds.secret("app_secret").unwrap_or_default();
     let mut query = BTreeMap::new();
@@ -71,8 +89,7 @@ pub(super) fn signed(
     let token = req.access_token.as_str();
     let result = match body {
         Some(_) => {
-            let mut r = agent
-                .post(url)
+            let mut r = if put { agent.put(url) } else { agent.post(url) }
                 .header("content-type", "application/json")
                 .header("x-tts-access-token", token);
             for (k, v) in &query {
@@ -236,6 +253,29 @@ impl Connector for TikTok {
 
     fn push_prices(&self, agent: &ureq::Agent, reqs: &[PushRequest]) -> Vec<PushResult> {
         super::tiktok_prices::push(agent, reqs)
+    }
+
+    fn webhook_topics(&self) -> &'static [&'static str] {
+        super::tiktok_subscriptions::TOPICS
+    }
+
+    fn list_subscriptions(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+    ) -> Result<Vec<RemoteSubscription>, SubscriptionError> {
+        super::tiktok_subscriptions::list(agent, req)
+    }
+
+    fn subscribe(
+        &self,
+        agent: &ureq::Agent,
+        req: &PushRequest,
+        topic: &str,
+        address: &str,
+        _remote_id: Option<&str>,
+    ) -> Result<RemoteSubscription, SubscriptionError> {
+        super::tiktok_subscriptions::subscribe(agent, req, topic, address)
     }
 
     fn catalog_page(

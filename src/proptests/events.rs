@@ -60,6 +60,10 @@ fn check_event(e: &Event) -> Result<(), TestCaseError> {
             prop_assert!(!matches!(**inner, Event::ForSupplier(..)), "nested supplier events");
             check_event(inner)?;
         }
+        Event::Privacy(r) => {
+            prop_assert!(!r.shop.is_empty());
+            prop_assert!(r.orders.iter().all(|o| !o.is_empty()), "an empty order id: {r:?}");
+        }
         Event::Alert { .. } | Event::Ignored(_) => {}
     }
     Ok(())

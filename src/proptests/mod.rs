@@ -20,6 +20,7 @@ mod replies;
 mod rules;
 mod settings;
 mod signatures;
+mod subscriptions;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;

@@ -7,7 +7,7 @@
 
 use crate::marketplaces::catalog::{CatalogError, CatalogPage, RemoteListing};
 use crate::marketplaces::{self, Marketplace};
-use crate::push::{self, ListingRef};
+use crate::push;
 use crate::shmem::limiter;
 use crate::spi_util::{first, worker_transaction, OrRaise};
 use crate::tokens::{self, TokenStatus};
@@ -109,14 +109,7 @@ impl Importer {
                 return false;
             }
         };
-        let listing = ListingRef {
-            marketplace: &running.marketplace,
-            connection_settings: &running.settings,
-            external_id: "",
-            listing_settings: &Value::Null,
-            last_known: None,
-        };
-        let req = match push::prepare(&listing, 0, token, credentials, String::new()) {
+        let req = match push::connection_request(&running.marketplace, &running.settings, token, credentials) {
             Ok((_, req)) => req,
             Err(e) => {
                 finish(running.id, "failed", Some(&e));

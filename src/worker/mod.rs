@@ -6,6 +6,7 @@ mod capturing;
 mod importing;
 mod pool;
 mod reconciling;
+mod subscribing;
 
 use crate::credentials;
 use crate::gucs::{self, Tuning};
@@ -146,6 +147,7 @@ struct Worker {
     last_webhooks: Instant,
     reconciler: reconciling::Reconciler,
     importer: importing::Importer,
+    subscriber: subscribing::Subscriber,
     last_expiry_scan: Option<Instant>,
 }
 
@@ -175,6 +177,7 @@ impl Worker {
             last_webhooks: Instant::now(),
             reconciler: Default::default(),
             importer: Default::default(),
+            subscriber: Default::default(),
             last_expiry_scan: None,
         }
     }
@@ -212,6 +215,7 @@ impl Worker {
                 imported = self
                     .importer
                     .turn(&self.agent, self.tuning.max_attempts, self.tuning.circuit_cooldown_ns);
+                imported |= self.subscriber.turn(&self.agent, self.tuning.circuit_cooldown_ns);
                 self.refresh_expiring();
                 self.roll_up();
             }
@@ -452,6 +456,7 @@ impl Worker {
         self.transitions.clear();
         self.reconciler = Default::default();
         self.importer = Default::default();
+        self.subscriber = Default::default();
     }
 
     fn trouble(&mut self, what: &str, e: &str) {
