@@ -331,6 +331,37 @@ fn connections_are_subscribed_and_kept_subscribed_uninstalls_stop_calls_privacy_
         env.shopify_available(4201) == Some(6)
     });
 
+    // an address the marketplace refuses: failing, one alert however often it is retried
+    env.wait_for(20, "the other shop subscribed", || {
+        all_subscribed(&env, "t-other", 4, &address)
+    });
+    env.sim.post("/shopify/config", json!({"allow_http_webhooks": false}));
+    let other = sandbox_subscriptions(&env, OTHER_SHOP);
+    assert_eq!(other.len(), 4, "{other:?}");
+    let numeric = other[0]["id"]
+        .as_str()
+        .and_then(|id| id.rsplit('/').next())
+        .unwrap_or("")
+        .to_string();
+    env.sim.delete(&format!("/shopify/subscriptions/{numeric}"));
+    let refused = "SELECT count(*) FROM integ.sync_log WHERE operation = 'subscribe' AND outcome = 'failed'";
+    for n in 1..=2 {
+        env.db()
+            .execute("SELECT integ.reconcile('t-other', 'shopify')", &[])
+            .expect("reconcile");
+        env.wait_for(15, "the refused subscription checked", || env.scalar_i64(refused) == n);
+        assert!(env
+            .scalar_text("SELECT webhooks FROM integ.status WHERE tenant_id = 't-other'")
+            .starts_with("failing: "));
+    }
+    let error =
+        env.scalar_text("SELECT min(error) FROM integ.subscriptions WHERE tenant_id = 't-other' AND state = 'failed'");
+    assert!(error.contains("http:// is not supported"), "{error}");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.alerts WHERE kind = 'webhook_subscription'"),
+        1
+    );
+
     // TikTok Shop through its event API; MercadoLibre configured by hand
     env.add_tiktok_tenant("t-tts", "CIPHER-SUBS", json!({}));
     let tts = format!("{base}/webhooks/tiktok");
