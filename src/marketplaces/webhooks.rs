@@ -85,11 +85,13 @@ pub fn verify(m: Marketplace, headers: &Headers, body: &[u8], secrets: &Value) -
     }
 }
 
-/// A JSON id that may come as a number or a string.
+/// A JSON id that may come as a whole number or a string. A fractional or out-of-range number is
+/// no id: read as a float, its text would change from one reading to the next (and two orders
+/// could share one), so exactly-once could not hold.
 pub fn id_text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
 }

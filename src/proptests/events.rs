@@ -20,7 +20,8 @@ fn topic() -> BoxedStrategy<Option<String>> {
     prop::option::of(prop_oneof![
         3 => prop::sample::select(vec![
             "orders/create", "orders/paid", "orders/updated", "orders/cancelled", "inventory_levels/update",
-            "orders_v2", "orders", "items", "products/update",
+            "orders_v2", "orders", "items", "products/update", "app/uninstalled",
+            "customers/data_request", "customers/redact", "shop/redact",
         ])
         .prop_map(str::to_string),
         1 => word(),
@@ -117,6 +118,57 @@ proptest! {
         match events::parse(m, topic.as_deref(), &body, &creds) {
             Ok(e) => check_event(&e)?,
             Err(e) => prop_assert!(!e.is_empty()),
+        }
+    }
+
+    /// Shopify's privacy topics with bodies close to the real ones: a request names its shop and
+    /// only order ids, or is refused with a reason.
+    #[test]
+    fn privacy_requests_are_read_or_refused(
+        topic in prop::sample::select(vec!["customers/data_request", "customers/redact", "shop/redact"]),
+        shop in prop_oneof![json_leaf(), "[a-z]{1,8}\\.myshopify\\.com".prop_map(Value::String)],
+        customer in json_value(),
+        orders in prop_oneof![json_value(), prop::collection::vec(order_id(), 0..4).prop_map(Value::Array)],
+    ) {
+        let body = json!({"shop_domain": shop, "customer": {"id": customer}, "orders_to_redact": orders.clone(),
+                          "orders_requested": orders}).to_string();
+        match events::parse(Marketplace::Shopify, Some(topic), body.as_bytes(), &Credentials::default()) {
+            Ok(Event::Privacy(r)) => {
+                prop_assert_eq!(r.topic.as_str(), topic);
+                check_event(&Event::Privacy(r))?;
+            }
+            Ok(other) => prop_assert!(false, "{topic} read as {other:?}"),
+            Err(e) => prop_assert!(!e.is_empty()),
+        }
+    }
+
+    /// What is kept of an applied delivery is JSON and reads as the same event: reduction keeps
+    /// every field processing used.
+    #[test]
+    fn a_reduced_body_reads_as_the_original(m in marketplace(), topic in topic(), body in body()) {
+        let creds = if m == Marketplace::Shein { shein_creds() } else { Credentials::default() };
+        let reduced = crate::inbound::reduce::reduce(m, topic.as_deref(), &body, &creds);
+        prop_assert!(serde_json::from_slice::<Value>(&reduced).is_ok());
+        if m != Marketplace::Shein {
+            if let Ok(e) = events::parse(m, topic.as_deref(), &body, &creds) {
+                if !matches!(e, Event::Alert { .. } | Event::Ignored(_)) {
+                    prop_assert_eq!(events::parse(m, topic.as_deref(), &reduced, &creds), Ok(e));
+                }
+            }
+        }
+    }
+
+    /// Near-valid Shopify orders, reduced: still the same order (or still refused).
+    #[test]
+    fn a_reduced_shopify_order_is_the_same_order(id in order_id(), q in raw_number(), more in prop::collection::vec(1i64..=50, 0..3)) {
+        let body = shopify_order(&id, &q, &more);
+        let creds = Credentials::default();
+        let reduced = crate::inbound::reduce::reduce(Marketplace::Shopify, Some("orders/create"), &body, &creds);
+        let parse = |b: &[u8]| events::parse(Marketplace::Shopify, Some("orders/create"), b, &creds);
+        match parse(&body) {
+            Ok(e) => prop_assert_eq!(parse(&reduced), Ok(e)),
+            // refused orders go dead and are never reduced; reduced they are still refused
+            Err(_) => prop_assert!(parse(&reduced).is_err()),
         }
     }
 
