@@ -50,6 +50,14 @@ fn connect_rejects_unknown_marketplace() {
     Spi::run("SELECT integ.connect('t1', 'amazon', '{}')").unwrap();
 }
 
+#[pg_test(
+    error = "a jsonb argument could not be read (too deeply nested): documents nested deeper than 128 levels are refused"
+)]
+fn a_jsonb_argument_nested_too_deep_is_a_clear_error() {
+    // PostgreSQL takes it; pgrx's own JsonB argument would panic (XX000) on it
+    Spi::run("SELECT integ.signature('shopify', (repeat('[', 200) || repeat(']', 200))::jsonb)").unwrap();
+}
+
 #[pg_test(error = "mercadolibre credentials: \"client_secret\" is required")]
 fn connect_rejects_incomplete_credentials() {
     key();

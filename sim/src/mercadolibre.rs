@@ -44,6 +44,9 @@ pub struct Meli {
     /// Every token ever issued, so tests can prove none leaks.
     pub issued: Vec<String>,
     pub orders: HashMap<u64, crate::mercadolibre_notifications::Order>,
+    /// Order reads answered with a given status and body, verbatim (a fault: what a broken or
+    /// hostile answer does to the app)
+    pub raw_orders: HashMap<String, (u16, String)>,
     /// Outstanding scan scroll ids.
     pub scrolls: HashMap<String, catalog::Scroll>,
     /// How long a scroll id lives after it was issued (5 minutes).
@@ -70,6 +73,7 @@ impl Default for Meli {
             next_variation_id: 900_000_000,
             issued: Vec::new(),
             orders: HashMap::new(),
+            raw_orders: HashMap::new(),
             scrolls: HashMap::new(),
             scroll_ttl: catalog::SCROLL_TTL,
             prices: Default::default(),

@@ -70,6 +70,7 @@ pub fn admin_router() -> Router<Arc<State>> {
     Router::new()
         .route("/mercadolibre/orders", post(admin_order))
         .route("/mercadolibre/orders/{id}/cancel", post(admin_cancel))
+        .route("/mercadolibre/orders/{id}/raw", post(admin_raw_order))
         .route("/mercadolibre/items/{id}/edit", post(admin_edit))
 }
 
@@ -89,6 +90,10 @@ async fn get_order(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Path
         Err(r) => return r,
     };
     let m = state.meli.lock();
+    if let Some((status, body)) = m.raw_orders.get(&id) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return (status, [("content-type", "application/json")], body.clone()).into_response();
+    }
     match id.parse::<u64>().ok().and_then(|n| m.orders.get(&n).map(|o| (n, o))) {
         None => error(StatusCode::NOT_FOUND, "not_found", &format!("Order {id} not found")),
         Some((_, o)) if o.seller != seller => error(
@@ -121,6 +126,31 @@ async fn missed_feeds(AxState(state): AxState<Arc<State>>, headers: HeaderMap, Q
     }
     let messages = state.hooks.lock().missed.get(&q.app_id).cloned().unwrap_or_default();
     Json(json!({"messages": messages, "total": messages.len(), "offset": 0, "limit": messages.len()})).into_response()
+}
+
+/// `{"status"?: 200, "body": "<text>"}`: `GET /orders/{id}` answers exactly that from now on,
+/// whoever asks; then sends the order's notification (`{"seller", "send"?}` as for orders).
+async fn admin_raw_order(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+    Json(b): Json<Value>,
+) -> Response {
+    let (Some(body), Some(seller)) = (
+        b.get("body").and_then(Value::as_str),
+        b.get("seller").and_then(Value::as_u64),
+    ) else {
+        return bad("body (text) and seller are required");
+    };
+    let status = b.get("status").and_then(Value::as_u64).unwrap_or(200).clamp(100, 599) as u16;
+    state
+        .meli
+        .lock()
+        .raw_orders
+        .insert(id.clone(), (status, body.to_string()));
+    match notification(&state, seller, "orders_v2", &format!("/orders/{id}")) {
+        Ok((d, app)) => webhooks::produced(&state, &b, json!({"order_id": id}), &d, Some(app)),
+        Err(r) => r,
+    }
 }
 
 /// A notification as MercadoLibre sends it (unsigned), and the application it is filed under.

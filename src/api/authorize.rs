@@ -4,6 +4,7 @@
 //! unguessable 256-bit value kept only as its SHA-256, single use, valid 10 minutes.
 
 use super::connections::upsert;
+use super::json_in::JsonIn;
 use super::sync::agent;
 use super::{access, check_tenant, connector_for, shown};
 use crate::marketplaces::authorize::{self, App, Pending};
@@ -21,7 +22,7 @@ const STATE_LIFETIME: &str = "10 minutes";
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn register_app(marketplace: &str, credentials: JsonB, settings: default!(JsonB, "'{}'")) {
+fn register_app(marketplace: &str, credentials: JsonIn, settings: default!(JsonIn, "'{}'")) {
     access::require_operator("integ.register_app");
     let (m, connector) = connector_for(marketplace);
     let (ids, secrets) = authorize::app_keys(m);
@@ -133,7 +134,7 @@ fn check_app_settings(s: &Map<String, Value>) -> Result<(), String> {
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn authorize_url(tenant_id: &str, marketplace: &str, redirect_uri: &str, options: default!(JsonB, "'{}'")) -> String {
+fn authorize_url(tenant_id: &str, marketplace: &str, redirect_uri: &str, options: default!(JsonIn, "'{}'")) -> String {
     check_tenant(tenant_id);
     let (m, connector) = connector_for(marketplace);
     check_redirect(redirect_uri);
@@ -191,7 +192,7 @@ fn refuse(msg: &str) -> ! {
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn complete_authorization(marketplace: &str, callback: JsonB) -> i64 {
+fn complete_authorization(marketplace: &str, callback: JsonIn) -> i64 {
     let (m, connector) = connector_for(marketplace);
     let obj = callback
         .0

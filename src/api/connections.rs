@@ -1,5 +1,6 @@
 //! integ.connect: validate, store the connection and its encrypted credentials.
 
+use super::json_in::JsonIn;
 use super::{check_tenant, connector_for, shown};
 use crate::marketplaces::Marketplace;
 use crate::spi_util::{first, invalid, OrRaise};
@@ -9,7 +10,7 @@ use pgrx::JsonB;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn connect(tenant_id: &str, marketplace: &str, credentials: JsonB, settings: default!(JsonB, "'{}'")) -> i64 {
+fn connect(tenant_id: &str, marketplace: &str, credentials: JsonIn, settings: default!(JsonIn, "'{}'")) -> i64 {
     check_tenant(tenant_id);
     upsert(tenant_id, marketplace, &credentials.0, &settings.0)
 }

@@ -1,9 +1,9 @@
 //! integ.map_product: a product of a tenant is a listing on a marketplace.
 
+use super::json_in::JsonIn;
 use super::{check_tenant, connector_for, shown};
 use crate::spi_util::{first, invalid, not_found, OrRaise};
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -12,7 +12,7 @@ fn map_product(
     marketplace: &str,
     product_id: &str,
     external_id: &str,
-    settings: default!(JsonB, "'{}'"),
+    settings: default!(JsonIn, "'{}'"),
 ) -> i64 {
     check_tenant(tenant_id);
     let (m, connector) = connector_for(marketplace);

@@ -6,6 +6,7 @@ pub mod access;
 pub mod authorize;
 pub mod capture;
 pub mod connections;
+pub mod json_in;
 pub mod limits;
 pub mod listings;
 pub mod reconcile;

@@ -1,10 +1,10 @@
 //! `integ.signature(marketplace, input)`: exactly what a connector or webhook verifier computes,
 //! for debugging and support. Pass secrets as bound parameters, not literals.
 
+use super::json_in::JsonIn;
 use crate::signing;
 use crate::spi_util::invalid;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -35,7 +35,7 @@ fn query(input: &Map<String, Value>) -> BTreeMap<String, String> {
 }
 
 #[pg_extern(immutable, parallel_safe)]
-fn signature(marketplace: &str, input: JsonB) -> String {
+fn signature(marketplace: &str, input: JsonIn) -> String {
     let Value::Object(input) = input.0 else {
         invalid("integ.signature: input must be a JSON object")
     };

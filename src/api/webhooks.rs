@@ -2,6 +2,7 @@
 //! with the answer's `http_status`) and `integ.verify_webhook` (the pure check). Receiving only
 //! verifies, de-duplicates and records, in milliseconds; the workers apply what was accepted.
 
+use super::json_in::JsonIn;
 use crate::credentials;
 use crate::marketplaces::webhooks::{self, Envelope, Headers};
 use crate::marketplaces::Marketplace;
@@ -13,7 +14,7 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 #[pg_extern(immutable, parallel_safe)]
-fn verify_webhook(marketplace: &str, headers: JsonB, body: &[u8], secrets: JsonB) -> bool {
+fn verify_webhook(marketplace: &str, headers: JsonIn, body: &[u8], secrets: JsonIn) -> bool {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
     let h = webhooks::lowercase_headers(&headers.0).unwrap_or_else(|e| invalid(e));
     webhooks::verify(m, &h, body, &secrets.0).unwrap_or_else(|e| invalid(format!("integ.verify_webhook: {e}")))
@@ -125,7 +126,7 @@ fn secrets_for(m: Marketplace, connection_id: i64, settings: &Value) -> Option<V
 
 #[pg_extern(volatile, parallel_unsafe, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
-fn receive_webhook(marketplace: &str, headers: JsonB, body: &[u8]) -> JsonB {
+fn receive_webhook(marketplace: &str, headers: JsonIn, body: &[u8]) -> JsonB {
     let m: Marketplace = marketplace.parse().unwrap_or_else(|e: String| invalid(e));
     let mut d = Delivery {
         marketplace: m,
