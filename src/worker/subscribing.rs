@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Connections settled without calls per statement.
+const SETTLE_BATCH: i64 = 1_000;
 /// How often to look for due connections while there are none.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// A check that could not finish (network, 5xx) is tried again after this.
@@ -82,6 +84,17 @@ impl Subscriber {
             }
             self.seen_base = Some(base.clone());
         }
+        // connections that need no call (no address to subscribe, or a console to configure
+        // by hand) are settled a thousand at a time
+        match worker_transaction(|| settle_without_calls(&base)) {
+            Ok(n) if n >= SETTLE_BATCH => return false,
+            Ok(_) => {}
+            Err(e) => warning!("integration: settling webhook subscriptions failed: {e}"),
+        }
+        let Ok(Some(base)) = base else {
+            self.next_look = Some(now + IDLE_LOOK);
+            return false;
+        };
         self.paused.retain(|_, until| *until > now);
         let paused: Vec<i64> = self.paused.keys().copied().collect();
         let due = match worker_transaction(|| next_due(&paused)) {
@@ -99,67 +112,22 @@ impl Subscriber {
         let Ok(connector) = marketplaces::connector(due.marketplace) else {
             return false;
         };
-        let topics = connector.webhook_topics();
-        let address = match &base {
-            Ok(Some(b)) => Some(format!("{b}/webhooks/{}", due.marketplace)),
-            _ => None,
-        };
-        // no call to make: the console's topics, or no address to subscribe
-        let without_calls = |state: &'static str, error: Option<String>| -> Vec<Row> {
-            let names = if topics.is_empty() {
-                console_topics(due.marketplace)
-            } else {
-                topics
-            };
-            names
-                .iter()
-                .map(|t| Row {
-                    topic: t.to_string(),
-                    state,
-                    remote_id: None,
-                    error: error.clone(),
-                })
-                .collect()
-        };
-        let (rows, ended, calls) = match (&base, &address) {
-            (Err(e), _) => (
-                without_calls("failed", Some(e.clone())),
-                Ended {
-                    again: None,
-                    outcome: "failed",
-                    error: Some(e.clone()),
-                },
-                0,
-            ),
-            (Ok(None), _) => (
-                without_calls("skipped", Some("integ.webhook_base_url is not set".into())),
-                done(),
-                0,
-            ),
-            (Ok(Some(_)), Some(_)) if topics.is_empty() => (without_calls("manual", None), done(), 0),
-            (Ok(Some(_)), Some(address)) => {
-                let quota = push::quota_for(due.marketplace.as_str(), &due.settings);
-                if let Err(wait) = limiter::acquire_spare(due.id, quota, cooldown_ns) {
-                    let wait = Duration::from_nanos(wait.clamp(1_000_000, 1_000_000_000) as u64);
-                    self.paused.insert(due.id, now + wait);
-                    release(&due, wait);
-                    return false;
-                }
-                match self.check(agent, connector, &due, address, quota, cooldown_ns) {
-                    Some(r) => r,
-                    None => return false,
-                }
-            }
-            (Ok(Some(_)), None) => return false,
-        };
-        let started = now;
-        if let Err(e) = worker_transaction(|| store(&due, address.as_deref(), &rows, &ended, calls, started)) {
+        let address = format!("{base}/webhooks/{}", due.marketplace);
+        let quota = push::quota_for(due.marketplace.as_str(), &due.settings);
+        if let Err(wait) = limiter::acquire_spare(due.id, quota, cooldown_ns) {
+            let wait = Duration::from_nanos(wait.clamp(1_000_000, 1_000_000_000) as u64);
+            self.paused.insert(due.id, now + wait);
+            release(&due, wait);
+            return false;
+        }
+        let (rows, ended, calls) = self.check(agent, connector, &due, &address, quota, cooldown_ns);
+        if let Err(e) = worker_transaction(|| store(&due, &address, &rows, &ended, calls, now)) {
             warning!("integration: storing webhook subscriptions failed: {e}");
         }
         calls > 0
     }
 
-    /// The calls of one check; None when it stopped to wait (the lease is released).
+    /// The calls of one check: the rows it leaves, how it ended, the calls it made.
     fn check(
         &mut self,
         agent: &ureq::Agent,
@@ -168,7 +136,7 @@ impl Subscriber {
         address: &str,
         quota: crate::limits::Quota,
         cooldown_ns: i64,
-    ) -> Option<(Vec<Row>, Ended, i32)> {
+    ) -> (Vec<Row>, Ended, i32) {
         // a check that fails before any change leaves every topic failed (known ids kept)
         let all_failed = |error: &Option<String>| -> Vec<Row> {
             let error = error.as_deref().unwrap_or("unknown error");
@@ -180,14 +148,14 @@ impl Subscriber {
         };
         let (req, generation) = match request(agent, due) {
             Ok(r) => r,
-            Err(ended) => return Some((all_failed(&ended.error), ended, 0)),
+            Err(ended) => return (all_failed(&ended.error), ended, 0),
         };
         let mut calls = 1;
         let remote = match connector.list_subscriptions(agent, &req) {
             Ok(r) => r,
             Err(e) => {
                 let ended = self.failed(agent, due, generation, e);
-                return Some((all_failed(&ended.error), ended, calls));
+                return (all_failed(&ended.error), ended, calls);
             }
         };
         let mut rows = Vec::new();
@@ -221,7 +189,7 @@ impl Subscriber {
                 }
             }
         }
-        Some((rows, ended, calls))
+        (rows, ended, calls)
     }
 
     /// What a failed call means for the check (a refused token is refreshed for the next try).
@@ -334,6 +302,7 @@ fn next_due(paused: &[i64]) -> Option<Due> {
         "UPDATE integ.connections c SET subscriptions_due_at = now() + interval '5 minutes'
           WHERE c.id = (SELECT x.id FROM integ.connections x
                          WHERE x.subscriptions_due_at <= now() AND x.status = 'active' AND x.id <> ALL ($1)
+                           AND x.marketplace IN ('shopify', 'tiktok')
                          ORDER BY x.subscriptions_due_at, x.id LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING jsonb_build_array(c.id, c.tenant_id, c.marketplace, c.settings, c.subscriptions_due_at::text)",
         &[paused.to_vec().into()],
@@ -346,6 +315,55 @@ fn next_due(paused: &[i64]) -> Option<Due> {
         settings: a.get(3).cloned().unwrap_or(Value::Null),
         lease: a.get(4).and_then(Value::as_str)?.to_string(),
     })
+}
+
+/// Settles due connections that need no call: every one while the base URL is unset or
+/// invalid (`skipped` / `failed` rows), else those whose marketplace is configured in its
+/// console (`manual` rows with the address to enter). Returns how many it settled.
+fn settle_without_calls(base: &Result<Option<String>, String>) -> i64 {
+    let (state, error, address_base) = match base {
+        Ok(None) => ("skipped", Some("integ.webhook_base_url is not set".to_string()), None),
+        Err(e) => ("failed", Some(e.clone()), None),
+        Ok(Some(b)) => ("manual", None, Some(b.clone())),
+    };
+    let topics: serde_json::Map<String, Value> = Marketplace::ALL
+        .into_iter()
+        .map(|m| {
+            let api = marketplaces::connector(m).map(|c| c.webhook_topics()).unwrap_or(&[]);
+            let names = if api.is_empty() { console_topics(m) } else { api };
+            (m.as_str().to_string(), json!(names))
+        })
+        .collect();
+    first::<i64>(
+        "WITH due AS (
+            SELECT c.id, c.marketplace FROM integ.connections c
+             WHERE c.subscriptions_due_at <= now() AND c.status = 'active'
+               AND ($3::text IS NULL OR c.marketplace NOT IN ('shopify', 'tiktok'))
+             ORDER BY c.subscriptions_due_at, c.id LIMIT $5 FOR UPDATE SKIP LOCKED),
+          wanted AS (
+            SELECT d.id, t.topic, $3 || '/webhooks/' || d.marketplace AS address
+              FROM due d, jsonb_array_elements_text($4 -> d.marketplace) t(topic)),
+          gone AS (
+            DELETE FROM integ.webhook_subscriptions s USING due d
+             WHERE s.connection_id = d.id AND NOT EXISTS (SELECT 1 FROM wanted w WHERE w.id = d.id AND w.topic = s.topic)),
+          kept AS (
+            INSERT INTO integ.webhook_subscriptions AS s (connection_id, topic, address, state, remote_id, checked_at, error)
+            SELECT w.id, w.topic, w.address, $1, NULL, now(), $2 FROM wanted w
+            ON CONFLICT (connection_id, topic) DO UPDATE
+               SET address = EXCLUDED.address, state = EXCLUDED.state, remote_id = NULL, checked_at = now(),
+                   error = EXCLUDED.error),
+          settled AS (
+            UPDATE integ.connections c SET subscriptions_due_at = NULL FROM due d WHERE c.id = d.id RETURNING 1)
+         SELECT count(*) FROM settled",
+        &[
+            state.into(),
+            error.into(),
+            address_base.into(),
+            JsonB(Value::Object(topics)).into(),
+            SETTLE_BATCH.into(),
+        ],
+    )
+    .unwrap_or(0)
 }
 
 /// Gives a lease back: due again after `wait`.
@@ -377,7 +395,7 @@ fn due_where_address_differs(base: Option<String>) {
 
 /// Stores the rows of a check, logs it, raises an alert
 /// when a subscription was refused, and sets when the connection falls due again.
-fn store(due: &Due, address: Option<&str>, rows: &[Row], ended: &Ended, calls: i32, started: Instant) {
+fn store(due: &Due, address: &str, rows: &[Row], ended: &Ended, calls: i32, started: Instant) {
     if !rows.is_empty() {
         let rows_json: Vec<Value> = rows
             .iter()
