@@ -5,7 +5,8 @@
 //! (the channel that sold too: its own count may since have been overwritten by a push).
 
 use crate::marketplaces::events::{Order, OrderLine};
-use crate::spi_util::first;
+use crate::spi_util::{first, OrRaise};
+use pgrx::prelude::*;
 
 pub struct Target<'a> {
     pub connection_id: i64,
@@ -54,12 +55,26 @@ pub fn apply(t: &Target, order: &Order) -> Vec<String> {
         if delta == 0 {
             continue;
         }
+        forget_remote_stock(t, &product);
         let applied = super::adjust_egdc_stock(t.tenant, &product, delta);
         if !applied {
             notes.push(format!("product {product} is in no tracked table"));
         }
     }
     notes
+}
+
+/// The channel that sold (or took back) units no longer holds what we last knew; whether a push
+/// since then came before or after the sale is unknown, so the next job writes EGDC's stock
+/// instead of skipping as "already there" (an order applied and a change back to the old
+/// number would otherwise leave the channel short).
+fn forget_remote_stock(t: &Target, product: &str) {
+    Spi::run_with_args(
+        "UPDATE integ.listings SET remote_stock = NULL
+          WHERE connection_id = $1 AND product_id = $2 AND remote_stock IS NOT NULL",
+        &[t.connection_id.into(), product.into()],
+    )
+    .or_raise("forgetting a sold listing's remote stock");
 }
 
 /// The EGDC product a line sold: the product of the listing with the line's external id on this

@@ -240,14 +240,24 @@ fn set(agent: &ureq::Agent, reqs: &[&PushRequest], compares: &[Option<i64>], key
 
 /// The quantity Shopify holds now for a listing (None: not stocked there).
 fn read_level(agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, String> {
+    read_level_kind(agent, req).map_err(|kind| kind.error().unwrap_or("unexpected reply").to_string())
+}
+
+/// The level's available quantity, or what the failed read means (THROTTLED stays Throttled: it
+/// slows the connection instead of burning an attempt and counting toward its circuit).
+fn read_level_kind(agent: &ureq::Agent, req: &PushRequest) -> Result<Option<i64>, PushKind> {
     let reply = graphql(
         agent,
         req,
         LEVEL_QUERY,
         json!({"id": gid("InventoryItem", &req.external_id), "locationId": location(req)}),
-    )?;
+    )
+    .map_err(|error| PushKind::Retry {
+        error,
+        retry_after: None,
+    })?;
     if let Some(kind) = call_failure(&reply) {
-        return Err(kind.error().unwrap_or("unexpected reply").to_string());
+        return Err(kind);
     }
     let v = reply.json().unwrap_or(Value::Null);
     Ok(v.pointer("/data/inventoryItem/inventoryLevel/quantities")
@@ -266,19 +276,14 @@ fn resolve_stale(agent: &ureq::Agent, req: &PushRequest) -> PushKind {
         .and_then(Value::as_str)
         .unwrap_or("egdc_wins");
     for _ in 0..3 {
-        let holds = match read_level(agent, req) {
+        let holds = match read_level_kind(agent, req) {
             Ok(Some(h)) => h,
             Ok(None) => {
                 return PushKind::Permanent {
                     error: "Shopify: the item is not stocked at this location".into(),
                 }
             }
-            Err(e) => {
-                return PushKind::Retry {
-                    error: e,
-                    retry_after: None,
-                }
-            }
+            Err(kind) => return kind,
         };
         // egdc_wins and most_recent (the change being pushed is EGDC's newest) write again;
         // manual and marketplace_wins leave Shopify's value (its edit reaches EGDC as a webhook

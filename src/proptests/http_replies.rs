@@ -403,3 +403,27 @@ fn the_stock_reply_templates_are_json() {
     assert!(serde_json::from_str::<Value>(&user_product_reply("7").body).is_ok());
     assert!(serde_json::from_str::<Value>(&multiget_reply("7").body).is_ok());
 }
+
+/// Found by the chaos soak: a stale compare's re-read answered THROTTLED was a retry that burned
+/// an attempt and counted toward the circuit; it is a throttle (the connection slows down).
+#[test]
+fn a_throttled_reread_after_a_stale_compare_is_a_throttle() {
+    let server = Loopback::start();
+    let stale = json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [
+        {"code": "CHANGE_FROM_QUANTITY_STALE", "field": ["input", "quantities", "0"], "message": "stale"}]}}});
+    let throttled = json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+        "extensions": {"cost": {"requestedQueryCost": 2, "actualQueryCost": null,
+        "throttleStatus": {"maximumAvailable": 40.0, "currentlyAvailable": 0.0, "restoreRate": 5.0}}}});
+    server.answer(vec![
+        Canned::new(200, stale.to_string()),
+        Canned::new(200, throttled.to_string()),
+    ]);
+    let mut req = request(&server.base, "808950810", json!({"location_id": 905684977}));
+    req.last_known = Some(10);
+    req.connection_settings = json!({"location_id": 905684977, "api_version": "2026-10"});
+    let got = connector(Marketplace::Shopify)
+        .expect("shopify")
+        .push_stock(&agent(), &req);
+    assert_eq!(server.served(), 2, "a write, then a read");
+    assert!(matches!(got.kind, PushKind::Throttled { .. }), "{:?}", got.kind);
+}

@@ -768,6 +768,9 @@ impl Worker {
                     _ if !f.lead => None,
                     PushKind::Throttled { retry_after, .. } => {
                         limiter::penalize(conn, *retry_after);
+                        // a throttled half-open probe proved nothing either way: give it back,
+                        // or the circuit would wait for its result for good
+                        limiter::cancel_probe(conn);
                         None
                     }
                     PushKind::Retry { .. } => limiter::circuit_record(conn, false, tuning.circuit_failures),

@@ -6,6 +6,7 @@ mod gateway;
 mod import;
 mod prices;
 mod scale;
+mod soak;
 
 use e2e::*;
 use serde_json::json;
@@ -33,7 +34,8 @@ fn main() {
     } else {
         args.iter().map(String::as_str).collect()
     };
-    for name in chosen {
+    let mut names = chosen.into_iter().peekable();
+    while let Some(name) = names.next() {
         match name {
             "trigger" => trigger_overhead("bench-trigger", "fsync off", "", true, Subject::Stock),
             "trigger-durable" => trigger_overhead(
@@ -61,6 +63,11 @@ fn main() {
             "import" => import::import(),
             "scale" => scale::scale(),
             "gateway" => gateway::gateway(),
+            // `soak [minutes]`: the minutes may follow as the next argument
+            "soak" => {
+                let minutes = soak::minutes(names.next_if(|a| a.parse::<f64>().is_ok()));
+                soak::soak(minutes)
+            }
             other => {
                 eprintln!("unknown benchmark {other}; choose from {all:?}");
                 std::process::exit(2);
