@@ -48,6 +48,13 @@ fn a_failing_tenant_opens_its_circuit_while_others_keep_syncing() {
     );
     let opened = env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE operation = 'circuit' AND outcome = 'open'");
     assert!(opened >= 1);
+    // a probe answered 429 proves nothing either way: it is given back and a later probe still
+    // goes out (found by the chaos soak: the circuit stayed half-open for good)
+    env.sim.post("/mercadolibre/sellers/5002/fail", json!({"status": 429}));
+    let before_429 = env.sim.counter("mercadolibre seller 5002 requests");
+    env.wait_for(10, "a probe answered 429", || {
+        env.sim.counter("mercadolibre seller 5002 requests") > before_429
+    });
     // recovery: the probe succeeds, the circuit closes, the backlog drains to the right stock
     env.sim.delete("/mercadolibre/sellers/5002/fail");
     for (i, (_, item)) in b.iter().enumerate() {
