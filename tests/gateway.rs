@@ -207,6 +207,111 @@ fn webhooks_of_each_marketplace_through_the_gateway() {
     env.assert_no_secrets();
 }
 
+/// Deliveries that arrive together go to the database together (one transaction for several),
+/// and each is still answered for itself: a duplicate in the same batch is a duplicate, a
+/// forged one 401, and one whose receipt raises is refused alone without taking the others with it.
+#[test]
+fn deliveries_arriving_together_are_received_together_and_each_answered_alone() {
+    let mut env = Env::with_conf("gw-batch", "integ.workers = 0");
+    env.add_shopify_tenant(TENANT, SHOP, json!({}));
+    // a receipt that raises: any body mentioning "explode"
+    env.db()
+        .batch_execute(
+            "CREATE FUNCTION public.explode() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF position('explode' IN convert_from(NEW.body, 'UTF8')) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
+                   RETURN NEW; END $$;
+             CREATE TRIGGER explode BEFORE INSERT ON integ.webhooks FOR EACH ROW EXECUTE FUNCTION public.explode();",
+        )
+        .expect("the raising trigger");
+    // 300 distinct deliveries (every 30th says "explode", every 25th is forged), and the first 40 again
+    let rows = env
+        .db()
+        .query(
+            &format!(
+                "SELECT i, CASE WHEN i % 25 = 0 THEN 'AAAA' || encode(hmac(b, 'other', 'sha256'), 'base64')
+                                ELSE encode(hmac(b, '{SHOPIFY_CLIENT_SECRET}', 'sha256'), 'base64') END, b
+                   FROM (SELECT i, convert_to(json_build_object('id', i, 'note', CASE WHEN i % 30 = 0 THEN 'explode' END,
+                                  'line_items', json_build_array())::text, 'UTF8') AS b
+                           FROM generate_series(1, 300) i) s"
+            ),
+            &[],
+        )
+        .expect("deliveries");
+    let mut deliveries: Vec<(i32, String, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    deliveries.extend(deliveries[..40].to_vec());
+    let g = Gateway::start(&env);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let answers: Vec<(i32, u16, String)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    let http = http();
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((i, hmac, body)) = deliveries.get(k) else {
+                            break;
+                        };
+                        let r = http
+                            .post(g.url("/webhooks/shopify"))
+                            .header("X-Shopify-Hmac-Sha256", hmac.as_str())
+                            .header("X-Shopify-Topic", "orders/create")
+                            .header("X-Shopify-Shop-Domain", SHOP)
+                            .header("X-Shopify-Webhook-Id", format!("batch-{i}"))
+                            .header("Content-Type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .expect("deliver");
+                        out.push((*i, r.status().as_u16(), r.text().unwrap_or_default()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("client")).collect()
+    });
+    assert_eq!(answers.len(), 340);
+    for (i, status, body) in &answers {
+        let want = if i % 25 == 0 {
+            401
+        } else if i % 30 == 0 {
+            400
+        } else {
+            200
+        };
+        assert_eq!(*status, want, "delivery {i}: {body}");
+    }
+    let accepted = |i: &i32| {
+        answers
+            .iter()
+            .filter(|(j, _, b)| j == i && b.contains("\"accepted\""))
+            .count()
+    };
+    for i in 1..=300 {
+        let want = usize::from(i % 25 != 0 && i % 30 != 0);
+        assert_eq!(
+            accepted(&i),
+            want,
+            "delivery {i} accepted once (or never: forged, raising)"
+        );
+    }
+    let dup = answers.iter().filter(|(_, _, b)| b.contains("\"duplicate\"")).count();
+    // of the 40 repeated, 1 forged (25) and 1 raising (30) are not duplicates
+    assert_eq!(dup, 38, "each repeat a duplicate");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks WHERE status = 'accepted' AND verified"),
+        300 - 12 - 10 + 2,
+        "accepted rows: 300 less 12 forged and 10 raising (the 2 both are counted in each)"
+    );
+    // several deliveries were received in one transaction
+    let (rows, transactions) = (
+        env.scalar_i64("SELECT count(*) FROM integ.webhooks"),
+        env.scalar_i64("SELECT count(DISTINCT xmin::text) FROM integ.webhooks"),
+    );
+    assert!(transactions < rows, "{rows} deliveries in {transactions} transactions");
+    println!("GATEWAY batching: {rows} deliveries recorded in {transactions} transactions; each answered alone");
+}
+
 /// GET /connect: the authorize URL the gateway redirects to.
 fn connect(g: &Gateway, marketplace: &str, tenant: &str, token: &str, extra: &str) -> reqwest::blocking::Response {
     http()

@@ -64,6 +64,17 @@ pub struct Config {
     #[arg(long, env = "INTEG_GATEWAY_POOL_SIZE", default_value_t = 16)]
     pub pool_size: usize,
 
+    /// Statements receiving webhooks that run at once. Deliveries that arrive while they run
+    /// are received together by the next one (still one call of integ.receive_webhook each, in
+    /// one transaction): fewer, larger statements is what lets the database keep up. Around the
+    /// database's cores; at most --pool-size.
+    #[arg(long, env = "INTEG_GATEWAY_WEBHOOK_CONCURRENCY", default_value_t = 2)]
+    pub webhook_concurrency: usize,
+
+    /// The most deliveries one statement receives.
+    #[arg(long, env = "INTEG_GATEWAY_WEBHOOK_BATCH", default_value_t = 32)]
+    pub webhook_batch: usize,
+
     /// How long a request waits for a pooled connection, and for a new one to be made, in ms;
     /// past it the answer is 503.
     #[arg(long, env = "INTEG_GATEWAY_POOL_WAIT_MS", default_value_t = 1_000)]
@@ -111,6 +122,12 @@ impl Config {
         }
         if self.pool_size == 0 {
             return Err("--pool-size must be at least 1".into());
+        }
+        if self.webhook_concurrency == 0 || self.webhook_concurrency > self.pool_size {
+            return Err("--webhook-concurrency must be between 1 and --pool-size".into());
+        }
+        if !(1..=1000).contains(&self.webhook_batch) {
+            return Err("--webhook-batch must be between 1 and 1000".into());
         }
         Ok(())
     }

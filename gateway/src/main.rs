@@ -5,6 +5,7 @@ mod charts;
 mod config;
 mod connect_token;
 mod db;
+mod receiving;
 mod routes;
 
 use clap::Parser;
@@ -49,9 +50,11 @@ async fn run(mut config: config::Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let receiver = receiving::Receiver::start(pool.clone(), config.webhook_concurrency, config.webhook_batch);
     let state: Shared = Arc::new(AppState {
         config,
         pool,
+        receiver,
         templates: routes::dashboard::templates()?,
         webhook_limit: Default::default(),
     });

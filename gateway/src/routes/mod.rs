@@ -27,6 +27,7 @@ pub fn known_marketplace(m: &str) -> bool {
 pub struct AppState {
     pub config: Config,
     pub pool: Pool,
+    pub receiver: crate::receiving::Receiver,
     pub templates: minijinja::Environment<'static>,
     pub webhook_limit: webhooks::BodyLimit,
 }

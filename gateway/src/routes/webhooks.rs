@@ -4,6 +4,7 @@
 
 use super::{known_marketplace, plain, Reason, Shared};
 use crate::db::{self, DbError};
+use crate::receiving::Delivery;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -109,10 +110,12 @@ pub async fn receive(
         Ok(Err(_)) => return plain(StatusCode::BAD_REQUEST, "body_unreadable", "body unreadable\n"),
         Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "body_timeout", "body too slow\n"),
     };
-    let headers = headers_json(&headers);
-    let body: &[u8] = &bytes;
-    let answer: Result<Value, DbError> =
-        db::one(&state.pool, db::RECEIVE_WEBHOOK, &[&marketplace, &headers, &body]).await;
+    let delivery = Delivery {
+        marketplace,
+        headers: headers_json(&headers),
+        body: bytes,
+    };
+    let answer: Result<Value, DbError> = state.receiver.receive(delivery).await;
     match answer {
         Ok(a) => {
             let status = a
