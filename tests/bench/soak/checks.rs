@@ -5,16 +5,12 @@ use super::*;
 
 /// A listing's stock in the sandbox.
 pub(super) fn remote_quantity(env: &Env, t: &Tenant, external: &str) -> Option<i64> {
-    match t.marketplace {
-        "mercadolibre" => env.sim.item_quantity(external),
-        "shopify" => env.shopify_available(external.parse().ok()?),
-        "tiktok" => env.tiktok_quantity(external),
-        _ => env.shein_quantity(external),
-    }
+    streams::sandbox_quantity(&env.sim, t.marketplace, external)
 }
 
-/// Listings whose sandbox stock is not EGDC's (no stock rules: what EGDC publishes is its
-/// stock): (tenant, marketplace, product, what differs).
+/// Listings whose sandbox stock is not what EGDC publishes (no stock rules: its stock, and 0 for
+/// a stock below 0, which a sale that outran another channel's update leaves): (tenant,
+/// marketplace, product, what differs).
 pub(super) fn drift(env: &Env, tenants: &[Tenant]) -> Vec<(String, &'static str, String, String)> {
     let egdc: HashMap<(String, String), i64> = env
         .db()
@@ -26,11 +22,12 @@ pub(super) fn drift(env: &Env, tenants: &[Tenant]) -> Vec<(String, &'static str,
     let mut out = Vec::new();
     for t in tenants {
         for (product, external) in &t.listings {
-            let want = egdc.get(&(t.name.clone(), product.clone())).copied();
+            let egdc = egdc.get(&(t.name.clone(), product.clone())).copied();
+            let want = egdc.map(|q| q.max(0));
             let got = remote_quantity(env, t, external);
             if want != got {
                 let what = format!(
-                    "{} {} {product} ({external}): sandbox {got:?}, EGDC {want:?}",
+                    "{} {} {product} ({external}): sandbox {got:?}, EGDC {egdc:?}",
                     t.name, t.marketplace
                 );
                 out.push((t.name.clone(), t.marketplace, product.clone(), what));

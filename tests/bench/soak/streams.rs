@@ -102,16 +102,23 @@ pub(super) fn order_stream(
                     &format!("/{}/orders/{}/cancel", o.marketplace, o.id),
                     json!({"send": false}),
                 );
-                delivery_of(o.marketplace, &made)
+                Some(delivery_of(o.marketplace, &made))
             } else {
                 let ti = rng.gen_range(0..tenants.len());
-                let (o, made) = new_order(sim, &tenants[ti], ti, &mut rng);
-                *h.orders.entry(o.marketplace).or_default() += 1;
-                let d = delivery_of(o.marketplace, &made);
-                orders.push(o);
-                d
+                match new_order(sim, &tenants[ti], ti, &mut rng) {
+                    Some((o, made)) => {
+                        *h.orders.entry(o.marketplace).or_default() += 1;
+                        let d = delivery_of(o.marketplace, &made);
+                        orders.push(o);
+                        Some(d)
+                    }
+                    None => {
+                        h.sold_out += 1;
+                        None
+                    }
+                }
             };
-            queue.push_back(delivery);
+            queue.extend(delivery);
         }
         // hand over what waits, oldest first, until a call fails
         let mut failed = false;
@@ -176,14 +183,36 @@ pub(super) fn id_text(v: &Value) -> String {
     }
 }
 
-/// A sale on the tenant's marketplace; the order as the soak expects the ledger to hold it, and
-/// the sandbox's answer (with the delivery).
-pub(super) fn new_order(sim: &Sim, t: &Tenant, ti: usize, rng: &mut StdRng) -> (Order, Value) {
+/// A listing's stock in the sandbox: what its marketplace shows and sells.
+pub(super) fn sandbox_quantity(sim: &Sim, marketplace: &str, external: &str) -> Option<i64> {
+    let (path, field) = match marketplace {
+        "mercadolibre" => (format!("/mercadolibre/items/{external}"), "available_quantity"),
+        "shopify" => (format!("/shopify/levels/{external}/1"), "available"),
+        "tiktok" => (format!("/tiktok/skus/{external}"), "quantity"),
+        _ => (format!("/shein/skus/{external}"), "quantity"),
+    };
+    sim.get(&path)[field].as_i64()
+}
+
+/// A sale on the tenant's marketplace of what it shows in stock (1 or 2 listings, 1 to 3 units,
+/// at most what the listing shows); the order as the soak expects the ledger to hold it, and the
+/// sandbox's answer (with the delivery). None when the tenant shows nothing in stock: a
+/// marketplace does not sell a listing at 0 (a sale can still outrun a change on another channel,
+/// and EGDC's stock then goes below 0, which publishes as 0).
+pub(super) fn new_order(sim: &Sim, t: &Tenant, ti: usize, rng: &mut StdRng) -> Option<(Order, Value)> {
     let n = rng.gen_range(1..=2);
-    let chosen: Vec<&(String, String)> = t.listings.choose_multiple(rng, n).collect();
+    let in_stock: Vec<(&(String, String), i64)> = t
+        .listings
+        .iter()
+        .filter_map(|l| Some((l, sandbox_quantity(sim, t.marketplace, &l.1).filter(|q| *q > 0)?)))
+        .collect();
+    if in_stock.is_empty() {
+        return None;
+    }
+    let chosen: Vec<&(&(String, String), i64)> = in_stock.choose_multiple(rng, n).collect();
     let picks: Vec<Line> = chosen
         .into_iter()
-        .map(|(p, e)| (p.clone(), e.clone(), rng.gen_range(1..=3)))
+        .map(|((p, e), shown)| (p.clone(), e.clone(), rng.gen_range(1..=3).min(*shown)))
         .collect();
     let (made, lines) = match t.marketplace {
         "mercadolibre" => {
@@ -281,7 +310,7 @@ pub(super) fn new_order(sim: &Sim, t: &Tenant, ti: usize, rng: &mut StdRng) -> (
         cancelled_at: None,
     };
     o.lines.sort();
-    (o, made)
+    Some((o, made))
 }
 
 /// A SHEIN callback's decrypted event (`eventData=<form-escaped base64>`).
