@@ -68,7 +68,7 @@ pub struct Config {
     /// are received together by the next one (still one call of integ.receive_webhook each, in
     /// one transaction): fewer, larger statements is what lets the database keep up. Around the
     /// database's cores; at most --pool-size.
-    #[arg(long, env = "INTEG_GATEWAY_WEBHOOK_CONCURRENCY", default_value_t = 2)]
+    #[arg(long, env = "INTEG_GATEWAY_WEBHOOK_CONCURRENCY", default_value_t = 4)]
     pub webhook_concurrency: usize,
 
     /// The most deliveries one statement receives.

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,10 +93,12 @@ async fn log_request(req: Request, next: Next) -> Response {
         .get::<Reason>()
         .map(|r| format!(" reason={}", r.0))
         .unwrap_or_default();
-    eprintln!(
-        "{} {method} {path} {} {ms:.1}ms{reason}",
+    // one write per line: eprintln! writes each piece of the format with a syscall of its own
+    let line = format!(
+        "{} {method} {path} {} {ms:.1}ms{reason}\n",
         crate::now_rfc3339(),
         response.status().as_u16()
     );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
     response
 }
