@@ -200,6 +200,53 @@ fn expired_tokens_are_refreshed_once() {
     env.assert_no_secrets();
 }
 
+/// A write whose answer never came may have landed: EGDC's stock going back to the value the
+/// listing showed before is written, not skipped as "already there" (the 30-minute soak's
+/// drift: the listing stayed at the timed-out value).
+#[test]
+fn a_timed_out_write_that_landed_does_not_hide_a_change_back() {
+    let env = Env::new("timed-out-write");
+    let ls = env.listings(1);
+    let (sku, item) = ls[0].clone();
+    env.set_stock(&sku, 10);
+    env.wait_idle(30, "initial sync");
+    assert_eq!(env.sim.item_quantity(&item), Some(10));
+    // every answer comes after the worker gave up (integ.http_timeout = 1000), the write applied first
+    env.sim.post(
+        "/faults",
+        json!({"marketplace": "mercadolibre", "timeout_rate": 1.0, "timeout_ms": 1500}),
+    );
+    env.set_stock(&sku, 11);
+    env.wait_for(20, "the write of 11 to land and time out", || {
+        env.sim.item_quantity(&item) == Some(11)
+            && env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE outcome = 'retry' AND stock = 11") > 0
+    });
+    env.set_stock(&sku, 10);
+    std::thread::sleep(Duration::from_secs(2));
+    env.sim.delete("/faults");
+    env.wait_idle(30, "the change back");
+    assert_eq!(
+        env.sim.item_quantity(&item),
+        Some(10),
+        "EGDC's 10 written again: {:?}",
+        env.db()
+            .query(
+                "SELECT outcome, stock, remote_stock, error FROM integ.sync_log ORDER BY id",
+                &[]
+            )
+            .map(|rows| rows
+                .iter()
+                .map(|r| format!(
+                    "{} {:?} {:?} {:?}",
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<i32>>(1),
+                    r.get::<_, Option<i32>>(2),
+                    r.get::<_, Option<String>>(3)
+                ))
+                .collect::<Vec<_>>())
+    );
+}
+
 #[test]
 fn faults_do_not_lose_changes_and_bad_requests_dead_letter() {
     let env = Env::new("faults");

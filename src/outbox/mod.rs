@@ -329,6 +329,7 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Retry {
             error, delay_ms, burn, ..
         } => {
+            forget_published(t.listing_id, t.price.is_some());
             let attempts = if *burn {
                 t.attempt.unwrap_or(1)
             } else {
@@ -342,6 +343,20 @@ pub fn record(t: &Target, o: &Outcome, a: &Attempt) -> bool {
         Outcome::Pushed { .. } => {} // recorded above
     }
     requeued
+}
+
+/// After an attempt with no answer saying it worked: the write may have landed all the same (a
+/// timeout or a dropped answer after the marketplace applied it), so what the listing shows is
+/// unknown, and the next attempt writes EGDC's value even when it equals the one known before.
+/// (Skipping it as "already there" left a listing at the timed-out value: the 30-minute soak.)
+fn forget_published(listing_id: i64, price: bool) {
+    Spi::run_with_args(
+        "UPDATE integ.listings SET remote_stock = NULL,
+                last_pushed_price = CASE WHEN $2 THEN NULL ELSE last_pushed_price END
+          WHERE id = $1 AND (remote_stock IS NOT NULL OR ($2 AND last_pushed_price IS NOT NULL))",
+        &[listing_id.into(), price.into()],
+    )
+    .or_raise("forgetting what a failed write left unknown");
 }
 
 /// A successful push, as the batch recorder needs it.
