@@ -161,16 +161,19 @@ fn load(connection_id: i64, after: i64, limit: i64) -> Option<(Conn, Page)> {
     Some((conn, page))
 }
 
-/// One page of a connection: up to `limit` listings after listing id `after`, waiting at most
-/// `budget_wait_ns` at a time for the rate limit. Returns the report and the last listing id
-/// handled when the page stopped early or more listings may follow (None: the connection is done).
-pub fn page<S: Side>(
-    side: &S,
-    connection_id: i64,
-    after: i64,
-    limit: i64,
-    budget_wait_ns: i64,
-) -> (Report, Option<i64>) {
+/// How a page takes its requests from the connection's rate limit.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// Waiting at most this many ns at a time (`integ.reconcile`: the caller asked for it).
+    Wait(i64),
+    /// Only what pushes leave, never waiting (the worker's schedule); the circuit's cooldown.
+    Spare { cooldown_ns: i64 },
+}
+
+/// One page of a connection: up to `limit` listings after listing id `after`, within `budget`.
+/// Returns the report and the last listing id handled when the page stopped early or more
+/// listings may follow (None: the connection is done).
+pub fn page<S: Side>(side: &S, connection_id: i64, after: i64, limit: i64, budget: Budget) -> (Report, Option<i64>) {
     let mut report = Report::default();
     let (conn, listings) = match side.db(|| load(connection_id, after, limit)) {
         Ok(Some(x)) => x,
@@ -236,7 +239,7 @@ pub fn page<S: Side>(
         }
         let Some(connector) = connector else { continue };
         for _ in 0..connector.read_calls(&reqs) {
-            if !wait_for_budget(connection_id, quota, budget_wait_ns) {
+            if !take_budget(connection_id, quota, budget) {
                 stopped_at = Some(chunk.first().map_or(after, |c| c.0) - 1);
                 break 'chunks;
             }
@@ -336,8 +339,12 @@ fn refresh_from_tables(listing_ids: &[i64]) {
     }
 }
 
-/// Takes one request from the connection's limiter, waiting up to `max_wait_ns` at a time.
-fn wait_for_budget(connection_id: i64, quota: crate::limits::Quota, max_wait_ns: i64) -> bool {
+/// Takes one request from the connection's limiter within `budget`.
+fn take_budget(connection_id: i64, quota: crate::limits::Quota, budget: Budget) -> bool {
+    let max_wait_ns = match budget {
+        Budget::Wait(ns) => ns,
+        Budget::Spare { cooldown_ns } => return limiter::acquire_spare(connection_id, quota, cooldown_ns).is_ok(),
+    };
     loop {
         match limiter::acquire(connection_id, quota) {
             Ok(()) => return true,

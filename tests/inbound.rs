@@ -5,7 +5,7 @@
 
 use e2e::*;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SHOP: &str = "sales-mx.myshopify.com";
 
@@ -452,4 +452,59 @@ fn a_sale_then_a_change_back_to_the_old_number_still_reaches_the_channel() {
     env.wait_for(10, "EGDC's 10 on the channel again", || {
         env.shopify_available(5101) == Some(10)
     });
+}
+
+/// The first worker's reconciliation reads from the spare budget as fast as it allows: a cycle
+/// over many connections is not paced by the worker's poll interval (it once read one page of
+/// 20 listings per turn of an idle loop, a second apart: a cycle of 1,000,000 listings took
+/// about 14 hours against an hourly schedule), and a change committed meanwhile is pushed at
+/// once (the loop once missed the commit's wake-up until the cycle was over).
+#[test]
+fn the_workers_reconciliation_cycle_runs_at_the_spare_budgets_pace_and_pushes_go_first() {
+    let mut env = Env::with_conf(
+        "reconcile-cycle",
+        "integ.reconcile_interval = 3600\ninteg.poll_interval = 1000",
+    );
+    let (tenants, per_tenant) = (30u64, 60usize);
+    for t in 0..tenants {
+        let tenant = format!("rc{t}");
+        env.add_tenant(&tenant, 7_000 + t, json!({}));
+        env.listings_for(&tenant, 7_000 + t, 300_000 + t as usize * 100, per_tenant);
+    }
+    let created = Instant::now();
+    let connections = env.scalar_i64("SELECT count(*) FROM integ.connections");
+    let reconciled =
+        || env.scalar_i64("SELECT count(DISTINCT connection_id) FROM integ.sync_log WHERE operation = 'reconcile'");
+    // each call answered after 40 ms: the cycle's ~120 reads take about 5 s on the worker's loop
+    env.sim
+        .post("/faults", json!({"marketplace": "mercadolibre", "latency_ms": 40}));
+    // each connection is scheduled at the next scan of connections (every 10 s), 3 s later
+    env.wait_for(20, "the first connection reconciled", || reconciled() > 0);
+    // a change made meanwhile is pushed at once, not after the cycle (pushes come first)
+    let (sku, item) = (String::from("sku-0"), String::from("MLM302900"));
+    let changed = Instant::now();
+    env.set_stock_of("rc29", &sku, 7);
+    env.wait_for(20, "the change pushed", || env.sim.item_quantity(&item) == Some(7));
+    let push_ms = changed.elapsed().as_millis();
+    let during = reconciled();
+    println!("RECONCILE CYCLE: a push took {push_ms} ms with {during} of {connections} connections reconciled");
+    assert!(during < connections, "the push was made while the cycle ran");
+    assert!(push_ms < 1_000, "a push waited {push_ms} ms for the reconciliation");
+    // at one page per second the 90 pages alone would take 90 s
+    env.wait_for(30, "every connection reconciled once", || {
+        env.scalar_i64("SELECT count(DISTINCT connection_id) FROM integ.sync_log WHERE operation = 'reconcile'")
+            >= connections
+    });
+    println!(
+        "RECONCILE CYCLE: {connections} connections in {:.1} s",
+        created.elapsed().as_secs_f64()
+    );
+    let checked = env.scalar_i64(
+        "SELECT sum((error::jsonb->>'checked')::bigint)::bigint FROM integ.sync_log WHERE operation = 'reconcile'",
+    );
+    assert_eq!(checked, tenants as i64 * per_tenant as i64, "every listing read once");
+    assert_eq!(
+        env.scalar_i64("SELECT count(*) FROM integ.sync_log WHERE operation = 'reconcile' AND outcome <> 'success'"),
+        0
+    );
 }

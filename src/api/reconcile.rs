@@ -5,7 +5,7 @@ use super::sync::{agent, token_wait_ms};
 use super::{check_tenant, connector_for, shown};
 use crate::gucs::Tuning;
 use crate::inbound::drift;
-use crate::reconcile::{self, InBackend, Report};
+use crate::reconcile::{self, Budget, InBackend, Report};
 use crate::spi_util::{invalid, not_found, OrRaise};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -54,7 +54,7 @@ fn reconcile(tenant_id: Option<&str>, marketplace: default!(Option<&str>, "NULL"
         reconcile::missed_notifications(&side, id, &mut r);
         let mut after = 0;
         loop {
-            let (page, next) = reconcile::page(&side, id, after, 100, MAX_BUDGET_WAIT_NS);
+            let (page, next) = reconcile::page(&side, id, after, 100, Budget::Wait(MAX_BUDGET_WAIT_NS));
             r.add(&page);
             match next {
                 Some(n) if n > after => after = n,

@@ -209,13 +209,17 @@ impl Worker {
             if !shmem::pending_refresh_requests().is_empty() {
                 tokens::serve_requests(&self.agent);
             }
-            let mut imported = false;
+            let mut background_due = false;
             if self.slot == 0 {
-                self.reconciler.turn(&self.agent, self.tuning.reconcile_interval_s);
-                imported = self
-                    .importer
-                    .turn(&self.agent, self.tuning.max_attempts, self.tuning.circuit_cooldown_ns);
-                imported |= self.subscriber.turn(&self.agent, self.tuning.circuit_cooldown_ns);
+                background_due = self.reconciler.turn(
+                    &self.agent,
+                    self.tuning.reconcile_interval_s,
+                    self.tuning.circuit_cooldown_ns,
+                );
+                background_due |=
+                    self.importer
+                        .turn(&self.agent, self.tuning.max_attempts, self.tuning.circuit_cooldown_ns);
+                background_due |= self.subscriber.turn(&self.agent, self.tuning.circuit_cooldown_ns);
                 self.refresh_expiring();
                 self.roll_up();
             }
@@ -245,7 +249,10 @@ impl Worker {
                     work_signalled |= self.record(done);
                 }
                 work_signalled |= wait_latch(0);
-            } else if !work_signalled && !imported {
+            } else if background_due {
+                // no sleep while background work is due, but a commit's wake-up still counts
+                work_signalled |= wait_latch(0);
+            } else if !work_signalled {
                 let poll = Duration::from_millis(self.tuning.poll_interval_ms);
                 let until_due = next_due
                     .map(|t| t.saturating_duration_since(Instant::now()))

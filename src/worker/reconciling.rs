@@ -1,8 +1,9 @@
 //! The first worker's reconciliation schedule: every active connection is reconciled every
 //! `integ.reconcile_interval` (and once soon after start, to catch what happened while we were
-//! down), one small page per turn of the worker loop so pushes are never held up for long.
+//! down), in small pages from the spare budget (pushes come first) and at most `SLICE` per turn
+//! of the worker loop, so pushes are never held up for long.
 
-use crate::reconcile::{self, InWorker, Report};
+use crate::reconcile::{self, Budget, InWorker, Report};
 use crate::spi_util::worker_transaction;
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 
 /// Listings read per turn of the worker loop.
 const PAGE: i64 = 20;
+/// The longest a turn of the worker loop spends reconciling: pushes dispatched by the same loop
+/// wait at most this long.
+const SLICE: Duration = Duration::from_millis(20);
 /// The first reconciliation after start.
 const FIRST_RUN: Duration = Duration::from_secs(3);
 
@@ -27,14 +31,28 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn turn(&mut self, agent: &ureq::Agent, interval_s: i64) {
+    /// Reconciles due pages for up to `SLICE`; returns whether more is due now (the loop then
+    /// comes straight back instead of sleeping: a cycle is paced by the spare budget, not by
+    /// `integ.poll_interval`).
+    pub fn turn(&mut self, agent: &ureq::Agent, interval_s: i64, cooldown_ns: i64) -> bool {
         if interval_s <= 0 {
-            return;
+            return false;
         }
         let interval = Duration::from_secs(interval_s as u64);
         if self.last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.scan(interval);
         }
+        let started = Instant::now();
+        while started.elapsed() < SLICE {
+            if !self.one_page(agent, interval, cooldown_ns) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One page of the connection due first; false when none is due.
+    fn one_page(&mut self, agent: &ureq::Agent, interval: Duration, cooldown_ns: i64) -> bool {
         let now = Instant::now();
         let Some((&id, run)) = self
             .runs
@@ -42,17 +60,17 @@ impl Reconciler {
             .filter(|(_, r)| r.due <= now)
             .min_by_key(|(_, r)| r.due)
         else {
-            return;
+            return false;
         };
         let side = InWorker(agent);
         if run.cursor == 0 {
             reconcile::missed_notifications(&side, id, &mut run.report);
         }
-        let (page, next) = reconcile::page(&side, id, run.cursor, PAGE, 0);
+        let (page, next) = reconcile::page(&side, id, run.cursor, PAGE, Budget::Spare { cooldown_ns });
         run.report.add(&page);
         match next {
             Some(n) if n > run.cursor => run.cursor = n,
-            // the rate limit is spent: pushes come first, continue in a moment
+            // no spare budget: pushes come first, continue in a moment
             Some(_) => run.due = now + Duration::from_secs(1),
             None => {
                 let report = std::mem::take(&mut run.report);
@@ -63,6 +81,7 @@ impl Reconciler {
                 run.due = now + interval;
             }
         }
+        true
     }
 
     /// Follows the set of active connections.
