@@ -211,10 +211,12 @@ impl Worker {
             }
             let mut background_due = false;
             if self.slot == 0 {
+                let pushing = work_signalled || self.in_flight > 0 || !self.unrecorded.is_empty();
                 background_due = self.reconciler.turn(
                     &self.agent,
                     self.tuning.reconcile_interval_s,
                     self.tuning.circuit_cooldown_ns,
+                    pushing,
                 );
                 background_due |=
                     self.importer

@@ -31,10 +31,11 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Reconciles due pages for up to `SLICE`; returns whether more is due now (the loop then
+    /// Reconciles due pages for up to `SLICE` (one page while `pushing`: pushes in flight or
+    /// signalled wait for the loop's next turn); returns whether more is due now (the loop then
     /// comes straight back instead of sleeping: a cycle is paced by the spare budget, not by
     /// `integ.poll_interval`).
-    pub fn turn(&mut self, agent: &ureq::Agent, interval_s: i64, cooldown_ns: i64) -> bool {
+    pub fn turn(&mut self, agent: &ureq::Agent, interval_s: i64, cooldown_ns: i64, pushing: bool) -> bool {
         if interval_s <= 0 {
             return false;
         }
@@ -43,12 +44,14 @@ impl Reconciler {
             self.scan(interval);
         }
         let started = Instant::now();
-        while started.elapsed() < SLICE {
+        loop {
             if !self.one_page(agent, interval, cooldown_ns) {
                 return false;
             }
+            if pushing || started.elapsed() >= SLICE {
+                return true;
+            }
         }
-        true
     }
 
     /// One page of the connection due first; false when none is due.
