@@ -297,10 +297,13 @@ pub fn page<S: Side>(side: &S, connection_id: i64, after: i64, limit: i64, budge
 /// by hand, is repaired like any drift. The listing's position (`desired_lsn`) stays, so a
 /// captured change newer than this read still wins over it.
 fn refresh_from_tables(listing_ids: &[i64]) {
-    let products: Vec<(String, String, String)> = Spi::connect(|c| {
+    // (tenant, product, the table's stock, what the product's listings hold): only products
+    // whose listings differ are written
+    let products: Vec<(String, String, String, Vec<Option<i32>>)> = Spi::connect(|c| {
         c.select(
-            "SELECT p.tenant_id, p.product_id, s.stock::text
-               FROM (SELECT DISTINCT tenant_id, product_id FROM integ.listings WHERE id = ANY($1)) p,
+            "SELECT p.tenant_id, p.product_id, s.stock::text, p.desired
+               FROM (SELECT tenant_id, product_id, array_agg(desired_stock) desired FROM integ.listings
+                      WHERE id = ANY($1) GROUP BY tenant_id, product_id) p,
                     LATERAL integ.tracked_stock(p.tenant_id, p.product_id) s(stock)
               WHERE s.stock IS NOT NULL",
             None,
@@ -311,14 +314,18 @@ fn refresh_from_tables(listing_ids: &[i64]) {
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<Vec<Option<i32>>>(4)?.unwrap_or_default(),
             ))
         })
         .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
     })
     .or_raise("reading EGDC's stock to reconcile");
     let mut jobs = 0;
-    for (tenant, product, stock) in products {
+    for (tenant, product, stock, desired) in products {
         let stock = crate::capture::normalize_stock(Some(&stock));
+        if desired.iter().all(|d| *d == Some(stock)) {
+            continue;
+        }
         jobs += first::<i64>(
             "WITH l AS (
                 UPDATE integ.listings SET desired_stock = $3, desired_at = clock_timestamp()

@@ -185,7 +185,10 @@ pub fn resolve(l: &Listing, remote: i64, changed_at: Option<&str>, source: &str)
         return Resolution::Ignored("deliveries from the marketplace are still to be applied".into());
     }
     if remote == published || (remote == known && l.push_pending) {
-        set_remote(l.id, remote);
+        // a reconciliation finds most listings as they were: no new row version for those
+        if l.remote != Some(remote) {
+            set_remote(l.id, remote);
+        }
         return Resolution::InSync;
     }
     if remote == known {

@@ -6,7 +6,7 @@
 use crate::reconcile::{self, Budget, InWorker, Report};
 use crate::spi_util::worker_transaction;
 use pgrx::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Listings read per turn of the worker loop.
@@ -99,7 +99,8 @@ impl Reconciler {
         });
         let Ok(Ok(ids)) = ids else { return };
         let first = Instant::now() + FIRST_RUN.min(interval);
-        self.runs.retain(|id, _| ids.contains(id));
+        let active: HashSet<i64> = ids.iter().copied().collect();
+        self.runs.retain(|id, _| active.contains(id));
         for id in ids {
             self.runs.entry(id).or_insert(Run {
                 due: first,

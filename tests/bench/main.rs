@@ -378,7 +378,7 @@ pub(crate) fn measure_pushes(env: &Env, counter: &str, sql: &str, total: u64) ->
 /// With BENCH_STATEMENTS=1, the benchmark cluster loads pg_stat_statements (nested statements
 /// too, so the workers' SPI shows) and the heaviest statements are printed at the end.
 /// BENCH_CONF adds settings (e.g. `integ.logical_capture = off` to measure the table path).
-fn bench_conf() -> String {
+pub(crate) fn bench_conf() -> String {
     let extra = std::env::var("BENCH_CONF").unwrap_or_default();
     if std::env::var_os("BENCH_STATEMENTS").is_some() {
         format!(
@@ -392,7 +392,7 @@ fn bench_conf() -> String {
 
 /// With BENCH_STATEMENTS=1: forget the statements run so far (setup), so the figures printed
 /// afterwards cover the measured phase only.
-fn reset_statements(env: &Env) {
+pub(crate) fn reset_statements(env: &Env) {
     if std::env::var_os("BENCH_STATEMENTS").is_some() {
         env.db()
             .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
@@ -400,7 +400,7 @@ fn reset_statements(env: &Env) {
     }
 }
 
-fn print_statements(env: &Env) {
+pub(crate) fn print_statements(env: &Env) {
     if std::env::var_os("BENCH_STATEMENTS").is_none() {
         return;
     }

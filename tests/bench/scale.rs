@@ -6,7 +6,7 @@
 //! `BENCH_SCALE_SIZES=100,1000` picks the sizes; `BENCH_SCALE_LOG_ROWS` the rows per connection;
 //! `BENCH_SCALE_HOLD=<seconds>` keeps each cluster up afterwards (for a profiler or psql).
 
-use crate::worker_rss_kib;
+use crate::{bench_conf, print_statements, reset_statements, worker_rss_kib};
 use e2e::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -43,7 +43,10 @@ fn time_ms(env: &Env, sql: &str, runs: usize) -> f64 {
 fn one(n: i64, per_connection: i64) {
     let env = Env::with_conf(
         &format!("bench-scale-{n}"),
-        "integ.max_limiters = 20000\ninteg.reconcile_interval = 0\nshared_buffers = '1GB'\nwork_mem = '64MB'",
+        &format!(
+            "integ.max_limiters = 20000\ninteg.reconcile_interval = 0\nshared_buffers = '1GB'\nwork_mem = '64MB'\n{}",
+            bench_conf()
+        ),
     );
     let base = env.sim.base_url("mercadolibre");
     let setup = Instant::now();
@@ -191,6 +194,7 @@ fn one(n: i64, per_connection: i64) {
 /// (pushes come first: reconciliation takes only the spare budget).
 fn reconcile_cycle(env: &Env, n: i64) {
     let idle: Vec<f64> = (0..10).map(|r| push_latency_ms(env, n, r)).collect();
+    reset_statements(env);
     let cpu0 = worker_cpu_seconds(env);
     let started = Instant::now();
     env.db()
