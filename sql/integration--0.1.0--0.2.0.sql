@@ -990,10 +990,14 @@ BEGIN
                CASE WHEN l.outcome = 'throttled' OR l.http_status = 429 THEN l.calls ELSE 0 END AS throttled,
                l.operation IN ('push', 'price') AND l.outcome IN ('success', 'mismatch') AS pushed,
                l.operation IN ('webhook', 'order') AS delivery
-          FROM ((SELECT x.id FROM integ.sync_log x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
+          -- rows read where the index walk stops, never joined back: a generic plan expects a
+          -- third of the log past the watermark and would merge-join all of it
+          FROM ((SELECT x.id, x.at, x.tenant_id, x.marketplace, x.connection_id, x.operation, x.outcome, x.calls, x.latency_ms, x.error, x.http_status
+                   FROM integ.sync_log x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
                 UNION ALL  -- rows of earlier gaps that became visible
-                SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'sync_log' AND g.id <= w) f
-          JOIN integ.sync_log l ON l.id = f.id),
+                SELECT x.id, x.at, x.tenant_id, x.marketplace, x.connection_id, x.operation, x.outcome, x.calls, x.latency_ms, x.error, x.http_status
+                  FROM integ.sync_log x
+                 WHERE x.id IN (SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'sync_log' AND g.id <= w)) l),
     u AS (
         INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, push_calls, read_calls, token_calls,
                                       order_fetch_calls, pushes, failures, throttled, orders_applied)
@@ -1064,10 +1068,10 @@ BEGIN
     SELECT watermark INTO w FROM integ.rollup_state WHERE source = 'webhooks' FOR UPDATE;
     WITH r AS MATERIALIZED (
         SELECT d.id, d.received_at, d.tenant_id, d.marketplace, d.connection_id, d.status
-          FROM ((SELECT x.id FROM integ.webhooks x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
+          FROM ((SELECT x.id, x.received_at, x.tenant_id, x.marketplace, x.connection_id, x.status FROM integ.webhooks x WHERE x.id > w ORDER BY x.id LIMIT p_limit)
                 UNION ALL
-                SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'webhooks' AND g.id <= w) f
-          JOIN integ.webhooks d ON d.id = f.id),
+                SELECT x.id, x.received_at, x.tenant_id, x.marketplace, x.connection_id, x.status FROM integ.webhooks x
+                 WHERE x.id IN (SELECT g.id FROM integ.rollup_gaps g WHERE g.source = 'webhooks' AND g.id <= w)) d),
     u AS (
         INSERT INTO integ.usage AS u (tenant_id, marketplace, hour, webhooks_received, webhooks_accepted,
                                       webhooks_duplicate, webhooks_rejected)
