@@ -140,7 +140,7 @@ impl Subject {
 }
 
 fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Subject) {
-    let env = Env::with_conf(name, conf);
+    let env = Env::with_conf(name, &format!("{conf}\n{}", bench_conf()));
     let n = 10_000;
     env.db()
         .batch_execute(&format!(
