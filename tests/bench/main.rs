@@ -49,7 +49,7 @@ fn main() {
                 "bench-trigger-price",
                 "fsync off, a tracked price column",
                 "",
-                false,
+                true,
                 Subject::Price,
             ),
             "prices" => prices::throughput(),
