@@ -94,13 +94,12 @@ impl Reconciler {
             Spi::connect(|c| {
                 let rows = c.select("SELECT id FROM integ.connections WHERE status = 'active'", None, &[])?;
                 rows.map(|r| r.get::<i64>(1).map(Option::unwrap_or_default))
-                    .collect::<Result<Vec<_>, _>>()
+                    .collect::<Result<HashSet<_>, _>>()
             })
         });
         let Ok(Ok(ids)) = ids else { return };
         let first = Instant::now() + FIRST_RUN.min(interval);
-        let active: HashSet<i64> = ids.iter().copied().collect();
-        self.runs.retain(|id, _| active.contains(id));
+        self.runs.retain(|id, _| ids.contains(id));
         for id in ids {
             self.runs.entry(id).or_insert(Run {
                 due: first,

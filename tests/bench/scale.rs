@@ -165,14 +165,10 @@ fn one(n: i64, per_connection: i64) {
     let health = time_ms(&env, "SELECT * FROM integ.health", 5);
     let metrics = time_ms(&env, "SELECT integ.metrics()", 5);
     let size = env.scalar_i64("SELECT length(integ.metrics())::bigint");
-    let rss: Vec<String> = worker_rss_kib(&env)
-        .iter()
-        .map(|k| format!("{:.1} MB", *k as f64 / 1024.0))
-        .collect();
     println!(
         "BENCH scale {n}: idle workers {cpu:.2}% of one core (goal < 2%); integ.status {status:.1} ms, integ.health {health:.1} ms, \
          integ.metrics() {metrics:.1} ms for {size} bytes (goal < 100 ms each); worker memory {}",
-        rss.join(", ")
+        worker_memory(&env)
     );
     reconcile_cycle(&env, n);
     // BENCH_SCALE_HOLD=<seconds> keeps the cluster up for a profiler or psql
@@ -251,12 +247,17 @@ fn reconcile_cycle(env: &Env, n: i64) {
         idle[idle.len() - 1],
         percentile(&during, 50.0),
         during.last().copied().unwrap_or(f64::NAN),
-        worker_rss_kib(env)
-            .iter()
-            .map(|k| format!("{:.1} MB", *k as f64 / 1024.0))
-            .collect::<Vec<_>>()
-            .join(", ")
+        worker_memory(env)
     );
+}
+
+/// Each worker's RssAnon, "16.6 MB, ...".
+fn worker_memory(env: &Env) -> String {
+    worker_rss_kib(env)
+        .iter()
+        .map(|k| format!("{:.1} MB", *k as f64 / 1024.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Changes one product's stock on 10 connections spread over all of them: ms until the 10
