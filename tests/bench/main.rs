@@ -76,9 +76,63 @@ fn main() {
     }
 }
 
+/// With BENCH_PERF_DIR set, each round is also recorded by `perf record -a -g` into that
+/// directory, named by its number and the table the script updates: profiles to compare.
+fn perf_round(script: &str) -> Option<std::process::Child> {
+    static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::var("BENCH_PERF_DIR").ok()?;
+    let n = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let table = script.split("UPDATE ").nth(1)?.split_whitespace().next()?;
+    Command::new("perf")
+        .args(["record", "-q", "-a", "-g", "-F", "999", "-o"])
+        .arg(format!("{dir}/{n:02}-{table}.data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
 fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
+    pgbench_round(env, script, secs, clients).tps
+}
+
+/// One pgbench round: its rate and the whole machine's busy CPU per transaction (from
+/// /proc/stat, so every process counts: the application, the capture, autovacuum, pgbench).
+pub(crate) struct Round {
+    tps: f64,
+    cpu_us: f64,
+    wal_bytes: f64,
+}
+
+/// Busy CPU time of the whole machine so far, in seconds (/proc/stat's first line).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: all but idle and iowait
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(6)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
+fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
     let path = env.pg.dir.join("bench.sql");
     std::fs::write(&path, script).expect("write pgbench script");
+    let perf = perf_round(script);
+    let lsn = || env.scalar_i64("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8");
+    let wal = lsn();
+    let busy = machine_busy_seconds();
     let out = Command::new(format!("{PG_BIN}/pgbench"))
         .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
         .arg(env.pg.port.to_string())
@@ -87,14 +141,28 @@ fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
         .arg("postgres")
         .output()
         .expect("pgbench");
+    let busy = machine_busy_seconds() - busy;
+    let wal = lsn() - wal;
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("tps = ")
+    let field = |prefix: &str| -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(prefix)
                 .and_then(|r| r.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let (Some(tps), Some(done)) = (field("tps = "), field("number of transactions actually processed: ")) else {
+        panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr))
+    };
+    Round {
+        tps,
+        cpu_us: busy * 1e6 / done.max(1.0),
+        wal_bytes: wal as f64 / done.max(1.0),
+    }
 }
 
 /// Benchmark 1, trigger overhead: pgbench UPDATEs of stock on 10,000 mapped products, tracked versus an
@@ -158,7 +226,13 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
                  INSERT INTO prices SELECT tenant_id, sku, 100.00 FROM inventory;
                  SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');
                  CREATE TABLE plain_prices (LIKE prices INCLUDING ALL);
-                 INSERT INTO plain_prices SELECT * FROM prices;",
+                 INSERT INTO plain_prices SELECT * FROM prices;
+                 -- what any row trigger costs here: an empty one, of the same kind and columns
+                 CREATE TABLE empty_trigger_prices (LIKE prices INCLUDING ALL);
+                 INSERT INTO empty_trigger_prices SELECT * FROM prices;
+                 CREATE FUNCTION empty_trigger() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+                 CREATE TRIGGER empty AFTER UPDATE OF tenant_id, sku, price ON empty_trigger_prices
+                     FOR EACH ROW EXECUTE FUNCTION empty_trigger();",
             )
             .expect("price setup");
     }
@@ -175,20 +249,37 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
     });
     let mode = env.scalar_text("SELECT mode FROM integ.capture");
     // alternating pairs (untracked, tracked) so drift in the machine hits both alike;
-    // BENCH_TRIGGER_PAIRS runs more of them (rounds swing by ±8%)
+    // BENCH_TRIGGER_PAIRS runs more of them. 8 clients on the 2 cores: with 4, rounds fell into
+    // two modes of the clients' scheduling (33k or 46k tps, from round to round) that swamped a
+    // few percent of overhead; BENCH_TRIGGER_CLIENTS changes it.
     let pairs: usize = std::env::var("BENCH_TRIGGER_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let clients: u32 = std::env::var("BENCH_TRIGGER_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let (mut base, mut tracked) = (Vec::new(), Vec::new());
+    // a price benchmark also runs the stock trigger's pair in the same turn: the control, under
+    // the same machine conditions
+    let (mut control_base, mut control) = (Vec::new(), Vec::new());
+    // and an empty PL/pgSQL trigger of the same kind on the same table: PostgreSQL's own floor
+    let mut empty = Vec::new();
     let mut background_cpu = 0.0;
     let mut retained_max = 0;
     for _ in 0..pairs {
-        base.push(pgbench(&env, &script(plain_table), 8, 4));
+        base.push(pgbench_round(&env, &script(plain_table), 8, clients));
         let cpu = worker_cpu_seconds(&env);
-        tracked.push(pgbench(&env, &script(tracked_table), 8, 4));
+        tracked.push(pgbench_round(&env, &script(tracked_table), 8, clients));
         background_cpu += worker_cpu_seconds(&env) - cpu;
         retained_max = retained_max.max(env.scalar_i64("SELECT coalesce(retained_bytes, 0) FROM integ.capture"));
+        if subject == Subject::Price {
+            empty.push(pgbench_round(&env, &script("empty_trigger_prices"), 8, clients));
+            let stock_script = |table: &str| script(table).replace(subject.set(), Subject::Stock.set());
+            control_base.push(pgbench_round(&env, &stock_script("plain_inventory"), 8, clients));
+            control.push(pgbench_round(&env, &stock_script("inventory"), 8, clients));
+        }
     }
     // every committed change was captured: each listing holds its product's last stock
     let caught_up = Instant::now();
@@ -200,16 +291,25 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
         0,
         "listings whose desired stock is not their product's last stock"
     );
-    let mut ratios: Vec<f64> = base.iter().zip(&tracked).map(|(b, t)| t / b * 100.0).collect();
-    ratios.sort_by(|a, b| a.total_cmp(b));
-    let b = base.iter().sum::<f64>() / base.len() as f64;
-    let t = tracked.iter().sum::<f64>() / tracked.len() as f64;
     println!(
-        "BENCH trigger ({mode} capture, {label}): untracked {b:.0} tps, tracked {t:.0} tps, ratio of means {:.1}%, median pair {:.1}% (goal >= 90%)",
-        t / b * 100.0,
-        ratios[ratios.len() / 2]
+        "BENCH trigger ({mode} capture, {label}, {clients} clients; goal >= 90%): {}",
+        pair_summary(&base, &tracked)
     );
-    println!("BENCH trigger rounds: untracked {base:.0?} tracked {tracked:.0?}");
+    if !control.is_empty() {
+        assert_eq!(
+            env.scalar_i64(Subject::Stock.stale()),
+            0,
+            "stale stock in the control rounds"
+        );
+        println!(
+            "BENCH trigger reference, an empty PL/pgSQL trigger on the same table: {}",
+            pair_summary(&base, &empty)
+        );
+        println!(
+            "BENCH trigger control, the stock trigger in the same turns: {}",
+            pair_summary(&control_base, &control)
+        );
+    }
     println!(
         "BENCH trigger: the capture worker used {background_cpu:.1} s of CPU over the {} s of tracked rounds ({:.0}% of one core); \
          caught up {caught_up:.2} s after the last round; slot retained at most {retained_max} bytes; 0 listings stale",
@@ -235,7 +335,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
     let mut held_base = Vec::new();
     let mut catch_up = Vec::new();
     for _ in 0..pairs {
-        held_base.push(pgbench(&env, &script(plain_table), 8, 4));
+        held_base.push(pgbench(&env, &script(plain_table), 8, clients));
         loop {
             signal("-STOP");
             let idle = env.scalar_i64(&format!(
@@ -247,7 +347,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
             signal("-CONT");
             std::thread::sleep(Duration::from_millis(5));
         }
-        held.push(pgbench(&env, &script(tracked_table), 8, 4));
+        held.push(pgbench(&env, &script(tracked_table), 8, clients));
         signal("-CONT");
         let started = Instant::now();
         env.wait_captured(300, "the capture to catch up after a held round");
@@ -267,6 +367,27 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
         catch_up.iter().sum::<f64>() / catch_up.len() as f64,
         h * 8.0 / (catch_up.iter().sum::<f64>() / catch_up.len() as f64)
     );
+}
+
+/// Untracked versus tracked rounds: mean rates, the ratio of the means, the median pair's ratio,
+/// the machine's CPU per transaction in each, and the rounds.
+fn pair_summary(base: &[Round], tracked: &[Round]) -> String {
+    let mean = |rounds: &[Round], f: fn(&Round) -> f64| rounds.iter().map(f).sum::<f64>() / rounds.len() as f64;
+    let mut ratios: Vec<f64> = base.iter().zip(tracked).map(|(b, t)| t.tps / b.tps * 100.0).collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let (b, t) = (mean(base, |r| r.tps), mean(tracked, |r| r.tps));
+    let (cb, ct) = (mean(base, |r| r.cpu_us), mean(tracked, |r| r.cpu_us));
+    let (wb, wt) = (mean(base, |r| r.wal_bytes), mean(tracked, |r| r.wal_bytes));
+    let tps = |rounds: &[Round]| rounds.iter().map(|r| r.tps.round() as i64).collect::<Vec<_>>();
+    format!(
+        "untracked {b:.0} tps, tracked {t:.0} tps, ratio of means {:.1}%, median pair {:.1}%; \
+         CPU per transaction {cb:.1} vs {ct:.1} us = {:.1}%, WAL {wb:.0} vs {wt:.0} bytes; rounds untracked {:?} tracked {:?}",
+        t / b * 100.0,
+        ratios[ratios.len() / 2],
+        cb / ct * 100.0,
+        tps(base),
+        tps(tracked)
+    )
 }
 
 /// Benchmark 2, delivered throughput: 100 tenants x 100 listings, every listing changed, the sandbox
