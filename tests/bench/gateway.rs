@@ -9,7 +9,7 @@
 #[path = "../gateway_support.rs"]
 mod gateway_support;
 
-use crate::status_kib;
+use crate::{env_number, status_kib};
 use e2e::*;
 use gateway_support::Gateway;
 use serde_json::{json, Value};
@@ -135,10 +135,7 @@ pub fn gateway() {
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    let secs: f64 = std::env::var("BENCH_GATEWAY_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0);
+    let secs: f64 = env_number("BENCH_GATEWAY_SECS", 2.0);
     let mut env = Env::with_conf("bench-gateway", "integ.workers = 0");
     env.add_shopify_tenant(TENANT, "bench.myshopify.com", json!({}));
     let n = 1_000_000;

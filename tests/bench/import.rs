@@ -3,7 +3,7 @@
 //! and the latency of stock pushes to the same connection made meanwhile, against the same
 //! pushes made just before the import.
 
-use super::worker_rss_kib;
+use super::{env_number, worker_rss_kib};
 use e2e::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -40,10 +40,7 @@ struct Case {
 
 pub fn import() {
     let which = std::env::var("BENCH_IMPORT").unwrap_or_else(|_| "mercadolibre,tiktok,shopify,shein".into());
-    let units: u64 = std::env::var("BENCH_IMPORT_UNITS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let units: u64 = env_number("BENCH_IMPORT_UNITS", 10_000);
     let products = units * 2 / 5; // 4,000 products make 10,000 units
                                   // the default limits, which the test harness otherwise lifts
     let mut env = Env::with_conf(
@@ -53,10 +50,7 @@ pub fn import() {
          integ.http_concurrency = 4",
     );
     // the same import again shows whether worker memory keeps growing or stays where it got
-    let rounds: usize = std::env::var("BENCH_IMPORT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let rounds: usize = env_number("BENCH_IMPORT_ROUNDS", 1);
     for m in which.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let case = setup(&mut env, m, products);
         for _ in 0..rounds {

@@ -76,6 +76,15 @@ fn main() {
     }
 }
 
+/// A numeric setting from the environment (surrounding blanks ignored), or `default` when unset
+/// or not a number.
+pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// With BENCH_PERF_DIR set, each round is also recorded by `perf record -a -g` into that
 /// directory, named by its number and the table the script updates: profiles to compare.
 fn perf_round(script: &str) -> Option<std::process::Child> {
@@ -238,10 +247,11 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
     }
     env.db().batch_execute("VACUUM ANALYZE").expect("vacuum");
     let (tracked_table, plain_table) = subject.tables();
-    let script = |table: &str| {
+    // one UPDATE of a random product's stock or price (`what`) in `table`
+    let script = |table: &str, what: Subject| {
         format!(
             "\\set id random(1, {n})\nUPDATE {table} SET {} WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n",
-            subject.set()
+            what.set()
         )
     };
     env.wait_for(10, "the capture path to be ready", || {
@@ -252,33 +262,36 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
     // BENCH_TRIGGER_PAIRS runs more of them. 8 clients on the 2 cores: with 4, rounds fell into
     // two modes of the clients' scheduling (33k or 46k tps, from round to round) that swamped a
     // few percent of overhead; BENCH_TRIGGER_CLIENTS changes it.
-    let pairs: usize = std::env::var("BENCH_TRIGGER_PAIRS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let clients: u32 = std::env::var("BENCH_TRIGGER_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let pairs: usize = env_number("BENCH_TRIGGER_PAIRS", 8);
+    let clients: u32 = env_number("BENCH_TRIGGER_CLIENTS", 8);
     let (mut base, mut tracked) = (Vec::new(), Vec::new());
     // a price benchmark also runs the stock trigger's pair in the same turn: the control, under
     // the same machine conditions
     let (mut control_base, mut control) = (Vec::new(), Vec::new());
-    // and an empty PL/pgSQL trigger of the same kind on the same table: PostgreSQL's own floor
+    // and an empty PL/pgSQL trigger of the same kind on the same table: what any row trigger costs
     let mut empty = Vec::new();
     let mut background_cpu = 0.0;
     let mut retained_max = 0;
     for _ in 0..pairs {
-        base.push(pgbench_round(&env, &script(plain_table), 8, clients));
+        base.push(pgbench_round(&env, &script(plain_table, subject), 8, clients));
         let cpu = worker_cpu_seconds(&env);
-        tracked.push(pgbench_round(&env, &script(tracked_table), 8, clients));
+        tracked.push(pgbench_round(&env, &script(tracked_table, subject), 8, clients));
         background_cpu += worker_cpu_seconds(&env) - cpu;
         retained_max = retained_max.max(env.scalar_i64("SELECT coalesce(retained_bytes, 0) FROM integ.capture"));
         if subject == Subject::Price {
-            empty.push(pgbench_round(&env, &script("empty_trigger_prices"), 8, clients));
-            let stock_script = |table: &str| script(table).replace(subject.set(), Subject::Stock.set());
-            control_base.push(pgbench_round(&env, &stock_script("plain_inventory"), 8, clients));
-            control.push(pgbench_round(&env, &stock_script("inventory"), 8, clients));
+            empty.push(pgbench_round(
+                &env,
+                &script("empty_trigger_prices", subject),
+                8,
+                clients,
+            ));
+            control_base.push(pgbench_round(
+                &env,
+                &script("plain_inventory", Subject::Stock),
+                8,
+                clients,
+            ));
+            control.push(pgbench_round(&env, &script("inventory", Subject::Stock), 8, clients));
         }
     }
     // every committed change was captured: each listing holds its product's last stock
@@ -335,7 +348,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
     let mut held_base = Vec::new();
     let mut catch_up = Vec::new();
     for _ in 0..pairs {
-        held_base.push(pgbench(&env, &script(plain_table), 8, clients));
+        held_base.push(pgbench_round(&env, &script(plain_table, subject), 8, clients));
         loop {
             signal("-STOP");
             let idle = env.scalar_i64(&format!(
@@ -347,7 +360,7 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
             signal("-CONT");
             std::thread::sleep(Duration::from_millis(5));
         }
-        held.push(pgbench(&env, &script(tracked_table), 8, clients));
+        held.push(pgbench_round(&env, &script(tracked_table, subject), 8, clients));
         signal("-CONT");
         let started = Instant::now();
         env.wait_captured(300, "the capture to catch up after a held round");
@@ -358,14 +371,12 @@ fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Su
         0,
         "listings whose desired stock is not their product's last stock"
     );
-    let h = held.iter().sum::<f64>() / held.len() as f64;
-    let hb = held_base.iter().sum::<f64>() / held_base.len() as f64;
+    let changes = held.iter().map(|r| r.tps * 8.0).sum::<f64>() / held.len() as f64;
+    let catch_up = catch_up.iter().sum::<f64>() / catch_up.len() as f64;
     println!(
-        "BENCH trigger, capture stopped during the tracked rounds: untracked {hb:.0} tps, tracked {h:.0} tps = {:.1}%; then {:.0} changes caught up in {:.2} s on average ({:.0} changes/s)",
-        h / hb * 100.0,
-        h * 8.0,
-        catch_up.iter().sum::<f64>() / catch_up.len() as f64,
-        h * 8.0 / (catch_up.iter().sum::<f64>() / catch_up.len() as f64)
+        "BENCH trigger, capture stopped during the tracked rounds: {}; then {changes:.0} changes caught up in {catch_up:.2} s on average ({:.0} changes/s)",
+        pair_summary(&held_base, &held),
+        changes / catch_up
     );
 }
 
@@ -706,10 +717,7 @@ fn worker_rss() {
     let env = Env::with_conf("bench-rss", "integ.workers = 2\ninteg.http_concurrency = 32");
     let ls = env.listings(10_000);
     env.wait_idle(300, "initial sync");
-    let rounds: usize = std::env::var("BENCH_RSS_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let rounds: usize = env_number("BENCH_RSS_ROUNDS", 100);
     let start_rss = worker_rss_kib(&env);
     let before = env.sim.counter("mercadolibre stock writes");
     let start = Instant::now();

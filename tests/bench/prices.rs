@@ -3,7 +3,7 @@
 //! UPDATE changes every price, in the same run. Goal: price pushes/s at least 80% of stock
 //! pushes/s. Every write is counted by the sandbox (stock writes, price writes).
 
-use crate::{measure_pushes, throughput_env};
+use crate::{env_number, measure_pushes, throughput_env};
 
 pub fn throughput() {
     let (env, total) = throughput_env(
@@ -12,10 +12,7 @@ pub fn throughput() {
          INSERT INTO prices SELECT tenant_id, sku, 100.00 FROM inventory;
          SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');",
     );
-    let rounds: usize = std::env::var("BENCH_PRICE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = env_number("BENCH_PRICE_ROUNDS", 3);
     if std::env::var_os("BENCH_PRICE_PROBE").is_some() {
         // where the time goes: capture applied, jobs claimed, pushes done
         let start = std::time::Instant::now();

@@ -6,7 +6,7 @@
 //! `BENCH_SCALE_SIZES=100,1000` picks the sizes; `BENCH_SCALE_LOG_ROWS` the rows per connection;
 //! `BENCH_SCALE_HOLD=<seconds>` keeps each cluster up afterwards (for a profiler or psql).
 
-use crate::{bench_conf, print_statements, reset_statements, worker_rss_kib};
+use crate::{bench_conf, env_number, print_statements, reset_statements, worker_rss_kib};
 use e2e::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -17,10 +17,7 @@ pub fn scale() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let per_connection: i64 = std::env::var("BENCH_SCALE_LOG_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let per_connection: i64 = env_number("BENCH_SCALE_LOG_ROWS", 1000);
     for n in sizes {
         one(n, per_connection);
     }

@@ -16,6 +16,7 @@
 //! soak's own random choices (printed; the sandbox's faults are drawn by the sandbox);
 //! `BENCH_SOAK_429=0` leaves out the tight rate limits (no 429s or Shopify THROTTLED).
 
+use crate::env_number;
 use e2e::*;
 use postgres::{Client, NoTls};
 use rand::rngs::StdRng;
@@ -147,10 +148,7 @@ struct Kill {
 }
 
 pub fn soak(minutes: f64) {
-    let seed: u64 = std::env::var("BENCH_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(22);
+    let seed: u64 = env_number("BENCH_SOAK_SEED", 22);
     println!("SOAK {minutes} minutes, seed {seed} (BENCH_SOAK_SEED)");
     let mut env = Env::with_conf(
         "bench-soak",
