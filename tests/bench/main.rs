@@ -105,9 +105,10 @@ fn pgbench(env: &Env, script: &str, secs: u32, clients: u32) -> f64 {
     pgbench_round(env, script, secs, clients).tps
 }
 
-/// One pgbench round: its rate and the whole machine's busy CPU per transaction (from
-/// /proc/stat, so every process counts: the application, the capture, autovacuum, pgbench).
-pub(crate) struct Round {
+/// One pgbench round: its rate, the whole machine's busy CPU per transaction (from /proc/stat,
+/// so every process counts: the application, the capture, autovacuum, pgbench) and the WAL
+/// written per transaction.
+struct Round {
     tps: f64,
     cpu_us: f64,
     wal_bytes: f64,
