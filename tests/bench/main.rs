@@ -7,6 +7,7 @@ mod import;
 mod prices;
 mod scale;
 mod soak;
+mod trigger;
 
 use e2e::*;
 use serde_json::json;
@@ -37,20 +38,12 @@ fn main() {
     let mut names = chosen.into_iter().peekable();
     while let Some(name) = names.next() {
         match name {
-            "trigger" => trigger_overhead("bench-trigger", "fsync off", "", true, Subject::Stock),
-            "trigger-durable" => trigger_overhead(
-                "bench-trigger-durable",
-                "fsync on",
-                "fsync = on\nsynchronous_commit = on",
-                false,
-                Subject::Stock,
-            ),
-            "trigger-price" => trigger_overhead(
+            "trigger" => trigger::overhead("bench-trigger", "fsync off", trigger::Subject::Stock),
+            "trigger-durable" => trigger::overhead_durable(),
+            "trigger-price" => trigger::overhead(
                 "bench-trigger-price",
                 "fsync off, a tracked price column",
-                "",
-                true,
-                Subject::Price,
+                trigger::Subject::Price,
             ),
             "prices" => prices::throughput(),
             "trigger-message" => trigger_message_overhead(),
@@ -173,233 +166,6 @@ fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
         cpu_us: busy * 1e6 / done.max(1.0),
         wal_bytes: wal as f64 / done.max(1.0),
     }
-}
-
-/// Benchmark 1, trigger overhead: pgbench UPDATEs of stock on 10,000 mapped products, tracked versus an
-/// identical untracked table, alternating rounds. The connection is paused so the number is
-/// the cost of the trigger and the outbox write alone, not of workers competing for the CPU.
-/// `held`: also the rounds with the capture worker stopped (the application's side alone).
-/// Run with fsync off (as every benchmark here: the CPU cost shows undiluted) and, as
-/// `trigger-durable`, with PostgreSQL's durable defaults, where every commit waits for a WAL flush.
-/// What a trigger benchmark updates: EGDC's stock (`inventory.qty`) or its price (a tracked
-/// price table's `price`), each beside an identical untracked table.
-#[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Subject {
-    Stock,
-    Price,
-}
-
-impl Subject {
-    fn tables(self) -> (&'static str, &'static str) {
-        match self {
-            Subject::Stock => ("inventory", "plain_inventory"),
-            Subject::Price => ("prices", "plain_prices"),
-        }
-    }
-    fn set(self) -> &'static str {
-        match self {
-            Subject::Stock => "qty = qty + 1",
-            Subject::Price => "price = price + 0.01",
-        }
-    }
-    /// Listings whose EGDC value is not their product's last one in the table.
-    fn stale(self) -> &'static str {
-        match self {
-            Subject::Stock => {
-                "SELECT count(*) FROM inventory i JOIN integ.listings l ON l.tenant_id = i.tenant_id AND l.product_id = i.sku
-                  WHERE l.desired_stock IS DISTINCT FROM i.qty"
-            }
-            Subject::Price => {
-                "SELECT count(*) FROM prices p JOIN integ.listings l ON l.tenant_id = p.tenant_id AND l.product_id = p.sku
-                  WHERE l.desired_price IS DISTINCT FROM p.price"
-            }
-        }
-    }
-}
-
-fn trigger_overhead(name: &str, label: &str, conf: &str, held: bool, subject: Subject) {
-    let env = Env::with_conf(name, &format!("{conf}\n{}", bench_conf()));
-    let n = 10_000;
-    env.db()
-        .batch_execute(&format!(
-            "INSERT INTO inventory SELECT 'acme', 'p' || i, 0 FROM generate_series(1, {n}) i;
-             SELECT integ.map_product('acme', 'mercadolibre', 'p' || i, 'MLM' || i) FROM generate_series(1, {n}) i;
-             SELECT integ.pause('acme', 'mercadolibre');
-             CREATE TABLE plain_inventory (LIKE inventory INCLUDING ALL);
-             INSERT INTO plain_inventory SELECT * FROM inventory;"
-        ))
-        .expect("setup");
-    if subject == Subject::Price {
-        env.db()
-            .batch_execute(
-                "CREATE TABLE prices (tenant_id text, sku text, price numeric(12,2), PRIMARY KEY (tenant_id, sku));
-                 INSERT INTO prices SELECT tenant_id, sku, 100.00 FROM inventory;
-                 SELECT integ.track_prices('prices', 'tenant_id', 'sku', 'price');
-                 CREATE TABLE plain_prices (LIKE prices INCLUDING ALL);
-                 INSERT INTO plain_prices SELECT * FROM prices;
-                 -- what any row trigger costs here: an empty one, of the same kind and columns
-                 CREATE TABLE empty_trigger_prices (LIKE prices INCLUDING ALL);
-                 INSERT INTO empty_trigger_prices SELECT * FROM prices;
-                 CREATE FUNCTION empty_trigger() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
-                 CREATE TRIGGER empty AFTER UPDATE OF tenant_id, sku, price ON empty_trigger_prices
-                     FOR EACH ROW EXECUTE FUNCTION empty_trigger();",
-            )
-            .expect("price setup");
-    }
-    env.db().batch_execute("VACUUM ANALYZE").expect("vacuum");
-    let (tracked_table, plain_table) = subject.tables();
-    // one UPDATE of a random product's stock or price (`what`) in `table`
-    let script = |table: &str, what: Subject| {
-        format!(
-            "\\set id random(1, {n})\nUPDATE {table} SET {} WHERE tenant_id = 'acme' AND sku = 'p' || :id;\n",
-            what.set()
-        )
-    };
-    env.wait_for(10, "the capture path to be ready", || {
-        env.scalar_text("SELECT mode FROM integ.capture") == "message"
-    });
-    let mode = env.scalar_text("SELECT mode FROM integ.capture");
-    // alternating pairs (untracked, tracked) so drift in the machine hits both alike;
-    // BENCH_TRIGGER_PAIRS runs more of them. 8 clients on the 2 cores: with 4, rounds fell into
-    // two modes of the clients' scheduling (33k or 46k tps, from round to round) that swamped a
-    // few percent of overhead; BENCH_TRIGGER_CLIENTS changes it.
-    let pairs: usize = env_number("BENCH_TRIGGER_PAIRS", 8);
-    let clients: u32 = env_number("BENCH_TRIGGER_CLIENTS", 8);
-    let (mut base, mut tracked) = (Vec::new(), Vec::new());
-    // a price benchmark also runs the stock trigger's pair in the same turn: the control, under
-    // the same machine conditions
-    let (mut control_base, mut control) = (Vec::new(), Vec::new());
-    // and an empty PL/pgSQL trigger of the same kind on the same table: what any row trigger costs
-    let mut empty = Vec::new();
-    let mut background_cpu = 0.0;
-    let mut retained_max = 0;
-    for _ in 0..pairs {
-        base.push(pgbench_round(&env, &script(plain_table, subject), 8, clients));
-        let cpu = worker_cpu_seconds(&env);
-        tracked.push(pgbench_round(&env, &script(tracked_table, subject), 8, clients));
-        background_cpu += worker_cpu_seconds(&env) - cpu;
-        retained_max = retained_max.max(env.scalar_i64("SELECT coalesce(retained_bytes, 0) FROM integ.capture"));
-        if subject == Subject::Price {
-            empty.push(pgbench_round(
-                &env,
-                &script("empty_trigger_prices", subject),
-                8,
-                clients,
-            ));
-            control_base.push(pgbench_round(
-                &env,
-                &script("plain_inventory", Subject::Stock),
-                8,
-                clients,
-            ));
-            control.push(pgbench_round(&env, &script("inventory", Subject::Stock), 8, clients));
-        }
-    }
-    // every committed change was captured: each listing holds its product's last stock
-    let caught_up = Instant::now();
-    env.wait_captured(120, "the capture to catch up");
-    let caught_up = caught_up.elapsed().as_secs_f64();
-    let stale = || env.scalar_i64(subject.stale());
-    assert_eq!(
-        stale(),
-        0,
-        "listings whose desired stock is not their product's last stock"
-    );
-    println!(
-        "BENCH trigger ({mode} capture, {label}, {clients} clients; goal >= 90%): {}",
-        pair_summary(&base, &tracked)
-    );
-    if !control.is_empty() {
-        assert_eq!(
-            env.scalar_i64(Subject::Stock.stale()),
-            0,
-            "stale stock in the control rounds"
-        );
-        println!(
-            "BENCH trigger reference, an empty PL/pgSQL trigger on the same table: {}",
-            pair_summary(&base, &empty)
-        );
-        println!(
-            "BENCH trigger control, the stock trigger in the same turns: {}",
-            pair_summary(&control_base, &control)
-        );
-    }
-    println!(
-        "BENCH trigger: the capture worker used {background_cpu:.1} s of CPU over the {} s of tracked rounds ({:.0}% of one core); \
-         caught up {caught_up:.2} s after the last round; slot retained at most {retained_max} bytes; 0 listings stale",
-        pairs * 8,
-        background_cpu / (pairs as f64 * 8.0) * 100.0
-    );
-
-    if !held {
-        return;
-    }
-    // The application's side alone: the same rounds while the capture worker is stopped
-    // (SIGSTOP, taken between two reads, so it holds no snapshot back); it catches up after
-    // SIGCONT, and how long that takes is shown.
-    let capture_pid =
-        env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
-    let signal = |sig: &str| {
-        Command::new("kill")
-            .args([sig, &capture_pid.to_string()])
-            .status()
-            .expect("kill");
-    };
-    let mut held = Vec::new();
-    let mut held_base = Vec::new();
-    let mut catch_up = Vec::new();
-    for _ in 0..pairs {
-        held_base.push(pgbench_round(&env, &script(plain_table, subject), 8, clients));
-        loop {
-            signal("-STOP");
-            let idle = env.scalar_i64(&format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = {capture_pid} AND backend_xmin IS NULL AND backend_xid IS NULL"
-            ));
-            if idle == 1 {
-                break;
-            }
-            signal("-CONT");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        held.push(pgbench_round(&env, &script(tracked_table, subject), 8, clients));
-        signal("-CONT");
-        let started = Instant::now();
-        env.wait_captured(300, "the capture to catch up after a held round");
-        catch_up.push(started.elapsed().as_secs_f64());
-    }
-    assert_eq!(
-        stale(),
-        0,
-        "listings whose desired stock is not their product's last stock"
-    );
-    let changes = held.iter().map(|r| r.tps * 8.0).sum::<f64>() / held.len() as f64;
-    let catch_up = catch_up.iter().sum::<f64>() / catch_up.len() as f64;
-    println!(
-        "BENCH trigger, capture stopped during the tracked rounds: {}; then {changes:.0} changes caught up in {catch_up:.2} s on average ({:.0} changes/s)",
-        pair_summary(&held_base, &held),
-        changes / catch_up
-    );
-}
-
-/// Untracked versus tracked rounds: mean rates, the ratio of the means, the median pair's ratio,
-/// the machine's CPU per transaction in each, and the rounds.
-fn pair_summary(base: &[Round], tracked: &[Round]) -> String {
-    let mean = |rounds: &[Round], f: fn(&Round) -> f64| rounds.iter().map(f).sum::<f64>() / rounds.len() as f64;
-    let mut ratios: Vec<f64> = base.iter().zip(tracked).map(|(b, t)| t.tps / b.tps * 100.0).collect();
-    ratios.sort_by(|a, b| a.total_cmp(b));
-    let (b, t) = (mean(base, |r| r.tps), mean(tracked, |r| r.tps));
-    let (cb, ct) = (mean(base, |r| r.cpu_us), mean(tracked, |r| r.cpu_us));
-    let (wb, wt) = (mean(base, |r| r.wal_bytes), mean(tracked, |r| r.wal_bytes));
-    let tps = |rounds: &[Round]| rounds.iter().map(|r| r.tps.round() as i64).collect::<Vec<_>>();
-    format!(
-        "untracked {b:.0} tps, tracked {t:.0} tps, ratio of means {:.1}%, median pair {:.1}%; \
-         CPU per transaction {cb:.1} vs {ct:.1} us = {:.1}%, WAL {wb:.0} vs {wt:.0} bytes; rounds untracked {:?} tracked {:?}",
-        t / b * 100.0,
-        ratios[ratios.len() / 2],
-        cb / ct * 100.0,
-        tps(base),
-        tps(tracked)
-    )
 }
 
 /// Benchmark 2, delivered throughput: 100 tenants x 100 listings, every listing changed, the sandbox
