@@ -37,7 +37,7 @@ pub static ALERT_CIRCUIT_OPEN_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static REFRESH_AHEAD_S: GucSetting<i32> = GucSetting::<i32>::new(600);
 pub static RECONCILE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3_600);
 pub static LOGICAL_CAPTURE: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static CAPTURE_CPU_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static CAPTURE_CPU_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static CAPTURE_MAX_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 
 /// Deliveries are kept at least this long: the window in which a duplicate is recognised.
