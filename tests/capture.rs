@@ -166,7 +166,7 @@ fn switching_paths_drains_the_slot_and_an_older_message_never_overwrites_a_newer
 fn killing_the_capture_worker_loses_no_change() {
     let env = Env::new("capture_crash");
     let ls = capturing(&env, 20);
-    let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
+    let pid = env.capture_pid();
     for (i, (sku, _)) in ls.iter().enumerate() {
         env.set_stock(sku, 500 + i as i32);
         if i == 9 {

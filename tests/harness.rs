@@ -743,6 +743,11 @@ impl Env {
         self.db().query_one(sql, &[]).expect(sql).get::<_, String>(0)
     }
 
+    /// The capture worker's process id.
+    pub fn capture_pid(&self) -> i32 {
+        self.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'") as i32
+    }
+
     /// Every issued token, and the client secret, must appear in no table and no log line.
     pub fn assert_no_secrets(&self) {
         let mut secrets = self.secrets.clone();

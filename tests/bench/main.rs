@@ -107,6 +107,9 @@ struct Round {
     wal_bytes: f64,
 }
 
+/// The line of pgbench's report that counts the transactions done.
+pub(crate) const TRANSACTIONS_DONE: &str = "number of transactions actually processed: ";
+
 /// Busy CPU time of the whole machine so far, in seconds (/proc/stat's first line).
 fn machine_busy_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -129,6 +132,39 @@ fn machine_busy_seconds() -> f64 {
     busy / 100.0
 }
 
+/// pgbench against the benchmark cluster: `clients` clients on `threads` threads for `secs`,
+/// running the script at `path`; the caller adds its own options and runs it.
+pub(crate) fn pgbench_command(env: &Env, path: &std::path::Path, secs: u32, clients: u32, threads: u32) -> Command {
+    let mut command = Command::new(format!("{PG_BIN}/pgbench"));
+    command
+        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
+        .arg(env.pg.port.to_string())
+        .args([
+            "-T",
+            &secs.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &threads.to_string(),
+        ])
+        .arg("-f")
+        .arg(path);
+    command
+}
+
+/// A number from pgbench's report: the first word after `prefix` (e.g. `tps = `); panics with
+/// pgbench's output when it is missing.
+pub(crate) fn pgbench_figure(out: &std::process::Output, prefix: &str) -> f64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(prefix)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
     let path = env.pg.dir.join("bench.sql");
     std::fs::write(&path, script).expect("write pgbench script");
@@ -136,11 +172,7 @@ fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
     let lsn = || env.scalar_i64("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8");
     let wal = lsn();
     let busy = machine_busy_seconds();
-    let out = Command::new(format!("{PG_BIN}/pgbench"))
-        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
-        .arg(env.pg.port.to_string())
-        .args(["-T", &secs.to_string(), "-c", &clients.to_string(), "-j", "2", "-f"])
-        .arg(&path)
+    let out = pgbench_command(env, &path, secs, clients, 2)
         .arg("postgres")
         .output()
         .expect("pgbench");
@@ -150,17 +182,8 @@ fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
         let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait();
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| -> Option<f64> {
-        text.lines().find_map(|l| {
-            l.strip_prefix(prefix)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-    };
-    let (Some(tps), Some(done)) = (field("tps = "), field("number of transactions actually processed: ")) else {
-        panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr))
-    };
+    let tps = pgbench_figure(&out, "tps = ");
+    let done = pgbench_figure(&out, TRANSACTIONS_DONE);
     Round {
         tps,
         cpu_us: busy * 1e6 / done.max(1.0),
@@ -524,36 +547,13 @@ fn pgbench_logged(env: &Env, script: &str, secs: u32, clients: u32) -> (f64, Vec
     std::fs::create_dir_all(&dir).expect("log dir");
     let path = env.pg.dir.join("bench.sql");
     std::fs::write(&path, script).expect("write pgbench script");
-    let out = Command::new(format!("{PG_BIN}/pgbench"))
-        .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
-        .arg(env.pg.port.to_string())
-        .args([
-            "-M",
-            "prepared",
-            "-T",
-            &secs.to_string(),
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-l",
-            "--log-prefix",
-        ])
+    let out = pgbench_command(env, &path, secs, clients, 2)
+        .args(["-M", "prepared", "-l", "--log-prefix"])
         .arg(dir.join("tx"))
-        .arg("-f")
-        .arg(&path)
         .arg("postgres")
         .output()
         .expect("pgbench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("tps = ")
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    let tps = pgbench_figure(&out, "tps = ");
     let mut ms = Vec::new();
     for f in std::fs::read_dir(&dir).expect("logs").flatten() {
         for line in std::fs::read_to_string(f.path()).unwrap_or_default().lines() {

@@ -291,6 +291,5 @@ fn push_latency_ms(env: &Env, n: i64, round: i64) -> f64 {
 
 /// CPU seconds of the capture worker alone (`worker_cpu_seconds` counts it too).
 fn capture_cpu_seconds(env: &Env) -> f64 {
-    let pid = env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'");
-    process_cpu_seconds(pid as i32)
+    process_cpu_seconds(env.capture_pid())
 }

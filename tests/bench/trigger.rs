@@ -16,10 +16,13 @@
 //! share of the machine): on a CPU-bound machine, what the application keeps once the trigger
 //! and the capture are paid.
 
-use crate::{bench_conf, env_number, machine_busy_seconds, pgbench_round, Round};
+use crate::{
+    bench_conf, env_number, machine_busy_seconds, pgbench_command, pgbench_figure, pgbench_round, Round,
+    TRANSACTIONS_DONE,
+};
 use e2e::*;
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// What a trigger benchmark updates: EGDC's stock (`inventory.qty`) or its price (a tracked
@@ -120,12 +123,10 @@ fn setup(name: &str, conf: &str, subject: Subject) -> Env {
     env
 }
 
-fn capture_pid(env: &Env) -> i32 {
-    env.scalar_i64("SELECT pid::bigint FROM pg_stat_activity WHERE backend_type = 'integration capture'") as i32
-}
-
-/// CPU time of a process, all its threads, in seconds (`/proc/<pid>/task/*/schedstat`, which
-/// counts nanoseconds where `/proc/<pid>/stat` counts 10 ms ticks); None once it is gone.
+/// CPU time of a process's live threads, in seconds (`/proc/<pid>/task/*/schedstat`: nanoseconds,
+/// where `process_cpu_seconds` reads 10 ms ticks, too coarse for a backend's share of a round;
+/// threads that exited are not counted, which does not matter for the single-threaded processes
+/// read here); None once it is gone.
 fn cpu_seconds(pid: i32) -> Option<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut ns = 0u64;
@@ -157,19 +158,7 @@ fn concurrent_round(env: &Env, scripts: &[String], clients: u32) -> Vec<Side> {
     for (i, script) in scripts.iter().enumerate() {
         let path = env.pg.dir.join(format!("side{i}.sql"));
         std::fs::write(&path, script).expect("write pgbench script");
-        let child = Command::new(format!("{PG_BIN}/pgbench"))
-            .args(["-n", "-h", "127.0.0.1", "-U", "postgres", "-p"])
-            .arg(env.pg.port.to_string())
-            .args([
-                "-T",
-                &ROUND_SECS.to_string(),
-                "-c",
-                &clients.to_string(),
-                "-j",
-                "1",
-                "-f",
-            ])
-            .arg(&path)
+        let child = pgbench_command(env, &path, ROUND_SECS, clients, 1)
             .arg("postgres")
             .env("PGAPPNAME", format!("bench_side_{i}"))
             .stdout(Stdio::piped())
@@ -228,15 +217,8 @@ fn concurrent_round(env: &Env, scripts: &[String], clients: u32) -> Vec<Side> {
         .zip(&processes)
         .map(|(child, pids)| {
             let out = child.wait_with_output().expect("pgbench output");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let tx = text
-                .lines()
-                .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
             Side {
-                tx,
+                tx: pgbench_figure(&out, TRANSACTIONS_DONE),
                 cpu_s: pids.iter().filter_map(|p| last.get(p)).sum(),
             }
         })
@@ -246,7 +228,7 @@ fn concurrent_round(env: &Env, scripts: &[String], clients: u32) -> Vec<Side> {
 /// The capture worker's share of the machine's busy CPU during a round of the tracked table
 /// alone, and the round.
 fn tracked_round(env: &Env, table: &str, subject: Subject, clients: u32) -> (f64, Round) {
-    let pid = capture_pid(env);
+    let pid = env.capture_pid();
     let (capture, busy) = (cpu_seconds(pid).unwrap_or(0.0), machine_busy_seconds());
     let round = pgbench_round(env, &script(table, subject), ROUND_SECS, clients);
     let capture = cpu_seconds(pid).unwrap_or(0.0) - capture;
@@ -328,7 +310,7 @@ pub(crate) fn overhead(name: &str, label: &str, subject: Subject) {
 /// The capture worker stopped (SIGSTOP, taken between two reads, so it holds no snapshot back)
 /// during three tracked rounds; after SIGCONT, how fast it catches up.
 fn catch_up(env: &Env, table: &str, subject: Subject, clients: u32) {
-    let pid = capture_pid(env);
+    let pid = env.capture_pid();
     let mut rates = Vec::new();
     for _ in 0..3 {
         loop {
