@@ -79,15 +79,14 @@ pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// With BENCH_PERF_DIR set, each round is also recorded by `perf record -a -g` into that
-/// directory, named by its number and the table the script updates: profiles to compare.
-fn perf_round(script: &str) -> Option<std::process::Child> {
+/// directory, named by its number and `label` (the table a round updates): profiles to compare.
+pub(crate) fn perf_round(label: &str) -> Option<std::process::Child> {
     static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::var("BENCH_PERF_DIR").ok()?;
     let n = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    let table = script.split("UPDATE ").nth(1)?.split_whitespace().next()?;
     Command::new("perf")
         .args(["record", "-q", "-a", "-g", "-F", "999", "-o"])
-        .arg(format!("{dir}/{n:02}-{table}.data"))
+        .arg(format!("{dir}/{n:02}-{label}.data"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -165,10 +164,19 @@ pub(crate) fn pgbench_figure(out: &std::process::Output, prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// Ends a `perf_round` recording, letting perf write its file.
+pub(crate) fn stop_perf(perf: Option<std::process::Child>) {
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
+}
+
 fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
     let path = env.pg.dir.join("bench.sql");
     std::fs::write(&path, script).expect("write pgbench script");
-    let perf = perf_round(script);
+    let table = script.split("UPDATE ").nth(1).and_then(|s| s.split_whitespace().next());
+    let perf = perf_round(table.unwrap_or("round"));
     let lsn = || env.scalar_i64("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::int8");
     let wal = lsn();
     let busy = machine_busy_seconds();
@@ -178,10 +186,7 @@ fn pgbench_round(env: &Env, script: &str, secs: u32, clients: u32) -> Round {
         .expect("pgbench");
     let busy = machine_busy_seconds() - busy;
     let wal = lsn() - wal;
-    if let Some(mut perf) = perf {
-        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
-        let _ = perf.wait();
-    }
+    stop_perf(perf);
     let tps = pgbench_figure(&out, "tps = ");
     let done = pgbench_figure(&out, TRANSACTIONS_DONE);
     Round {

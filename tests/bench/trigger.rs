@@ -17,8 +17,8 @@
 //! and the capture are paid.
 
 use crate::{
-    bench_conf, env_number, machine_busy_seconds, pgbench_command, pgbench_figure, pgbench_round, Round,
-    TRANSACTIONS_DONE,
+    bench_conf, env_number, machine_busy_seconds, perf_round, pgbench_command, pgbench_figure, pgbench_round,
+    stop_perf, Round, TRANSACTIONS_DONE,
 };
 use e2e::*;
 use std::collections::HashMap;
@@ -196,6 +196,11 @@ fn concurrent_round(env: &Env, scripts: &[String], clients: u32) -> Vec<Side> {
         assert!(Instant::now() < deadline, "pgbench clients did not connect");
         std::thread::sleep(Duration::from_millis(5));
     }
+    let perf = perf_round("sides");
+    if perf.is_some() {
+        // which processes are which side, to read the profile by pid
+        eprintln!("perf: processes of each side {processes:?}");
+    }
     let mut last: HashMap<i32, f64> = HashMap::new();
     loop {
         for pid in processes.iter().flatten() {
@@ -213,6 +218,7 @@ fn concurrent_round(env: &Env, scripts: &[String], clients: u32) -> Vec<Side> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    stop_perf(perf);
     runs.into_iter()
         .zip(&processes)
         .map(|(child, pids)| {
