@@ -168,6 +168,43 @@ fn tracked_columns_of_other_types_publish_the_same_stock() {
     assert_eq!(desired("41"), 300);
 }
 
+/// The triggers find their columns by name past dropped ones, read a key stored compressed
+/// (a row over the toast threshold), and trim a padded currency code.
+#[pg_test]
+fn tracked_rows_past_dropped_columns_with_compressed_keys() {
+    connect_demo();
+    let long = format!("p{}", "k".repeat(2500));
+    Spi::run(&format!("SELECT integ.map_product('t1', 'mercadolibre', '{long}', 'MLM77')")).unwrap();
+    Spi::run("CREATE TABLE inv7 (junk int, tenant text, sku text, qty int, price numeric(10,2), cur char(5))").unwrap();
+    Spi::run("ALTER TABLE inv7 DROP COLUMN junk").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv7', 'tenant', 'sku', 'qty')").unwrap();
+    Spi::run("SELECT integ.track_prices('inv7', 'tenant', 'sku', 'price', 'cur')").unwrap();
+    Spi::run(&format!("INSERT INTO inv7 VALUES ('t1', '{long}', 5, 10.50, 'MXN')")).unwrap();
+    let compressed = Spi::get_one::<bool>("SELECT pg_column_size(sku) < 2000 FROM inv7").unwrap();
+    assert_eq!(compressed, Some(true), "the key is stored compressed");
+    Spi::run("UPDATE inv7 SET qty = 6, price = 11.25").unwrap();
+    let listing = |col: &str| {
+        Spi::get_one::<String>(&format!("SELECT {col}::text FROM integ.listings WHERE external_id = 'MLM77'"))
+            .unwrap()
+            .unwrap_or_default()
+    };
+    assert_eq!(listing("desired_stock"), "6");
+    assert_eq!(listing("desired_price"), "11.25");
+    assert_eq!(listing("price_currency"), "MXN");
+    Spi::run("DELETE FROM inv7").unwrap();
+    assert_eq!(listing("desired_stock"), "0");
+    assert_eq!(listing("coalesce(desired_price::text, 'NULL')"), "NULL");
+}
+
+#[pg_test(error = "integ.track_stock: column \"qty\" no longer exists; run integ.track_inventory again")]
+fn a_renamed_tracked_column_is_named_by_the_trigger() {
+    Spi::run("CREATE TABLE inv8 (tenant text, sku text, qty int)").unwrap();
+    Spi::run("SELECT integ.track_inventory('inv8', 'tenant', 'sku', 'qty')").unwrap();
+    Spi::run("INSERT INTO inv8 VALUES ('t1', 'p1', 1)").unwrap();
+    Spi::run("ALTER TABLE inv8 RENAME COLUMN qty TO quantity").unwrap();
+    Spi::run("UPDATE inv8 SET quantity = 2").unwrap();
+}
+
 #[pg_test]
 fn map_product_seeds_stock_from_tracked_tables() {
     connect_demo();

@@ -67,14 +67,14 @@ pub fn latest_price_per_product(changes: Vec<PriceChange>) -> Vec<PriceChange> {
 /// The last of each key's changes, in key order (applying them equals applying all in order;
 /// key order walks the listings index, and mostly the heap, in order).
 fn latest_by_key<T>(changes: Vec<T>, key: impl Fn(&T) -> (&String, &String)) -> Vec<T> {
-    let mut seen = std::collections::HashSet::new();
+    // keys borrowed, not copied: a read holds up to READ_CHANGES of them
+    let mut seen = std::collections::HashSet::with_capacity(changes.len().min(1 << 16));
+    let latest: Vec<bool> = changes.iter().rev().map(|c| seen.insert(key(c))).collect();
+    drop(seen);
     let mut out: Vec<T> = changes
         .into_iter()
-        .rev()
-        .filter(|c| {
-            let (t, p) = key(c);
-            seen.insert((t.clone(), p.clone()))
-        })
+        .zip(latest.into_iter().rev())
+        .filter_map(|(c, latest)| latest.then_some(c))
         .collect();
     out.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
     out

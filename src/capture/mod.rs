@@ -13,6 +13,7 @@
 
 pub mod message;
 pub mod price;
+mod row;
 pub mod wal;
 
 use crate::shmem;
@@ -231,59 +232,22 @@ impl Drop for UserSwitch {
     }
 }
 
-/// One column of a tuple as its type's output function prints it, None when NULL.
-pub(crate) unsafe fn column_output(
-    tuple: *mut pg_sys::HeapTupleData,
-    desc: pg_sys::TupleDesc,
-    attnum: i32,
-) -> Option<Vec<u8>> {
-    let p = pg_sys::SPI_getvalue(tuple, desc, attnum);
-    if p.is_null() {
-        return None;
-    }
-    let bytes = CStr::from_ptr(p).to_bytes().to_vec();
-    pg_sys::pfree(p.cast());
-    Some(bytes)
-}
-
-pub(crate) unsafe fn column_type(desc: pg_sys::TupleDesc, attnum: i32) -> pg_sys::Oid {
-    (*desc).attrs.as_slice((*desc).natts as usize)[(attnum - 1) as usize].atttypid
-}
-
-/// A key column's bytes, None when NULL. text and varchar are read from the datum itself (the
-/// bytes their output function would copy); other types go through their output function.
-pub(crate) unsafe fn column_key(
-    tuple: *mut pg_sys::HeapTupleData,
-    desc: pg_sys::TupleDesc,
-    attnum: i32,
-) -> Option<Vec<u8>> {
-    let typ = column_type(desc, attnum);
-    if typ != pg_sys::TEXTOID && typ != pg_sys::VARCHAROID {
-        return column_output(tuple, desc, attnum);
-    }
-    let mut null = false;
-    let datum = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
-    if null {
-        return None;
-    }
-    let v = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-    let (data, len) = (pgrx::varlena::vardata_any(v), pgrx::varlena::varsize_any_exhdr(v));
-    Some(std::slice::from_raw_parts(data.cast::<u8>(), len).to_vec())
-}
-
 /// The stock column as the quantity to publish (`normalize_stock`); integers are read from the
 /// datum, other types through their text.
-unsafe fn column_stock(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> i32 {
-    let typ = column_type(desc, attnum);
+unsafe fn column_stock(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnum: i32,
+    value: Option<pg_sys::Datum>,
+) -> i32 {
+    let typ = row::column_type(desc, attnum);
     if typ != pg_sys::INT2OID && typ != pg_sys::INT4OID && typ != pg_sys::INT8OID {
-        let text = column_output(tuple, desc, attnum);
+        let text = row::column_output(tuple, desc, attnum);
         return normalize_stock(text.as_deref().and_then(|b| std::str::from_utf8(b).ok()));
     }
-    let mut null = false;
-    let datum = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
-    if null {
+    let Some(datum) = value else {
         return 0;
-    }
+    };
     let v = match typ {
         pg_sys::INT2OID => datum.value() as i16 as i64,
         pg_sys::INT4OID => datum.value() as i32 as i64,
@@ -292,39 +256,23 @@ unsafe fn column_stock(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDes
     v.clamp(0, i32::MAX as i64) as i32
 }
 
-unsafe extern "C-unwind" {
-    // utils/datum.h
-    fn datumIsEqual(value1: pg_sys::Datum, value2: pg_sys::Datum, typ_by_val: bool, typ_len: std::ffi::c_int) -> bool;
-}
-
-/// True when a column holds the same bytes in both tuples (false may still mean equal, e.g.
-/// a value stored compressed in one: the caller then compares the texts).
-pub(crate) unsafe fn same_value(
-    a: *mut pg_sys::HeapTupleData,
-    b: *mut pg_sys::HeapTupleData,
-    desc: pg_sys::TupleDesc,
-    attnum: i32,
-) -> bool {
-    let (mut a_null, mut b_null) = (false, false);
-    let va = pg_sys::SPI_getbinval(a, desc, attnum, &mut a_null);
-    let vb = pg_sys::SPI_getbinval(b, desc, attnum, &mut b_null);
-    if a_null || b_null {
-        return a_null && b_null;
-    }
-    let attr = &(*desc).attrs.as_slice((*desc).natts as usize)[(attnum - 1) as usize];
-    pg_sys::ffi::pg_guard_ffi_boundary(|| datumIsEqual(va, vb, attr.attbyval, attr.attlen as std::ffi::c_int))
-}
-
 /// (tenant, product, stock) of a tuple; the stock only when asked for (an old tuple's is not
 /// needed).
 type Key = (Option<Vec<u8>>, Option<Vec<u8>>, i32);
 
-unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, cols: &[i32; 3], with_stock: bool) -> Key {
+unsafe fn key_of(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    cols: &row::Columns,
+    values: &row::Values,
+    with_stock: bool,
+) -> Key {
+    let col = |i: usize| cols.get(i).unwrap_or(0);
     (
-        column_key(tuple, desc, cols[0]),
-        column_key(tuple, desc, cols[1]),
+        row::key_bytes(tuple, desc, col(0), values[0]),
+        row::key_bytes(tuple, desc, col(1), values[1]),
         if with_stock {
-            column_stock(tuple, desc, cols[2])
+            column_stock(tuple, desc, col(2), values[2])
         } else {
             0
         },
@@ -345,30 +293,38 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     }
     let (old, new) = unsafe {
         let desc = (*data.tg_relation).rd_att;
-        let mut cols = [0i32; 3];
-        for (i, col) in cols.iter_mut().enumerate() {
-            let name: *const c_char = *def.tgargs.add(i);
-            *col = pg_sys::SPI_fnumber(desc, name);
-            if *col <= 0 {
-                let shown = CStr::from_ptr(name).to_string_lossy();
-                return Err(format!(
-                    "integ.track_stock: column \"{shown}\" no longer exists; run integ.track_inventory again"
-                ));
-            }
-        }
+        let cols = row::column_numbers(desc, def).unwrap_or_else(|shown| {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("integ.track_stock: column \"{shown}\" no longer exists; run integ.track_inventory again"),
+            )
+        });
         match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
-            pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols, true))),
-            pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols, false)), None),
+            pg_sys::TRIGGER_EVENT_INSERT => {
+                let tuple = data.tg_trigtuple;
+                (
+                    None,
+                    Some(key_of(tuple, desc, &cols, &row::read(tuple, desc, &cols), true)),
+                )
+            }
+            pg_sys::TRIGGER_EVENT_DELETE => {
+                let tuple = data.tg_trigtuple;
+                (
+                    Some(key_of(tuple, desc, &cols, &row::read(tuple, desc, &cols), false)),
+                    None,
+                )
+            }
             pg_sys::TRIGGER_EVENT_UPDATE => {
                 // the usual update changes only the stock: the old key is then not needed
                 let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
-                let same_key = same_value(old, new, desc, cols[0]) && same_value(old, new, desc, cols[1]);
-                if same_key && same_value(old, new, desc, cols[2]) {
+                let (values, same) = row::read_update(old, new, desc, &cols);
+                let same_key = same[0] && same[1];
+                if same_key && same[2] {
                     return Ok(None);
                 }
                 (
-                    (!same_key).then(|| key_of(old, desc, &cols, false)),
-                    Some(key_of(new, desc, &cols, true)),
+                    (!same_key).then(|| key_of(old, desc, &cols, &row::read(old, desc, &cols), false)),
+                    Some(key_of(new, desc, &cols, &values, true)),
                 )
             }
             _ => return Ok(None),

@@ -3,12 +3,12 @@
 //! listings and their jobs in the changing transaction (the stock trigger's table path), as the
 //! extension's owner: a price is money, read exactly as the column's numeric text.
 
-use super::{column_key, column_output, column_type, message, same_value, UserSwitch};
+use super::{message, row, UserSwitch};
 use crate::shmem;
-use crate::spi_util::{run_kept, OrRaise};
+use crate::spi_util::{fail, run_kept, OrRaise};
 use pgrx::prelude::*;
-use pgrx::AnyNumeric;
-use std::ffi::{c_char, CStr};
+use pgrx::{AnyNumeric, PgSqlErrorCode};
+use std::ffi::CStr;
 
 /// Records EGDC's new price (and currency) on every listing of (tenant, product) whose price it
 /// changes, and makes sure each has a pending job (a new one says it is for the price). Every
@@ -121,39 +121,45 @@ type Change<'a> = (&'a [u8], &'a [u8], Option<&'a str>, Option<&'a str>);
 /// (tenant, product, price text, currency) of a tuple.
 type PriceKey = (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>, Option<String>);
 
-unsafe fn key_of(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, cols: &[i32]) -> PriceKey {
-    let text = |attnum: i32| column_output(tuple, desc, attnum).map(|b| String::from_utf8_lossy(&b).trim().to_string());
+unsafe fn key_of(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    cols: &row::Columns,
+    values: &row::Values,
+) -> PriceKey {
+    let col = |i: usize| cols.get(i).unwrap_or(0);
+    let currency = cols.get(3).and_then(|c| row::key_bytes(tuple, desc, c, values[3]));
     (
-        column_key(tuple, desc, cols[0]),
-        column_key(tuple, desc, cols[1]),
-        price_text(tuple, desc, cols[2]),
-        cols.get(3).and_then(|c| text(*c)).filter(|c| !c.is_empty()),
+        row::key_bytes(tuple, desc, col(0), values[0]),
+        row::key_bytes(tuple, desc, col(1), values[1]),
+        price_text(tuple, desc, col(2), values[2]),
+        currency
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|c| !c.is_empty()),
     )
 }
 
 /// The price column as text, None when NULL: numeric straight through `numeric_out` and
 /// integers formatted here (the column's type is one of those, `track_prices` checks), so no
 /// output function is looked up per row.
-unsafe fn price_text(tuple: *mut pg_sys::HeapTupleData, desc: pg_sys::TupleDesc, attnum: i32) -> Option<String> {
-    let typ = column_type(desc, attnum);
-    let mut null = false;
-    let mut datum = || {
-        let d = pg_sys::SPI_getbinval(tuple, desc, attnum, &mut null);
-        (!null).then_some(d)
-    };
-    match typ {
+unsafe fn price_text(
+    tuple: *mut pg_sys::HeapTupleData,
+    desc: pg_sys::TupleDesc,
+    attnum: i32,
+    value: Option<pg_sys::Datum>,
+) -> Option<String> {
+    match row::column_type(desc, attnum) {
         pg_sys::NUMERICOID => {
             // NULL never reaches numeric_out (it would dereference it)
-            let value = datum()?;
-            let out = pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(value)])?;
-            let text = out.to_string_lossy().into_owned();
-            pg_sys::pfree(out.as_ptr() as *mut std::ffi::c_void);
-            Some(text)
+            let out = pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(value?)])?;
+            // numeric_out prints ASCII digits, sign, point (or NaN/Infinity); the per-row
+            // memory context frees its copy
+            out.to_str().ok().map(str::to_string)
         }
-        pg_sys::INT2OID => datum().map(|d| (d.value() as i16).to_string()),
-        pg_sys::INT4OID => datum().map(|d| (d.value() as i32).to_string()),
-        pg_sys::INT8OID => datum().map(|d| (d.value() as i64).to_string()),
-        _ => column_output(tuple, desc, attnum).map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+        pg_sys::INT2OID => value.map(|d| (d.value() as i16).to_string()),
+        pg_sys::INT4OID => value.map(|d| (d.value() as i32).to_string()),
+        pg_sys::INT8OID => value.map(|d| (d.value() as i64).to_string()),
+        _ => row::column_output(tuple, desc, attnum).map(|b| String::from_utf8_lossy(&b).trim().to_string()),
     }
 }
 
@@ -168,37 +174,39 @@ fn track_price<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
         return Err("integ.track_price must be a FOR EACH ROW trigger".into());
     }
     let nargs = def.tgnargs as usize;
-    if !(3..=4).contains(&nargs) || def.tgargs.is_null() {
+    if !(3..=row::MAX_COLUMNS).contains(&nargs) || def.tgargs.is_null() {
         return Err(
             "integ.track_price needs the tenant, product and price columns (and optionally the currency column)".into(),
         );
     }
     let (old, new) = unsafe {
         let desc = (*data.tg_relation).rd_att;
-        let mut cols = vec![0i32; nargs];
-        for (i, col) in cols.iter_mut().enumerate() {
-            let name: *const c_char = *def.tgargs.add(i);
-            *col = pg_sys::SPI_fnumber(desc, name);
-            if *col <= 0 {
-                let shown = CStr::from_ptr(name).to_string_lossy();
-                return Err(format!(
-                    "integ.track_price: column \"{shown}\" no longer exists; run integ.track_prices again"
-                ));
-            }
-        }
+        let cols = row::column_numbers(desc, def).unwrap_or_else(|shown| {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("integ.track_price: column \"{shown}\" no longer exists; run integ.track_prices again"),
+            )
+        });
         match data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
-            pg_sys::TRIGGER_EVENT_INSERT => (None, Some(key_of(data.tg_trigtuple, desc, &cols))),
-            pg_sys::TRIGGER_EVENT_DELETE => (Some(key_of(data.tg_trigtuple, desc, &cols)), None),
+            pg_sys::TRIGGER_EVENT_INSERT => {
+                let tuple = data.tg_trigtuple;
+                (None, Some(key_of(tuple, desc, &cols, &row::read(tuple, desc, &cols))))
+            }
+            pg_sys::TRIGGER_EVENT_DELETE => {
+                let tuple = data.tg_trigtuple;
+                (Some(key_of(tuple, desc, &cols, &row::read(tuple, desc, &cols))), None)
+            }
             pg_sys::TRIGGER_EVENT_UPDATE => {
                 // the usual update changes only the price: the old key is then not needed
                 let (old, new) = (data.tg_trigtuple, data.tg_newtuple);
-                let same_key = same_value(old, new, desc, cols[0]) && same_value(old, new, desc, cols[1]);
-                if same_key && cols[2..].iter().all(|c| same_value(old, new, desc, *c)) {
+                let (values, same) = row::read_update(old, new, desc, &cols);
+                let same_key = same[0] && same[1];
+                if same_key && same[2..cols.len()].iter().all(|s| *s) {
                     return Ok(None);
                 }
                 (
-                    (!same_key).then(|| key_of(old, desc, &cols)),
-                    Some(key_of(new, desc, &cols)),
+                    (!same_key).then(|| key_of(old, desc, &cols, &row::read(old, desc, &cols))),
+                    Some(key_of(new, desc, &cols, &values)),
                 )
             }
             _ => return Ok(None),
