@@ -5,7 +5,7 @@
 //! application's own row changes cost a record header each, not a decoding pass. A physical
 //! replication slot keeps the WAL from the oldest undecided message on.
 
-use super::message::{Collector, StockChange, PREFIX, PRICE_MARK, PRICE_PREFIX};
+use super::message::{Collector, Kind, PREFIX, PRICE_PREFIX};
 use pgrx::pg_sys;
 use pgrx::PgTryBuilder;
 use std::ffi::{c_char, c_int, CStr};
@@ -35,11 +35,11 @@ pub struct WalReader {
     next: u64,
 }
 
-/// What one read found.
+/// What one read found (the changes themselves wait in the collector).
 pub struct Read {
-    /// Committed changes, in commit order.
-    pub changes: Vec<StockChange>,
-    /// Reading stopped at `max_changes`, with more WAL behind.
+    /// Changes committed (stock and price, each counted).
+    pub changes: usize,
+    /// Reading stopped at `max_products`, with more WAL behind.
     pub more: bool,
 }
 
@@ -81,9 +81,9 @@ impl WalReader {
         self.next
     }
 
-    /// Reads from where the last read stopped to the end of flushed WAL (or `max_changes`),
-    /// feeding `collector`; returns the changes whose commit was read.
-    pub fn read(&mut self, collector: &mut Collector, max_changes: usize) -> Result<Read, String> {
+    /// Reads from where the last read stopped to the end of flushed WAL, or until `collector`
+    /// holds changes of `max_products` products; counts the changes whose commit was read.
+    pub fn read(&mut self, collector: &mut Collector, max_products: usize) -> Result<Read, String> {
         let state = self.state;
         let end_of_wal = self.end_of_wal;
         let start = self.next;
@@ -92,7 +92,7 @@ impl WalReader {
             (*end_of_wal).end_of_wal = false;
             pg_sys::XLogBeginRead(state, start);
             let mut next = start;
-            let mut changes = Vec::new();
+            let mut changes = 0usize;
             loop {
                 let mut error: *mut c_char = std::ptr::null_mut();
                 let record = pg_sys::XLogReadRecord(state, &mut error);
@@ -105,7 +105,7 @@ impl WalReader {
                 }
                 on_record(state, my_db, collector, &mut changes);
                 next = (*state).EndRecPtr;
-                if changes.len() >= max_changes {
+                if collector.products_held() >= max_products {
                     return Ok((changes, next, true));
                 }
             }
@@ -132,7 +132,7 @@ unsafe fn on_record(
     state: *mut pg_sys::XLogReaderState,
     my_db: pg_sys::Oid,
     collector: &mut Collector,
-    changes: &mut Vec<StockChange>,
+    changes: &mut usize,
 ) {
     let decoded = (*state).record;
     if decoded.is_null() {
@@ -165,12 +165,9 @@ unsafe fn on_record(
             if db == my_db.to_u32() && transactional {
                 let prefix = data.get(LOGICAL_MESSAGE_HEADER..prefix_end);
                 if prefix == Some(PREFIX.to_bytes_with_nul()) {
-                    collector.message(header.xl_xid.into_inner(), lsn, content);
+                    collector.message(header.xl_xid.into_inner(), lsn, Kind::Stock, content);
                 } else if prefix == Some(PRICE_PREFIX.to_bytes_with_nul()) {
-                    let mut marked = Vec::with_capacity(content.len() + 1);
-                    marked.push(PRICE_MARK);
-                    marked.extend_from_slice(content);
-                    collector.message(header.xl_xid.into_inner(), lsn, &marked);
+                    collector.message(header.xl_xid.into_inner(), lsn, Kind::Price, content);
                 }
             }
         }
@@ -186,7 +183,7 @@ unsafe fn on_record(
                         header.xl_xid.into_inner()
                     };
                     let subxids = xids(parsed.subxacts, parsed.nsubxacts);
-                    changes.extend(collector.commit(xid, subxids, lsn, parsed.xact_time));
+                    *changes += collector.commit(xid, subxids, lsn, parsed.xact_time);
                 }
                 op @ (pg_sys::XLOG_XACT_ABORT | pg_sys::XLOG_XACT_ABORT_PREPARED) => {
                     let mut parsed = pg_sys::xl_xact_parsed_abort::default();

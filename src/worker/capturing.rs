@@ -20,8 +20,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub const SLOT: &str = "integ_capture";
-/// Changes read at once at most; a longer backlog is read in several turns.
-const READ_CHANGES: usize = 100_000;
+/// Products a read collects changes of at most (the latest of each, in memory until applied);
+/// a backlog touching more is read in several turns. Counting products, not changes, lets a
+/// heavy stream over fewer products be read in the windows its pace asks for.
+const READ_PRODUCTS: usize = 100_000;
 /// Changes applied per transaction.
 const APPLY_CHUNK: usize = 1_000;
 /// Least time between two reads while changes keep coming, so commits are applied in batches
@@ -266,24 +268,24 @@ impl Capturer {
     }
 
     /// Reads what has been written since the last read, applies what committed, moves the
-    /// slot. True when the read stopped at `READ_CHANGES` with more behind it.
+    /// slot. True when the read stopped at `READ_PRODUCTS` with more behind it.
     fn read(&mut self) -> Result<bool, String> {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(false);
         };
         let started = Instant::now();
         let cpu_started = cpu_time();
-        let read = reader.read(&mut self.collector, READ_CHANGES)?;
+        let read = reader.read(&mut self.collector, READ_PRODUCTS)?;
         let position = reader.position();
         let malformed = std::mem::take(&mut self.collector.malformed);
         for m in &malformed {
             warning!("integration capture: skipped a stock message: {m}");
         }
-        let prices = message::latest_price_per_product(std::mem::take(&mut self.collector.committed_prices));
-        let applied = read.changes.len() + prices.len();
+        let prices = self.collector.take_prices();
+        let applied = read.changes;
         let mut committed_end = self.unflushed.last_commit_end();
         if applied > 0 {
-            let latest = message::latest_per_product(read.changes);
+            let latest = self.collector.take_stock();
             // in several transactions, each waking the push workers, so a large change starts
             // pushing while the rest is still being applied; prices go with the first, so a
             // stock and a price changed together become visible together
@@ -322,7 +324,7 @@ impl Capturer {
             let cpu = cpu_time().saturating_sub(cpu_started);
             self.next_read_at = Some(started + gap(applied, self.last_read, cpu, pacing));
         }
-        // a read that stopped at READ_CHANGES is a backlog (a huge UPDATE, a restart), not a
+        // a read that stopped at READ_PRODUCTS is a backlog (a huge UPDATE, a restart), not a
         // stream: the read that finishes it must not hold the next change back
         self.last_read = if read.more { 0 } else { applied };
         Ok(read.more)
