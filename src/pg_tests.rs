@@ -205,6 +205,35 @@ fn a_renamed_tracked_column_is_named_by_the_trigger() {
     Spi::run("UPDATE inv8 SET quantity = 2").unwrap();
 }
 
+/// The price trigger prints numerics from their stored bytes: every value must read as
+/// `numeric_out` prints it, in the short and long stored forms, special values included.
+#[pg_test]
+fn tracked_numeric_prices_print_as_numeric_out_does() {
+    connect_demo();
+    Spi::run(
+        "CREATE TABLE np2 (tenant text, sku text, price numeric);
+         SELECT integ.track_prices('np2', 'tenant', 'sku', 'price');
+         CREATE TEMP TABLE vals AS
+           WITH v(x) AS (
+             SELECT unnest(ARRAY['0', '0.00', '-0.5', 'NaN', 'Infinity', '-Infinity', '1e-20', '10000',
+                                 '123456789012345678901234567890.0001', '9999.9999', '0.0001', '-100000000',
+                                 '1e1000', '0.000012', '7.0001']::numeric[])
+             UNION ALL
+             SELECT round(((i * 7919) % 1000003 - 500000)::numeric * power(10::numeric, (i % 41) - 20), i % 30)
+               FROM generate_series(1, 400) i)
+           SELECT row_number() OVER () AS i, x FROM v;
+         SELECT integ.map_product('t1', 'mercadolibre', 'n' || i, 'MLMN' || i) FROM vals;
+         INSERT INTO np2 SELECT 't1', 'n' || i, x FROM vals;",
+    )
+    .unwrap();
+    let differing = "SELECT count(*) FROM np2 JOIN integ.listings l ON l.tenant_id = np2.tenant AND l.product_id = np2.sku
+                      WHERE l.desired_price::text IS DISTINCT FROM np2.price::text";
+    assert_eq!(count("SELECT count(*) FROM vals"), 415);
+    assert_eq!(count(differing), 0, "inserted");
+    Spi::run("UPDATE np2 SET price = price * -10 WHERE sku LIKE 'n1%'").unwrap();
+    assert_eq!(count(differing), 0, "updated");
+}
+
 #[pg_test]
 fn map_product_seeds_stock_from_tracked_tables() {
     connect_demo();

@@ -12,6 +12,7 @@
 //! Both stamp `listings.desired_lsn`, so a message read late never overwrites a newer change.
 
 pub mod message;
+mod numeric_text;
 pub mod price;
 mod row;
 pub mod wal;

@@ -3,6 +3,7 @@
 //! listings and their jobs in the changing transaction (the stock trigger's table path), as the
 //! extension's owner: a price is money, read exactly as the column's numeric text.
 
+use super::numeric_text::numeric_text;
 use super::{message, row, UserSwitch};
 use crate::shmem;
 use crate::spi_util::{fail, run_kept, OrRaise};
@@ -139,9 +140,9 @@ unsafe fn key_of(
     )
 }
 
-/// The price column as text, None when NULL: numeric straight through `numeric_out` and
-/// integers formatted here (the column's type is one of those, `track_prices` checks), so no
-/// output function is looked up per row.
+/// The price column as text, None when NULL: numeric and integers formatted here from the
+/// datum (the column's type is one of those, `track_prices` checks), so no output function is
+/// called per row.
 unsafe fn price_text(
     tuple: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
@@ -150,11 +151,18 @@ unsafe fn price_text(
 ) -> Option<String> {
     match row::column_type(desc, attnum) {
         pg_sys::NUMERICOID => {
-            // NULL never reaches numeric_out (it would dereference it)
-            let out = pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[Some(value?)])?;
-            // numeric_out prints ASCII digits, sign, point (or NaN/Infinity); the per-row
-            // memory context frees its copy
-            out.to_str().ok().map(str::to_string)
+            let v = value?.cast_mut_ptr::<pg_sys::varlena>();
+            let stored = !(pgrx::varlena::varatt_is_4b_c(v) || pgrx::varlena::varatt_is_1b_e(v));
+            let read = stored.then(|| {
+                let (data, len) = (pgrx::varlena::vardata_any(v), pgrx::varlena::varsize_any_exhdr(v));
+                numeric_text(std::slice::from_raw_parts(data.cast::<u8>(), len))
+            });
+            // a value stored compressed or out of line goes through numeric_out (which
+            // detoasts it; NULL never reaches it: it would dereference it)
+            read.flatten().or_else(|| {
+                let out = pgrx::direct_function_call::<&CStr>(pg_sys::numeric_out, &[value])?;
+                out.to_str().ok().map(str::to_string)
+            })
         }
         pg_sys::INT2OID => value.map(|d| (d.value() as i16).to_string()),
         pg_sys::INT4OID => value.map(|d| (d.value() as i32).to_string()),

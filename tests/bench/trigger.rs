@@ -388,3 +388,43 @@ pub(crate) fn overhead_durable() {
         mean(&tracked, |r| r.wal_bytes),
     );
 }
+
+/// `bench/run lag`: how long after commit the capture applies a change while the application
+/// writes at a steady rate (`pgbench -R`, 4 clients) over 10,000 products: every 0.3 s, the
+/// time since the commit of the newest change applied to a listing; mean and max of 30 samples
+/// per rate. Rates from BENCH_LAG_RATES (default 1000,3000,5000,7000 changes/s).
+pub(crate) fn lag() {
+    let env = setup("bench-lag", "", Subject::Stock);
+    let rates: Vec<u32> = std::env::var("BENCH_LAG_RATES")
+        .unwrap_or_else(|_| "1000,3000,5000,7000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let path = env.pg.dir.join("lag.sql");
+    std::fs::write(&path, script("inventory", Subject::Stock)).expect("write pgbench script");
+    let newest_ms = "SELECT extract(epoch FROM clock_timestamp() - max(desired_at))::float8 * 1000 FROM integ.listings";
+    for rate in rates {
+        let pgbench = pgbench_command(&env, &path, 13, 4, 2)
+            .args(["-R", &rate.to_string(), "postgres"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgbench");
+        std::thread::sleep(Duration::from_secs(2));
+        let mut samples = Vec::new();
+        for _ in 0..30 {
+            let row = env.db().query_one(newest_ms, &[]).expect("lag");
+            samples.push(row.get::<_, Option<f64>>(0).unwrap_or(f64::NAN));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let out = pgbench.wait_with_output().expect("pgbench output");
+        let done = pgbench_figure(&out, TRANSACTIONS_DONE) / 13.0;
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        let max = samples.iter().cloned().fold(f64::NAN, f64::max);
+        println!(
+            "BENCH lag at {rate} changes/s ({done:.0}/s done, pace {}%): applied {mean:.0} ms after commit on average, {max:.0} ms at most",
+            env.scalar_text("SHOW integ.capture_cpu_percent")
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
