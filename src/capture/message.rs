@@ -73,13 +73,13 @@ pub fn encode(tenant: impl AsRef<[u8]>, product: impl AsRef<[u8]>, stock: i32) -
     out
 }
 
-pub fn decode(content: &[u8]) -> Result<(String, String, i32), String> {
+pub fn decode(content: &[u8]) -> Result<(&str, &str, i32), String> {
     let mut parts = content.split(|b| *b == 0);
     let (Some(tenant), Some(product), Some(stock), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("a stock message must have three NUL-separated parts".into());
     };
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "a stock message is not UTF-8".to_string());
+    let text = |b| std::str::from_utf8(b).map_err(|_| "a stock message is not UTF-8".to_string());
     let stock = std::str::from_utf8(stock)
         .ok()
         .and_then(|s| s.parse::<i32>().ok())
@@ -173,16 +173,20 @@ pub struct Collector {
     prices: std::collections::HashMap<Vec<u8>, Latest<PriceValue>>,
 }
 
-/// `tenant NUL product` of a message's content, and the rest after the next NUL; checked UTF-8.
-fn split_key(content: &[u8]) -> Option<(&[u8], &[u8])> {
-    let first = content.iter().position(|b| *b == 0)?;
-    let second = first + 1 + content[first + 1..].iter().position(|b| *b == 0)?;
-    let key = &content[..second];
-    std::str::from_utf8(key).ok()?;
-    Some((key, &content[second + 1..]))
-}
-
-fn remember<T>(map: &mut std::collections::HashMap<Vec<u8>, Latest<T>>, key: &[u8], latest: Latest<T>) {
+/// Records `value`, committed at `commit_lsn`, as the latest change of `key` (copying the key
+/// only the first time).
+fn remember<T>(
+    map: &mut std::collections::HashMap<Vec<u8>, Latest<T>>,
+    key: &[u8],
+    value: T,
+    commit_lsn: u64,
+    commit_time_us: i64,
+) {
+    let latest = Latest {
+        value,
+        commit_lsn,
+        commit_time_us,
+    };
     match map.get_mut(key) {
         Some(slot) => *slot = latest,
         None => {
@@ -248,26 +252,18 @@ impl Collector {
         }
         let count = messages.len();
         for (kind, _, content) in messages {
-            let error = match kind {
-                Kind::Stock => decode_stock_value(content).map(|(key, stock)| {
-                    let latest = Latest {
-                        value: stock,
-                        commit_lsn,
-                        commit_time_us,
-                    };
-                    remember(&mut self.stock, key, latest)
+            let decoded = match kind {
+                Kind::Stock => decode(content).map(|(t, p, stock)| {
+                    let key = message_key(content, t, p);
+                    remember(&mut self.stock, key, stock, commit_lsn, commit_time_us);
                 }),
-                Kind::Price => decode_price_value(content).map(|(key, price)| {
-                    let latest = Latest {
-                        value: price,
-                        commit_lsn,
-                        commit_time_us,
-                    };
-                    remember(&mut self.prices, key, latest)
+                Kind::Price => decode_price(content).map(|(t, p, price, currency)| {
+                    let value = (price.map(str::to_string), currency.map(str::to_string));
+                    let key = message_key(content, t, p);
+                    remember(&mut self.prices, key, value, commit_lsn, commit_time_us);
                 }),
-            }
-            .err();
-            if let Some(e) = error {
+            };
+            if let Err(e) = decoded {
                 self.malformed.push(e);
             }
         }
@@ -324,25 +320,10 @@ impl Collector {
     }
 }
 
-/// The key and stock of a stock message.
-fn decode_stock_value(content: &[u8]) -> Result<(&[u8], i32), String> {
-    let Some((key, stock)) = split_key(content) else {
-        return Err(decode(content)
-            .err()
-            .unwrap_or_else(|| "a stock message is malformed".into()));
-    };
-    let stock = std::str::from_utf8(stock)
-        .ok()
-        .and_then(|s| s.parse::<i32>().ok())
-        .ok_or("a stock message's stock is not an integer")?;
-    Ok((key, stock))
-}
-
-/// The key and (price, currency) of a price message.
-fn decode_price_value(content: &[u8]) -> Result<(&[u8], PriceValue), String> {
-    let (tenant, product, price, currency) = decode_price(content)?;
-    let key = &content[..tenant.len() + 1 + product.len()];
-    Ok((key, (price.map(str::to_string), currency.map(str::to_string))))
+/// `tenant NUL product`: the start of a message's content, as decoded into `tenant` and
+/// `product`; the key the latest change of each product is kept under.
+fn message_key<'a>(content: &'a [u8], tenant: &str, product: &str) -> &'a [u8] {
+    &content[..tenant.len() + 1 + product.len()]
 }
 
 #[cfg(test)]
@@ -352,7 +333,7 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_bad_ones_are_refused() {
         let e = encode("acme", "sku\t1", 42);
-        assert_eq!(decode(&e).unwrap(), ("acme".into(), "sku\t1".into(), 42));
+        assert_eq!(decode(&e).unwrap(), ("acme", "sku\t1", 42));
         assert!(decode(b"acme\0p").is_err());
         assert!(decode(b"acme\0p\0x").is_err());
         assert!(decode(b"a\0b\x001\0extra").is_err());
