@@ -442,3 +442,43 @@ fn every_security_definer_function_pins_its_search_path() {
     assert!(definers >= 10, "only {definers} SECURITY DEFINER functions found");
     assert_eq!(unpinned, 0);
 }
+
+#[pg_test]
+fn the_capture_walk_finds_every_record_postgres_reader_finds() {
+    Spi::run("CREATE TABLE walk_t (id int PRIMARY KEY, pad text)").unwrap();
+    Spi::run("INSERT INTO walk_t SELECT g, repeat('x', g % 300) FROM generate_series(1, 2000) g").unwrap();
+    Spi::run("CHECKPOINT").unwrap();
+    let start = count("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8") as u64;
+    let message = |prefix: &str, hex: &str| {
+        format!("PERFORM pg_logical_emit_message(true, '{prefix}', decode('{hex}', 'hex'));")
+    };
+    // stock and price messages, one 20 kB long; an aborted subtransaction; full-page images
+    // (the first updates after the checkpoint); a segment switch; rows of every size
+    let stock = message("integ.stock", "740070310035");
+    let price = message("integ.price", "7400703100392e393900");
+    Spi::run(&format!(
+        "DO $$ BEGIN
+           {stock} {price}
+           PERFORM pg_logical_emit_message(true, 'integ.price', convert_to(repeat('9', 20000), 'UTF8'));
+           BEGIN {stock} RAISE EXCEPTION 'undo'; EXCEPTION WHEN raise_exception THEN NULL; END;
+           UPDATE walk_t SET pad = pad || 'y' WHERE id % 7 = 0;
+           PERFORM pg_switch_wal();
+           {stock}
+           INSERT INTO walk_t SELECT g, repeat('z', g % 9000) FROM generate_series(2001, 2400) g;
+           {price}
+         END $$"
+    ))
+    .unwrap();
+    unsafe { pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr()) };
+    let (ours, theirs) = crate::capture::wal::records_both_ways(start).unwrap();
+    assert!(theirs.len() > 500, "{} records", theirs.len());
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert_eq!(a, b, "record at {:X}", a.0);
+    }
+    let switch = |r: &&crate::capture::wal::Seen| r.2 == 0 && r.4 & 0xF0 == pg_sys::XLOG_SWITCH as u8;
+    assert_eq!(ours.iter().filter(switch).count(), 1);
+    assert!(ours.iter().any(|r| r.5.len() > 20000), "the long message, whole");
+    let aborts = ours.iter().filter(|r| r.2 == pg_sys::RmgrIds::RM_XACT_ID as u8 && !r.5.is_empty());
+    assert!(aborts.count() >= 1, "the subtransaction's abort");
+}

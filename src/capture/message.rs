@@ -30,9 +30,6 @@ pub fn encode_price(tenant: &[u8], product: &[u8], price: Option<&str>, currency
 /// (tenant, product, price, currency) of a price message.
 pub type PriceParts<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
 
-/// (price, currency) of a price change.
-type PriceValue = (Option<String>, Option<String>);
-
 pub fn decode_price(content: &[u8]) -> Result<PriceParts<'_>, String> {
     let mut parts = content.split(|b| *b == 0);
     let (Some(tenant), Some(product), Some(price), Some(currency), None) =
@@ -43,10 +40,21 @@ pub fn decode_price(content: &[u8]) -> Result<PriceParts<'_>, String> {
     let text = |b| std::str::from_utf8(b).map_err(|_| "a price message is not UTF-8".to_string());
     let optional = |b| text(b).map(|t| (!t.is_empty()).then_some(t));
     let price = optional(price)?;
-    if price.is_some_and(|p| rust_decimal::Decimal::from_str_exact(p).is_err() && p.parse::<f64>().is_err()) {
+    if price.is_some_and(|p| !is_number(p)) {
         return Err("a price message's price is not a number".into());
     }
     Ok((text(tenant)?, text(product)?, price, optional(currency)?))
+}
+
+/// Whether `text` reads as a numeric. What the trigger prints (`-`, digits, one `.`) is
+/// checked byte by byte: a parse of every change was most of the price capture's own work.
+fn is_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (all_digits(whole) && all_digits(fraction))
+        || rust_decimal::Decimal::from_str_exact(text).is_ok()
+        || text.parse::<f64>().is_ok()
 }
 
 /// One price change read back, stamped with its transaction's commit.
@@ -170,26 +178,31 @@ pub struct Collector {
     spare: Vec<Vec<u8>>,
     pub malformed: Vec<String>,
     stock: std::collections::HashMap<Vec<u8>, Latest<i32>>,
-    prices: std::collections::HashMap<Vec<u8>, Latest<PriceValue>>,
+    /// the message's `price NUL currency`, checked: one buffer per product, reused
+    prices: std::collections::HashMap<Vec<u8>, Latest<Vec<u8>>>,
 }
 
-/// Records `value`, committed at `commit_lsn`, as the latest change of `key` (copying the key
-/// only the first time).
-fn remember<T>(
+/// Records the value `set` makes, committed at `commit_lsn`, as the latest change of `key`:
+/// `set` gets the value it replaces, to reuse; the key is copied only the first time.
+fn remember<T: Default>(
     map: &mut std::collections::HashMap<Vec<u8>, Latest<T>>,
     key: &[u8],
-    value: T,
     commit_lsn: u64,
     commit_time_us: i64,
+    set: impl FnOnce(T) -> T,
 ) {
-    let latest = Latest {
-        value,
-        commit_lsn,
-        commit_time_us,
-    };
     match map.get_mut(key) {
-        Some(slot) => *slot = latest,
+        Some(slot) => {
+            slot.value = set(std::mem::take(&mut slot.value));
+            slot.commit_lsn = commit_lsn;
+            slot.commit_time_us = commit_time_us;
+        }
         None => {
+            let latest = Latest {
+                value: set(T::default()),
+                commit_lsn,
+                commit_time_us,
+            };
             map.insert(key.to_vec(), latest);
         }
     }
@@ -255,12 +268,16 @@ impl Collector {
             let decoded = match kind {
                 Kind::Stock => decode(content).map(|(t, p, stock)| {
                     let key = message_key(content, t, p);
-                    remember(&mut self.stock, key, stock, commit_lsn, commit_time_us);
+                    remember(&mut self.stock, key, commit_lsn, commit_time_us, |_| stock);
                 }),
-                Kind::Price => decode_price(content).map(|(t, p, price, currency)| {
-                    let value = (price.map(str::to_string), currency.map(str::to_string));
+                Kind::Price => decode_price(content).map(|(t, p, _, _)| {
                     let key = message_key(content, t, p);
-                    remember(&mut self.prices, key, value, commit_lsn, commit_time_us);
+                    let value = &content[key.len() + 1..];
+                    remember(&mut self.prices, key, commit_lsn, commit_time_us, |mut kept| {
+                        kept.clear();
+                        kept.extend_from_slice(value);
+                        kept
+                    });
                 }),
             };
             if let Err(e) = decoded {
@@ -295,13 +312,19 @@ impl Collector {
 
     /// The latest committed price change of each product since the last take, in key order.
     pub fn take_prices(&mut self) -> Vec<PriceChange> {
-        in_key_order(&mut self.prices, |tenant, product, l| PriceChange {
-            tenant,
-            product,
-            price: l.value.0,
-            currency: l.value.1,
-            commit_lsn: l.commit_lsn,
-            commit_time_us: l.commit_time_us,
+        in_key_order(&mut self.prices, |tenant, product, l| {
+            // checked by decode_price when kept: `price NUL currency`, UTF-8, "" for none
+            let text = String::from_utf8_lossy(&l.value);
+            let (price, currency) = text.split_once('\0').unwrap_or((&text, ""));
+            let optional = |s: &str| (!s.is_empty()).then(|| s.to_string());
+            PriceChange {
+                tenant,
+                product,
+                price: optional(price),
+                currency: optional(currency),
+                commit_lsn: l.commit_lsn,
+                commit_time_us: l.commit_time_us,
+            }
         })
     }
 
@@ -404,6 +427,51 @@ mod tests {
         );
         assert_eq!(prices[0].commit_lsn, 20);
         assert_eq!(c.malformed, vec!["a price message's price is not a number".to_string()]);
+    }
+
+    #[test]
+    fn prices_read_as_numbers_whatever_their_form() {
+        for ok in [
+            "0",
+            "-12",
+            "100.50",
+            "0.000001",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e3",
+            "12345678901234567890123456789012345.5",
+        ] {
+            assert!(is_number(ok), "{ok}");
+        }
+        for bad in ["", "-", "1.2.3", "--1", "12a", "1 000", "0x10", "abc"] {
+            assert!(!is_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_products_later_price_replaces_its_earlier_one_whole() {
+        let mut c = Collector::default();
+        c.message(
+            1,
+            10,
+            Kind::Price,
+            &encode_price(b"t", b"p1", Some("1234.5678"), Some("MXN")),
+        );
+        c.commit(1, &[], 20, 0);
+        c.message(2, 30, Kind::Price, &encode_price(b"t", b"p1", Some("9"), None));
+        c.commit(2, &[], 40, 1);
+        let got = c.take_prices();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].price.as_deref(), got[0].currency.as_deref()), (Some("9"), None));
+        assert_eq!((got[0].commit_lsn, got[0].commit_time_us), (40, 1));
+        c.message(3, 50, Kind::Price, &encode_price(b"t", b"p1", None, Some("USD")));
+        c.commit(3, &[], 60, 2);
+        let got = c.take_prices();
+        assert_eq!(
+            (got[0].price.as_deref(), got[0].currency.as_deref()),
+            (None, Some("USD"))
+        );
     }
 
     #[test]

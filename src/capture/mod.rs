@@ -16,12 +16,14 @@ mod numeric_text;
 pub mod price;
 mod row;
 pub mod wal;
+mod walk;
 
 use crate::shmem;
 use crate::spi_util::{fail, run_kept, OrRaise};
 use message::StockChange;
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgSqlErrorCode};
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 
@@ -259,15 +261,15 @@ unsafe fn column_stock(
 
 /// (tenant, product, stock) of a tuple; the stock only when asked for (an old tuple's is not
 /// needed).
-type Key = (Option<Vec<u8>>, Option<Vec<u8>>, i32);
+type Key<'t> = (Option<Cow<'t, [u8]>>, Option<Cow<'t, [u8]>>, i32);
 
-unsafe fn key_of(
+unsafe fn key_of<'t>(
     tuple: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
     cols: &row::Columns,
     values: &row::Values,
     with_stock: bool,
-) -> Key {
+) -> Key<'t> {
     let col = |i: usize| cols.get(i).unwrap_or(0);
     (
         row::key_bytes(tuple, desc, col(0), values[0]),
@@ -335,7 +337,7 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     if let Some((Some(tenant), Some(product), _)) = &old {
         let moved = match &new {
             None => true,
-            Some((t, p, _)) => t.as_deref() != Some(tenant.as_slice()) || p.as_deref() != Some(product.as_slice()),
+            Some((t, p, _)) => t.as_deref() != Some(&**tenant) || p.as_deref() != Some(&**product),
         };
         if moved {
             changes.push((tenant, product, 0));

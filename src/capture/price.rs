@@ -9,6 +9,7 @@ use crate::shmem;
 use crate::spi_util::{fail, run_kept, OrRaise};
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgSqlErrorCode};
+use std::borrow::Cow;
 use std::ffi::CStr;
 
 /// Records EGDC's new price (and currency) on every listing of (tenant, product) whose price it
@@ -120,14 +121,19 @@ fn enqueue_price(
 type Change<'a> = (&'a [u8], &'a [u8], Option<&'a str>, Option<&'a str>);
 
 /// (tenant, product, price text, currency) of a tuple.
-type PriceKey = (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>, Option<String>);
+type PriceKey<'t> = (
+    Option<Cow<'t, [u8]>>,
+    Option<Cow<'t, [u8]>>,
+    Option<String>,
+    Option<String>,
+);
 
-unsafe fn key_of(
+unsafe fn key_of<'t>(
     tuple: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
     cols: &row::Columns,
     values: &row::Values,
-) -> PriceKey {
+) -> PriceKey<'t> {
     let col = |i: usize| cols.get(i).unwrap_or(0);
     let currency = cols.get(3).and_then(|c| row::key_bytes(tuple, desc, c, values[3]));
     (
@@ -224,7 +230,7 @@ fn track_price<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     if let Some((Some(tenant), Some(product), _, _)) = &old {
         let moved = match &new {
             None => true,
-            Some((t, p, _, _)) => t.as_deref() != Some(tenant.as_slice()) || p.as_deref() != Some(product.as_slice()),
+            Some((t, p, _, _)) => t.as_deref() != Some(&**tenant) || p.as_deref() != Some(&**product),
         };
         if moved {
             changes.push((tenant, product, None, None));

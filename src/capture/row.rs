@@ -5,6 +5,7 @@
 //! key's bytes are taken from its datum.
 
 use pgrx::pg_sys;
+use std::borrow::Cow;
 use std::ffi::{c_char, c_int, CStr};
 
 unsafe extern "C-unwind" {
@@ -126,23 +127,24 @@ pub(crate) unsafe fn column_output(
     Some(bytes)
 }
 
-/// A key column's bytes, None when NULL. text and varchar come from the datum itself (the
-/// bytes their output function would copy), detoasted only when stored compressed or out of
-/// line; other types go through their output function.
-pub(crate) unsafe fn key_bytes(
+/// A key column's bytes, None when NULL. text and varchar are borrowed from the datum itself
+/// (the bytes their output function would copy), detoasted only when stored compressed or out
+/// of line; other types go through their output function. Borrowed bytes live in the tuple or
+/// the trigger call's memory context: `'t` must not outlive the trigger call.
+pub(crate) unsafe fn key_bytes<'t>(
     tuple: *mut pg_sys::HeapTupleData,
     desc: pg_sys::TupleDesc,
     attnum: i32,
     value: Option<pg_sys::Datum>,
-) -> Option<Vec<u8>> {
+) -> Option<Cow<'t, [u8]>> {
     let typ = column_type(desc, attnum);
     if typ != pg_sys::TEXTOID && typ != pg_sys::VARCHAROID {
-        return column_output(tuple, desc, attnum);
+        return column_output(tuple, desc, attnum).map(Cow::Owned);
     }
     let mut v = value?.cast_mut_ptr::<pg_sys::varlena>();
     if pgrx::varlena::varatt_is_4b_c(v) || pgrx::varlena::varatt_is_1b_e(v) {
         v = pg_sys::pg_detoast_datum_packed(v);
     }
     let (data, len) = (pgrx::varlena::vardata_any(v), pgrx::varlena::varsize_any_exhdr(v));
-    Some(std::slice::from_raw_parts(data.cast::<u8>(), len).to_vec())
+    Some(Cow::Borrowed(std::slice::from_raw_parts(data.cast::<u8>(), len)))
 }

@@ -1,14 +1,16 @@
 //! Reading the stock messages back out of the WAL, in the capture worker.
 //!
-//! A plain WAL reader (PostgreSQL's `XLogReader` over the local WAL, not logical decoding):
-//! only logical messages and transaction commit/abort records are looked at, so the
-//! application's own row changes cost a record header each, not a decoding pass. A physical
-//! replication slot keeps the WAL from the oldest undecided message on.
+//! A plain WAL reader, not logical decoding: PostgreSQL's page reader for the local WAL (the
+//! callbacks pg_walinspect uses), and `walk` to find the records. Only logical messages and
+//! transaction commit/abort records are copied and looked at, so the application's own row
+//! changes cost a record header each. A physical replication slot keeps the WAL from the
+//! oldest undecided message on.
 
 use super::message::{Collector, Kind, PREFIX, PRICE_PREFIX};
+use super::walk::{self, PageSource, Record, Walk};
 use pgrx::pg_sys;
 use pgrx::PgTryBuilder;
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 unsafe extern "C-unwind" {
     // access/xlogutils.h: the same callbacks pg_walinspect uses; passed as function pointers,
@@ -27,12 +29,49 @@ unsafe extern "C-unwind" {
 /// `xl_logical_message` (replication/message.h): dbId, transactional, prefix_size, message_size.
 const LOGICAL_MESSAGE_HEADER: usize = 24;
 
+// the walk's view of PostgreSQL's WAL format, checked against PostgreSQL 15's
+const _: () = {
+    assert!(walk::PAGE_SIZE == pg_sys::XLOG_BLCKSZ as usize);
+    assert!(walk::PAGE_MAGIC as u32 == pg_sys::XLOG_PAGE_MAGIC);
+    assert!(walk::FIRST_IS_CONTRECORD as u32 == pg_sys::XLP_FIRST_IS_CONTRECORD);
+    assert!(walk::LONG_HEADER as u32 == pg_sys::XLP_LONG_HEADER);
+    assert!(walk::FIRST_IS_OVERWRITE_CONTRECORD as u32 == pg_sys::XLP_FIRST_IS_OVERWRITE_CONTRECORD);
+    assert!(walk::RECORD_HEADER == std::mem::size_of::<pg_sys::XLogRecord>());
+    assert!(std::mem::size_of::<pg_sys::XLogPageHeaderData>() == 24);
+    assert!(std::mem::size_of::<pg_sys::XLogLongPageHeaderData>() == 40);
+};
+
 pub struct WalReader {
+    /// PostgreSQL's reader: its page reading (segments, timelines), and finding the first record.
     state: *mut pg_sys::XLogReaderState,
     /// Set by the page reader when it reaches the end of flushed WAL.
     end_of_wal: *mut pg_sys::ReadLocalXLogPageNoWaitPrivate,
-    /// Start of the next record to read.
-    next: u64,
+    walk: Walk,
+}
+
+/// Pages of the local WAL, up to where it is flushed.
+struct LocalPages {
+    state: *mut pg_sys::XLogReaderState,
+    end_of_wal: *mut pg_sys::ReadLocalXLogPageNoWaitPrivate,
+}
+
+impl PageSource for LocalPages {
+    fn read_page(
+        &mut self,
+        page_start: u64,
+        needed: usize,
+        page: &mut [u8; walk::PAGE_SIZE],
+    ) -> Result<Option<usize>, String> {
+        let (state, end_of_wal) = (self.state, self.end_of_wal);
+        // raises an ERROR on a read failure: caught by `read`'s in_top_context
+        let valid = unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                (*end_of_wal).end_of_wal = false;
+                read_local_xlog_page_no_wait(state, page_start, needed as c_int, page_start, page.as_mut_ptr().cast())
+            })
+        };
+        Ok((valid >= 0).then_some(valid as usize))
+    }
 }
 
 /// What one read found (the changes themselves wait in the collector).
@@ -63,7 +102,7 @@ impl WalReader {
             WalReader {
                 state,
                 end_of_wal,
-                next: 0,
+                walk: Walk::new(0, pg_sys::wal_segment_size as u64),
             }
         })?;
         if reader.state.is_null() {
@@ -73,45 +112,41 @@ impl WalReader {
         if first == 0 {
             return Err(format!("no WAL record found at or after {}", lsn_text(start)));
         }
-        reader.next = first;
+        reader.walk = Walk::new(first, unsafe { pg_sys::wal_segment_size } as u64);
         Ok(reader)
     }
 
     pub fn position(&self) -> u64 {
-        self.next
+        self.walk.position()
     }
 
     /// Reads from where the last read stopped to the end of flushed WAL, or until `collector`
     /// holds changes of `max_products` products; counts the changes whose commit was read.
     pub fn read(&mut self, collector: &mut Collector, max_products: usize) -> Result<Read, String> {
-        let state = self.state;
-        let end_of_wal = self.end_of_wal;
-        let start = self.next;
+        let mut pages = LocalPages {
+            state: self.state,
+            end_of_wal: self.end_of_wal,
+        };
+        let walk = &mut self.walk;
         let my_db = unsafe { pg_sys::MyDatabaseId };
-        let (changes, next, more) = in_top_context(move || unsafe {
-            (*end_of_wal).end_of_wal = false;
-            pg_sys::XLogBeginRead(state, start);
-            let mut next = start;
+        let wanted =
+            |rmid: u8| rmid as u32 == pg_sys::RmgrIds::RM_LOGICALMSG_ID || rmid as u32 == pg_sys::RmgrIds::RM_XACT_ID;
+        in_top_context(move || {
             let mut changes = 0usize;
             loop {
-                let mut error: *mut c_char = std::ptr::null_mut();
-                let record = pg_sys::XLogReadRecord(state, &mut error);
-                if record.is_null() {
-                    if !(*end_of_wal).end_of_wal && !error.is_null() {
-                        let text = CStr::from_ptr(error).to_string_lossy().into_owned();
-                        return Err(format!("reading WAL at {}: {text}", lsn_text(next)));
-                    }
-                    return Ok((changes, next, false));
-                }
-                on_record(state, my_db, collector, &mut changes);
-                next = (*state).EndRecPtr;
+                let at = walk.position();
+                let record = walk
+                    .next_record(&mut pages, wanted)
+                    .map_err(|e| format!("reading WAL at {}: {e}", lsn_text(at)))?;
+                let Some(record) = record else {
+                    return Ok(Read { changes, more: false });
+                };
+                unsafe { on_record(&record, my_db, collector, &mut changes) };
                 if collector.products_held() >= max_products {
-                    return Ok((changes, next, true));
+                    return Ok(Read { changes, more: true });
                 }
             }
-        })??;
-        self.next = next;
-        Ok(Read { changes, more })
+        })?
     }
 }
 
@@ -128,24 +163,9 @@ impl Drop for WalReader {
 
 /// One record: a message of ours is kept under its (sub)transaction; a commit hands over the
 /// messages of the transaction and its committed subtransactions; an abort drops them.
-unsafe fn on_record(
-    state: *mut pg_sys::XLogReaderState,
-    my_db: pg_sys::Oid,
-    collector: &mut Collector,
-    changes: &mut usize,
-) {
-    let decoded = (*state).record;
-    if decoded.is_null() {
-        return;
-    }
-    let header = &(*decoded).header;
-    let lsn = (*state).ReadRecPtr;
-    let data: &[u8] = if (*decoded).main_data.is_null() {
-        &[]
-    } else {
-        std::slice::from_raw_parts((*decoded).main_data as *const u8, (*decoded).main_data_len as usize)
-    };
-    match header.xl_rmid as u32 {
+unsafe fn on_record(record: &Record, my_db: pg_sys::Oid, collector: &mut Collector, changes: &mut usize) {
+    let (lsn, data, xl_xid) = (record.lsn, record.main_data, record.xid);
+    match record.rmid as u32 {
         pg_sys::RmgrIds::RM_LOGICALMSG_ID => {
             if data.len() < LOGICAL_MESSAGE_HEADER {
                 return;
@@ -165,33 +185,36 @@ unsafe fn on_record(
             if db == my_db.to_u32() && transactional {
                 let prefix = data.get(LOGICAL_MESSAGE_HEADER..prefix_end);
                 if prefix == Some(PREFIX.to_bytes_with_nul()) {
-                    collector.message(header.xl_xid.into_inner(), lsn, Kind::Stock, content);
+                    collector.message(xl_xid, lsn, Kind::Stock, content);
                 } else if prefix == Some(PRICE_PREFIX.to_bytes_with_nul()) {
-                    collector.message(header.xl_xid.into_inner(), lsn, Kind::Price, content);
+                    collector.message(xl_xid, lsn, Kind::Price, content);
                 }
             }
         }
         pg_sys::RmgrIds::RM_XACT_ID => {
-            let info = header.xl_info;
+            if data.is_empty() {
+                return;
+            }
+            let info = record.info;
             match info as u32 & pg_sys::XLOG_XACT_OPMASK {
                 op @ (pg_sys::XLOG_XACT_COMMIT | pg_sys::XLOG_XACT_COMMIT_PREPARED) => {
                     let mut parsed = pg_sys::xl_xact_parsed_commit::default();
-                    pg_sys::ParseCommitRecord(info, (*decoded).main_data.cast(), &mut parsed);
+                    pg_sys::ParseCommitRecord(info, data.as_ptr() as *mut _, &mut parsed);
                     let xid = if op == pg_sys::XLOG_XACT_COMMIT_PREPARED {
                         parsed.twophase_xid.into_inner()
                     } else {
-                        header.xl_xid.into_inner()
+                        xl_xid
                     };
                     let subxids = xids(parsed.subxacts, parsed.nsubxacts);
                     *changes += collector.commit(xid, subxids, lsn, parsed.xact_time);
                 }
                 op @ (pg_sys::XLOG_XACT_ABORT | pg_sys::XLOG_XACT_ABORT_PREPARED) => {
                     let mut parsed = pg_sys::xl_xact_parsed_abort::default();
-                    pg_sys::ParseAbortRecord(info, (*decoded).main_data.cast(), &mut parsed);
+                    pg_sys::ParseAbortRecord(info, data.as_ptr() as *mut _, &mut parsed);
                     let xid = if op == pg_sys::XLOG_XACT_ABORT_PREPARED {
                         parsed.twophase_xid.into_inner()
                     } else {
-                        header.xl_xid.into_inner()
+                        xl_xid
                     };
                     collector.abort(xid, xids(parsed.subxacts, parsed.nsubxacts));
                 }
@@ -228,4 +251,49 @@ fn in_top_context<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         }
         result
     }
+}
+
+/// (lsn, next record's lsn, rmid, xid, info, main data of a wanted record) of each record.
+#[cfg(any(test, feature = "pg_test"))]
+pub type Seen = (u64, u64, u8, u32, u8, Vec<u8>);
+
+/// Every record from the first at or after `start` to the end of flushed WAL, found by the
+/// walk and by PostgreSQL's own reader, for tests to compare.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn records_both_ways(start: u64) -> Result<(Vec<Seen>, Vec<Seen>), String> {
+    let wanted =
+        |rmid: u8| rmid as u32 == pg_sys::RmgrIds::RM_LOGICALMSG_ID || rmid as u32 == pg_sys::RmgrIds::RM_XACT_ID;
+    let mut ours = Vec::new();
+    let mut reader = WalReader::open(start)?;
+    let first = reader.position();
+    let mut pages = LocalPages {
+        state: reader.state,
+        end_of_wal: reader.end_of_wal,
+    };
+    while let Some(r) = reader.walk.next_record(&mut pages, wanted)? {
+        let (lsn, rmid, xid, info, data) = (r.lsn, r.rmid, r.xid, r.info, r.main_data.to_vec());
+        ours.push((lsn, reader.walk.position(), rmid, xid, info, data));
+    }
+    let theirs = in_top_context(|| unsafe {
+        let state = reader.state;
+        (*reader.end_of_wal).end_of_wal = false;
+        pg_sys::XLogBeginRead(state, first);
+        let mut theirs = Vec::new();
+        loop {
+            let mut error: *mut c_char = std::ptr::null_mut();
+            if pg_sys::XLogReadRecord(state, &mut error).is_null() {
+                return theirs;
+            }
+            let d = (*state).record;
+            let h = &(*d).header;
+            let data = if wanted(h.xl_rmid) && !(*d).main_data.is_null() {
+                std::slice::from_raw_parts((*d).main_data as *const u8, (*d).main_data_len as usize).to_vec()
+            } else {
+                Vec::new()
+            };
+            let (lsn, next) = ((*state).ReadRecPtr, (*state).EndRecPtr);
+            theirs.push((lsn, next, h.xl_rmid, h.xl_xid.into_inner(), h.xl_info, data));
+        }
+    })?;
+    Ok((ours, theirs))
 }
