@@ -349,11 +349,8 @@ fn track_stock<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     if changes.is_empty() {
         return Ok(None);
     }
-    if by_message() {
-        for (tenant, product, stock) in changes {
-            emit(tenant, product, stock);
-        }
-        shmem::wake_capture_at_commit();
+    let payloads: Vec<Vec<u8>> = changes.iter().map(|(t, p, s)| message::encode(t, p, *s)).collect();
+    if send_by_message(message::PREFIX, &payloads) {
         return Ok(None);
     }
     let _as_owner = UserSwitch::to_owner();
@@ -371,32 +368,39 @@ unsafe extern "C-unwind" {
     /// replication/message.h (PostgreSQL 15's four-argument form); called through
     /// `pg_guard_ffi_boundary` so an ERROR it raises unwinds as a Rust panic.
     fn LogLogicalMessage(prefix: *const c_char, message: *const c_char, size: usize, transactional: bool) -> u64;
+    /// access/xact.h; likewise called only inside a guarded call.
+    fn GetCurrentTransactionId() -> pg_sys::TransactionId;
 }
 
-/// Whether this change goes by message. The transaction's id is assigned before the flag is
-/// read: the capture worker, retiring the slot, clears the flag and then waits for every
-/// transaction id assigned before, so a transaction that saw the flag set is always read.
-/// Background workers (orders applied by our own workers) keep the table path: their change
-/// is visible in the listings the moment they commit.
-pub(crate) fn by_message() -> bool {
+/// Sends a trigger's changes by message when they go that way: each of `payloads` becomes a
+/// transactional logical message with our `prefix`, read back by the capture worker, and the
+/// capture is woken at commit. False (nothing sent) when they go by table.
+///
+/// The transaction's id is assigned before the flag is read: the capture worker, retiring the
+/// slot, clears the flag and then waits for every transaction id assigned before, so a
+/// transaction that saw the flag set is always read. Background workers (orders applied by
+/// our own workers) keep the table path: their change is visible in the listings the moment
+/// they commit. One guarded call for all of it: a trigger runs on every tracked row.
+pub(crate) fn send_by_message(prefix: &CStr, payloads: &[Vec<u8>]) -> bool {
     if !shmem::capture_by_message() || unsafe { pg_sys::IsBackgroundWorker } {
         return false;
     }
-    unsafe { pg_sys::GetCurrentTransactionId() };
-    shmem::capture_by_message()
-}
-
-fn emit(tenant: &[u8], product: &[u8], stock: i32) {
-    emit_message(message::PREFIX, &message::encode(tenant, product, stock));
-}
-
-/// A transactional logical message with our `prefix`, read back by the capture worker.
-pub(crate) fn emit_message(prefix: &CStr, payload: &[u8]) {
-    unsafe {
+    let sent = unsafe {
         pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            LogLogicalMessage(prefix.as_ptr(), payload.as_ptr().cast(), payload.len(), true)
-        });
+            GetCurrentTransactionId();
+            if !shmem::capture_by_message() {
+                return false;
+            }
+            for payload in payloads {
+                LogLogicalMessage(prefix.as_ptr(), payload.as_ptr().cast(), payload.len(), true);
+            }
+            true
+        })
+    };
+    if sent {
+        shmem::wake_capture_at_commit();
     }
+    sent
 }
 
 #[cfg(test)]

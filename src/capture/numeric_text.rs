@@ -50,28 +50,29 @@ pub fn numeric_text(payload: &[u8]) -> Option<String> {
     if !body.len().is_multiple_of(2) {
         return None;
     }
-    let digits: Vec<i16> = body.chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]])).collect();
-    if digits.iter().any(|d| !(0..10_000).contains(d)) {
+    let digits = body.chunks_exact(2).map(|b| i16::from_ne_bytes([b[0], b[1]]));
+    if digits.clone().any(|d| !(0..10_000).contains(&d)) {
         return None;
     }
     // digit i holds the base-10000 place `weight - i`
     let digit = |i: i32| {
         usize::try_from(i)
             .ok()
-            .and_then(|i| digits.get(i))
-            .copied()
-            .unwrap_or(0)
+            .and_then(|i| body.get(2 * i..2 * i + 2))
+            .map_or(0, |b| i16::from_ne_bytes([b[0], b[1]]) as u16)
     };
-    let mut out = String::with_capacity(digits.len() * DEC_DIGITS + dscale + 3);
+    let mut out = String::with_capacity(body.len() * DEC_DIGITS / 2 + dscale + 3);
     if negative {
         out.push('-');
     }
     if weight < 0 {
         out.push('0');
     } else {
-        out.push_str(&digit(0).to_string());
+        let first = digit(0);
+        let width = [1000, 100, 10].iter().filter(|p| first >= **p).count() + 1;
+        push_digits(&mut out, first, width);
         for i in 1..=weight {
-            out.push_str(&format!("{:04}", digit(i)));
+            push_digits(&mut out, digit(i), DEC_DIGITS);
         }
     }
     if dscale > 0 {
@@ -79,12 +80,20 @@ pub fn numeric_text(payload: &[u8]) -> Option<String> {
         let start = out.len();
         let mut i = weight + 1;
         while out.len() - start < dscale {
-            out.push_str(&format!("{:04}", digit(i)));
+            push_digits(&mut out, digit(i), DEC_DIGITS);
             i += 1;
         }
         out.truncate(start + dscale);
     }
     Some(out)
+}
+
+/// The last `width` decimal digits of `d` (below 10,000), zero-padded: `core::fmt` per base-10000
+/// digit was most of the formatting's time.
+fn push_digits(out: &mut String, d: u16, width: usize) {
+    for place in [1000, 100, 10, 1][DEC_DIGITS - width..].iter() {
+        out.push(char::from(b'0' + (d / place % 10) as u8));
+    }
 }
 
 #[cfg(test)]

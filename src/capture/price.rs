@@ -244,14 +244,11 @@ fn track_price<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
     }
     // the stock's path: by WAL message while the capture slot exists (a stock and a price
     // changed together are then applied together), else written here
-    if super::by_message() {
-        for (tenant, product, price, currency) in changes {
-            super::emit_message(
-                message::PRICE_PREFIX,
-                &message::encode_price(tenant, product, price, currency),
-            );
-        }
-        shmem::wake_capture_at_commit();
+    let payloads: Vec<Vec<u8>> = changes
+        .iter()
+        .map(|(t, p, price, c)| message::encode_price(t, p, *price, *c))
+        .collect();
+    if super::send_by_message(message::PRICE_PREFIX, &payloads) {
         return Ok(None);
     }
     let _as_owner = UserSwitch::to_owner();

@@ -36,13 +36,16 @@ pub(crate) unsafe fn column_numbers(desc: pg_sys::TupleDesc, trigger: &pg_sys::T
         len: nargs,
     };
     for (i, number) in cols.numbers.iter_mut().take(nargs).enumerate() {
-        let name = CStr::from_ptr(*trigger.tgargs.add(i) as *const c_char);
-        let found = attrs
-            .iter()
-            .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name);
+        let name = CStr::from_ptr(*trigger.tgargs.add(i) as *const c_char).to_bytes_with_nul();
+        // the name with its NUL against the start of each attname (no strlen of every column's)
+        let same = |a: &pg_sys::FormData_pg_attribute| {
+            let attname = std::slice::from_raw_parts(a.attname.data.as_ptr().cast::<u8>(), a.attname.data.len());
+            attname.get(..name.len()) == Some(name)
+        };
+        let found = attrs.iter().position(|a| !a.attisdropped && same(a));
         *number = match found {
             Some(at) => at as i32 + 1,
-            None => return Err(name.to_string_lossy().into_owned()),
+            None => return Err(String::from_utf8_lossy(&name[..name.len() - 1]).into_owned()),
         };
     }
     Ok(cols)
