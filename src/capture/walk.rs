@@ -109,6 +109,8 @@ impl Walk {
         if self.page_start == page_start && self.page_valid >= needed {
             return Ok(true);
         }
+        // the buffer no longer holds the page it held, whatever comes back
+        self.page_start = u64::MAX;
         let Some(valid) = source.read_page(page_start, needed, &mut self.page)? else {
             return Ok(false);
         };
@@ -118,7 +120,6 @@ impl Walk {
         let magic = u16::from_ne_bytes(word(&self.page[..], 0));
         let address = u64::from_ne_bytes(word(&self.page[..], 8));
         if magic != PAGE_MAGIC || address != page_start {
-            self.page_start = u64::MAX;
             return Err(format!(
                 "WAL page at {} is not the page expected (magic {magic:#x}, address {})",
                 lsn_text(page_start),
@@ -355,11 +356,12 @@ mod tests {
         ) -> Result<Option<usize>, String> {
             self.reads += 1;
             let start = page_start as usize;
+            // what it has goes into the buffer even when that is not enough (a source may)
+            let end = (start + PAGE_SIZE).min(self.bytes.len());
+            page[..end - start].copy_from_slice(&self.bytes[start..end]);
             if start + needed > self.flushed {
                 return Ok(None);
             }
-            let end = (start + PAGE_SIZE).min(self.bytes.len());
-            page[..end - start].copy_from_slice(&self.bytes[start..end]);
             Ok(Some((self.flushed - start).min(PAGE_SIZE)))
         }
     }
@@ -482,8 +484,19 @@ mod tests {
         let specs = mixed();
         let (bytes, lsns) = write(&specs);
         let full = bytes.len();
+        // a record crossing into a page whose header is not all flushed
+        let crossing = lsns
+            .windows(2)
+            .find(|w| w[0] / PAGE_SIZE as u64 != w[1] / PAGE_SIZE as u64)
+            .unwrap();
+        let page_header_cut = (crossing[0] as usize / PAGE_SIZE + 1) * PAGE_SIZE + 10;
         // cut in the middle of a record crossing pages, and of a header
-        for cut in [lsns[7] as usize + 9000, lsns[100] as usize + 10, full - 5] {
+        for cut in [
+            lsns[7] as usize + 9000,
+            lsns[100] as usize + 10,
+            page_header_cut,
+            full - 5,
+        ] {
             let mut wal = Wal {
                 bytes: bytes.clone(),
                 flushed: cut,
