@@ -42,17 +42,57 @@ const _: () = {
 };
 
 pub struct WalReader {
-    /// PostgreSQL's reader: its page reading (segments, timelines), and finding the first record.
-    state: *mut pg_sys::XLogReaderState,
-    /// Set by the page reader when it reaches the end of flushed WAL.
-    end_of_wal: *mut pg_sys::ReadLocalXLogPageNoWaitPrivate,
+    pages: LocalPages,
     walk: Walk,
 }
 
-/// Pages of the local WAL, up to where it is flushed.
+/// Pages of the local WAL, up to where it is flushed: PostgreSQL's reader, for its page
+/// reading (segments, timelines) and for finding the first record.
 struct LocalPages {
     state: *mut pg_sys::XLogReaderState,
+    /// Set by the page reader when it reaches the end of flushed WAL.
     end_of_wal: *mut pg_sys::ReadLocalXLogPageNoWaitPrivate,
+}
+
+impl LocalPages {
+    fn allocate() -> Result<LocalPages, String> {
+        let pages = in_top_context(|| unsafe {
+            let end_of_wal = pg_sys::palloc0(std::mem::size_of::<pg_sys::ReadLocalXLogPageNoWaitPrivate>())
+                as *mut pg_sys::ReadLocalXLogPageNoWaitPrivate;
+            let mut routine = pg_sys::XLogReaderRoutine {
+                page_read: Some(read_local_xlog_page_no_wait),
+                segment_open: Some(wal_segment_open),
+                segment_close: Some(wal_segment_close),
+            };
+            let state = pg_sys::XLogReaderAllocate(
+                pg_sys::wal_segment_size,
+                std::ptr::null(),
+                &mut routine,
+                end_of_wal.cast(),
+            );
+            LocalPages { state, end_of_wal }
+        })?;
+        if pages.state.is_null() {
+            return Err("out of memory allocating a WAL reader".into());
+        }
+        Ok(pages)
+    }
+}
+
+impl Drop for LocalPages {
+    fn drop(&mut self) {
+        unsafe {
+            if !self.state.is_null() {
+                pg_sys::XLogReaderFree(self.state);
+            }
+            pg_sys::pfree(self.end_of_wal.cast());
+        }
+    }
+}
+
+/// The records the capture looks at: logical messages, and commits and aborts.
+fn wanted(rmid: u8) -> bool {
+    rmid as u32 == pg_sys::RmgrIds::RM_LOGICALMSG_ID || rmid as u32 == pg_sys::RmgrIds::RM_XACT_ID
 }
 
 impl PageSource for LocalPages {
@@ -85,35 +125,13 @@ pub struct Read {
 impl WalReader {
     /// A reader starting at the first record at or after `start`.
     pub fn open(start: u64) -> Result<WalReader, String> {
-        let mut reader = in_top_context(|| unsafe {
-            let end_of_wal = pg_sys::palloc0(std::mem::size_of::<pg_sys::ReadLocalXLogPageNoWaitPrivate>())
-                as *mut pg_sys::ReadLocalXLogPageNoWaitPrivate;
-            let mut routine = pg_sys::XLogReaderRoutine {
-                page_read: Some(read_local_xlog_page_no_wait),
-                segment_open: Some(wal_segment_open),
-                segment_close: Some(wal_segment_close),
-            };
-            let state = pg_sys::XLogReaderAllocate(
-                pg_sys::wal_segment_size,
-                std::ptr::null(),
-                &mut routine,
-                end_of_wal.cast(),
-            );
-            WalReader {
-                state,
-                end_of_wal,
-                walk: Walk::new(0, pg_sys::wal_segment_size as u64),
-            }
-        })?;
-        if reader.state.is_null() {
-            return Err("out of memory allocating a WAL reader".into());
-        }
-        let first = in_top_context(|| unsafe { pg_sys::XLogFindNextRecord(reader.state, start) })?;
+        let pages = LocalPages::allocate()?;
+        let first = in_top_context(|| unsafe { pg_sys::XLogFindNextRecord(pages.state, start) })?;
         if first == 0 {
             return Err(format!("no WAL record found at or after {}", lsn_text(start)));
         }
-        reader.walk = Walk::new(first, unsafe { pg_sys::wal_segment_size } as u64);
-        Ok(reader)
+        let walk = Walk::new(first, unsafe { pg_sys::wal_segment_size } as u64);
+        Ok(WalReader { pages, walk })
     }
 
     pub fn position(&self) -> u64 {
@@ -123,20 +141,14 @@ impl WalReader {
     /// Reads from where the last read stopped to the end of flushed WAL, or until `collector`
     /// holds changes of `max_products` products; counts the changes whose commit was read.
     pub fn read(&mut self, collector: &mut Collector, max_products: usize) -> Result<Read, String> {
-        let mut pages = LocalPages {
-            state: self.state,
-            end_of_wal: self.end_of_wal,
-        };
-        let walk = &mut self.walk;
+        let (pages, walk) = (&mut self.pages, &mut self.walk);
         let my_db = unsafe { pg_sys::MyDatabaseId };
-        let wanted =
-            |rmid: u8| rmid as u32 == pg_sys::RmgrIds::RM_LOGICALMSG_ID || rmid as u32 == pg_sys::RmgrIds::RM_XACT_ID;
         in_top_context(move || {
             let mut changes = 0usize;
             loop {
                 let at = walk.position();
                 let record = walk
-                    .next_record(&mut pages, wanted)
+                    .next_record(pages, wanted)
                     .map_err(|e| format!("reading WAL at {}: {e}", lsn_text(at)))?;
                 let Some(record) = record else {
                     return Ok(Read { changes, more: false });
@@ -147,17 +159,6 @@ impl WalReader {
                 }
             }
         })?
-    }
-}
-
-impl Drop for WalReader {
-    fn drop(&mut self) {
-        unsafe {
-            if !self.state.is_null() {
-                pg_sys::XLogReaderFree(self.state);
-            }
-            pg_sys::pfree(self.end_of_wal.cast());
-        }
     }
 }
 
@@ -261,22 +262,16 @@ pub type Seen = (u64, u64, u8, u32, u8, Vec<u8>);
 /// walk and by PostgreSQL's own reader, for tests to compare.
 #[cfg(any(test, feature = "pg_test"))]
 pub fn records_both_ways(start: u64) -> Result<(Vec<Seen>, Vec<Seen>), String> {
-    let wanted =
-        |rmid: u8| rmid as u32 == pg_sys::RmgrIds::RM_LOGICALMSG_ID || rmid as u32 == pg_sys::RmgrIds::RM_XACT_ID;
     let mut ours = Vec::new();
     let mut reader = WalReader::open(start)?;
     let first = reader.position();
-    let mut pages = LocalPages {
-        state: reader.state,
-        end_of_wal: reader.end_of_wal,
-    };
-    while let Some(r) = reader.walk.next_record(&mut pages, wanted)? {
+    while let Some(r) = reader.walk.next_record(&mut reader.pages, wanted)? {
         let (lsn, rmid, xid, info, data) = (r.lsn, r.rmid, r.xid, r.info, r.main_data.to_vec());
         ours.push((lsn, reader.walk.position(), rmid, xid, info, data));
     }
     let theirs = in_top_context(|| unsafe {
-        let state = reader.state;
-        (*reader.end_of_wal).end_of_wal = false;
+        let state = reader.pages.state;
+        (*reader.pages.end_of_wal).end_of_wal = false;
         pg_sys::XLogBeginRead(state, first);
         let mut theirs = Vec::new();
         loop {

@@ -184,7 +184,14 @@ impl Walk {
                 at,
                 left_in_record: total,
             };
-            match self.span(source, &mut state, RECORD_HEADER, true)? {
+            let end = match self.span(source, &mut state, RECORD_HEADER, true)? {
+                SpanEnd::Done => {
+                    let keep = wanted(self.record[17]);
+                    self.span(source, &mut state, total - RECORD_HEADER, keep)?
+                }
+                cut => cut,
+            };
+            match end {
                 SpanEnd::Done => {}
                 SpanEnd::NotFlushed => return Ok(None),
                 SpanEnd::Overwritten(page) => {
@@ -192,17 +199,8 @@ impl Walk {
                     continue 'restart;
                 }
             }
-            let rmid = self.record[17];
-            let info = self.record[16];
+            let (info, rmid) = (self.record[16], self.record[17]);
             let keep = wanted(rmid);
-            match self.span(source, &mut state, total - RECORD_HEADER, keep)? {
-                SpanEnd::Done => {}
-                SpanEnd::NotFlushed => return Ok(None),
-                SpanEnd::Overwritten(page) => {
-                    self.next = page;
-                    continue 'restart;
-                }
-            }
             let mut next = max_align(state.at);
             if rmid == RM_XLOG && info & !INFO_MASK == XLOG_SWITCH {
                 next = next.div_ceil(self.segment_size) * self.segment_size;
